@@ -1,0 +1,47 @@
+//! The subcommands. Each file parses its own arguments and calls library code.
+
+mod bench;
+mod features;
+mod ingest;
+mod lake;
+mod simulate;
+mod sql;
+
+use anyhow::Result;
+use clap::Subcommand;
+
+use crate::config::Settings;
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate a handbook-grade synthetic lake of transactions and fraud labels.
+    Simulate(simulate::SimulateArgs),
+    /// Load CSV, Parquet or JSON Lines files into `transactions` and `labels`.
+    Ingest(ingest::IngestArgs),
+    /// Run read-only SQL over the lake (DataFusion).
+    Sql(sql::SqlArgs),
+    /// List the lake's tables with version, rows, files, size and last commit.
+    Tables(lake::TablesArgs),
+    /// Lake maintenance: compaction and vacuum.
+    #[command(subcommand)]
+    Lake(lake::LakeCommand),
+    /// The feature set: offline build, description, online/offline parity.
+    #[command(subcommand)]
+    Features(features::FeaturesCommand),
+    /// Measurements (not tests): the online engine on this lake's data.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+/// Runs a command; the returned number is the process exit code.
+pub async fn run(command: Command, settings: &Settings) -> Result<u8> {
+    match command {
+        Command::Simulate(a) => simulate::run(a, settings).await,
+        Command::Ingest(a) => ingest::run(a, settings).await,
+        Command::Sql(a) => sql::run(a, settings).await,
+        Command::Tables(a) => lake::tables(a, settings).await,
+        Command::Lake(c) => lake::run(c, settings).await,
+        Command::Features(c) => features::run(c, settings).await,
+        Command::Bench(c) => bench::run(c, settings).await,
+    }
+}

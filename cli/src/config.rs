@@ -1,0 +1,116 @@
+//! Configuration: flags win over `FRAUDLAKE_*` environment variables, which win over an
+//! optional `fraudlake.toml`, which wins over defaults. Logging is set up from the result.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+
+/// Options every subcommand takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Lake root: a folder or a URL (file://, s3://...). Default ./lake.
+    #[arg(long, global = true, env = "FRAUDLAKE_LAKE")]
+    pub lake: Option<String>,
+    /// Config file (default ./fraudlake.toml when present).
+    #[arg(long, global = true, env = "FRAUDLAKE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, env = "FRAUDLAKE_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Hide progress bars.
+    #[arg(long, global = true, env = "FRAUDLAKE_QUIET")]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The optional `fraudlake.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub lake: Option<String>,
+    pub log_format: Option<LogFormat>,
+    pub features_sql: Option<PathBuf>,
+    #[serde(default)]
+    pub storage_options: std::collections::HashMap<String, String>,
+}
+
+/// Resolved settings.
+#[derive(Debug)]
+pub struct Settings {
+    pub lake: String,
+    pub log_format: LogFormat,
+    pub progress: bool,
+    pub features_sql: PathBuf,
+    pub storage_options: std::collections::HashMap<String, String>,
+}
+
+impl Settings {
+    pub fn resolve(args: &GlobalArgs) -> Result<Settings> {
+        let file = match &args.config {
+            Some(path) => Some(load_file(path)?),
+            None => {
+                let default = PathBuf::from("fraudlake.toml");
+                if default.exists() {
+                    Some(load_file(&default)?)
+                } else {
+                    None
+                }
+            }
+        }
+        .unwrap_or_default();
+        Ok(Settings {
+            lake: args
+                .lake
+                .clone()
+                .or(file.lake)
+                .unwrap_or_else(|| "./lake".to_string()),
+            log_format: args
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(LogFormat::Text),
+            progress: !args.quiet,
+            features_sql: std::env::var_os("FRAUDLAKE_FEATURES_SQL")
+                .map(PathBuf::from)
+                .or(file.features_sql)
+                .unwrap_or_else(|| {
+                    PathBuf::from(fraudlake_pipeline::features::definition::DEFAULT_PATH)
+                }),
+            storage_options: file.storage_options,
+        })
+    }
+
+    /// Opens the configured lake.
+    pub fn open_lake(&self) -> Result<fraudlake_pipeline::Lake> {
+        Ok(fraudlake_pipeline::Lake::open(&self.lake)?
+            .with_storage_options(self.storage_options.clone()))
+    }
+}
+
+fn load_file(path: &std::path::Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+/// Logs to stderr, filtered by RUST_LOG (default `info` for fraudlake, `warn` elsewhere).
+pub fn init_logging(settings: &Settings) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("warn,fraudlake=info,fraudlake_pipeline=info,fraudlake_serving=info")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match settings.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,86 @@
+//! `fraudlake`: the one binary. It parses the command line, loads configuration, sets up
+//! logging, and hands each subcommand to the library crates; no business logic lives here.
+
+mod commands;
+mod config;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::commands::Command;
+use crate::config::GlobalArgs;
+
+/// Real-time fraud detection on a Delta lakehouse.
+#[derive(Debug, Parser)]
+#[command(name = "fraudlake", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Exit codes scripts can rely on.
+pub mod exit {
+    /// The command failed (I/O, lake, query error).
+    pub const FAILURE: u8 = 1;
+    /// Bad input: arguments, files or SQL the user gave (clap also exits 2 on usage errors).
+    pub const BAD_INPUT: u8 = 2;
+    /// A check ran and found a problem (e.g. online/offline parity mismatches).
+    pub const CHECK_FAILED: u8 = 3;
+}
+
+/// A mistake in what the user asked for (as opposed to a failure while doing it): exit 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+/// Shorthand for returning a [`BadInput`] from a command.
+pub fn bad_input(msg: impl Into<String>) -> anyhow::Error {
+    BadInput(msg.into()).into()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match config::Settings::resolve(&cli.global) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(exit::BAD_INPUT);
+        }
+    };
+    config::init_logging(&settings);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    match runtime.block_on(commands::run(cli.command, &settings)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let bad_input = e.chain().any(|c| {
+                c.is::<BadInput>()
+                    || matches!(
+                        c.downcast_ref::<fraudlake_pipeline::Error>(),
+                        Some(
+                            fraudlake_pipeline::Error::Invalid(_)
+                                | fraudlake_pipeline::Error::DataFusion(_)
+                        )
+                    )
+            });
+            ExitCode::from(if bad_input {
+                exit::BAD_INPUT
+            } else {
+                exit::FAILURE
+            })
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Integration tests: one test binary (link time matters here), one module per area. They run
+//! the real `fraudlake` binary and the real libraries on real Delta tables in temp folders.
+
+mod common;
+mod features;
+mod handbook;
+mod lake;

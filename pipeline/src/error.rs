@@ -1,0 +1,54 @@
+//! One error type for the batch side, so every fallible call flows to the caller with `?`
+//! and the CLI turns it into one clear message and a non-zero exit code.
+
+use deltalake::arrow::error::ArrowError;
+use deltalake::datafusion::error::DataFusionError;
+use deltalake::DeltaTableError;
+
+/// Everything that can go wrong in the pipeline crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The user gave us something we cannot use (a flag, a file, a query).
+    #[error("{0}")]
+    Invalid(String),
+    /// A Delta table operation failed (log, commit, object store).
+    #[error("delta: {0}")]
+    Delta(#[from] DeltaTableError),
+    /// DataFusion rejected or failed a query; its message is precise, keep it whole.
+    #[error("{0}")]
+    DataFusion(Box<DataFusionError>),
+    /// Arrow failed to build, cast or write a batch.
+    #[error("arrow: {0}")]
+    Arrow(#[from] ArrowError),
+    /// Reading or writing a local input/output file failed.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl From<DataFusionError> for Error {
+    fn from(e: DataFusionError) -> Self {
+        Error::DataFusion(Box::new(e))
+    }
+}
+
+impl Error {
+    /// Shorthand for a user-facing validation error.
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::Invalid(msg.into())
+    }
+
+    /// Wraps an I/O error with what we were doing when it happened.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// Result alias for the pipeline crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,260 @@
+//! The lake: a root location (local folder or object-store URL) holding one Delta table per
+//! folder. Everything that touches table data goes through here and through deltalake /
+//! object_store, never `std::fs`, so an `s3://` root works by configuration.
+
+pub mod maintenance;
+pub mod tables;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use deltalake::arrow::array::RecordBatch;
+use deltalake::datafusion::execution::context::SessionContext;
+use deltalake::datafusion::prelude::SessionConfig;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::StructType;
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use url::Url;
+
+use crate::error::{Error, Result};
+pub use tables::TableDef;
+
+/// Names of the tables a session registers when they exist. Fixed-schema tables are defined in
+/// [`tables`]; the others (like `features`) take their schema from the SQL that builds them.
+pub const KNOWN_TABLES: &[&str] = &[
+    "transactions",
+    "labels",
+    "transactions_rejected",
+    "features",
+];
+
+/// A handle on the lake root. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Lake {
+    root: Url,
+    storage_options: HashMap<String, String>,
+}
+
+/// Pins one table of a SQL session to an older state (Delta time travel).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TimeTravel {
+    Version(u64),
+    /// RFC 3339 timestamp: the table as it was at that instant.
+    Timestamp(chrono::DateTime<chrono::Utc>),
+}
+
+impl Lake {
+    /// Opens a lake at a local path or a URL (`file:///...`, `s3://bucket/prefix`, ...).
+    /// A local root is created if missing; nothing else is written until a table is used.
+    pub fn open(location: &str) -> Result<Lake> {
+        let location = location.trim();
+        if location.is_empty() {
+            return Err(Error::invalid("the lake location is empty"));
+        }
+        let root = match Url::parse(location) {
+            // One-letter schemes are Windows drive letters, not URLs.
+            Ok(url) if url.scheme().len() > 1 => {
+                if url.scheme() == "file" {
+                    let path = url.to_file_path().map_err(|_| {
+                        Error::invalid(format!("'{location}' is not a valid file:// URL"))
+                    })?;
+                    local_root(&path)?
+                } else {
+                    url
+                }
+            }
+            _ => local_root(std::path::Path::new(location))?,
+        };
+        let mut root = root;
+        if !root.path().ends_with('/') {
+            let path = format!("{}/", root.path());
+            root.set_path(&path);
+        }
+        Ok(Lake {
+            root,
+            storage_options: HashMap::new(),
+        })
+    }
+
+    /// Adds object-store options (credentials, endpoint, region) for remote lakes.
+    pub fn with_storage_options(mut self, options: HashMap<String, String>) -> Self {
+        self.storage_options = options;
+        self
+    }
+
+    /// The lake root, always ending in `/`.
+    pub fn root(&self) -> &Url {
+        &self.root
+    }
+
+    /// Where table `name` lives.
+    pub fn table_url(&self, name: &str) -> Result<Url> {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(Error::invalid(format!(
+                "'{name}' is not a valid table name"
+            )));
+        }
+        self.root
+            .join(&format!("{name}/"))
+            .map_err(|e| Error::invalid(format!("table '{name}': {e}")))
+    }
+
+    fn builder(&self, name: &str) -> Result<DeltaTableBuilder> {
+        let url = self.table_url(name)?;
+        Ok(DeltaTableBuilder::from_url(url)?.with_storage_options(self.storage_options.clone()))
+    }
+
+    /// Loads table `name` at its latest version, or `None` if it was never created.
+    pub async fn load(&self, name: &str) -> Result<Option<DeltaTable>> {
+        let mut table = self.builder(name)?.build()?;
+        // Ask the object store first: loading a missing table logs errors on the way.
+        if !table.verify_deltatable_existence().await? {
+            return Ok(None);
+        }
+        match table.load().await {
+            Ok(()) => Ok(Some(table)),
+            Err(DeltaTableError::NotATable(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Loads table `name` as of a version or instant.
+    pub async fn load_at(&self, name: &str, at: &TimeTravel) -> Result<DeltaTable> {
+        let mut table = self.builder(name)?.build()?;
+        match at {
+            TimeTravel::Version(v) => table.load_version(*v).await,
+            TimeTravel::Timestamp(ts) => table.load_with_datetime(*ts).await,
+        }
+        .map_err(|e| Error::invalid(format!("table '{name}' at {at:?}: {e}")))?;
+        Ok(table)
+    }
+
+    /// Loads a fixed-schema table, creating it (empty, version 0) on first use. Idempotent and
+    /// safe against a concurrent creator: `SaveMode::Ignore` keeps whichever create won.
+    pub async fn table(&self, def: &TableDef) -> Result<DeltaTable> {
+        if let Some(t) = self.load(def.name).await? {
+            return Ok(t);
+        }
+        self.create(def.name, &(def.schema)(), def.partition_by, def.description)
+            .await
+    }
+
+    /// Creates table `name` with an Arrow schema (used for tables whose schema comes from SQL).
+    pub async fn create(
+        &self,
+        name: &str,
+        schema: &deltalake::arrow::datatypes::Schema,
+        partition_by: &[&str],
+        description: &str,
+    ) -> Result<DeltaTable> {
+        let kernel: StructType = schema.try_into_kernel()?;
+        let table = self.builder(name)?.build()?;
+        table
+            .create()
+            .with_table_name(name)
+            .with_comment(description)
+            .with_columns(kernel.fields().cloned())
+            .with_partition_columns(partition_by.iter().map(|s| s.to_string()))
+            .with_save_mode(SaveMode::Ignore)
+            .await?;
+        // Reload: with Ignore, the table may have been created by someone else first.
+        self.load(name)
+            .await?
+            .ok_or_else(|| Error::invalid(format!("table '{name}' could not be created")))
+    }
+
+    /// Appends `batches` to a fixed-schema table as exactly one Delta commit.
+    pub async fn append(
+        &self,
+        def: &TableDef,
+        batches: Vec<RecordBatch>,
+        operation: &str,
+    ) -> Result<DeltaTable> {
+        let table = self.table(def).await?;
+        if batches.iter().all(|b| b.num_rows() == 0) {
+            return Ok(table);
+        }
+        Ok(table
+            .write(batches)
+            .with_save_mode(SaveMode::Append)
+            .with_commit_properties(commit_note(operation))
+            .await?)
+    }
+
+    /// A DataFusion session with every existing lake table registered under its name.
+    /// `pins` time-travels some tables (e.g. `transactions` at version 3).
+    pub async fn session(&self, pins: &[(String, TimeTravel)]) -> Result<SessionContext> {
+        let ctx = new_session();
+        for (name, _) in pins {
+            if !KNOWN_TABLES.contains(&name.as_str()) {
+                return Err(Error::invalid(format!(
+                    "--at names unknown table '{name}' (known: {})",
+                    KNOWN_TABLES.join(", ")
+                )));
+            }
+        }
+        for name in KNOWN_TABLES {
+            let pinned = pins.iter().find(|(n, _)| n == name).map(|(_, at)| at);
+            let table = match pinned {
+                Some(at) => Some(self.load_at(name, at).await?),
+                None => self.load(name).await?,
+            };
+            if let Some(table) = table {
+                register(&ctx, name, &table).await?;
+            }
+        }
+        // The feature view, so `fraudlake sql -f sql/features.sql` runs as the offline engine does.
+        if ctx.table_exist("transactions")? && ctx.table_exist("labels")? {
+            let view = ctx
+                .sql(&crate::features::definition::view_sql(""))
+                .await?
+                .into_view();
+            ctx.register_table(crate::features::definition::VIEW_NAME, view)?;
+        }
+        Ok(ctx)
+    }
+}
+
+/// Registers one Delta table in a session under `name`.
+pub async fn register(ctx: &SessionContext, name: &str, table: &DeltaTable) -> Result<()> {
+    table.update_datafusion_session(&ctx.state())?;
+    let provider = table.table_provider().await?;
+    ctx.register_table(name, provider)?;
+    Ok(())
+}
+
+/// The session settings every fraudlake query runs with.
+pub fn new_session() -> SessionContext {
+    let config = SessionConfig::new()
+        .with_information_schema(true)
+        .set_str("datafusion.execution.time_zone", "+00:00");
+    SessionContext::new_with_config(config)
+}
+
+/// Commit metadata naming the fraudlake operation, visible in `DESCRIBE HISTORY`-style tools.
+pub fn commit_note(operation: &str) -> CommitProperties {
+    CommitProperties::default().with_metadata([(
+        "fraudlake.operation".to_string(),
+        serde_json::Value::String(operation.to_string()),
+    )])
+}
+
+fn local_root(path: &std::path::Path) -> Result<Url> {
+    // Creating the root folder is the one local-filesystem touch: table data goes through
+    // deltalake's object store.
+    std::fs::create_dir_all(path)
+        .map_err(|e| Error::io(format!("cannot create lake folder {}", path.display()), e))?;
+    let abs = std::fs::canonicalize(path)
+        .map_err(|e| Error::io(format!("cannot resolve lake folder {}", path.display()), e))?;
+    Url::from_directory_path(&abs)
+        .map_err(|_| Error::invalid(format!("cannot make a URL of {}", abs.display())))
+}
+
+/// Shared handle type for code that keeps the lake around.
+pub type LakeRef = Arc<Lake>;

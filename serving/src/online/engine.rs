@@ -1,0 +1,659 @@
+//! The online engine: runs a compiled [`FeaturePlan`] one transaction (or one ordered batch)
+//! at a time. Row-level steps are DataFusion physical expressions; window steps read and
+//! update per-entity histories in an [`EntityStore`]. Event-time based throughout, so
+//! replaying history reproduces the offline values exactly.
+
+use std::collections::{HashMap, VecDeque};
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+use std::sync::Arc;
+
+use deltalake::arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray,
+    TimestampNanosecondArray,
+};
+use deltalake::arrow::compute::cast;
+use deltalake::arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef, TimeUnit};
+use deltalake::datafusion::physical_plan::PhysicalExpr;
+use fraudlake_pipeline::features::compile::{AggKind, FeaturePlan, Step, WindowSpec};
+use fraudlake_pipeline::features::definition::event_time_ns;
+use fraudlake_pipeline::{Error, Result};
+
+use super::state::{EntityKey, EntityStore, MemoryStore};
+
+/// A transaction as the online engine receives it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Transaction {
+    pub tx_id: i64,
+    pub tx_ts_us: i64,
+    pub customer_id: i64,
+    pub terminal_id: i64,
+    pub amount: f64,
+}
+
+impl Transaction {
+    pub fn event_time_ns(&self) -> i64 {
+        event_time_ns(self.tx_ts_us, self.tx_id)
+    }
+}
+
+/// The windows of one step that share an entity column: one history per entity value.
+#[derive(Debug, Clone)]
+struct Group {
+    id: u32,
+    partition_index: usize,
+    /// Indexes into the step's windows.
+    windows: Vec<usize>,
+    horizon_ns: i64,
+    /// Distinct frames `(start_ns, end_ns)` of the group's windows, and each window's frame.
+    frames: Vec<(i64, i64)>,
+    frame_of: Vec<usize>,
+    /// Stored argument columns: windows with the same argument share one (AVG and SUM of
+    /// `amount` over three frames store `amount` once), COUNT(*) stores none.
+    slot_of: Vec<Option<usize>>,
+    /// For each slot, a window whose argument fills it.
+    slot_source: Vec<usize>,
+    slot_keys: Vec<String>,
+}
+
+impl Group {
+    fn add(&mut self, index: usize, w: &WindowSpec) {
+        self.windows.push(index);
+        self.horizon_ns = self.horizon_ns.max(w.start_ns);
+        let frame = (w.start_ns, w.end_ns);
+        let f = match self.frames.iter().position(|x| *x == frame) {
+            Some(f) => f,
+            None => {
+                self.frames.push(frame);
+                self.frames.len() - 1
+            }
+        };
+        self.frame_of.push(f);
+        let slot = w.arg.as_ref().map(|arg| {
+            let key = arg.to_string();
+            match self.slot_keys.iter().position(|k| *k == key) {
+                Some(s) => s,
+                None => {
+                    self.slot_keys.push(key);
+                    self.slot_source.push(index);
+                    self.slot_keys.len() - 1
+                }
+            }
+        });
+        self.slot_of.push(slot);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Compute the windows (the transaction included where the frame says so) and store it.
+    Apply,
+    /// Compute without storing.
+    Peek,
+    /// Compute for a transaction already stored (a retry): it is not added a second time.
+    Recompute,
+    /// Only recompute the stored aggregate arguments of known transactions (a label arrived).
+    Relabel,
+}
+
+enum Store<'a, S> {
+    Read(&'a S),
+    Write(&'a mut S),
+}
+
+impl<S: EntityStore> Store<'_, S> {
+    fn get(&self) -> &S {
+        match self {
+            Store::Read(s) => s,
+            Store::Write(s) => s,
+        }
+    }
+}
+
+/// What we remember of a recent transaction so a late label can update its aggregates.
+#[derive(Debug, Clone, Copy)]
+struct Recent {
+    tx: Transaction,
+    is_fraud: bool,
+}
+
+/// Most labels we hold for transactions not seen yet (labels arriving before their
+/// transaction); beyond this the oldest are dropped with a warning.
+const MAX_PENDING_LABELS: usize = 1_000_000;
+
+/// Transactions between two sweeps of idle entities.
+pub const SWEEP_EVERY: usize = 1 << 16;
+
+/// Online feature computation over per-entity state.
+pub struct OnlineEngine<S: EntityStore = MemoryStore> {
+    plan: Arc<FeaturePlan>,
+    groups: Vec<Vec<Group>>,
+    store: S,
+    recent: FastMap<i64, Recent>,
+    recent_order: VecDeque<(i64, i64)>,
+    pending_labels: FastMap<i64, bool>,
+    pending_order: VecDeque<i64>,
+    watermark_ns: i64,
+    since_sweep: usize,
+}
+
+impl OnlineEngine<MemoryStore> {
+    /// An engine with in-memory state.
+    pub fn new(plan: Arc<FeaturePlan>) -> Self {
+        Self::with_store(plan, MemoryStore::default())
+    }
+}
+
+impl<S: EntityStore> OnlineEngine<S> {
+    /// An engine over any state store.
+    pub fn with_store(plan: Arc<FeaturePlan>, store: S) -> Self {
+        let mut groups = Vec::new();
+        let mut next_id = 0u32;
+        for step in &plan.steps {
+            let mut step_groups: Vec<Group> = Vec::new();
+            if let Step::Window { windows, .. } = step {
+                for (i, w) in windows.iter().enumerate() {
+                    if !step_groups
+                        .iter()
+                        .any(|g| g.partition_index == w.partition_index)
+                    {
+                        step_groups.push(Group {
+                            id: next_id,
+                            partition_index: w.partition_index,
+                            windows: Vec::new(),
+                            horizon_ns: 0,
+                            frames: Vec::new(),
+                            frame_of: Vec::new(),
+                            slot_of: Vec::new(),
+                            slot_source: Vec::new(),
+                            slot_keys: Vec::new(),
+                        });
+                        next_id += 1;
+                    }
+                    if let Some(g) = step_groups
+                        .iter_mut()
+                        .find(|g| g.partition_index == w.partition_index)
+                    {
+                        g.add(i, w);
+                    }
+                }
+            }
+            groups.push(step_groups);
+        }
+        OnlineEngine {
+            plan,
+            groups,
+            store,
+            recent: FastMap::default(),
+            recent_order: VecDeque::new(),
+            pending_labels: FastMap::default(),
+            pending_order: VecDeque::new(),
+            watermark_ns: i64::MIN,
+            since_sweep: 0,
+        }
+    }
+
+    pub fn plan(&self) -> &Arc<FeaturePlan> {
+        &self.plan
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Number of entities (customers, terminals, ...) with history.
+    pub fn entities(&self) -> usize {
+        self.store.entities()
+    }
+
+    /// Drops history no window can reach any more (older than the newest event time seen minus
+    /// each window step's horizon), including idle entities. Runs by itself every
+    /// [`SWEEP_EVERY`] transactions; call it to force a sweep.
+    pub fn evict_expired(&mut self) {
+        if self.watermark_ns == i64::MIN {
+            return;
+        }
+        for group in self.groups.iter().flatten() {
+            self.store
+                .evict(group.id, self.watermark_ns.saturating_sub(group.horizon_ns));
+        }
+        self.since_sweep = 0;
+    }
+
+    /// Whether a transaction id was applied and is still within the lookback.
+    pub fn knows(&self, tx_id: i64) -> bool {
+        self.recent.contains_key(&tx_id)
+    }
+
+    /// Features of `tx` as if it were applied now, without changing state.
+    pub fn features_for(&self, tx: &Transaction) -> Result<Vec<f64>> {
+        let batch = self.run_read(std::slice::from_ref(tx))?;
+        Ok(feature_rows(&self.plan, &batch)?.pop().unwrap_or_default())
+    }
+
+    /// Features of an ordered batch, each transaction seeing the ones before it, then stores
+    /// them all. Returns the full output rows (keys and features) of the feature SQL.
+    /// A transaction already applied is not stored twice: its features are computed as a peek.
+    pub fn score_and_apply(&mut self, txs: &[Transaction]) -> Result<RecordBatch> {
+        let fresh: Vec<bool> = txs
+            .iter()
+            .map(|t| !self.recent.contains_key(&t.tx_id))
+            .collect();
+        if fresh.iter().all(|f| *f) {
+            let batch = self.run_write(txs, Mode::Apply)?;
+            for tx in txs {
+                self.remember(*tx);
+            }
+            return Ok(batch);
+        }
+        // Rare path (retries of the same tx_id): one at a time.
+        let mut out = Vec::with_capacity(txs.len());
+        for (tx, fresh) in txs.iter().zip(fresh) {
+            if fresh {
+                out.push(self.run_write(std::slice::from_ref(tx), Mode::Apply)?);
+                self.remember(*tx);
+            } else {
+                let input = self.input_batch(std::slice::from_ref(tx))?;
+                out.push(run_steps(
+                    &self.plan,
+                    &self.groups,
+                    Store::Read(&self.store),
+                    input,
+                    std::slice::from_ref(tx),
+                    Mode::Recompute,
+                )?);
+            }
+        }
+        Ok(deltalake::arrow::compute::concat_batches(
+            &self.plan.output_schema,
+            &out,
+        )?)
+    }
+
+    /// Applies a fraud label. Updates the delayed aggregates of the transaction's entities at
+    /// the transaction's event time; a label for a transaction not seen yet is held until it
+    /// arrives. Returns whether state changed now.
+    pub fn apply_label(&mut self, tx_id: i64, is_fraud: bool) -> Result<bool> {
+        let Some(recent) = self.recent.get_mut(&tx_id) else {
+            // Unseen transactions are genuine until told otherwise: only a fraud label (or a
+            // reversal of one held here) needs holding.
+            if !is_fraud && !self.pending_labels.contains_key(&tx_id) {
+                return Ok(false);
+            }
+            if self.pending_labels.insert(tx_id, is_fraud).is_none() {
+                self.pending_order.push_back(tx_id);
+            }
+            while self.pending_order.len() > MAX_PENDING_LABELS {
+                let Some(old) = self.pending_order.pop_front() else {
+                    break;
+                };
+                if self.pending_labels.remove(&old).is_some() {
+                    tracing::warn!(
+                        tx_id = old,
+                        "dropped a label held for an unseen transaction"
+                    );
+                }
+            }
+            return Ok(false);
+        };
+        if recent.is_fraud == is_fraud {
+            return Ok(false);
+        }
+        recent.is_fraud = is_fraud;
+        let tx = recent.tx;
+        self.run_write(std::slice::from_ref(&tx), Mode::Relabel)?;
+        Ok(true)
+    }
+
+    fn remember(&mut self, tx: Transaction) {
+        let is_fraud = self.pending_labels.remove(&tx.tx_id).unwrap_or(false);
+        let t = tx.event_time_ns();
+        self.recent.insert(tx.tx_id, Recent { tx, is_fraud });
+        self.recent_order.push_back((t, tx.tx_id));
+        self.watermark_ns = self.watermark_ns.max(t);
+        let oldest = self.watermark_ns.saturating_sub(self.plan.lookback_ns);
+        while let Some(&(time, id)) = self.recent_order.front() {
+            if time >= oldest {
+                break;
+            }
+            self.recent_order.pop_front();
+            self.recent.remove(&id);
+        }
+        self.since_sweep += 1;
+        if self.since_sweep >= SWEEP_EVERY {
+            self.evict_expired();
+        }
+    }
+
+    fn is_fraud_of(&self, tx: &Transaction) -> bool {
+        self.recent
+            .get(&tx.tx_id)
+            .map(|r| r.is_fraud)
+            .or_else(|| self.pending_labels.get(&tx.tx_id).copied())
+            .unwrap_or(false)
+    }
+
+    fn input_batch(&self, txs: &[Transaction]) -> Result<RecordBatch> {
+        let schema = &self.plan.input_schema;
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+        for field in schema.fields() {
+            let array: ArrayRef = match field.name().as_str() {
+                "tx_id" => Arc::new(Int64Array::from_iter_values(txs.iter().map(|t| t.tx_id))),
+                "customer_id" => Arc::new(Int64Array::from_iter_values(
+                    txs.iter().map(|t| t.customer_id),
+                )),
+                "terminal_id" => Arc::new(Int64Array::from_iter_values(
+                    txs.iter().map(|t| t.terminal_id),
+                )),
+                "amount" => Arc::new(Float64Array::from_iter_values(txs.iter().map(|t| t.amount))),
+                "is_fraud" => Arc::new(Int64Array::from_iter_values(
+                    txs.iter().map(|t| self.is_fraud_of(t) as i64),
+                )),
+                "tx_ts" => timestamp(
+                    field.data_type(),
+                    txs.iter().map(|t| t.tx_ts_us),
+                    TimeUnit::Microsecond,
+                )?,
+                "event_time" => timestamp(
+                    field.data_type(),
+                    txs.iter().map(|t| t.event_time_ns()),
+                    TimeUnit::Nanosecond,
+                )?,
+                other => {
+                    return Err(Error::invalid(format!(
+                        "the online engine has no value for view column '{other}'"
+                    )))
+                }
+            };
+            columns.push(array);
+        }
+        Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    }
+
+    fn run_read(&self, txs: &[Transaction]) -> Result<RecordBatch> {
+        let input = self.input_batch(txs)?;
+        run_steps(
+            &self.plan,
+            &self.groups,
+            Store::Read(&self.store),
+            input,
+            txs,
+            Mode::Peek,
+        )
+    }
+
+    fn run_write(&mut self, txs: &[Transaction], mode: Mode) -> Result<RecordBatch> {
+        let input = self.input_batch(txs)?;
+        run_steps(
+            &self.plan,
+            &self.groups,
+            Store::Write(&mut self.store),
+            input,
+            txs,
+            mode,
+        )
+    }
+}
+
+/// The model inputs of each output row, as f64 (NULL -> NaN, which XGBoost reads as missing).
+pub fn feature_rows(plan: &FeaturePlan, batch: &RecordBatch) -> Result<Vec<Vec<f64>>> {
+    let mut rows = vec![Vec::with_capacity(plan.feature_indexes.len()); batch.num_rows()];
+    for &i in &plan.feature_indexes {
+        let col = cast(batch.column(i), &DataType::Float64)?;
+        let col = col.as_primitive::<Float64Type>();
+        for (r, row) in rows.iter_mut().enumerate() {
+            row.push(if col.is_valid(r) {
+                col.value(r)
+            } else {
+                f64::NAN
+            });
+        }
+    }
+    Ok(rows)
+}
+
+fn timestamp(dt: &DataType, values: impl Iterator<Item = i64>, unit: TimeUnit) -> Result<ArrayRef> {
+    let tz = match dt {
+        DataType::Timestamp(_, tz) => tz.clone(),
+        other => {
+            return Err(Error::invalid(format!(
+                "view column type {other} is not a timestamp"
+            )))
+        }
+    };
+    let array: ArrayRef = match unit {
+        TimeUnit::Microsecond => {
+            Arc::new(TimestampMicrosecondArray::from_iter_values(values).with_timezone_opt(tz))
+        }
+        _ => Arc::new(TimestampNanosecondArray::from_iter_values(values).with_timezone_opt(tz)),
+    };
+    if array.data_type() == dt {
+        Ok(array)
+    } else {
+        Ok(cast(&array, dt)?)
+    }
+}
+
+fn evaluate(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<ArrayRef> {
+    Ok(expr.evaluate(batch)?.into_array(batch.num_rows())?)
+}
+
+fn run_steps<S: EntityStore>(
+    plan: &FeaturePlan,
+    groups: &[Vec<Group>],
+    mut store: Store<'_, S>,
+    mut batch: RecordBatch,
+    txs: &[Transaction],
+    mode: Mode,
+) -> Result<RecordBatch> {
+    for (i, step) in plan.steps.iter().enumerate() {
+        batch = match step {
+            Step::Project { exprs, schema } => {
+                let arrays = exprs
+                    .iter()
+                    .map(|e| evaluate(e, &batch))
+                    .collect::<Result<Vec<_>>>()?;
+                RecordBatch::try_new(schema.clone(), arrays)?
+            }
+            Step::Window {
+                windows,
+                order_index,
+                schema,
+                ..
+            } => window_step(
+                windows,
+                *order_index,
+                schema,
+                &groups[i],
+                &batch,
+                txs,
+                &mut store,
+                mode,
+            )?,
+        };
+    }
+    Ok(batch)
+}
+
+/// Running state of one aggregate over a frame.
+#[derive(Debug, Clone, Copy)]
+struct Acc {
+    n: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Default for Acc {
+    fn default() -> Self {
+        Acc {
+            n: 0,
+            sum: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+        }
+    }
+}
+
+impl Acc {
+    fn add(&mut self, v: Option<f64>) {
+        if let Some(v) = v {
+            self.n += 1;
+            self.sum += v;
+            self.min = self.min.min(v);
+            self.max = self.max.max(v);
+        }
+    }
+
+    /// SQL semantics: COUNT of nothing is 0, every other aggregate of nothing is NULL.
+    fn finish(&self, kind: AggKind) -> Option<f64> {
+        match kind {
+            AggKind::Count => Some(self.n as f64),
+            _ if self.n == 0 => None,
+            AggKind::Sum => Some(self.sum),
+            AggKind::Avg => Some(self.sum / self.n as f64),
+            AggKind::Min => Some(self.min),
+            AggKind::Max => Some(self.max),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn window_step<S: EntityStore>(
+    windows: &[WindowSpec],
+    order_index: usize,
+    schema: &SchemaRef,
+    groups: &[Group],
+    batch: &RecordBatch,
+    txs: &[Transaction],
+    store: &mut Store<'_, S>,
+    mode: Mode,
+) -> Result<RecordBatch> {
+    let n = batch.num_rows();
+    let times = match batch.column(order_index).data_type() {
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => batch.column(order_index).clone(),
+        _ => cast(
+            batch.column(order_index),
+            &DataType::Timestamp(TimeUnit::Nanosecond, None),
+        )?,
+    };
+    let times = times.as_primitive::<deltalake::arrow::datatypes::TimestampNanosecondType>();
+    // Evaluate each stored argument once (windows sharing an argument share its slot).
+    let args: Vec<Option<Float64Array>> = windows
+        .iter()
+        .enumerate()
+        .map(|(i, w)| -> Result<Option<Float64Array>> {
+            let needed = groups.iter().any(|g| g.slot_source.contains(&i));
+            match &w.arg {
+                Some(_) if !needed => Ok(None),
+                None => Ok(None),
+                Some(e) => {
+                    let a = cast(&evaluate(e, batch)?, &DataType::Float64)?;
+                    Ok(Some(a.as_primitive::<Float64Type>().clone()))
+                }
+            }
+        })
+        .collect::<Result<_>>()?;
+    let keys: Vec<Int64Array> = groups
+        .iter()
+        .map(|g| -> Result<Int64Array> {
+            let k = cast(batch.column(g.partition_index), &DataType::Int64)?;
+            Ok(k.as_primitive::<Int64Type>().clone())
+        })
+        .collect::<Result<_>>()?;
+    let arg_value = |w: usize, row: usize| -> Option<f64> {
+        match &args[w] {
+            None => Some(1.0), // not stored (COUNT(*) has no slot)
+            Some(a) if a.is_valid(row) => Some(a.value(row)),
+            Some(_) => None,
+        }
+    };
+
+    let mut values: Vec<Vec<Option<f64>>> = vec![vec![None; n]; windows.len()];
+    let mut row_args: Vec<Option<f64>> = Vec::new();
+    let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+    for row in 0..n {
+        if times.is_null(row) {
+            return Err(Error::invalid(
+                "a transaction without event_time reached a window",
+            ));
+        }
+        let t = times.value(row);
+        let tx_id = txs.get(row).map(|t| t.tx_id).unwrap_or_default();
+        for (g, group) in groups.iter().enumerate() {
+            if keys[g].is_null(row) {
+                continue; // SQL: a NULL entity forms its own partition; we keep no state for it
+            }
+            let key = EntityKey {
+                group: group.id,
+                entity: keys[g].value(row),
+            };
+            row_args.clear();
+            row_args.extend(group.slot_source.iter().map(|&w| arg_value(w, row)));
+            if mode == Mode::Relabel {
+                // Outputs are not used when relabeling; keep them valid for the schema.
+                for &w in &group.windows {
+                    values[w][row] = Acc::default().finish(windows[w].kind);
+                }
+            } else {
+                let history = store.get().history(key);
+                ranges.clear();
+                if let Some(h) = history {
+                    ranges.extend(group.frames.iter().map(|&(start, end)| {
+                        h.range(t.saturating_sub(start), t.saturating_sub(end))
+                    }));
+                }
+                for (k, &w) in group.windows.iter().enumerate() {
+                    let spec = &windows[w];
+                    let mut acc = Acc::default();
+                    if let Some(h) = history {
+                        let r = ranges[group.frame_of[k]].clone();
+                        match (spec.kind, group.slot_of[k]) {
+                            // COUNT(*): no need to look at the rows.
+                            (_, None) => acc.n = r.len() as u64,
+                            (AggKind::Count | AggKind::Sum | AggKind::Avg, Some(s)) => {
+                                (acc.sum, acc.n) = h.sum_count(s, r);
+                            }
+                            (AggKind::Min | AggKind::Max, Some(s)) => {
+                                for i in r {
+                                    acc.add(h.arg(i, s));
+                                }
+                            }
+                        }
+                    }
+                    if spec.includes_current() && mode != Mode::Recompute {
+                        acc.add(match group.slot_of[k] {
+                            Some(s) => row_args[s],
+                            None => Some(1.0),
+                        });
+                    }
+                    values[w][row] = acc.finish(spec.kind);
+                }
+            }
+            match (mode, &mut *store) {
+                (Mode::Apply, Store::Write(s)) => {
+                    s.insert(key, t, tx_id, &row_args, group.horizon_ns)
+                }
+                (Mode::Relabel, Store::Write(s)) => {
+                    s.update_args(key, t, tx_id, &row_args);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    let mut columns = batch.columns().to_vec();
+    for (w, spec) in windows.iter().enumerate() {
+        let column: ArrayRef = match spec.output_type {
+            DataType::Int64 => Arc::new(
+                values[w]
+                    .iter()
+                    .map(|v| v.map(|x| x as i64))
+                    .collect::<Int64Array>(),
+            ),
+            _ => Arc::new(values[w].iter().copied().collect::<Float64Array>()),
+        };
+        columns.push(column);
+    }
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}

@@ -1,0 +1,127 @@
+//! Transactions and labels read back from the lake in event-time order: the start-up
+//! bootstrap of the online state and the input of the parity replay.
+
+use deltalake::arrow::array::{Array, AsArray};
+use deltalake::arrow::datatypes::{Float64Type, Int64Type};
+use fraudlake_pipeline::features::definition::event_time_ns;
+use fraudlake_pipeline::{Lake, Result};
+
+use super::engine::{OnlineEngine, Transaction};
+use super::state::EntityStore;
+
+/// One transaction with its latest label, if any.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryRow {
+    pub tx: Transaction,
+    /// (is_fraud, labeled_at in microseconds)
+    pub label: Option<(bool, i64)>,
+}
+
+/// Transactions with `tx_ts` in `[from_us, to_us]` (open ends when `None`), sorted by
+/// event time, each with its latest label.
+pub async fn load(
+    lake: &Lake,
+    from_us: Option<i64>,
+    to_us: Option<i64>,
+) -> Result<Vec<HistoryRow>> {
+    let ctx = lake.session(&[]).await?;
+    if ctx.table_exist("transactions")? == false {
+        return Ok(Vec::new());
+    }
+    let has_labels = ctx.table_exist("labels")?;
+    let mut filters = Vec::new();
+    if let Some(f) = from_us {
+        filters.push(format!("CAST(t.tx_ts AS BIGINT) >= {f}"));
+    }
+    if let Some(t) = to_us {
+        filters.push(format!("CAST(t.tx_ts AS BIGINT) <= {t}"));
+    }
+    let filter = if filters.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", filters.join(" AND "))
+    };
+    let labels = if has_labels {
+        // Latest label per tx_id with one integer MAX (see `view_sql`): labeled_at * 2 + is_fraud.
+        "LEFT JOIN (SELECT tx_id, k % 2 = 1 AS is_fraud, k / 2 AS labeled_at FROM \
+                    (SELECT tx_id, MAX(CAST(labeled_at AS BIGINT) * 2 + CAST(is_fraud AS BIGINT)) AS k \
+                     FROM labels GROUP BY tx_id)) l \
+         ON t.tx_id = l.tx_id"
+    } else {
+        "LEFT JOIN (SELECT CAST(NULL AS BIGINT) AS tx_id, CAST(NULL AS BOOLEAN) AS is_fraud, \
+                    CAST(NULL AS BIGINT) AS labeled_at) l ON t.tx_id = l.tx_id"
+    };
+    let sql = format!(
+        "SELECT t.tx_id, CAST(t.tx_ts AS BIGINT) AS ts, t.customer_id, t.terminal_id, t.amount, \
+                l.is_fraud, l.labeled_at \
+         FROM transactions t {labels} {filter}"
+    );
+    let batches = ctx.sql(&sql).await?.collect().await?;
+    let mut rows = Vec::with_capacity(batches.iter().map(|b| b.num_rows()).sum());
+    for b in &batches {
+        let id = b.column(0).as_primitive::<Int64Type>();
+        let ts = b.column(1).as_primitive::<Int64Type>();
+        let cu = b.column(2).as_primitive::<Int64Type>();
+        let te = b.column(3).as_primitive::<Int64Type>();
+        let am = b.column(4).as_primitive::<Float64Type>();
+        let fr = b.column(5).as_boolean();
+        let la = b.column(6).as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            let label = (fr.is_valid(i) && la.is_valid(i)).then(|| (fr.value(i), la.value(i)));
+            rows.push(HistoryRow {
+                tx: Transaction {
+                    tx_id: id.value(i),
+                    tx_ts_us: ts.value(i),
+                    customer_id: cu.value(i),
+                    terminal_id: te.value(i),
+                    amount: am.value(i),
+                },
+                label,
+            });
+        }
+    }
+    rows.sort_unstable_by_key(|r| (event_time_ns(r.tx.tx_ts_us, r.tx.tx_id), r.tx.tx_id));
+    Ok(rows)
+}
+
+/// Fills an engine with the lake's last `lookback` of history (labels as known now), so a
+/// restarted server computes the features it would have computed without the restart.
+/// Returns the number of transactions applied.
+pub async fn bootstrap<S: EntityStore>(engine: &mut OnlineEngine<S>, lake: &Lake) -> Result<usize> {
+    let Some(last_us) = last_tx_ts(lake).await? else {
+        return Ok(0);
+    };
+    let lookback_us = engine.plan().lookback_ns / 1000;
+    let rows = load(
+        lake,
+        Some(last_us.saturating_sub(lookback_us + 1_000_000)),
+        None,
+    )
+    .await?;
+    for chunk in rows.chunks(8192) {
+        let txs: Vec<Transaction> = chunk.iter().map(|r| r.tx).collect();
+        for r in chunk {
+            if let Some((is_fraud, _)) = r.label {
+                engine.apply_label(r.tx.tx_id, is_fraud)?; // held until the tx is applied
+            }
+        }
+        engine.score_and_apply(&txs)?;
+    }
+    Ok(rows.len())
+}
+
+async fn last_tx_ts(lake: &Lake) -> Result<Option<i64>> {
+    let ctx = lake.session(&[]).await?;
+    if !ctx.table_exist("transactions")? {
+        return Ok(None);
+    }
+    let b = ctx
+        .sql("SELECT CAST(MAX(tx_ts) AS BIGINT) FROM transactions")
+        .await?
+        .collect()
+        .await?;
+    Ok(b.first().and_then(|b| {
+        let c = b.column(0).as_primitive::<Int64Type>();
+        c.is_valid(0).then(|| c.value(0))
+    }))
+}

@@ -1,0 +1,22 @@
+"""Interop check: read fraudlake's Delta tables with the Python `deltalake` package (no
+fraudlake code involved) and print row counts and checksums as JSON.
+Usage: read_lake.py LAKE_DIR"""
+import json
+import sys
+
+import pyarrow.compute as pc
+from deltalake import DeltaTable
+
+lake = sys.argv[1].rstrip("/")
+out = {}
+for name in ("transactions", "labels"):
+    dt = DeltaTable(f"{lake}/{name}")
+    table = dt.to_pyarrow_table()
+    info = {"rows": table.num_rows, "version": dt.version(),
+            "partition_columns": dt.metadata().partition_columns}
+    if name == "transactions":
+        info["amount_sum"] = pc.sum(table["amount"]).as_py()
+        info["tx_id_sum"] = pc.sum(table["tx_id"]).as_py()
+        info["tx_ts_type"] = str(table.schema.field("tx_ts").type)
+    out[name] = info
+print(json.dumps(out))
