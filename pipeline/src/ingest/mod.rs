@@ -215,8 +215,7 @@ pub async fn ingest_file(lake: &Lake, path: &Path, opts: &IngestOptions) -> Resu
     for (batch, row_numbers) in read.batches.iter().zip(&read.row_numbers) {
         rows_read += batch.num_rows();
         let v = validate::validate_batch(batch, &map, wants_transactions)?;
-        for row in 0..batch.num_rows() {
-            let row_number = row_numbers[row];
+        for (row, &row_number) in row_numbers.iter().enumerate().take(batch.num_rows()) {
             let reason = match v.rejected.get(&row) {
                 Some(reason) => Some(reason.clone()),
                 None => {

@@ -416,8 +416,8 @@ fn bools(
         for (row, slot) in out.iter_mut().enumerate() {
             if f.is_valid(row) {
                 match f.value(row) {
-                    v if v == 0.0 => *slot = Some(false),
-                    v if v == 1.0 => *slot = Some(true),
+                    0.0 => *slot = Some(false),
+                    1.0 => *slot = Some(true),
                     v => errs.add(row, format!("{name} {v} must be 0 or 1")),
                 }
             }

@@ -518,7 +518,8 @@ impl Acc {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+// `row` indexes several parallel columns (times, keys, args, one output per window).
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 fn window_step<S: EntityStore>(
     windows: &[WindowSpec],
     order_index: usize,

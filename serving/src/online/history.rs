@@ -25,7 +25,7 @@ pub async fn load(
     to_us: Option<i64>,
 ) -> Result<Vec<HistoryRow>> {
     let ctx = lake.session(&[]).await?;
-    if ctx.table_exist("transactions")? == false {
+    if !ctx.table_exist("transactions")? {
         return Ok(Vec::new());
     }
     let has_labels = ctx.table_exist("labels")?;
