@@ -10,6 +10,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::commands::Command;
+
+/// mimalloc: the online engine allocates many small Arrow arrays per transaction, and
+/// glibc's malloc/free were the top of the profile (see README, Performance).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use crate::config::GlobalArgs;
 
 /// Real-time fraud detection on a Delta lakehouse.

@@ -21,7 +21,7 @@ pub enum Error {
     #[error("arrow: {0}")]
     Arrow(#[from] ArrowError),
     /// Reading or writing a local input/output file failed.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         context: String,
         #[source]

@@ -229,9 +229,15 @@ pub async fn register(ctx: &SessionContext, name: &str, table: &DeltaTable) -> R
     Ok(())
 }
 
-/// The session settings every fraudlake query runs with.
+/// The session settings every fraudlake query runs with. DataFusion options can be tuned
+/// with its own environment variables (e.g. `DATAFUSION_EXECUTION_BATCH_SIZE`); a malformed
+/// one is ignored with a warning rather than failing every command.
 pub fn new_session() -> SessionContext {
-    let config = SessionConfig::new()
+    let base = SessionConfig::from_env().unwrap_or_else(|e| {
+        tracing::warn!("ignoring DATAFUSION_* environment settings: {e}");
+        SessionConfig::new()
+    });
+    let config = base
         .with_information_schema(true)
         .set_str("datafusion.execution.time_zone", "+00:00");
     SessionContext::new_with_config(config)

@@ -399,17 +399,48 @@ impl<S: EntityStore> OnlineEngine<S> {
 pub fn feature_rows(plan: &FeaturePlan, batch: &RecordBatch) -> Result<Vec<Vec<f64>>> {
     let mut rows = vec![Vec::with_capacity(plan.feature_indexes.len()); batch.num_rows()];
     for &i in &plan.feature_indexes {
-        let col = cast(batch.column(i), &DataType::Float64)?;
-        let col = col.as_primitive::<Float64Type>();
-        for (r, row) in rows.iter_mut().enumerate() {
-            row.push(if col.is_valid(r) {
-                col.value(r)
-            } else {
-                f64::NAN
-            });
+        let col = batch.column(i);
+        // The common types are read directly: a cast allocates, and this runs per request.
+        match col.data_type() {
+            DataType::Int64 => {
+                let c = col.as_primitive::<Int64Type>();
+                for (r, row) in rows.iter_mut().enumerate() {
+                    row.push(if c.is_valid(r) {
+                        c.value(r) as f64
+                    } else {
+                        f64::NAN
+                    });
+                }
+            }
+            _ => {
+                let c = as_f64(col)?;
+                for (r, row) in rows.iter_mut().enumerate() {
+                    row.push(if c.is_valid(r) { c.value(r) } else { f64::NAN });
+                }
+            }
         }
     }
     Ok(rows)
+}
+
+/// A column as Float64, without copying when it already is one.
+fn as_f64(col: &ArrayRef) -> Result<Float64Array> {
+    match col.data_type() {
+        DataType::Float64 => Ok(col.as_primitive::<Float64Type>().clone()),
+        _ => Ok(cast(col, &DataType::Float64)?
+            .as_primitive::<Float64Type>()
+            .clone()),
+    }
+}
+
+/// A column as Int64, without copying when it already is one.
+fn as_i64(col: &ArrayRef) -> Result<Int64Array> {
+    match col.data_type() {
+        DataType::Int64 => Ok(col.as_primitive::<Int64Type>().clone()),
+        _ => Ok(cast(col, &DataType::Int64)?
+            .as_primitive::<Int64Type>()
+            .clone()),
+    }
 }
 
 fn timestamp(dt: &DataType, values: impl Iterator<Item = i64>, unit: TimeUnit) -> Result<ArrayRef> {
@@ -548,19 +579,13 @@ fn window_step<S: EntityStore>(
             match &w.arg {
                 Some(_) if !needed => Ok(None),
                 None => Ok(None),
-                Some(e) => {
-                    let a = cast(&evaluate(e, batch)?, &DataType::Float64)?;
-                    Ok(Some(a.as_primitive::<Float64Type>().clone()))
-                }
+                Some(e) => Ok(Some(as_f64(&evaluate(e, batch)?)?)),
             }
         })
         .collect::<Result<_>>()?;
     let keys: Vec<Int64Array> = groups
         .iter()
-        .map(|g| -> Result<Int64Array> {
-            let k = cast(batch.column(g.partition_index), &DataType::Int64)?;
-            Ok(k.as_primitive::<Int64Type>().clone())
-        })
+        .map(|g| -> Result<Int64Array> { as_i64(batch.column(g.partition_index)) })
         .collect::<Result<_>>()?;
     let arg_value = |w: usize, row: usize| -> Option<f64> {
         match &args[w] {
