@@ -13,7 +13,7 @@ use std::path::Path;
 
 use deltalake::arrow::array::{Array, AsArray};
 use deltalake::arrow::datatypes::Int64Type;
-use deltalake::datafusion::prelude::{col, lit};
+use deltalake::datafusion::prelude::{col, lit, Expr};
 use indicatif::ProgressBar;
 use serde::Serialize;
 
@@ -260,53 +260,70 @@ pub async fn ingest_file(lake: &Lake, path: &Path, opts: &IngestOptions) -> Resu
     }
     drop(read);
 
-    // Idempotence: drop what the lake already holds.
-    let existing = existing_ids(lake, "transactions", &tx.tx_id).await?;
-    let before = tx.len();
-    let tx = retain_rows(tx, |id| !existing.contains(&id));
-    let already_present = before - tx.len();
-    let existing_labels = existing_labels(lake, &labels.tx_id).await?;
-    let labels = retain_labels(labels, |id, f| !existing_labels.contains(&(id, f)));
     let existing_rejections = existing_rejections(lake, &file_name).await?;
     rejections.retain(|r| !existing_rejections.contains(&(r.row_number, r.raw_record.clone())));
-
-    let accepted = tx.len();
-    let labels_added = labels.len();
-    let fraud_labels_added = labels.is_fraud.iter().filter(|f| **f).count();
-    let rejected = rejections.len();
-
-    let mut transactions_version = None;
-    if !tx.is_empty() {
-        let batches = tx.into_batches(now_us, 1 << 18)?;
-        let t = lake.append(&TRANSACTIONS, batches, "ingest").await?;
-        transactions_version = t.version();
-    }
-    let mut labels_version = None;
-    if !labels.is_empty() {
-        let source = opts
-            .label_source
-            .clone()
-            .unwrap_or_else(|| format!("ingest:{}", short_name(path)));
-        let batch = labels.into_batch(&source)?;
-        let t = lake.append(&LABELS, vec![batch], "ingest").await?;
-        labels_version = t.version();
-    }
+    let label_source = opts
+        .label_source
+        .clone()
+        .unwrap_or_else(|| format!("ingest:{}", short_name(path)));
+    let mut summary = land(lake, tx, labels, &label_source, "ingest", now_us).await?;
     if !rejections.is_empty() {
         let batch = rejections_batch(&rejections, now_us)?;
         lake.append(&TRANSACTIONS_REJECTED, vec![batch], "ingest")
             .await?;
     }
+    summary.file = file_name;
+    summary.rows_read = rows_read;
+    summary.rejected = rejections.len();
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// Writes transactions and labels the lake does not hold yet: one commit per table.
+async fn land(
+    lake: &Lake,
+    tx: TransactionColumns,
+    labels: LabelColumns,
+    label_source: &str,
+    operation: &str,
+    now_us: i64,
+) -> Result<IngestSummary> {
+    let rows_read = tx.len();
+    let existing = existing_ids(lake, TRANSACTIONS.name, &tx.tx_id).await?;
+    let tx = retain_rows(tx, |id| !existing.contains(&id));
+    let already_present = rows_read - tx.len();
+    let existing_labels = existing_labels(lake, &labels.tx_id).await?;
+    let labels = retain_labels(labels, |id, f| !existing_labels.contains(&(id, f)));
+    let accepted = tx.len();
+    let labels_added = labels.len();
+    let fraud_labels_added = labels.is_fraud.iter().filter(|f| **f).count();
+    let mut transactions_version = None;
+    if !tx.is_empty() {
+        let batches = tx.into_batches(now_us, 1 << 18)?;
+        transactions_version = lake
+            .append(&TRANSACTIONS, batches, operation)
+            .await?
+            .version();
+    }
+    let mut labels_version = None;
+    if !labels.is_empty() {
+        let batch = labels.into_batch(label_source)?;
+        labels_version = lake
+            .append(&LABELS, vec![batch], operation)
+            .await?
+            .version();
+    }
     Ok(IngestSummary {
-        file: file_name,
+        file: label_source.to_string(),
         rows_read,
         accepted,
-        rejected,
+        rejected: 0,
         already_present,
         labels_added,
         fraud_labels_added,
         transactions_version,
         labels_version,
-        seconds: started.elapsed().as_secs_f64(),
+        seconds: 0.0,
     })
 }
 
@@ -343,53 +360,56 @@ fn retain_labels(l: LabelColumns, keep: impl Fn(i64, bool) -> bool) -> LabelColu
     out
 }
 
-/// tx_ids of `table` within the range of `ids` (file statistics prune the rest).
-pub async fn existing_ids(lake: &Lake, table: &str, ids: &[i64]) -> Result<HashSet<i64>> {
-    let (Some(min), Some(max)) = (ids.iter().min(), ids.iter().max()) else {
-        return Ok(HashSet::new());
-    };
+/// `columns` of lake table `table` for the rows matching `filter`; nothing if the table does
+/// not exist yet. The dedup lookups below all read the lake this way.
+async fn read_where(
+    lake: &Lake,
+    table: &str,
+    filter: Expr,
+    columns: &[&str],
+) -> Result<Vec<deltalake::arrow::array::RecordBatch>> {
     let Some(t) = lake.load(table).await? else {
-        return Ok(HashSet::new());
+        return Ok(Vec::new());
     };
     let ctx = crate::lake::new_session();
     crate::lake::register(&ctx, table, &t).await?;
     let df = ctx
         .table(table)
         .await?
-        .filter(
-            col("tx_id")
-                .gt_eq(lit(*min))
-                .and(col("tx_id").lt_eq(lit(*max))),
-        )?
-        .select_columns(&["tx_id"])?;
+        .filter(filter)?
+        .select_columns(columns)?;
+    Ok(df.collect().await?)
+}
+
+/// `tx_id BETWEEN min(ids) AND max(ids)`: file statistics prune the rest of the table.
+fn id_range(ids: &[i64]) -> Option<Expr> {
+    let (min, max) = (ids.iter().min()?, ids.iter().max()?);
+    Some(
+        col("tx_id")
+            .gt_eq(lit(*min))
+            .and(col("tx_id").lt_eq(lit(*max))),
+    )
+}
+
+/// tx_ids of `table` within the range of `ids`.
+pub async fn existing_ids(lake: &Lake, table: &str, ids: &[i64]) -> Result<HashSet<i64>> {
+    let Some(range) = id_range(ids) else {
+        return Ok(HashSet::new());
+    };
     let mut out = HashSet::new();
-    for batch in df.collect().await? {
-        let ids = batch.column(0).as_primitive::<Int64Type>();
-        out.extend(ids.iter().flatten());
+    for batch in read_where(lake, table, range, &["tx_id"]).await? {
+        out.extend(batch.column(0).as_primitive::<Int64Type>().iter().flatten());
     }
     Ok(out)
 }
 
+/// (tx_id, is_fraud) pairs already in `labels` within the range of `ids`.
 async fn existing_labels(lake: &Lake, ids: &[i64]) -> Result<HashSet<(i64, bool)>> {
-    let (Some(min), Some(max)) = (ids.iter().min(), ids.iter().max()) else {
+    let Some(range) = id_range(ids) else {
         return Ok(HashSet::new());
     };
-    let Some(t) = lake.load(LABELS.name).await? else {
-        return Ok(HashSet::new());
-    };
-    let ctx = crate::lake::new_session();
-    crate::lake::register(&ctx, LABELS.name, &t).await?;
-    let df = ctx
-        .table(LABELS.name)
-        .await?
-        .filter(
-            col("tx_id")
-                .gt_eq(lit(*min))
-                .and(col("tx_id").lt_eq(lit(*max))),
-        )?
-        .select_columns(&["tx_id", "is_fraud"])?;
     let mut out = HashSet::new();
-    for batch in df.collect().await? {
+    for batch in read_where(lake, LABELS.name, range, &["tx_id", "is_fraud"]).await? {
         let ids = batch.column(0).as_primitive::<Int64Type>();
         let fraud = batch.column(1).as_boolean();
         for i in 0..batch.num_rows() {
@@ -401,19 +421,12 @@ async fn existing_labels(lake: &Lake, ids: &[i64]) -> Result<HashSet<(i64, bool)
     Ok(out)
 }
 
+/// (row_number, raw_record) of rejections already recorded for `source`.
 async fn existing_rejections(lake: &Lake, source: &str) -> Result<HashSet<(i64, String)>> {
-    let Some(t) = lake.load(TRANSACTIONS_REJECTED.name).await? else {
-        return Ok(HashSet::new());
-    };
-    let ctx = crate::lake::new_session();
-    crate::lake::register(&ctx, TRANSACTIONS_REJECTED.name, &t).await?;
-    let df = ctx
-        .table(TRANSACTIONS_REJECTED.name)
-        .await?
-        .filter(col("source").eq(lit(source)))?
-        .select_columns(&["row_number", "raw_record"])?;
+    let filter = col("source").eq(lit(source));
+    let columns = ["row_number", "raw_record"];
     let mut out = HashSet::new();
-    for batch in df.collect().await? {
+    for batch in read_where(lake, TRANSACTIONS_REJECTED.name, filter, &columns).await? {
         let rows = batch.column(0).as_primitive::<Int64Type>();
         let raw = deltalake::arrow::compute::cast(
             batch.column(1),
@@ -436,40 +449,8 @@ pub async fn ingest_generated(
     source: &str,
 ) -> Result<IngestSummary> {
     let started = std::time::Instant::now();
-    let rows_read = tx.len();
-    let existing = existing_ids(lake, TRANSACTIONS.name, &tx.tx_id).await?;
-    let tx = retain_rows(tx, |id| !existing.contains(&id));
-    let already_present = rows_read - tx.len();
-    let existing_labels = existing_labels(lake, &labels.tx_id).await?;
-    let labels = retain_labels(labels, |id, f| !existing_labels.contains(&(id, f)));
     let now_us = chrono::Utc::now().timestamp_micros();
-    let accepted = tx.len();
-    let labels_added = labels.len();
-    let fraud_labels_added = labels.is_fraud.iter().filter(|f| **f).count();
-    let mut transactions_version = None;
-    if !tx.is_empty() {
-        let t = lake
-            .append(&TRANSACTIONS, tx.into_batches(now_us, 1 << 18)?, source)
-            .await?;
-        transactions_version = t.version();
-    }
-    let mut labels_version = None;
-    if !labels.is_empty() {
-        let t = lake
-            .append(&LABELS, vec![labels.into_batch(source)?], source)
-            .await?;
-        labels_version = t.version();
-    }
-    Ok(IngestSummary {
-        file: source.to_string(),
-        rows_read,
-        accepted,
-        rejected: 0,
-        already_present,
-        labels_added,
-        fraud_labels_added,
-        transactions_version,
-        labels_version,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    let mut summary = land(lake, tx, labels, source, source, now_us).await?;
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
 }
