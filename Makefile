@@ -42,7 +42,7 @@ venv: $(PY)
 
 # The README's test command.
 test: deps venv
-	FRAUDLAKE_TEST_PYTHON=$(abspath $(PY)) $(CARGO) test $(CARGO_FLAGS) --workspace
+	FRAUDLAKE_TEST_PYTHON=$(abspath $(PY)) $(CARGO) test $(CARGO_FLAGS) --workspace --all-targets
 
 lint:
 	$(CARGO) fmt --all -- --check
