@@ -45,6 +45,19 @@ impl TempLake {
             .expect("run fraudlake")
     }
 
+    /// Runs with extra environment variables.
+    pub fn run_env(&self, args: &[&str], envs: &[(&str, &str)]) -> Output {
+        Command::new(BIN)
+            .current_dir(repo_root())
+            .env("FRAUDLAKE_LAKE", self.lake())
+            .env_remove("FRAUDLAKE_FEATURES_SQL")
+            .env("RUST_LOG", "warn")
+            .envs(envs.iter().copied())
+            .args(args)
+            .output()
+            .expect("run fraudlake")
+    }
+
     /// Runs and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);

@@ -5,6 +5,7 @@
 pub mod compile;
 pub mod definition;
 pub mod offline;
+pub mod range_window;
 
 pub use compile::{compile, FeaturePlan};
 pub use definition::FeatureSet;

@@ -34,6 +34,23 @@ pub struct BuildSummary {
     pub seconds: f64,
 }
 
+/// Set to run the feature SQL on DataFusion's stock window operator instead of
+/// [`RangeWindowExec`](super::range_window::RangeWindowExec) (for comparison).
+pub const STOCK_WINDOWS_ENV: &str = "FRAUDLAKE_STOCK_WINDOWS";
+
+/// The offline engine's session: fraudlake's defaults plus the RANGE window operator.
+pub fn session() -> deltalake::datafusion::prelude::SessionContext {
+    let base = crate::lake::new_session();
+    if std::env::var_os(STOCK_WINDOWS_ENV).is_some() {
+        return base;
+    }
+    let state =
+        deltalake::datafusion::execution::SessionStateBuilder::new_from_existing(base.state())
+            .with_physical_optimizer_rule(Arc::new(super::range_window::RangeWindowRule))
+            .build();
+    deltalake::datafusion::prelude::SessionContext::new_with_state(state)
+}
+
 /// First and last `tx_date` in `transactions`.
 pub async fn transaction_days(lake: &Lake) -> Result<Option<(NaiveDate, NaiveDate)>> {
     let Some(t) = lake.load("transactions").await? else {
@@ -103,7 +120,7 @@ pub async fn build(
     }
     let lookback_from = from - Duration::days(plan.lookback_days() + 1);
 
-    let ctx = crate::lake::new_session();
+    let ctx = session();
     for name in ["transactions", "labels"] {
         match lake.load(name).await? {
             Some(t) => register(&ctx, name, &t).await?,
