@@ -11,6 +11,8 @@ use deltalake::arrow::datatypes::{DataType, Date32Type, Field};
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::StructType;
 use deltalake::operations::write::SchemaMode;
+use deltalake::parquet::basic::Compression;
+use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::SaveMode;
 use serde::Serialize;
 
@@ -187,7 +189,8 @@ pub async fn build(
         .write(batches)
         .with_save_mode(SaveMode::Overwrite)
         .with_partition_columns(["tx_date"])
-        .with_commit_properties(commit_note("features build"));
+        .with_commit_properties(commit_note("features build"))
+        .with_writer_properties(writer_properties());
     if full_rebuild {
         write = write.with_schema_mode(SchemaMode::Overwrite);
     } else {
@@ -207,6 +210,18 @@ pub async fn build(
         full_rebuild,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Parquet settings for the features table: feature columns are mostly distinct floats, so
+/// dictionary encoding only costs time; LZ4 is the cheapest compression to write.
+fn writer_properties() -> WriterProperties {
+    let mut b = WriterProperties::builder();
+    if std::env::var_os("FRAUDLAKE_FEATURES_DICT").is_none() {
+        b = b
+            .set_dictionary_enabled(false)
+            .set_compression(Compression::LZ4_RAW);
+    }
+    b.build()
 }
 
 fn unreachable_table(name: &str) -> Result<()> {

@@ -78,9 +78,13 @@ impl History {
     #[inline]
     pub fn range(&self, from_ns: i64, to_ns: i64) -> std::ops::Range<usize> {
         let t = self.times();
-        let lo = t.partition_point(|&x| x < from_ns);
-        let hi = lo + t[lo..].partition_point(|&x| x <= to_ns);
-        lo..hi
+        // Frames ending at the current transaction usually cover the newest event: no search.
+        let hi = match t.last() {
+            Some(&newest) if newest > to_ns => t.partition_point(|&x| x <= to_ns),
+            _ => t.len(),
+        };
+        let lo = t[..hi].partition_point(|&x| x < from_ns);
+        lo..hi.max(lo)
     }
 
     /// Recomputes the prefix sums from absolute index `from` on.
