@@ -255,8 +255,8 @@ fn feature(plan: &fraudlake_pipeline::features::FeaturePlan, values: &[f64], nam
 async fn a_late_label_updates_the_terminal_at_the_transaction_time() {
     let plan = default_plan().await;
     let mut engine = OnlineEngine::new(plan.clone());
-    engine.score_and_apply(&[tx(1, 0.0, 1, 9, 10.0)]).unwrap();
-    engine.score_and_apply(&[tx(2, 0.2, 2, 9, 10.0)]).unwrap();
+    engine.apply(&tx(1, 0.0, 1, 9, 10.0)).unwrap();
+    engine.apply(&tx(2, 0.2, 2, 9, 10.0)).unwrap();
     // 7.5 days later the 1-day delayed window [t-8d, t-7d] covers both; no label known yet.
     let b = engine.features_for(&tx(3, 7.5, 3, 9, 10.0)).unwrap();
     assert_eq!(feature(&plan, &b, "terminal_nb_tx_1d"), 2.0);

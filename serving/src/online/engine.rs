@@ -270,6 +270,12 @@ impl<S: EntityStore> OnlineEngine<S> {
         )?)
     }
 
+    /// Stores one transaction in the state (its features are computed and dropped; use
+    /// [`OnlineEngine::score_and_apply`] to get them).
+    pub fn apply(&mut self, tx: &Transaction) -> Result<()> {
+        self.score_and_apply(std::slice::from_ref(tx)).map(|_| ())
+    }
+
     /// Applies a fraud label. Updates the delayed aggregates of the transaction's entities at
     /// the transaction's event time; a label for a transaction not seen yet is held until it
     /// arrives. Returns whether state changed now.
