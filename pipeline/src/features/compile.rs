@@ -39,6 +39,20 @@ pub enum AggKind {
     Max,
 }
 
+impl AggKind {
+    /// The aggregate of a DataFusion aggregate function name, if the engines support it.
+    pub fn from_name(name: &str) -> Option<AggKind> {
+        match name.to_ascii_lowercase().as_str() {
+            "count" => Some(AggKind::Count),
+            "sum" => Some(AggKind::Sum),
+            "avg" | "mean" => Some(AggKind::Avg),
+            "min" => Some(AggKind::Min),
+            "max" => Some(AggKind::Max),
+            _ => None,
+        }
+    }
+}
+
 /// One window aggregate, as the online engine runs it.
 #[derive(Debug, Clone)]
 pub struct WindowSpec {
@@ -363,17 +377,11 @@ fn window_spec(
             wf.fun
         )));
     };
-    let kind = match udaf.name().to_ascii_lowercase().as_str() {
-        "count" => AggKind::Count,
-        "sum" => AggKind::Sum,
-        "avg" | "mean" => AggKind::Avg,
-        "min" => AggKind::Min,
-        "max" => AggKind::Max,
-        other => {
-            return Err(bad(&format!(
-                "aggregate {other} (only COUNT, SUM, AVG, MIN, MAX)"
-            )))
-        }
+    let Some(kind) = AggKind::from_name(udaf.name()) else {
+        return Err(bad(&format!(
+            "aggregate {} (only COUNT, SUM, AVG, MIN, MAX)",
+            udaf.name().to_ascii_lowercase()
+        )));
     };
     let p = &wf.params;
     if p.distinct {
@@ -472,7 +480,7 @@ fn order_column(
 }
 
 /// A RANGE bound in nanoseconds before the current row; errors name the problem.
-fn bound_ns(bound: &WindowFrameBound) -> std::result::Result<i64, String> {
+pub(crate) fn bound_ns(bound: &WindowFrameBound) -> std::result::Result<i64, String> {
     match bound {
         WindowFrameBound::CurrentRow => Ok(0),
         WindowFrameBound::Following(v) if is_zero(v) => Ok(0),

@@ -215,13 +215,10 @@ pub async fn build(
 /// Parquet settings for the features table: feature columns are mostly distinct floats, so
 /// dictionary encoding only costs time; LZ4 is the cheapest compression to write.
 fn writer_properties() -> WriterProperties {
-    let mut b = WriterProperties::builder();
-    if std::env::var_os("FRAUDLAKE_FEATURES_DICT").is_none() {
-        b = b
-            .set_dictionary_enabled(false)
-            .set_compression(Compression::LZ4_RAW);
-    }
-    b.build()
+    WriterProperties::builder()
+        .set_dictionary_enabled(false)
+        .set_compression(Compression::LZ4_RAW)
+        .build()
 }
 
 fn unreachable_table(name: &str) -> Result<()> {

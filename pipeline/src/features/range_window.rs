@@ -15,7 +15,7 @@ use deltalake::arrow::compute::{cast, concat_batches};
 use deltalake::arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef, TimeUnit};
 use deltalake::datafusion::common::config::ConfigOptions;
 use deltalake::datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use deltalake::datafusion::common::{DataFusionError, Result, ScalarValue};
+use deltalake::datafusion::common::{DataFusionError, Result};
 use deltalake::datafusion::execution::TaskContext;
 use deltalake::datafusion::logical_expr::{WindowFrameBound, WindowFrameUnits};
 use deltalake::datafusion::physical_expr::window::{
@@ -34,7 +34,7 @@ use deltalake::datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt};
 
-use super::compile::AggKind;
+use super::compile::{bound_ns, AggKind};
 
 /// Replaces eligible `BoundedWindowAggExec` nodes with [`RangeWindowExec`].
 #[derive(Debug, Default)]
@@ -123,14 +123,7 @@ impl RangeWindowExec {
             if fun.is_distinct() {
                 return None;
             }
-            let kind = match fun.fun().name().to_ascii_lowercase().as_str() {
-                "count" => AggKind::Count,
-                "sum" => AggKind::Sum,
-                "avg" | "mean" => AggKind::Avg,
-                "min" => AggKind::Min,
-                "max" => AggKind::Max,
-                _ => return None,
-            };
+            let kind = AggKind::from_name(fun.fun().name())?;
             let args = e.expressions();
             if args.len() != 1 {
                 return None;
@@ -174,24 +167,10 @@ impl RangeWindowExec {
     }
 }
 
-/// A PRECEDING/CURRENT ROW bound in the order key's units; `None` if not fixed.
+/// A frame bound in the order key's units (the compiler's reading of it, so both engines
+/// accept the same bounds); `None` if not fixed.
 fn bound(b: &WindowFrameBound, unit: TimeUnit) -> Option<i64> {
-    let ns = match b {
-        WindowFrameBound::CurrentRow => 0,
-        WindowFrameBound::Preceding(v) if !v.is_null() => match v {
-            ScalarValue::IntervalMonthDayNano(Some(i)) if i.months == 0 => {
-                i.days as i64 * 86_400_000_000_000 + i.nanoseconds
-            }
-            ScalarValue::IntervalDayTime(Some(i)) => {
-                i.days as i64 * 86_400_000_000_000 + i.milliseconds as i64 * 1_000_000
-            }
-            _ => return None,
-        },
-        _ => return None,
-    };
-    if ns < 0 {
-        return None;
-    }
+    let ns = bound_ns(b).ok()?;
     let per = match unit {
         TimeUnit::Nanosecond => 1,
         TimeUnit::Microsecond => 1_000,
