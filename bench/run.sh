@@ -4,7 +4,8 @@
 #   bench/run.sh [SECTION...]      # sections a..f (default: all); `make bench` builds first
 #
 # Sections: a simulate, b ingest, c offline features (vs DuckDB, pandas), d handbook match,
-# e online/offline parity, f online engine (vs the seed's Python feature code).
+# e online/offline parity, f online engine (vs the seed's Python feature code), g training
+# (vs Python XGBoost on the same rows) and model quality (vs the handbook's published results).
 # c..f run on the lake section b ingests, so b runs whenever one of them is asked for; d needs
 # the pandas reference of c, and e needs the features c builds.
 #
@@ -34,13 +35,13 @@ RESULTS="$BENCH_DIR/results"
 abs() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$START_DIR/$1" ;; esac; }
 
 # ---- which sections -------------------------------------------------------------------------
-SECTIONS=${*:-a b c d e f}
+SECTIONS=${*:-a b c d e f g}
 for s in $SECTIONS; do
-  case "$s" in a|b|c|d|e|f) ;; *) echo "error: unknown section '$s' (a..f)" >&2; exit 2 ;; esac
+  case "$s" in a|b|c|d|e|f|g) ;; *) echo "error: unknown section '$s' (a..g)" >&2; exit 2 ;; esac
 done
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
-WANT_HB_LAKE=0; for s in b c d e f; do want "$s" && WANT_HB_LAKE=1; done
-WANT_FEATURES=0; for s in c d e; do want "$s" && WANT_FEATURES=1; done
+WANT_HB_LAKE=0; for s in b c d e f g; do want "$s" && WANT_HB_LAKE=1; done
+WANT_FEATURES=0; for s in c d e g; do want "$s" && WANT_FEATURES=1; done
 WANT_PANDAS=0; for s in c d; do want "$s" && WANT_PANDAS=1; done
 
 # ---- the binary -----------------------------------------------------------------------------
@@ -443,6 +444,47 @@ if want f; then
       row "f. online" "feature vector p50" "$(fmt "$p50") us" "$(pv "$peer_p50") us" "$(ratio "$p50" "$peer_p50" 3)" "< 10 us: $v50"
       row "f. online" "feature vector p99" "$(fmt "$p99") us" "$(pv "$peer_p99") us" "$(ratio "$p99" "$peer_p99" 3)" "—"
     fi
+  fi
+fi
+
+# ---- g. training and model quality ----------------------------------------------------------
+if want g; then
+  header "g. training: libxgboost via fraudlake vs Python XGBoost, same rows (handbook ch. 3 period)" "Python XGBoost"
+  if [ "$HB_LAKE_READY" != 1 ]; then
+    skip "g. training" "$(hb_lake_reason)"
+  else
+    names=$("$BIN" --quiet features show --format json | "$JSON_PY" -c 'import json,sys; print(",".join("CAST(f.\""+r["name"]+"\" AS FLOAT) AS \""+r["name"]+"\"" for r in json.load(sys.stdin)))')
+    run export_train "$BIN" --lake "$LAKE_HB" --quiet sql "SELECT $names, COALESCE(l.is_fraud, false) AS is_fraud FROM features f LEFT JOIN (SELECT tx_id, MAX(CAST(labeled_at AS BIGINT) * 2 + CAST(is_fraud AS BIGINT)) % 2 = 1 AS is_fraud FROM labels GROUP BY tx_id) l ON f.tx_id = l.tx_id WHERE f.tx_date BETWEEN DATE '2018-07-25' AND DATE '2018-07-31' ORDER BY f.tx_ts, f.tx_id" --out "$WORK/train.parquet"
+    run train_fl "$BIN" --lake "$LAKE_HB" --quiet bench train --threads 2 --repeat 5 --format json
+    fl_fit=$(jget "$WORK/train_fl.out" 0.fit_median_seconds); fl_rows=$(jget "$WORK/train_fl.out" 0.rows)
+    py_fit="" py_note="not run"
+    if [ "$PEERS_OK" = 1 ] && [ -f "$WORK/train.parquet" ]; then
+      run train_py "$PY" "$BENCH_DIR/train_peer.py" "$WORK/train.parquet" --threads 2 --repeat 5 --json
+      if [ "$RC" = 0 ]; then py_fit=$(jget "$WORK/train_py.out" fit_median_seconds); py_note=""; else py_note="failed"; fi
+    else
+      py_note="skipped (no peers venv)"
+    fi
+    r=$(ratio "$fl_fit" "$py_fit")
+    v=$(verdict lt "$r" 1.1)
+    line "training rows" "$fl_rows" "$(jget "$WORK/train_py.out" rows)" "" ""
+    line "fit, 100 rounds depth 6, 2 threads, median of 5 (s)" "$(fmt "$fl_fit" 3)" "${py_note:-$(fmt "$py_fit" 3)}" "$r" "within 10 %: $v"
+    row "g. training" "fit on the ch. 3 training set" "$(fmt "$fl_fit" 3) s" "${py_note:-$(fmt "$py_fit" 3) s}" "$r" "within 10 %: $v"
+
+    header "g. model quality (fraudlake defaults) vs the handbook's published XGBoost" "handbook"
+    run quality_ch3 "$BIN" --lake "$LAKE_HB" --quiet train --train-start 2018-07-25 --no-register --format json
+    for m in auc_roc:0.862 average_precision:0.639 card_precision_at_100:0.273; do
+      k=${m%%:*}; ref=${m##*:}
+      val=$(jget "$WORK/quality_ch3.out" "metrics.$k")
+      line "ch. 3 protocol: $k" "$(fmt "$val" 3)" "$ref" "$(ratio "$val" "$ref" 3)" ""
+      row "g. quality ch. 3" "$k" "$(fmt "$val" 3)" "$ref" "$(ratio "$val" "$ref" 3)" "—"
+    done
+    run quality_ch5 "$BIN" --lake "$LAKE_HB" --quiet train --train-start 2018-08-15 --folds 4 --format json
+    for m in auc_roc:0.872 average_precision:0.687 card_precision_at_100:0.303; do
+      k=${m%%:*}; ref=${m##*:}
+      mean=$(jget "$WORK/quality_ch5.out" "0.$k.mean"); std=$(jget "$WORK/quality_ch5.out" "0.$k.std")
+      line "ch. 5 protocol (4 folds): $k" "$(fmt "$mean" 3) ± $(fmt "$std" 3)" "$ref" "$(ratio "$mean" "$ref" 3)" ""
+      row "g. quality ch. 5" "$k (mean ± std, 4 folds)" "$(fmt "$mean" 3) ± $(fmt "$std" 3)" "$ref ± 0.01" "$(ratio "$mean" "$ref" 3)" "—"
+    done
   fi
 fi
 

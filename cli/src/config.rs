@@ -40,6 +40,30 @@ pub struct FileConfig {
     pub features_sql: Option<PathBuf>,
     #[serde(default)]
     pub storage_options: std::collections::HashMap<String, String>,
+    /// `[train]`: XGBoost parameters (n_estimators, max_depth, learning_rate, ...).
+    #[serde(default)]
+    pub train: fraudlake_model::booster::TrainParams,
+    /// `[gate]`: promotion gate (metric, tolerance).
+    #[serde(default)]
+    pub gate: GateConfig,
+}
+
+/// The promotion gate as configured in `[gate]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GateConfig {
+    pub metric: String,
+    pub tolerance: f64,
+}
+
+impl Default for GateConfig {
+    fn default() -> Self {
+        let p = fraudlake_model::registry::gate::GatePolicy::default();
+        GateConfig {
+            metric: p.metric,
+            tolerance: p.tolerance,
+        }
+    }
 }
 
 /// Resolved settings.
@@ -50,6 +74,8 @@ pub struct Settings {
     pub progress: bool,
     pub features_sql: PathBuf,
     pub storage_options: std::collections::HashMap<String, String>,
+    pub train: fraudlake_model::booster::TrainParams,
+    pub gate: GateConfig,
 }
 
 impl Settings {
@@ -84,6 +110,8 @@ impl Settings {
                     PathBuf::from(fraudlake_pipeline::features::definition::DEFAULT_PATH)
                 }),
             storage_options: file.storage_options,
+            train: file.train,
+            gate: file.gate,
         })
     }
 

@@ -20,6 +20,9 @@ pub enum Error {
     /// Arrow failed to build, cast or write a batch.
     #[error("arrow: {0}")]
     Arrow(#[from] ArrowError),
+    /// libxgboost failed, or a model artifact is unusable.
+    #[error("model: {0}")]
+    Model(String),
     /// Reading or writing a local input/output file failed.
     #[error("{context}")]
     Io {

@@ -1,5 +1,6 @@
-//! `fraudlake bench online`: how fast the online engine computes this feature set on this
-//! lake's data (full replay, then single-transaction latency). A measurement, not a test.
+//! `fraudlake bench online|train`: how fast the online engine computes this feature set on
+//! this lake's data (full replay, then single-transaction latency), and how long libxgboost
+//! takes to fit the handbook training set. Measurements, not tests.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,6 +28,108 @@ pub enum BenchCommand {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+    /// Time XGBoost fits (no early stopping) on one training period of the features table.
+    Train {
+        /// First training day (default 2018-07-25, the handbook's chapter 3 period).
+        #[arg(long, default_value = "2018-07-25")]
+        train_start: chrono::NaiveDate,
+        #[arg(long, default_value_t = 7)]
+        train_days: u32,
+        /// Boosting rounds (default: the handbook baseline's XGBoost defaults, 100 / 6 / 0.3).
+        #[arg(long, default_value_t = 100)]
+        n_estimators: u32,
+        #[arg(long, default_value_t = 6)]
+        max_depth: u32,
+        #[arg(long, default_value_t = 0.3)]
+        learning_rate: f64,
+        /// libxgboost threads (0 = all cores).
+        #[arg(long, default_value_t = 0)]
+        threads: u32,
+        /// Fits to time (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        #[arg(long = "sql")]
+        sql: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+}
+
+#[derive(serde::Serialize)]
+struct TrainBench {
+    rows: usize,
+    features: usize,
+    frauds: usize,
+    rounds: u32,
+    threads: u32,
+    repeat: usize,
+    load_seconds: f64,
+    fit_median_seconds: f64,
+    fit_min_seconds: f64,
+}
+
+async fn train(cmd: BenchCommand, settings: &Settings) -> Result<u8> {
+    let BenchCommand::Train {
+        train_start,
+        train_days,
+        n_estimators,
+        max_depth,
+        learning_rate,
+        threads,
+        repeat,
+        sql,
+        format,
+    } = cmd
+    else {
+        return Ok(0);
+    };
+    let fs = FeatureSet::load(&sql.unwrap_or_else(|| settings.features_sql.clone()))?;
+    let plan = compile(&fs).await?;
+    let lake = settings.open_lake()?;
+    let started = Instant::now();
+    let snapshot = fraudlake_model::dataset::Snapshot::open(&lake, &Default::default()).await?;
+    snapshot.require_feature_set(&fs.sha256)?;
+    let end = train_start + chrono::Duration::days(i64::from(train_days.max(1)) - 1);
+    let rows = snapshot
+        .rows(&plan.feature_names(), train_start, end, &fs.sha256)
+        .await?;
+    if rows.is_empty() {
+        return Err(crate::bad_input(format!(
+            "no feature rows for {train_start} .. {end}"
+        )));
+    }
+    let load_seconds = started.elapsed().as_secs_f64();
+    let matrix = rows.matrix();
+    let params = fraudlake_model::booster::TrainParams {
+        n_estimators,
+        max_depth,
+        learning_rate,
+        threads,
+        early_stopping_rounds: 0,
+        ..Default::default()
+    };
+    let names = plan.feature_names();
+    let mut times = Vec::new();
+    for _ in 0..repeat.max(1) {
+        let fitted = fraudlake_model::booster::fit(&matrix, &names, 0, &params)?;
+        times.push(fitted.fit_seconds);
+    }
+    times.sort_by(f64::total_cmp);
+    print_rows(
+        &[TrainBench {
+            rows: rows.len(),
+            features: names.len(),
+            frauds: rows.frauds(),
+            rounds: n_estimators,
+            threads,
+            repeat: times.len(),
+            load_seconds,
+            fit_median_seconds: percentile(&times, 0.5),
+            fit_min_seconds: times[0],
+        }],
+        format,
+    )?;
+    Ok(0)
 }
 
 #[derive(serde::Serialize)]
@@ -55,7 +158,10 @@ pub async fn run(cmd: BenchCommand, settings: &Settings) -> Result<u8> {
         sql,
         samples,
         format,
-    } = cmd;
+    } = cmd
+    else {
+        return train(cmd, settings).await;
+    };
     let fs = FeatureSet::load(&sql.unwrap_or_else(|| settings.features_sql.clone()))?;
     let plan = Arc::new(compile(&fs).await?);
     let lake = settings.open_lake()?;

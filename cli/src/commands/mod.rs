@@ -4,8 +4,10 @@ mod bench;
 mod features;
 mod ingest;
 mod lake;
+mod models;
 mod simulate;
 mod sql;
+mod train;
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -28,6 +30,13 @@ pub enum Command {
     /// The feature set: offline build, description, online/offline parity.
     #[command(subcommand)]
     Features(features::FeaturesCommand),
+    /// Train XGBoost on the lake's features (handbook protocol) and register the model.
+    Train(train::TrainArgs),
+    /// Score a registered model on any test period.
+    Evaluate(train::EvaluateArgs),
+    /// The model registry: versions, aliases, promotion gate, audit log.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
     /// Measurements (not tests): the online engine on this lake's data.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -42,6 +51,9 @@ pub async fn run(command: Command, settings: &Settings) -> Result<u8> {
         Command::Tables(a) => lake::tables(a, settings).await,
         Command::Lake(c) => lake::run(c, settings).await,
         Command::Features(c) => features::run(c, settings).await,
+        Command::Train(a) => train::train(a, settings).await,
+        Command::Evaluate(a) => train::evaluate(a, settings).await,
+        Command::Models(c) => models::run(c, settings).await,
         Command::Bench(c) => bench::run(c, settings).await,
     }
 }

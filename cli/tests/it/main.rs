@@ -5,3 +5,4 @@ mod common;
 mod features;
 mod handbook;
 mod lake;
+mod models;

@@ -28,6 +28,9 @@ pub const KNOWN_TABLES: &[&str] = &[
     "labels",
     "transactions_rejected",
     "features",
+    // The model registry (defined in fraudlake-model's `registry` module).
+    "model_versions",
+    "model_events",
 ];
 
 /// A handle on the lake root. Cheap to clone.
@@ -143,6 +146,40 @@ impl Lake {
         }
         self.create(def.name, &(def.schema)(), def.partition_by, def.description)
             .await
+    }
+
+    /// An object store rooted at `<lake>/<folder>/`, for files that are not tables (model
+    /// artifacts, reports). Goes through the same object store as the tables, so an `s3://`
+    /// lake keeps them in the bucket.
+    pub fn files(&self, folder: &str) -> Result<deltalake::logstore::ObjectStoreRef> {
+        let folder = folder.trim_matches('/');
+        if folder.is_empty()
+            || folder
+                .split('/')
+                .any(|p| p.is_empty() || p == "." || p == "..")
+        {
+            return Err(Error::invalid(format!(
+                "'{folder}' is not a plain lake folder"
+            )));
+        }
+        let url = self
+            .root
+            .join(&format!("{folder}/"))
+            .map_err(|e| Error::invalid(format!("bad lake folder '{folder}': {e}")))?;
+        Ok(deltalake::logstore::store_for(
+            &url,
+            self.storage_options.clone(),
+        )?)
+    }
+
+    /// The URL of `<lake>/<folder>/<name>`, for messages and for users.
+    pub fn file_url(&self, folder: &str, name: &str) -> String {
+        format!(
+            "{}{}/{}",
+            self.root,
+            folder.trim_matches('/'),
+            name.trim_start_matches('/')
+        )
     }
 
     /// Creates table `name` with an Arrow schema (used for tables whose schema comes from SQL).

@@ -1,0 +1,405 @@
+//! `fraudlake train` and `fraudlake evaluate`: fit XGBoost on the lake's features with the
+//! handbook's train / delay / test protocol, register the result, or score a stored version
+//! on any period.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use chrono::{Duration, NaiveDate};
+use clap::Args;
+use fraudlake_model::booster::TrainParams;
+use fraudlake_model::protocol::{Metrics, Periods};
+use fraudlake_model::registry::{actor, metric_map, NewVersion, Registry};
+use fraudlake_model::train::{self, FeatureSpec, TestWindow};
+use fraudlake_pipeline::features::{compile, FeatureSet};
+use serde::Serialize;
+
+use crate::config::Settings;
+use crate::output::{print_rows, Format};
+
+/// XGBoost parameters as flags; each overrides `[train]` in fraudlake.toml.
+#[derive(Debug, Args)]
+pub struct ParamArgs {
+    /// Boosting rounds (upper bound with early stopping). Default 200.
+    #[arg(long, env = "FRAUDLAKE_TRAIN_N_ESTIMATORS")]
+    n_estimators: Option<u32>,
+    /// Tree depth. Default 3.
+    #[arg(long, env = "FRAUDLAKE_TRAIN_MAX_DEPTH")]
+    max_depth: Option<u32>,
+    /// Shrinkage (eta). Default 0.1.
+    #[arg(long, env = "FRAUDLAKE_TRAIN_LEARNING_RATE")]
+    learning_rate: Option<f64>,
+    /// Row subsampling per tree. Default 1.
+    #[arg(long)]
+    subsample: Option<f64>,
+    /// Column subsampling per tree. Default 1.
+    #[arg(long)]
+    colsample_bytree: Option<f64>,
+    /// Weight of the fraud class. Default 1.
+    #[arg(long)]
+    scale_pos_weight: Option<f64>,
+    /// Minimum hessian per leaf. Default 1.
+    #[arg(long)]
+    min_child_weight: Option<f64>,
+    /// Random seed. Default 0.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// libxgboost threads (0 = all cores).
+    #[arg(long, env = "FRAUDLAKE_TRAIN_THREADS")]
+    threads: Option<u32>,
+    /// Stop after this many rounds without validation improvement (0 = off, the default).
+    #[arg(long)]
+    early_stopping_rounds: Option<u32>,
+    /// Trailing training days held out to choose the rounds. Default 1.
+    #[arg(long)]
+    validation_days: Option<u32>,
+}
+
+impl ParamArgs {
+    fn resolve(&self, base: &TrainParams) -> Result<TrainParams> {
+        let mut p = base.clone();
+        macro_rules! take {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f { p.$f = v; } )* };
+        }
+        take!(
+            n_estimators,
+            max_depth,
+            learning_rate,
+            subsample,
+            colsample_bytree,
+            scale_pos_weight,
+            min_child_weight,
+            seed,
+            threads,
+            early_stopping_rounds,
+            validation_days
+        );
+        p.validate()?;
+        Ok(p)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// First training day, YYYY-MM-DD (default: the latest start whose test days are in the lake).
+    #[arg(long)]
+    train_start: Option<NaiveDate>,
+    #[arg(long, default_value_t = 7)]
+    train_days: u32,
+    /// Days between training and test (labels arrive late).
+    #[arg(long, default_value_t = 7)]
+    delay_days: u32,
+    #[arg(long, default_value_t = 7)]
+    test_days: u32,
+    #[command(flatten)]
+    params: ParamArgs,
+    /// Decision threshold for precision/recall.
+    #[arg(long, default_value_t = 0.5)]
+    threshold: f64,
+    /// Free text stored with the version.
+    #[arg(long, default_value = "")]
+    note: String,
+    /// Prequential validation over K folds (each moved back one test period); no registration.
+    #[arg(long)]
+    folds: Option<u32>,
+    /// Parameter grid for --folds, e.g. "max_depth=3,6,9;n_estimators=25,50,100".
+    #[arg(long, requires = "folds")]
+    grid: Option<String>,
+    /// Train and evaluate only; do not register.
+    #[arg(long)]
+    no_register: bool,
+    /// The feature SQL (default sql/features.sql, env FRAUDLAKE_FEATURES_SQL).
+    #[arg(long = "sql")]
+    sql: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// Version number or alias (champion, challenger).
+    #[arg(long, default_value = "champion")]
+    model: String,
+    /// First test day, YYYY-MM-DD.
+    #[arg(long)]
+    test_start: NaiveDate,
+    #[arg(long, default_value_t = 7)]
+    test_days: u32,
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+/// One printed metric row.
+#[derive(Serialize)]
+pub struct MetricRow {
+    metric: String,
+    value: String,
+}
+
+pub fn metric_rows(m: &Metrics) -> Vec<MetricRow> {
+    let mut rows: Vec<MetricRow> = metric_map(m)
+        .into_iter()
+        .map(|(k, v)| MetricRow {
+            metric: k,
+            value: v.map_or_else(|| "n/a".into(), |v| format!("{v:.4}")),
+        })
+        .collect();
+    let opt = |v: Option<f64>| v.map_or_else(|| "n/a".into(), |v| format!("{v:.4}"));
+    rows.push(MetricRow {
+        metric: format!("precision@{}", m.threshold),
+        value: opt(m.precision),
+    });
+    rows.push(MetricRow {
+        metric: format!("recall@{}", m.threshold),
+        value: opt(m.recall),
+    });
+    rows.push(MetricRow {
+        metric: "test rows / frauds".into(),
+        value: format!("{} / {}", m.test_rows, m.test_frauds),
+    });
+    rows.push(MetricRow {
+        metric: "known-card rows removed".into(),
+        value: m.known_cards_removed.to_string(),
+    });
+    rows
+}
+
+async fn feature_spec(settings: &Settings, sql: &Option<PathBuf>) -> Result<FeatureSpec> {
+    let path = sql.clone().unwrap_or_else(|| settings.features_sql.clone());
+    let fs = FeatureSet::load(&path)?;
+    let plan = compile(&fs).await?;
+    Ok(FeatureSpec {
+        sha256: fs.sha256.clone(),
+        sql: fs.sql.clone(),
+        names: plan.feature_names(),
+    })
+}
+
+#[derive(Serialize)]
+struct TrainSummary {
+    version: Option<i64>,
+    aliases: Vec<String>,
+    periods: Periods,
+    rounds: u32,
+    best_round: Option<u32>,
+    fit_seconds: f64,
+    train_rows: usize,
+    train_frauds: usize,
+    metrics: std::collections::BTreeMap<String, Option<f64>>,
+    precision: Option<f64>,
+    recall: Option<f64>,
+    test_rows: usize,
+    test_frauds: usize,
+    card: Option<String>,
+}
+
+pub async fn train(a: TrainArgs, settings: &Settings) -> Result<u8> {
+    let lake = settings.open_lake()?;
+    let spec = feature_spec(settings, &a.sql).await?;
+    let params = a.params.resolve(&settings.train)?;
+    let train_start = match a.train_start {
+        Some(d) => d,
+        None => {
+            let snapshot =
+                fraudlake_model::dataset::Snapshot::open(&lake, &Default::default()).await?;
+            let (_, last) = snapshot.day_range().await?.ok_or_else(|| {
+                crate::bad_input("the features table is empty: run `fraudlake features build`")
+            })?;
+            last - Duration::days(i64::from(a.train_days + a.delay_days + a.test_days) - 1)
+        }
+    };
+    let periods = Periods {
+        train_start,
+        train_days: a.train_days,
+        delay_days: a.delay_days,
+        test_days: a.test_days,
+    };
+    if let Some(folds) = a.folds {
+        return cross_validate(&lake, &spec, &periods, folds, &a, &params, settings).await;
+    }
+    tracing::info!(
+        train = %format!("{}..{}", periods.train_start, periods.train_end()),
+        test = %format!("{}..{}", periods.test_start(), periods.test_end()),
+        "training"
+    );
+    let trained = train::train(&lake, &spec, &periods, &params, a.threshold).await?;
+    let mut summary = TrainSummary {
+        version: None,
+        aliases: vec![],
+        periods,
+        rounds: trained.fitted.rounds,
+        best_round: trained.fitted.best_round,
+        fit_seconds: trained.fitted.fit_seconds,
+        train_rows: trained.lineage.train_rows,
+        train_frauds: trained.lineage.train_frauds,
+        metrics: metric_map(&trained.metrics),
+        precision: trained.metrics.precision,
+        recall: trained.metrics.recall,
+        test_rows: trained.metrics.test_rows,
+        test_frauds: trained.metrics.test_frauds,
+        card: None,
+    };
+    let metrics = trained.metrics.clone();
+    if !a.no_register {
+        let registry = Registry::new(lake.clone());
+        let record = registry
+            .register(NewVersion {
+                created_by: actor(),
+                note: a.note.clone(),
+                feature_set: spec.sha256.clone(),
+                feature_sql: spec.sql.clone(),
+                feature_names: spec.names.clone(),
+                periods,
+                params,
+                rounds: trained.fitted.rounds,
+                metrics: trained.metrics,
+                lineage: trained.lineage,
+                model_json: trained.fitted.json,
+            })
+            .await?;
+        let v = registry.get(&record.version.to_string()).await?;
+        summary.version = Some(record.version);
+        summary.aliases = v.aliases;
+        summary.card = Some(lake.file_url("models", &format!("v{}/card.html", record.version)));
+    }
+    if a.format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        return Ok(0);
+    }
+    println!(
+        "trained on {} .. {} ({} rows, {} frauds), {} rounds{} in {:.2} s; tested on {} .. {}",
+        periods.train_start,
+        periods.train_end(),
+        summary.train_rows,
+        summary.train_frauds,
+        summary.rounds,
+        summary
+            .best_round
+            .map(|b| format!(" (early stopping chose round {b})"))
+            .unwrap_or_default(),
+        summary.fit_seconds,
+        periods.test_start(),
+        periods.test_end()
+    );
+    print_rows(&metric_rows(&metrics), a.format)?;
+    match summary.version {
+        Some(v) => println!(
+            "registered model version {v} [{}]; card: {}",
+            summary.aliases.join(", "),
+            summary.card.unwrap_or_default()
+        ),
+        None => println!("not registered (--no-register)"),
+    }
+    Ok(0)
+}
+
+#[derive(Serialize)]
+struct FoldRow {
+    setting: String,
+    auc_roc: String,
+    average_precision: String,
+    card_precision_at_100: String,
+    fit_seconds: String,
+}
+
+async fn cross_validate(
+    lake: &fraudlake_pipeline::Lake,
+    spec: &FeatureSpec,
+    periods: &Periods,
+    folds: u32,
+    a: &TrainArgs,
+    params: &TrainParams,
+    settings: &Settings,
+) -> Result<u8> {
+    let grid = train::parse_grid(a.grid.as_deref().unwrap_or(""), params)?;
+    let bar = settings.progress.then(|| {
+        fraudlake_pipeline::progress::bar((folds as usize * grid.len()) as u64, "folds x settings")
+    });
+    let results =
+        train::cross_validate(lake, spec, periods, folds, &grid, a.threshold, |done, _| {
+            if let Some(b) = &bar {
+                b.set_position(done as u64);
+            }
+        })
+        .await?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if a.format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+        return Ok(0);
+    }
+    println!(
+        "prequential validation: {folds} folds, training starts {} back to {}, {} days train / {} delay / {} test",
+        periods.train_start,
+        periods.fold(folds - 1).train_start,
+        periods.train_days,
+        periods.delay_days,
+        periods.test_days
+    );
+    let ms = |m: train::MeanStd| match (m.mean, m.std) {
+        (Some(mean), Some(std)) => format!("{mean:.3} ± {std:.3}"),
+        (Some(mean), None) => format!("{mean:.3}"),
+        _ => "n/a".into(),
+    };
+    let rows: Vec<FoldRow> = results
+        .iter()
+        .map(|r| FoldRow {
+            setting: r.setting.clone(),
+            auc_roc: ms(r.auc_roc),
+            average_precision: ms(r.average_precision),
+            card_precision_at_100: ms(r.card_precision_at_100),
+            fit_seconds: format!("{:.2}", r.fit_seconds),
+        })
+        .collect();
+    print_rows(&rows, a.format)?;
+    Ok(0)
+}
+
+pub async fn evaluate(a: EvaluateArgs, settings: &Settings) -> Result<u8> {
+    let lake = settings.open_lake()?;
+    let registry = Registry::new(lake.clone());
+    let v = registry.get(&a.model).await?;
+    let (_, forest) = registry.load_artifact(&v.record).await?;
+    let spec = FeatureSpec {
+        sha256: v.record.feature_set.clone(),
+        sql: v.record.feature_sql.clone(),
+        names: v.record.feature_names.clone(),
+    };
+    if a.test_days == 0 {
+        return Err(crate::bad_input("--test-days must be at least 1"));
+    }
+    let window = TestWindow {
+        known_from: v.record.periods.train_start.min(a.test_start),
+        delay_days: v.record.periods.delay_days,
+        from: a.test_start,
+        to: a.test_start + Duration::days(i64::from(a.test_days) - 1),
+    };
+    let m =
+        train::evaluate_model(&lake, &spec, &forest, &window, v.record.metrics.threshold).await?;
+    if a.format == Format::Json {
+        #[derive(Serialize)]
+        struct Out {
+            version: i64,
+            test_from: NaiveDate,
+            test_to: NaiveDate,
+            metrics: std::collections::BTreeMap<String, Option<f64>>,
+            detail: Metrics,
+        }
+        let out = Out {
+            version: v.record.version,
+            test_from: window.from,
+            test_to: window.to,
+            metrics: metric_map(&m),
+            detail: m,
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(0);
+    }
+    println!(
+        "model version {} on {} .. {} (cards compromised since {} removed)",
+        v.record.version, window.from, window.to, window.known_from
+    );
+    print_rows(&metric_rows(&m), a.format)?;
+    Ok(0)
+}

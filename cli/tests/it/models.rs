@@ -1,0 +1,399 @@
+//! Training, evaluation and the registry, through the real binary on a small simulated lake:
+//! train -> register -> gate -> promote/rollback/archive -> audit; lineage points at real
+//! Delta versions; a corrupt artifact is refused; concurrent registrations get distinct
+//! versions; Python XGBoost loads the artifact and predicts what fraudlake predicts.
+
+use std::collections::HashMap;
+use std::process::Command;
+
+use crate::common::{num, python_with_deltalake, repo_root, TempLake};
+
+fn json(out: &str) -> serde_json::Value {
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+/// A small lake with features built (2018-04-01 .. 2018-05-30).
+fn lake_with_features() -> TempLake {
+    let lake = TempLake::new();
+    lake.simulate_small(&[]);
+    lake.ok(&["features", "build"]);
+    lake
+}
+
+const PERIOD: &[&str] = &["--train-start", "2018-05-01", "--threads", "2"];
+
+fn train(lake: &TempLake, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["train", "--format", "json"];
+    args.extend_from_slice(PERIOD);
+    args.extend_from_slice(extra);
+    json(&lake.ok(&args))
+}
+
+#[test]
+fn train_register_gate_promote_rollback_archive() {
+    let lake = lake_with_features();
+
+    // 1. The first model becomes champion, with metrics under their names.
+    let v1 = train(&lake, &["--note", "first", "--early-stopping-rounds", "10"]);
+    assert_eq!(v1["version"], 1);
+    let best = v1["best_round"]
+        .as_u64()
+        .expect("early stopping chose a round");
+    assert_eq!(v1["rounds"].as_u64(), Some(best + 1));
+    assert_eq!(v1["aliases"], serde_json::json!(["champion"]));
+    assert_eq!(v1["periods"]["train_start"], "2018-05-01");
+    let auc = v1["metrics"]["auc_roc"].as_f64().expect("auc");
+    let ap = v1["metrics"]["average_precision"].as_f64().expect("ap");
+    assert!(auc > 0.7 && auc <= 1.0, "AUC {auc}");
+    assert!(ap > 0.3 && ap <= 1.0, "AP {ap}");
+    assert!(v1["metrics"]["card_precision_at_100"].as_f64().is_some());
+    assert!(num(&v1, "train_frauds") > 0.0);
+
+    // 2. Lineage names the exact Delta versions of features and labels.
+    let shown = json(&lake.ok(&["models", "show", "champion", "--format", "json"]));
+    let tables = shown["lineage"]["tables"]
+        .as_array()
+        .expect("lineage tables");
+    let versions: HashMap<String, i64> = tables
+        .iter()
+        .map(|t| {
+            (
+                t["table"].as_str().expect("name").to_string(),
+                t["version"].as_i64().expect("v"),
+            )
+        })
+        .collect();
+    let listing = json(&lake.ok(&["tables", "--format", "json"]));
+    for t in listing.as_array().expect("tables") {
+        let name = t["table"].as_str().unwrap_or_default();
+        if let Some(v) = versions.get(name) {
+            assert_eq!(num(t, "version") as i64, *v, "lineage of {name}");
+        }
+    }
+    assert!(versions.contains_key("features") && versions.contains_key("labels"));
+    assert_eq!(
+        shown["metric_values"]["average_precision"],
+        v1["metrics"]["average_precision"]
+    );
+    assert!(shown["feature_sql"]
+        .as_str()
+        .expect("sql")
+        .contains("customer_nb_tx_1d"));
+
+    // 3. A second, deliberately weak model registers as challenger; the gate refuses it.
+    let weak = train(
+        &lake,
+        &[
+            "--n-estimators",
+            "1",
+            "--max-depth",
+            "1",
+            "--early-stopping-rounds",
+            "0",
+            "--note",
+            "weak",
+        ],
+    );
+    assert_eq!(weak["version"], 2);
+    assert_eq!(weak["aliases"], serde_json::json!(["challenger"]));
+    let refused = lake.run(&["models", "promote", "2", "--format", "json"]);
+    assert_eq!(
+        refused.status.code(),
+        Some(3),
+        "gate must refuse: {}",
+        String::from_utf8_lossy(&refused.stdout)
+    );
+    let report = json(&String::from_utf8_lossy(&refused.stdout));
+    assert_eq!(report["passed"], false);
+    assert!(report["candidate_score"].as_f64() < report["champion_score"].as_f64());
+    let champ = json(&lake.ok(&["models", "show", "champion", "--format", "json"]));
+    assert_eq!(champ["version"], 1);
+
+    // 4. --force needs a reason, then overrides and is recorded.
+    let no_reason = lake.run(&["models", "promote", "2", "--force"]);
+    assert_eq!(no_reason.status.code(), Some(2));
+    lake.ok(&[
+        "models",
+        "promote",
+        "2",
+        "--force",
+        "--reason",
+        "incident drill",
+    ]);
+    let listed = json(&lake.ok(&["models", "list", "--format", "json"]));
+    let aliases_of = |listed: &serde_json::Value, v: i64| -> Vec<String> {
+        listed
+            .as_array()
+            .expect("list")
+            .iter()
+            .find(|m| m["version"] == v)
+            .map(|m| serde_json::from_value(m["aliases"].clone()).expect("aliases"))
+            .unwrap_or_default()
+    };
+    assert_eq!(aliases_of(&listed, 2), ["champion"]);
+
+    // 5. Rollback returns to version 1; the champion cannot be archived; version 2 can.
+    let out = lake.ok(&["models", "rollback", "--reason", "drill over"]);
+    assert!(out.contains("from version 2 to version 1"), "{out}");
+    let archive_champion = lake.run(&["models", "archive", "1"]);
+    assert_eq!(archive_champion.status.code(), Some(2));
+    lake.ok(&["models", "archive", "2", "--reason", "weak"]);
+    let listed = json(&lake.ok(&["models", "list", "--format", "json"]));
+    assert_eq!(aliases_of(&listed, 1), ["champion"]);
+    assert_eq!(listed[1]["archived"], true);
+    let archived_promote = lake.run(&["models", "promote", "2"]);
+    assert_eq!(archived_promote.status.code(), Some(2));
+
+    // 6. The audit log has every change, in order, with who and why.
+    let events = json(&lake.ok(&["models", "events", "--format", "json"]));
+    let actions: Vec<(String, Option<i64>, bool)> = events
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().expect("action").to_string(),
+                e["version"].as_i64(),
+                e["forced"] == true,
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            ("promote".to_string(), Some(1), false),
+            ("promote".to_string(), Some(2), false),
+            ("promote_refused".to_string(), Some(2), false),
+            ("promote".to_string(), Some(2), true),
+            ("rollback".to_string(), Some(1), false),
+            ("archive".to_string(), Some(2), false),
+        ]
+    );
+    assert!(events[3]["reason"]
+        .as_str()
+        .expect("reason")
+        .contains("incident drill"));
+    // The registry tables are SQL-queryable like the rest of the lake.
+    let rows =
+        lake.sql_json("SELECT version, average_precision FROM model_versions ORDER BY version");
+    assert_eq!(rows.len(), 2);
+
+    // 7. evaluate scores a stored version on another period; a model card exists.
+    let ev = json(&lake.ok(&[
+        "evaluate",
+        "--model",
+        "1",
+        "--test-start",
+        "2018-05-22",
+        "--test-days",
+        "5",
+        "--format",
+        "json",
+    ]));
+    assert_eq!(ev["test_from"], "2018-05-22");
+    assert!(ev["metrics"]["auc_roc"].as_f64().is_some_and(|a| a > 0.5));
+    let card = lake.ok(&["models", "show", "1", "--card"]);
+    assert!(
+        card.contains("Average precision") && card.contains("```sql"),
+        "{card}"
+    );
+    assert!(std::path::Path::new(&lake.lake())
+        .join("models/v1/card.html")
+        .exists());
+}
+
+#[test]
+fn corrupt_artifacts_are_refused_and_bad_flags_are_named() {
+    let lake = lake_with_features();
+    train(
+        &lake,
+        &["--n-estimators", "5", "--early-stopping-rounds", "0"],
+    );
+    let shown = json(&lake.ok(&["models", "show", "1", "--format", "json"]));
+    let artifact =
+        std::path::Path::new(&lake.lake()).join(shown["artifact"].as_str().expect("artifact path"));
+    std::fs::write(&artifact, b"{\"learner\": 1}").expect("corrupt it");
+    let out = lake.run(&["evaluate", "--model", "1", "--test-start", "2018-05-15"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("corrupt"), "{err}");
+    std::fs::remove_file(&artifact).expect("remove it");
+    let out = lake.run(&["evaluate", "--model", "1", "--test-start", "2018-05-15"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("missing"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    for (args, needle) in [
+        (vec!["train", "--learning-rate", "0"], "learning_rate"),
+        (
+            vec!["train", "--train-start", "2017-01-01"],
+            "no feature rows",
+        ),
+        (
+            vec!["train", "--folds", "2", "--grid", "depth=3"],
+            "unknown parameter 'depth'",
+        ),
+        (vec!["models", "show", "7"], "does not exist"),
+        (
+            vec!["models", "show", "best"],
+            "neither a version number nor an alias",
+        ),
+        (
+            vec!["models", "promote", "1", "--metric", "accuracy"],
+            "unknown gate metric",
+        ),
+    ] {
+        let out = lake.run(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(needle),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn concurrent_registrations_get_distinct_versions() {
+    let lake = lake_with_features();
+    let bin = env!("CARGO_BIN_EXE_fraudlake");
+    let handles: Vec<_> = (0..3)
+        .map(|_| {
+            Command::new(bin)
+                .current_dir(repo_root())
+                .args([
+                    "--lake",
+                    &lake.lake(),
+                    "--quiet",
+                    "train",
+                    "--format",
+                    "json",
+                    "--n-estimators",
+                    "5",
+                ])
+                .args(["--early-stopping-rounds", "0"])
+                .args(PERIOD)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("start")
+        })
+        .collect();
+    let mut versions: Vec<i64> = Vec::new();
+    for h in handles {
+        let out = h.wait_with_output().expect("wait");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        versions.push(
+            json(&String::from_utf8_lossy(&out.stdout))["version"]
+                .as_i64()
+                .expect("version"),
+        );
+    }
+    versions.sort_unstable();
+    assert_eq!(versions, vec![1, 2, 3]);
+    let listed = json(&lake.ok(&["models", "list", "--format", "json"]));
+    assert_eq!(listed.as_array().map(Vec::len), Some(3));
+    let champions = listed
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|m| {
+            m["aliases"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == "champion"))
+        })
+        .count();
+    assert_eq!(champions, 1);
+}
+
+#[test]
+fn python_xgboost_loads_the_artifact_and_predicts_the_same() {
+    let Some(python) = python_with_deltalake() else {
+        eprintln!("skipping: no Python with deltalake/xgboost (make venv)");
+        return;
+    };
+    let lake = lake_with_features();
+    train(&lake, &[]);
+    let shown = json(&lake.ok(&["models", "show", "1", "--format", "json"]));
+    let artifact =
+        std::path::Path::new(&lake.lake()).join(shown["artifact"].as_str().expect("artifact"));
+    let names: Vec<String> = serde_json::from_value(shown["feature_names"].clone()).expect("names");
+
+    // fraudlake's native scorer on every test-period feature row, plus rows with missing values.
+    let bytes = std::fs::read(&artifact).expect("artifact");
+    let forest = fraudlake_model::trees::Forest::from_json(&bytes).expect("model");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let rows = runtime.block_on(async {
+        let l = fraudlake_pipeline::Lake::open(&lake.lake()).expect("lake");
+        let snap = fraudlake_model::dataset::Snapshot::open(&l, &HashMap::new())
+            .await
+            .expect("snapshot");
+        let sha = shown["feature_set"].as_str().expect("sha").to_string();
+        snap.rows(
+            &names,
+            "2018-05-01".parse().expect("d"),
+            "2018-05-30".parse().expect("d"),
+            &sha,
+        )
+        .await
+        .expect("rows")
+    });
+    assert!(rows.len() > 1000);
+    let csv_path = lake.path().join("native_predictions.csv");
+    let mut csv = String::from(&names.join(","));
+    csv.push_str(",native\n");
+    for i in 0..rows.len() {
+        let mut row = rows.row(i).to_vec();
+        // Every 7th row loses a feature: missing values must follow the same default branch.
+        if i % 7 == 0 {
+            row[i % names.len()] = f64::NAN;
+        }
+        let p = forest.predict(&row).expect("width");
+        let cells: Vec<String> = row
+            .iter()
+            .map(|v| {
+                if v.is_nan() {
+                    String::new()
+                } else {
+                    format!("{v:?}")
+                }
+            })
+            .collect();
+        csv.push_str(&format!("{},{p:?}\n", cells.join(",")));
+    }
+    std::fs::write(&csv_path, csv).expect("write csv");
+
+    let out = Command::new(&python)
+        .arg(repo_root().join("tests/python/model_interop.py"))
+        .arg(lake.lake())
+        .arg(&artifact)
+        .arg(&csv_path)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(report["rows"].as_u64(), Some(rows.len() as u64));
+    assert!(report["missing_values"].as_u64().is_some_and(|m| m > 100));
+    let max_diff = report["max_abs_diff"].as_f64().expect("diff");
+    assert!(
+        max_diff <= 1e-6,
+        "Python XGBoost vs fraudlake: max abs diff {max_diff}"
+    );
+    assert_eq!(report["feature_names"], shown["feature_names"]);
+    assert_eq!(report["registry_versions"], serde_json::json!([1]));
+}

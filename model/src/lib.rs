@@ -1,0 +1,24 @@
+//! fraudlake models: train XGBoost on the lake's features, evaluate the way the Fraud
+//! Detection Handbook does, keep versions in a registry in the lake, and score with a native
+//! evaluator of the saved trees.
+//!
+//! * [`dataset`]: the training/test rows, read with SQL from `features` and `labels`.
+//! * [`protocol`]: train / delay / test periods and the known-compromised-card rule.
+//! * [`metrics`]: AUC ROC, average precision, card precision@k, log loss, Brier.
+//! * [`xgboost`], [`booster`]: libxgboost (C API) training, batch prediction, TreeSHAP.
+//! * [`trees`]: the native scorer of the saved JSON model.
+//! * [`registry`]: versions, lineage, aliases, promotion gate, audit, model cards.
+//! * [`train`]: the `fraudlake train` / `evaluate` workflows over the above.
+
+pub mod booster;
+pub mod columns;
+pub mod dataset;
+pub mod error;
+pub mod metrics;
+pub mod protocol;
+pub mod registry;
+pub mod train;
+pub mod trees;
+pub mod xgboost;
+
+pub use error::{Error, Result};

@@ -1,0 +1,670 @@
+//! The model registry, kept in the lake: one row per version in the `model_versions` Delta
+//! table (queryable with `fraudlake sql`), the XGBoost JSON artifact under `models/` (through
+//! the lake's object store, content-addressed by sha256), and every alias change as an audit
+//! row in `model_events`. Alias state (champion, challenger, archived) is the replay of those
+//! events, so the audit log is the source of truth and cannot drift from it.
+//!
+//! Concurrency: a version number (or event sequence number) is claimed by committing with a
+//! Delta application transaction id; two writers that claim the same number conflict in
+//! Delta's optimistic concurrency control, and the loser re-reads and retries.
+
+pub mod card;
+pub mod gate;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use deltalake::arrow::array::{
+    Array, BooleanArray, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use deltalake::kernel::transaction::TransactionError;
+use deltalake::kernel::Transaction;
+use deltalake::logstore::object_store::{path::Path as StorePath, ObjectStoreExt, PutPayload};
+use deltalake::protocol::SaveMode;
+use deltalake::DeltaTableError;
+use fraudlake_pipeline::lake::{commit_note, register, tables::utc_micros, Lake, TableDef};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::booster::TrainParams;
+use crate::columns;
+use crate::dataset::TableVersion;
+use crate::error::{Error, Result};
+use crate::protocol::{Metrics, Periods};
+use crate::trees::Forest;
+
+/// Folder (under the lake root) of artifacts and model cards.
+pub const MODELS_FOLDER: &str = "models";
+pub const CHAMPION: &str = "champion";
+pub const CHALLENGER: &str = "challenger";
+
+pub const MODEL_VERSIONS: TableDef = TableDef {
+    name: "model_versions",
+    schema: versions_schema,
+    partition_by: &[],
+    description: "fraudlake model registry: one row per trained model version",
+};
+
+pub const MODEL_EVENTS: TableDef = TableDef {
+    name: "model_events",
+    schema: events_schema,
+    partition_by: &[],
+    description: "fraudlake model registry audit log: registrations and alias changes",
+};
+
+fn versions_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("version", DataType::Int64, false),
+        Field::new("created_at", utc_micros(), false),
+        Field::new("created_by", DataType::Utf8, false),
+        Field::new("note", DataType::Utf8, false),
+        Field::new("feature_set", DataType::Utf8, false),
+        Field::new("auc_roc", DataType::Float64, true),
+        Field::new("average_precision", DataType::Float64, true),
+        Field::new("card_precision_at_100", DataType::Float64, true),
+        Field::new("train_from", DataType::Date32, false),
+        Field::new("train_to", DataType::Date32, false),
+        Field::new("test_from", DataType::Date32, false),
+        Field::new("test_to", DataType::Date32, false),
+        Field::new("train_rows", DataType::Int64, false),
+        Field::new("train_frauds", DataType::Int64, false),
+        Field::new("artifact", DataType::Utf8, false),
+        Field::new("artifact_sha256", DataType::Utf8, false),
+        // The whole version record as JSON (feature SQL, params, metrics, lineage, ...).
+        Field::new("record", DataType::Utf8, false),
+    ]))
+}
+
+fn events_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("seq", DataType::Int64, false),
+        Field::new("at", utc_micros(), false),
+        Field::new("actor", DataType::Utf8, false),
+        Field::new("action", DataType::Utf8, false),
+        Field::new("alias", DataType::Utf8, true),
+        Field::new("version", DataType::Int64, true),
+        Field::new("previous_version", DataType::Int64, true),
+        Field::new("forced", DataType::Boolean, false),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("details", DataType::Utf8, true),
+    ]))
+}
+
+/// Where a version's data came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lineage {
+    /// Tables and the exact Delta versions read.
+    pub tables: Vec<TableVersion>,
+    pub train_from: String,
+    pub train_to: String,
+    pub test_from: String,
+    pub test_to: String,
+    pub train_rows: usize,
+    pub train_frauds: usize,
+    pub test_rows: usize,
+    pub test_frauds: usize,
+}
+
+/// Everything stored about one version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+    pub note: String,
+    pub feature_set: String,
+    pub feature_sql: String,
+    pub feature_names: Vec<String>,
+    pub periods: Periods,
+    pub params: TrainParams,
+    pub rounds: u32,
+    pub metrics: Metrics,
+    pub lineage: Lineage,
+    /// Gain importance, highest first.
+    pub importance: Vec<(String, f64)>,
+    /// Path of the artifact relative to the lake root.
+    pub artifact: String,
+    pub artifact_sha256: String,
+}
+
+/// A version with its current aliases and status, as `models list/show` print it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelVersion {
+    #[serde(flatten)]
+    pub record: VersionRecord,
+    pub aliases: Vec<String>,
+    pub archived: bool,
+}
+
+/// What to register (the registry assigns the version and the artifact path).
+pub struct NewVersion {
+    pub created_by: String,
+    pub note: String,
+    pub feature_set: String,
+    pub feature_sql: String,
+    pub feature_names: Vec<String>,
+    pub periods: Periods,
+    pub params: TrainParams,
+    pub rounds: u32,
+    pub metrics: Metrics,
+    pub lineage: Lineage,
+    pub model_json: Vec<u8>,
+}
+
+/// One audit row.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub alias: Option<String>,
+    pub version: Option<i64>,
+    pub previous_version: Option<i64>,
+    pub forced: bool,
+    pub reason: String,
+    pub details: Option<String>,
+}
+
+/// Alias state: the replay of the audit log.
+#[derive(Debug, Clone, Default)]
+pub struct Aliases {
+    pub champion: Option<i64>,
+    pub challenger: Option<i64>,
+    /// Champions before the current one, most recent last (what `rollback` returns to).
+    pub champion_history: Vec<i64>,
+    pub archived: std::collections::BTreeSet<i64>,
+}
+
+impl Aliases {
+    fn replay(events: &[Event]) -> Aliases {
+        let mut a = Aliases::default();
+        for e in events {
+            match (e.action.as_str(), e.alias.as_deref()) {
+                ("promote", Some(CHAMPION)) => {
+                    if let Some(old) = a.champion {
+                        a.champion_history.push(old);
+                    }
+                    a.champion = e.version;
+                    if a.challenger == e.version {
+                        a.challenger = None;
+                    }
+                }
+                ("rollback", Some(CHAMPION)) => {
+                    a.champion_history.pop();
+                    a.champion = e.version;
+                }
+                ("promote", Some(CHALLENGER)) => a.challenger = e.version,
+                ("archive", _) => {
+                    if let Some(v) = e.version {
+                        a.archived.insert(v);
+                        if a.challenger == Some(v) {
+                            a.challenger = None;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        a
+    }
+
+    pub fn of(&self, version: i64) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.champion == Some(version) {
+            out.push(CHAMPION.to_string());
+        }
+        if self.challenger == Some(version) {
+            out.push(CHALLENGER.to_string());
+        }
+        out
+    }
+}
+
+/// The registry of one lake.
+#[derive(Clone)]
+pub struct Registry {
+    lake: Lake,
+}
+
+/// How many times a writer re-reads and retries after losing a concurrent commit.
+const MAX_ATTEMPTS: usize = 20;
+
+impl Registry {
+    pub fn new(lake: Lake) -> Registry {
+        Registry { lake }
+    }
+
+    pub fn lake(&self) -> &Lake {
+        &self.lake
+    }
+
+    /// Every version, oldest first.
+    pub async fn versions(&self) -> Result<Vec<VersionRecord>> {
+        let Some(table) = self.lake.load(MODEL_VERSIONS.name).await? else {
+            return Ok(Vec::new());
+        };
+        let ctx = fraudlake_pipeline::lake::new_session();
+        register(&ctx, MODEL_VERSIONS.name, &table).await?;
+        let batches = ctx
+            .sql("SELECT record FROM model_versions ORDER BY version")
+            .await?
+            .collect()
+            .await?;
+        let mut out = Vec::new();
+        for b in &batches {
+            for json in columns::utf8(b.column(0))?.iter().flatten() {
+                out.push(serde_json::from_str(json).map_err(|e| {
+                    Error::Model(format!("a model_versions record is not readable: {e}"))
+                })?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The audit log in order.
+    pub async fn events(&self) -> Result<Vec<Event>> {
+        let Some(table) = self.lake.load(MODEL_EVENTS.name).await? else {
+            return Ok(Vec::new());
+        };
+        let ctx = fraudlake_pipeline::lake::new_session();
+        register(&ctx, MODEL_EVENTS.name, &table).await?;
+        let batches = ctx
+            .sql(
+                "SELECT seq, CAST(at AS BIGINT), actor, action, alias, version, previous_version, \
+                 forced, reason, details FROM model_events ORDER BY seq",
+            )
+            .await?
+            .collect()
+            .await?;
+        let mut out = Vec::new();
+        for b in &batches {
+            let i64s = |i: usize| columns::i64s(b.column(i));
+            let strs = |i: usize| columns::utf8(b.column(i));
+            let (seq, at, version, prev) = (i64s(0)?, i64s(1)?, i64s(5)?, i64s(6)?);
+            let (actor, action, alias, reason, details) =
+                (strs(2)?, strs(3)?, strs(4)?, strs(8)?, strs(9)?);
+            let forced = columns::bools(b.column(7))?;
+            for r in 0..b.num_rows() {
+                let opt_i64 = |a: &Int64Array| (!a.is_null(r)).then(|| a.value(r));
+                let opt_str = |a: &StringArray| (!a.is_null(r)).then(|| a.value(r).to_string());
+                out.push(Event {
+                    seq: seq.value(r),
+                    at: DateTime::from_timestamp_micros(at.value(r)).unwrap_or_default(),
+                    actor: actor.value(r).to_string(),
+                    action: action.value(r).to_string(),
+                    alias: opt_str(&alias),
+                    version: opt_i64(&version),
+                    previous_version: opt_i64(&prev),
+                    forced: forced.value(r),
+                    reason: reason.value(r).to_string(),
+                    details: opt_str(&details),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn aliases(&self) -> Result<Aliases> {
+        Ok(Aliases::replay(&self.events().await?))
+    }
+
+    /// Every version with its aliases.
+    pub async fn list(&self) -> Result<Vec<ModelVersion>> {
+        let aliases = self.aliases().await?;
+        Ok(self
+            .versions()
+            .await?
+            .into_iter()
+            .map(|record| ModelVersion {
+                aliases: aliases.of(record.version),
+                archived: aliases.archived.contains(&record.version),
+                record,
+            })
+            .collect())
+    }
+
+    /// A version by number (`3`, `v3`) or alias (`champion`, `challenger`).
+    pub async fn get(&self, which: &str) -> Result<ModelVersion> {
+        let aliases = self.aliases().await?;
+        let wanted = match which.trim() {
+            CHAMPION => aliases.champion.ok_or_else(|| {
+                Error::invalid("there is no champion yet: train and promote a model")
+            })?,
+            CHALLENGER => aliases
+                .challenger
+                .ok_or_else(|| Error::invalid("there is no challenger"))?,
+            other => other.trim_start_matches('v').parse::<i64>().map_err(|_| {
+                Error::invalid(format!(
+                    "'{other}' is neither a version number nor an alias (champion, challenger)"
+                ))
+            })?,
+        };
+        let record = self
+            .versions()
+            .await?
+            .into_iter()
+            .find(|r| r.version == wanted)
+            .ok_or_else(|| Error::invalid(format!("model version {wanted} does not exist")))?;
+        Ok(ModelVersion {
+            aliases: aliases.of(wanted),
+            archived: aliases.archived.contains(&wanted),
+            record,
+        })
+    }
+
+    /// Reads a version's artifact, checks its sha256 and that it parses as a scorable model.
+    pub async fn load_artifact(&self, record: &VersionRecord) -> Result<(Vec<u8>, Forest)> {
+        let store = self.lake.files(MODELS_FOLDER)?;
+        let rel = record
+            .artifact
+            .strip_prefix(&format!("{MODELS_FOLDER}/"))
+            .unwrap_or(&record.artifact);
+        let bytes = store
+            .get(&StorePath::from(rel))
+            .await
+            .map_err(|e| {
+                Error::Model(format!(
+                    "model version {}: artifact {} is missing or unreadable: {e}",
+                    record.version, record.artifact
+                ))
+            })?
+            .bytes()
+            .await
+            .map_err(|e| Error::Model(format!("reading artifact {}: {e}", record.artifact)))?
+            .to_vec();
+        let sha = hex::encode(Sha256::digest(&bytes));
+        if sha != record.artifact_sha256 {
+            return Err(Error::Model(format!(
+                "model version {}: artifact {} is corrupt (sha256 {sha}, registered {})",
+                record.version, record.artifact, record.artifact_sha256
+            )));
+        }
+        let forest = Forest::from_json(&bytes).map_err(|e| {
+            Error::Model(format!(
+                "model version {}: artifact unusable: {e}",
+                record.version
+            ))
+        })?;
+        check_width(&forest, &record.feature_names)?;
+        Ok((bytes, forest))
+    }
+
+    /// Registers a new version: validates and stores the artifact, claims the next version
+    /// number, writes the record, the model card and the audit row. The first version of a
+    /// lake becomes champion; later ones become challenger.
+    pub async fn register(&self, new: NewVersion) -> Result<VersionRecord> {
+        let forest = Forest::from_json(&new.model_json)
+            .map_err(|e| Error::Model(format!("refusing to register an unusable model: {e}")))?;
+        check_width(&forest, &new.feature_names)?;
+        let sha = hex::encode(Sha256::digest(&new.model_json));
+        let rel = format!("artifacts/{sha}.json");
+        self.lake
+            .files(MODELS_FOLDER)?
+            .put(
+                &StorePath::from(rel.as_str()),
+                PutPayload::from(new.model_json.clone()),
+            )
+            .await
+            .map_err(|e| Error::Model(format!("cannot store the model artifact: {e}")))?;
+        let importance = forest
+            .gain_importance()
+            .into_iter()
+            .map(|(i, g)| {
+                (
+                    new.feature_names
+                        .get(i)
+                        .cloned()
+                        .unwrap_or_else(|| format!("f{i}")),
+                    g,
+                )
+            })
+            .collect();
+
+        let mut record = VersionRecord {
+            version: 0,
+            created_at: Utc::now(),
+            created_by: new.created_by,
+            note: new.note,
+            feature_set: new.feature_set,
+            feature_sql: new.feature_sql,
+            feature_names: new.feature_names,
+            periods: new.periods,
+            params: new.params,
+            rounds: new.rounds,
+            metrics: new.metrics,
+            lineage: new.lineage,
+            importance,
+            artifact: format!("{MODELS_FOLDER}/{rel}"),
+            artifact_sha256: sha,
+        };
+        for attempt in 1..=MAX_ATTEMPTS {
+            let table = self.lake.table(&MODEL_VERSIONS).await?;
+            record.version = self
+                .versions()
+                .await?
+                .iter()
+                .map(|r| r.version)
+                .max()
+                .unwrap_or(0)
+                + 1;
+            let batch = version_batch(&record)?;
+            let claim = Transaction::new("fraudlake.model_versions", record.version);
+            let write = table
+                .write(vec![batch])
+                .with_save_mode(SaveMode::Append)
+                .with_commit_properties(
+                    commit_note("register model").with_application_transaction(claim),
+                )
+                .await;
+            match write {
+                Ok(_) => break,
+                Err(e) if is_conflict(&e) && attempt < MAX_ATTEMPTS => {
+                    tracing::debug!(
+                        attempt,
+                        "version {} taken concurrently, retrying",
+                        record.version
+                    );
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let aliases = self.aliases().await?;
+        let (alias, reason) = if aliases.champion.is_none() {
+            (CHAMPION, "first model of this lake")
+        } else {
+            (CHALLENGER, "newly registered")
+        };
+        self.record_event(EventDraft {
+            actor: record.created_by.clone(),
+            action: "promote",
+            alias: Some(alias),
+            version: Some(record.version),
+            previous_version: if alias == CHAMPION {
+                None
+            } else {
+                aliases.challenger
+            },
+            forced: false,
+            reason: reason.to_string(),
+            details: None,
+        })
+        .await?;
+        self.write_card(&record).await?;
+        Ok(record)
+    }
+
+    /// Writes `models/v<N>/card.md` and `card.html`; returns their lake URLs.
+    pub async fn write_card(&self, record: &VersionRecord) -> Result<(String, String)> {
+        let store = self.lake.files(MODELS_FOLDER)?;
+        let dir = format!("v{}", record.version);
+        let md = card::markdown(record);
+        let html = card::html(record);
+        for (name, body) in [("card.md", md), ("card.html", html)] {
+            store
+                .put(
+                    &StorePath::from(format!("{dir}/{name}")),
+                    PutPayload::from(body.into_bytes()),
+                )
+                .await
+                .map_err(|e| Error::Model(format!("cannot write the model card: {e}")))?;
+        }
+        Ok((
+            self.lake.file_url(MODELS_FOLDER, &format!("{dir}/card.md")),
+            self.lake
+                .file_url(MODELS_FOLDER, &format!("{dir}/card.html")),
+        ))
+    }
+
+    /// Appends one audit row, claiming the next sequence number (retries on conflict).
+    pub async fn record_event(&self, draft: EventDraft<'_>) -> Result<Event> {
+        for attempt in 1..=MAX_ATTEMPTS {
+            let table = self.lake.table(&MODEL_EVENTS).await?;
+            let seq = self.events().await?.last().map_or(0, |e| e.seq) + 1;
+            let event = Event {
+                seq,
+                at: Utc::now(),
+                actor: draft.actor.clone(),
+                action: draft.action.to_string(),
+                alias: draft.alias.map(str::to_string),
+                version: draft.version,
+                previous_version: draft.previous_version,
+                forced: draft.forced,
+                reason: draft.reason.clone(),
+                details: draft.details.clone(),
+            };
+            let write = table
+                .write(vec![event_batch(&event)?])
+                .with_save_mode(SaveMode::Append)
+                .with_commit_properties(
+                    commit_note(&format!("model {}", draft.action)).with_application_transaction(
+                        Transaction::new("fraudlake.model_events", seq),
+                    ),
+                )
+                .await;
+            match write {
+                Ok(_) => return Ok(event),
+                Err(e) if is_conflict(&e) && attempt < MAX_ATTEMPTS => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Model(
+            "could not record the event after repeated conflicts".into(),
+        ))
+    }
+}
+
+/// An audit row before it gets its sequence number and time.
+#[derive(Debug, Clone)]
+pub struct EventDraft<'a> {
+    pub actor: String,
+    pub action: &'a str,
+    pub alias: Option<&'a str>,
+    pub version: Option<i64>,
+    pub previous_version: Option<i64>,
+    pub forced: bool,
+    pub reason: String,
+    pub details: Option<String>,
+}
+
+fn check_width(forest: &Forest, names: &[String]) -> Result<()> {
+    if forest.num_features() != names.len() {
+        return Err(Error::Model(format!(
+            "the model expects {} features but its feature set has {}",
+            forest.num_features(),
+            names.len()
+        )));
+    }
+    Ok(())
+}
+
+fn is_conflict(e: &DeltaTableError) -> bool {
+    matches!(
+        e,
+        DeltaTableError::VersionAlreadyExists(_)
+            | DeltaTableError::Transaction {
+                source: TransactionError::CommitConflict(_)
+                    | TransactionError::VersionAlreadyExists(_)
+            }
+    )
+}
+
+fn date32(s: &str) -> Result<i32> {
+    let d: chrono::NaiveDate = s
+        .parse()
+        .map_err(|_| Error::Model(format!("bad date '{s}' in a model record")))?;
+    Ok(crate::dataset::day_number(d))
+}
+
+fn version_batch(r: &VersionRecord) -> Result<RecordBatch> {
+    let json = serde_json::to_string(r)
+        .map_err(|e| Error::Model(format!("cannot encode the record: {e}")))?;
+    let l = &r.lineage;
+    let cols: Vec<Arc<dyn Array>> = vec![
+        Arc::new(Int64Array::from(vec![r.version])),
+        Arc::new(
+            TimestampMicrosecondArray::from(vec![r.created_at.timestamp_micros()])
+                .with_timezone("UTC"),
+        ),
+        Arc::new(StringArray::from(vec![r.created_by.as_str()])),
+        Arc::new(StringArray::from(vec![r.note.as_str()])),
+        Arc::new(StringArray::from(vec![r.feature_set.as_str()])),
+        Arc::new(Float64Array::from(vec![r.metrics.auc_roc])),
+        Arc::new(Float64Array::from(vec![r.metrics.average_precision])),
+        Arc::new(Float64Array::from(vec![r.metrics.card_precision_at_100])),
+        Arc::new(Date32Array::from(vec![date32(&l.train_from)?])),
+        Arc::new(Date32Array::from(vec![date32(&l.train_to)?])),
+        Arc::new(Date32Array::from(vec![date32(&l.test_from)?])),
+        Arc::new(Date32Array::from(vec![date32(&l.test_to)?])),
+        Arc::new(Int64Array::from(vec![l.train_rows as i64])),
+        Arc::new(Int64Array::from(vec![l.train_frauds as i64])),
+        Arc::new(StringArray::from(vec![r.artifact.as_str()])),
+        Arc::new(StringArray::from(vec![r.artifact_sha256.as_str()])),
+        Arc::new(StringArray::from(vec![json])),
+    ];
+    Ok(RecordBatch::try_new(versions_schema(), cols)?)
+}
+
+fn event_batch(e: &Event) -> Result<RecordBatch> {
+    let cols: Vec<Arc<dyn Array>> = vec![
+        Arc::new(Int64Array::from(vec![e.seq])),
+        Arc::new(
+            TimestampMicrosecondArray::from(vec![e.at.timestamp_micros()]).with_timezone("UTC"),
+        ),
+        Arc::new(StringArray::from(vec![e.actor.as_str()])),
+        Arc::new(StringArray::from(vec![e.action.as_str()])),
+        Arc::new(StringArray::from(vec![e.alias.as_deref()])),
+        Arc::new(Int64Array::from(vec![e.version])),
+        Arc::new(Int64Array::from(vec![e.previous_version])),
+        Arc::new(BooleanArray::from(vec![e.forced])),
+        Arc::new(StringArray::from(vec![e.reason.as_str()])),
+        Arc::new(StringArray::from(vec![e.details.as_deref()])),
+    ];
+    Ok(RecordBatch::try_new(events_schema(), cols)?)
+}
+
+/// Metrics by name, for JSON output and the gate.
+pub fn metric_map(m: &Metrics) -> BTreeMap<String, Option<f64>> {
+    crate::protocol::METRIC_NAMES
+        .iter()
+        .map(|n| {
+            let v = match *n {
+                "log_loss" => m.log_loss,
+                "brier_score" => m.brier_score,
+                other => m.score(other).ok().flatten(),
+            };
+            (n.to_string(), v)
+        })
+        .collect()
+}
+
+/// Who is acting, for audit rows: `FRAUDLAKE_ACTOR`, else the OS user.
+pub fn actor() -> String {
+    std::env::var("FRAUDLAKE_ACTOR")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".to_string())
+}

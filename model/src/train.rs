@@ -1,0 +1,361 @@
+//! The workflows behind `fraudlake train` and `fraudlake evaluate`: read rows from a pinned
+//! lake snapshot, fit with libxgboost, evaluate with the handbook protocol, and (for `--folds`)
+//! prequential validation over a parameter grid.
+
+use std::collections::HashMap;
+
+use chrono::NaiveDate;
+use fraudlake_pipeline::lake::Lake;
+use serde::Serialize;
+
+use crate::booster::{fit, Fitted, TrainParams};
+use crate::dataset::{day_number, Rows, Snapshot};
+use crate::error::{Error, Result};
+use crate::protocol::{evaluate, unknown_cards, Metrics, Periods};
+use crate::registry::Lineage;
+use crate::trees::Forest;
+
+/// The feature set a model is trained on: its hash, SQL and column order.
+#[derive(Debug, Clone)]
+pub struct FeatureSpec {
+    pub sha256: String,
+    pub sql: String,
+    pub names: Vec<String>,
+}
+
+/// A trained and evaluated (not yet registered) model.
+pub struct Trained {
+    pub fitted: Fitted,
+    pub metrics: Metrics,
+    pub lineage: Lineage,
+}
+
+/// Where a test happens: cards with a fraud between `known_from` and `day - delay - 1` are
+/// removed from each test day.
+#[derive(Debug, Clone, Copy)]
+pub struct TestWindow {
+    pub known_from: NaiveDate,
+    pub delay_days: u32,
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+}
+
+impl From<&Periods> for TestWindow {
+    fn from(p: &Periods) -> Self {
+        TestWindow {
+            known_from: p.train_start,
+            delay_days: p.delay_days,
+            from: p.test_start(),
+            to: p.test_end(),
+        }
+    }
+}
+
+/// Training rows of a period, with a clear error when there are none.
+async fn training_rows(snapshot: &Snapshot, spec: &FeatureSpec, p: &Periods) -> Result<Rows> {
+    let rows = snapshot
+        .rows(&spec.names, p.train_start, p.train_end(), &spec.sha256)
+        .await?;
+    if rows.is_empty() {
+        return Err(Error::invalid(format!(
+            "no feature rows for the training days {} .. {}: check the dates, or run `fraudlake features build`",
+            p.train_start,
+            p.train_end()
+        )));
+    }
+    if rows.frauds() == 0 {
+        return Err(Error::invalid(format!(
+            "the training days {} .. {} have {} rows but no fraud label: nothing to learn from",
+            p.train_start,
+            p.train_end(),
+            rows.len()
+        )));
+    }
+    Ok(rows)
+}
+
+/// Rows used for early stopping: the trailing `validation_days` of the training period.
+fn validation_rows(rows: &Rows, p: &Periods, params: &TrainParams) -> usize {
+    let first_valid_day = day_number(p.train_end()) - params.validation_days as i32 + 1;
+    rows.day.iter().filter(|&&d| d >= first_valid_day).count()
+}
+
+async fn fit_blocking(
+    rows: &Rows,
+    spec: &FeatureSpec,
+    valid: usize,
+    params: &TrainParams,
+) -> Result<Fitted> {
+    let matrix = rows.matrix();
+    let names = spec.names.clone();
+    let params = params.clone();
+    tokio::task::spawn_blocking(move || fit(&matrix, &names, valid, &params))
+        .await
+        .map_err(|e| Error::Model(format!("the training task failed: {e}")))?
+}
+
+/// Trains on `periods` and evaluates on its test days.
+pub async fn train(
+    lake: &Lake,
+    spec: &FeatureSpec,
+    periods: &Periods,
+    params: &TrainParams,
+    threshold: f64,
+) -> Result<Trained> {
+    periods.validate()?;
+    params.validate()?;
+    let snapshot = Snapshot::open(lake, &HashMap::new()).await?;
+    snapshot.require_feature_set(&spec.sha256)?;
+    let rows = training_rows(&snapshot, spec, periods).await?;
+    let valid = validation_rows(&rows, periods, params);
+    let fitted = fit_blocking(&rows, spec, valid, params).await?;
+    let forest = Forest::from_json(&fitted.json)?;
+    let (metrics, _) = test(&snapshot, spec, &forest, &periods.into(), threshold).await?;
+    let lineage = Lineage {
+        tables: snapshot.tables.clone(),
+        train_from: periods.train_start.to_string(),
+        train_to: periods.train_end().to_string(),
+        test_from: periods.test_start().to_string(),
+        test_to: periods.test_end().to_string(),
+        train_rows: rows.len(),
+        train_frauds: rows.frauds(),
+        test_rows: metrics.test_rows,
+        test_frauds: metrics.test_frauds,
+    };
+    Ok(Trained {
+        fitted,
+        metrics,
+        lineage,
+    })
+}
+
+/// Scores a model on a test window of a snapshot; returns the metrics and the scored rows.
+pub async fn test(
+    snapshot: &Snapshot,
+    spec: &FeatureSpec,
+    forest: &Forest,
+    window: &TestWindow,
+    threshold: f64,
+) -> Result<(Metrics, Rows)> {
+    let rows = snapshot
+        .rows(&spec.names, window.from, window.to, &spec.sha256)
+        .await?;
+    if rows.is_empty() {
+        return Err(Error::invalid(format!(
+            "no feature rows for the test days {} .. {}",
+            window.from, window.to
+        )));
+    }
+    let first_fraud = snapshot
+        .first_fraud_day(window.known_from, window.to)
+        .await?;
+    let keep = unknown_cards(&rows, &first_fraud, window.delay_days);
+    let kept = rows.filter(&keep);
+    let removed = rows.len() - kept.len();
+    let probs = forest.predict_many(&kept.values);
+    Ok((evaluate(&kept, &probs, threshold, removed), kept))
+}
+
+/// Evaluates a stored model on any window (the lake as it is now).
+pub async fn evaluate_model(
+    lake: &Lake,
+    spec: &FeatureSpec,
+    forest: &Forest,
+    window: &TestWindow,
+    threshold: f64,
+) -> Result<Metrics> {
+    let snapshot = Snapshot::open(lake, &HashMap::new()).await?;
+    snapshot.require_feature_set(&spec.sha256)?;
+    Ok(test(&snapshot, spec, forest, window, threshold).await?.0)
+}
+
+/// One parameter setting of a prequential validation.
+#[derive(Debug, Clone, Serialize)]
+pub struct SettingResult {
+    pub setting: String,
+    pub params: TrainParams,
+    /// Per fold: (train start, metrics).
+    pub folds: Vec<(NaiveDate, Metrics)>,
+    pub auc_roc: MeanStd,
+    pub average_precision: MeanStd,
+    pub card_precision_at_100: MeanStd,
+    pub fit_seconds: f64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Default)]
+pub struct MeanStd {
+    pub mean: Option<f64>,
+    /// Sample standard deviation (n - 1), as the handbook's tables.
+    pub std: Option<f64>,
+}
+
+impl MeanStd {
+    fn of(values: &[Option<f64>]) -> MeanStd {
+        let v: Vec<f64> = values.iter().flatten().copied().collect();
+        if v.is_empty() || v.len() != values.len() {
+            return MeanStd::default();
+        }
+        let n = v.len() as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        let std = (v.len() > 1)
+            .then(|| (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt());
+        MeanStd {
+            mean: Some(mean),
+            std,
+        }
+    }
+}
+
+/// Prequential validation: `folds` windows, fold k moved back k test periods, each setting
+/// trained and tested on every fold.
+pub async fn cross_validate(
+    lake: &Lake,
+    spec: &FeatureSpec,
+    periods: &Periods,
+    folds: u32,
+    settings: &[(String, TrainParams)],
+    threshold: f64,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Vec<SettingResult>> {
+    if folds == 0 {
+        return Err(Error::invalid("--folds must be at least 1"));
+    }
+    periods.validate()?;
+    let snapshot = Snapshot::open(lake, &HashMap::new()).await?;
+    snapshot.require_feature_set(&spec.sha256)?;
+    let mut results: Vec<SettingResult> = settings
+        .iter()
+        .map(|(name, params)| SettingResult {
+            setting: name.clone(),
+            params: params.clone(),
+            folds: Vec::new(),
+            auc_roc: MeanStd::default(),
+            average_precision: MeanStd::default(),
+            card_precision_at_100: MeanStd::default(),
+            fit_seconds: 0.0,
+        })
+        .collect();
+    let total = folds as usize * settings.len();
+    let mut done = 0;
+    for k in 0..folds {
+        let p = periods.fold(k);
+        let rows = training_rows(&snapshot, spec, &p).await?;
+        for (i, (_, params)) in settings.iter().enumerate() {
+            params.validate()?;
+            let valid = validation_rows(&rows, &p, params);
+            let fitted = fit_blocking(&rows, spec, valid, params).await?;
+            let forest = Forest::from_json(&fitted.json)?;
+            let (metrics, _) = test(&snapshot, spec, &forest, &(&p).into(), threshold).await?;
+            results[i].fit_seconds += fitted.fit_seconds;
+            results[i].folds.push((p.train_start, metrics));
+            done += 1;
+            progress(done, total);
+        }
+    }
+    for r in &mut results {
+        let pick =
+            |f: fn(&Metrics) -> Option<f64>| r.folds.iter().map(|(_, m)| f(m)).collect::<Vec<_>>();
+        r.auc_roc = MeanStd::of(&pick(|m| m.auc_roc));
+        r.average_precision = MeanStd::of(&pick(|m| m.average_precision));
+        r.card_precision_at_100 = MeanStd::of(&pick(|m| m.card_precision_at_100));
+    }
+    Ok(results)
+}
+
+/// Parses a grid like `max_depth=3,6;n_estimators=50,100` into every combination over `base`.
+pub fn parse_grid(grid: &str, base: &TrainParams) -> Result<Vec<(String, TrainParams)>> {
+    let mut settings = vec![(String::new(), base.clone())];
+    for part in grid.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, values) = part
+            .split_once('=')
+            .ok_or_else(|| Error::invalid(format!("grid entry '{part}' is not NAME=V1,V2,...")))?;
+        let key = key.trim();
+        let mut next = Vec::new();
+        for (name, params) in &settings {
+            for value in values.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+                let mut p = params.clone();
+                set_param(&mut p, key, value)?;
+                let label = if name.is_empty() {
+                    format!("{key}={value}")
+                } else {
+                    format!("{name} {key}={value}")
+                };
+                next.push((label, p));
+            }
+        }
+        if next.is_empty() {
+            return Err(Error::invalid(format!("grid entry '{part}' has no values")));
+        }
+        settings = next;
+    }
+    if settings.len() > 200 {
+        return Err(Error::invalid(format!(
+            "the grid has {} settings; at most 200 are allowed",
+            settings.len()
+        )));
+    }
+    for (name, _) in settings.iter_mut().filter(|(n, _)| n.is_empty()) {
+        *name = "defaults".to_string();
+    }
+    Ok(settings)
+}
+
+/// Sets one parameter by its name, as in `fraudlake.toml` and `--grid`.
+pub fn set_param(p: &mut TrainParams, key: &str, value: &str) -> Result<()> {
+    let bad = || Error::invalid(format!("bad value '{value}' for {key}"));
+    let int = || value.parse::<u64>().map_err(|_| bad());
+    let real = || value.parse::<f64>().map_err(|_| bad());
+    match key {
+        "n_estimators" => p.n_estimators = int()? as u32,
+        "max_depth" => p.max_depth = int()? as u32,
+        "learning_rate" => p.learning_rate = real()?,
+        "subsample" => p.subsample = real()?,
+        "colsample_bytree" => p.colsample_bytree = real()?,
+        "scale_pos_weight" => p.scale_pos_weight = real()?,
+        "min_child_weight" => p.min_child_weight = real()?,
+        "seed" => p.seed = int()?,
+        "threads" => p.threads = int()? as u32,
+        "early_stopping_rounds" => p.early_stopping_rounds = int()? as u32,
+        "validation_days" => p.validation_days = int()? as u32,
+        other => {
+            return Err(Error::invalid(format!(
+                "unknown parameter '{other}' (n_estimators, max_depth, learning_rate, subsample, \
+                 colsample_bytree, scale_pos_weight, min_child_weight, seed, threads, \
+                 early_stopping_rounds, validation_days)"
+            )))
+        }
+    }
+    p.validate()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_is_the_cartesian_product() {
+        let g = parse_grid(
+            "max_depth=3,6; learning_rate=0.1,0.3",
+            &TrainParams::default(),
+        )
+        .expect("parses");
+        assert_eq!(g.len(), 4);
+        assert_eq!(g[3].0, "max_depth=6 learning_rate=0.3");
+        assert_eq!(g[3].1.max_depth, 6);
+        assert!((g[0].1.learning_rate - 0.1).abs() < 1e-12);
+        assert!(parse_grid("depth=3", &TrainParams::default()).is_err());
+        assert!(parse_grid("max_depth=0", &TrainParams::default()).is_err());
+        assert_eq!(
+            parse_grid("", &TrainParams::default()).expect("ok")[0].0,
+            "defaults"
+        );
+    }
+
+    #[test]
+    fn mean_and_sample_std() {
+        let m = MeanStd::of(&[Some(1.0), Some(3.0)]);
+        assert_eq!(m.mean, Some(2.0));
+        assert!((m.std.expect("two values") - 2f64.sqrt()).abs() < 1e-12);
+        assert_eq!(MeanStd::of(&[Some(1.0), None]).mean, None);
+    }
+}
