@@ -276,7 +276,34 @@ impl std::fmt::Debug for Explainer {
     }
 }
 
+/// One feature's part in a prediction.
+#[derive(Debug, Clone, Serialize)]
+pub struct Contribution {
+    pub feature: String,
+    pub value: f64,
+    /// Contribution to the log-odds (positive pushes towards fraud).
+    pub contribution: f64,
+}
+
 impl Explainer {
+    /// The `top` largest contributions by magnitude, with feature names and values.
+    pub fn top(&self, names: &[String], row: &[f64], top: usize) -> Result<Vec<Contribution>> {
+        let c = self.contributions(row)?;
+        let mut out: Vec<Contribution> = names
+            .iter()
+            .zip(row)
+            .zip(&c)
+            .map(|((name, &value), &contribution)| Contribution {
+                feature: name.clone(),
+                value,
+                contribution: f64::from(contribution),
+            })
+            .collect();
+        out.sort_by(|a, b| b.contribution.abs().total_cmp(&a.contribution.abs()));
+        out.truncate(top);
+        Ok(out)
+    }
+
     pub fn new(json: &[u8], num_features: usize) -> Result<Explainer> {
         Ok(Explainer {
             booster: Mutex::new(Booster::load(json)?),

@@ -197,6 +197,37 @@ impl Snapshot {
         to: NaiveDate,
         feature_set: &str,
     ) -> Result<Rows> {
+        self.select(
+            names,
+            &format!("f.tx_date >= DATE '{from}' AND f.tx_date <= DATE '{to}'"),
+            feature_set,
+        )
+        .await
+    }
+
+    /// The rows of the given transactions (for explanations).
+    pub async fn rows_of(
+        &self,
+        names: &[String],
+        tx_ids: &[i64],
+        feature_set: &str,
+    ) -> Result<Rows> {
+        if tx_ids.is_empty() {
+            return Ok(Rows {
+                feature_names: names.to_vec(),
+                ..Rows::default()
+            });
+        }
+        let list: Vec<String> = tx_ids.iter().map(i64::to_string).collect();
+        self.select(
+            names,
+            &format!("f.tx_id IN ({})", list.join(", ")),
+            feature_set,
+        )
+        .await
+    }
+
+    async fn select(&self, names: &[String], filter: &str, feature_set: &str) -> Result<Rows> {
         let columns: Vec<String> = names
             .iter()
             .map(|n| format!("CAST(f.\"{}\" AS DOUBLE)", n.replace('"', "\"\"")))
@@ -205,8 +236,7 @@ impl Snapshot {
             "SELECT f.tx_id, f.customer_id, CAST(f.tx_date AS INT) AS day, \
                COALESCE(l.is_fraud, false) AS is_fraud, {cols} \
              FROM features f LEFT JOIN ({LATEST_LABEL}) l ON f.tx_id = l.tx_id \
-             WHERE f.tx_date >= DATE '{from}' AND f.tx_date <= DATE '{to}' \
-               AND f.feature_set = '{feature_set}' \
+             WHERE {filter} AND f.feature_set = '{feature_set}' \
              ORDER BY f.tx_ts, f.tx_id",
             cols = columns.join(", "),
             feature_set = feature_set.replace('\'', "''"),

@@ -34,6 +34,8 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Score a registered model on any test period.
     Evaluate(train::EvaluateArgs),
+    /// Why did the model score these transactions as it did? (TreeSHAP contributions)
+    Explain(train::ExplainArgs),
     /// The model registry: versions, aliases, promotion gate, audit log.
     #[command(subcommand)]
     Models(models::ModelsCommand),
@@ -53,6 +55,7 @@ pub async fn run(command: Command, settings: &Settings) -> Result<u8> {
         Command::Features(c) => features::run(c, settings).await,
         Command::Train(a) => train::train(a, settings).await,
         Command::Evaluate(a) => train::evaluate(a, settings).await,
+        Command::Explain(a) => train::explain(a, settings).await,
         Command::Models(c) => models::run(c, settings).await,
         Command::Bench(c) => bench::run(c, settings).await,
     }

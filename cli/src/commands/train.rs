@@ -116,6 +116,21 @@ pub struct TrainArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// Transaction ids to explain (their rows in the `features` table).
+    #[arg(long = "tx-id", required = true, num_args = 1..)]
+    tx_ids: Vec<i64>,
+    /// Version number or alias.
+    #[arg(long, default_value = "champion")]
+    model: String,
+    /// How many contributions to show per transaction.
+    #[arg(long, default_value_t = 5)]
+    top: usize,
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+#[derive(Debug, Args)]
 pub struct EvaluateArgs {
     /// Version number or alias (champion, challenger).
     #[arg(long, default_value = "champion")]
@@ -401,5 +416,58 @@ pub async fn evaluate(a: EvaluateArgs, settings: &Settings) -> Result<u8> {
         v.record.version, window.from, window.to, window.known_from
     );
     print_rows(&metric_rows(&m), a.format)?;
+    Ok(0)
+}
+
+#[derive(Serialize)]
+struct ExplainRow {
+    tx_id: i64,
+    risk_score: f64,
+    is_fraud: bool,
+    feature: String,
+    value: f64,
+    contribution: f64,
+}
+
+/// `fraudlake explain`: why the model scored a transaction as it did (TreeSHAP).
+pub async fn explain(a: ExplainArgs, settings: &Settings) -> Result<u8> {
+    let lake = settings.open_lake()?;
+    let registry = Registry::new(lake.clone());
+    let v = registry.get(&a.model).await?;
+    let (json, forest) = registry.load_artifact(&v.record).await?;
+    let snapshot = fraudlake_model::dataset::Snapshot::open(&lake, &Default::default()).await?;
+    snapshot.require_feature_set(&v.record.feature_set)?;
+    let rows = snapshot
+        .rows_of(&v.record.feature_names, &a.tx_ids, &v.record.feature_set)
+        .await?;
+    let missing: Vec<String> = a
+        .tx_ids
+        .iter()
+        .filter(|id| !rows.tx_id.contains(id))
+        .map(i64::to_string)
+        .collect();
+    if !missing.is_empty() {
+        return Err(crate::bad_input(format!(
+            "no feature row for tx_id {} (build features for its day first)",
+            missing.join(", ")
+        )));
+    }
+    let explainer = fraudlake_model::booster::Explainer::new(&json, forest.num_features())?;
+    let mut out = Vec::new();
+    for i in 0..rows.len() {
+        let row = rows.row(i);
+        let score = forest.predict(row).unwrap_or(f64::NAN);
+        for c in explainer.top(&v.record.feature_names, row, a.top)? {
+            out.push(ExplainRow {
+                tx_id: rows.tx_id[i],
+                risk_score: score,
+                is_fraud: rows.labels[i],
+                feature: c.feature,
+                value: c.value,
+                contribution: c.contribution,
+            });
+        }
+    }
+    print_rows(&out, a.format)?;
     Ok(0)
 }

@@ -200,6 +200,65 @@ fn train_register_gate_promote_rollback_archive() {
     assert!(std::path::Path::new(&lake.lake())
         .join("models/v1/card.html")
         .exists());
+
+    // 8. explain: TreeSHAP contributions of the champion for a fraud of the test period.
+    let fraud = lake.sql_json(
+        "SELECT f.tx_id FROM features f JOIN labels l ON f.tx_id = l.tx_id \
+         WHERE l.is_fraud AND f.tx_date = DATE '2018-05-16' ORDER BY f.tx_id LIMIT 1",
+    );
+    let tx = num(&fraud[0], "tx_id") as i64;
+    let ex = json(&lake.ok(&[
+        "explain",
+        "--tx-id",
+        &tx.to_string(),
+        "--top",
+        "3",
+        "--format",
+        "json",
+    ]));
+    let ex = ex.as_array().expect("rows");
+    assert_eq!(ex.len(), 3);
+    assert_eq!(ex[0]["tx_id"].as_i64(), Some(tx));
+    let c: Vec<f64> = ex
+        .iter()
+        .map(|r| r["contribution"].as_f64().expect("c").abs())
+        .collect();
+    assert!(c[0] >= c[1] && c[1] >= c[2] && c[0] > 0.0, "{c:?}");
+    let missing = lake.run(&["explain", "--tx-id", "999999999"]);
+    assert_eq!(missing.status.code(), Some(2));
+}
+
+#[test]
+fn training_parameters_come_from_fraudlake_toml_and_flags_win() {
+    let lake = lake_with_features();
+    let config = lake.path().join("fraudlake.toml");
+    std::fs::write(&config, "[train]\nmax_depth = 2\nn_estimators = 7\n").expect("config");
+    let cfg = config.display().to_string();
+    let v = json(&lake.ok(&[
+        "--config",
+        &cfg,
+        "train",
+        "--format",
+        "json",
+        "--train-start",
+        "2018-05-01",
+        "--n-estimators",
+        "9",
+    ]));
+    assert_eq!(v["rounds"], 9, "the flag wins over the file");
+    let shown = json(&lake.ok(&["models", "show", "1", "--format", "json"]));
+    assert_eq!(
+        shown["params"]["max_depth"], 2,
+        "the file wins over the default"
+    );
+    std::fs::write(&config, "[train]\nmax_deep = 2\n").expect("config");
+    let out = lake.run(&["--config", &cfg, "train"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("max_deep"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
