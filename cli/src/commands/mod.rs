@@ -5,6 +5,7 @@ mod features;
 mod ingest;
 mod lake;
 mod models;
+mod serve;
 mod simulate;
 mod sql;
 mod train;
@@ -36,6 +37,8 @@ pub enum Command {
     Evaluate(train::EvaluateArgs),
     /// Why did the model score these transactions as it did? (TreeSHAP contributions)
     Explain(train::ExplainArgs),
+    /// The scoring API: POST /score with live features and the champion model.
+    Serve(serve::ServeArgs),
     /// The model registry: versions, aliases, promotion gate, audit log.
     #[command(subcommand)]
     Models(models::ModelsCommand),
@@ -57,6 +60,7 @@ pub async fn run(command: Command, settings: &Settings) -> Result<u8> {
         Command::Evaluate(a) => train::evaluate(a, settings).await,
         Command::Explain(a) => train::explain(a, settings).await,
         Command::Models(c) => models::run(c, settings).await,
+        Command::Serve(a) => serve::run(a, settings).await,
         Command::Bench(c) => bench::run(c, settings).await,
     }
 }

@@ -6,3 +6,4 @@ mod features;
 mod handbook;
 mod lake;
 mod models;
+mod serve;

@@ -31,6 +31,8 @@ pub const KNOWN_TABLES: &[&str] = &[
     // The model registry (defined in fraudlake-model's `registry` module).
     "model_versions",
     "model_events",
+    // Written by the scoring server (fraudlake-serving's `server::writer`).
+    "predictions",
 ];
 
 /// A handle on the lake root. Cheap to clone.

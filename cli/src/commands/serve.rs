@@ -1,0 +1,91 @@
+//! `fraudlake serve`: the scoring API on the lake's champion model, with features from the
+//! online engine compiled from the same feature SQL as training.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use fraudlake_pipeline::features::{compile, FeatureSet};
+use fraudlake_serving::server::{self, ServeConfig};
+
+use crate::config::Settings;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "FRAUDLAKE_ADDR", default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// Risk at or above which the decision is `review`.
+    #[arg(long, env = "FRAUDLAKE_REVIEW_THRESHOLD", default_value_t = 0.3)]
+    review_threshold: f64,
+    /// Risk at or above which the decision is `decline`.
+    #[arg(long, env = "FRAUDLAKE_DECLINE_THRESHOLD", default_value_t = 0.8)]
+    decline_threshold: f64,
+    /// Most transactions in one /score/batch (and labels in one /labels).
+    #[arg(long, default_value_t = 1000)]
+    max_batch: usize,
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_body_bytes: usize,
+    /// Requests running at once (more wait).
+    #[arg(long, default_value_t = 1024)]
+    max_concurrency: usize,
+    /// Request timeout, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    timeout_ms: u64,
+    /// Commit scored transactions to the lake every N rows ...
+    #[arg(long, env = "FRAUDLAKE_FLUSH_ROWS", default_value_t = 10_000)]
+    flush_rows: usize,
+    /// ... or every T milliseconds, whichever comes first.
+    #[arg(long, env = "FRAUDLAKE_FLUSH_MS", default_value_t = 2000)]
+    flush_ms: u64,
+    /// How often to look for a new champion, in seconds.
+    #[arg(long, default_value_t = 30)]
+    reload_secs: u64,
+    /// File holding the bearer token for /admin endpoints (else env FRAUDLAKE_ADMIN_TOKEN).
+    #[arg(long)]
+    admin_token_file: Option<PathBuf>,
+    /// The feature SQL (default sql/features.sql, env FRAUDLAKE_FEATURES_SQL).
+    #[arg(long = "sql")]
+    sql: Option<PathBuf>,
+}
+
+pub async fn run(a: ServeArgs, settings: &Settings) -> Result<u8> {
+    let admin_token = match &a.admin_token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the admin token file {}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => std::env::var("FRAUDLAKE_ADMIN_TOKEN")
+            .ok()
+            .map(|t| t.trim().to_string()),
+    }
+    .filter(|t| !t.is_empty());
+    if admin_token.is_none() {
+        tracing::warn!("no admin token (FRAUDLAKE_ADMIN_TOKEN or --admin-token-file): /admin endpoints are disabled");
+    }
+    let config = ServeConfig {
+        addr: a.addr,
+        review_threshold: a.review_threshold,
+        decline_threshold: a.decline_threshold,
+        max_batch: a.max_batch,
+        max_body_bytes: a.max_body_bytes,
+        request_timeout: Duration::from_millis(a.timeout_ms.max(1)),
+        max_concurrency: a.max_concurrency,
+        flush_rows: a.flush_rows,
+        flush_interval: Duration::from_millis(a.flush_ms.max(10)),
+        reload_interval: Duration::from_secs(a.reload_secs.max(1)),
+        admin_token,
+    };
+    config.validate()?;
+    let path = a.sql.unwrap_or_else(|| settings.features_sql.clone());
+    let plan = Arc::new(compile(&FeatureSet::load(&path)?).await?);
+    let lake = settings.open_lake()?;
+    server::serve(lake, plan, config, server::shutdown_signal()).await?;
+    Ok(0)
+}

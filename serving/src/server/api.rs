@@ -1,0 +1,188 @@
+//! The wire types of the scoring API and their validation. Unknown fields are refused, and
+//! every value is checked before it reaches the online state: a bad request is a 4xx naming
+//! the field, never a panic and never a silently altered transaction.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::ApiError;
+use crate::Transaction;
+
+/// One transaction to score.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreRequest {
+    /// Unique transaction id (>= 0).
+    pub tx_id: i64,
+    /// Transaction time, RFC 3339 (e.g. 2018-09-30T12:00:00Z).
+    pub tx_ts: String,
+    pub customer_id: i64,
+    pub terminal_id: i64,
+    /// Amount, finite and >= 0.
+    pub amount: f64,
+}
+
+/// Earliest accepted transaction time (2000-01-01) and the accepted clock skew into the future.
+const MIN_TS_US: i64 = 946_684_800_000_000;
+const MAX_FUTURE_US: i64 = 86_400_000_000;
+const MAX_AMOUNT: f64 = 1e9;
+
+impl ScoreRequest {
+    /// Checks every field; `at` names the item in a batch for messages.
+    pub fn validate(&self, at: &str) -> Result<Transaction, ApiError> {
+        if self.tx_id < 0 {
+            return Err(ApiError::field(format!(
+                "{at}tx_id: must be >= 0, got {}",
+                self.tx_id
+            )));
+        }
+        if self.customer_id < 0 || self.terminal_id < 0 {
+            return Err(ApiError::field(format!(
+                "{at}customer_id/terminal_id: must be >= 0, got {} / {}",
+                self.customer_id, self.terminal_id
+            )));
+        }
+        if !self.amount.is_finite() || self.amount < 0.0 || self.amount > MAX_AMOUNT {
+            return Err(ApiError::field(format!(
+                "{at}amount: must be a finite number in [0, 1e9], got {}",
+                self.amount
+            )));
+        }
+        let ts = DateTime::parse_from_rfc3339(self.tx_ts.trim()).map_err(|e| {
+            ApiError::field(format!(
+                "{at}tx_ts: '{}' is not an RFC 3339 time ({e})",
+                self.tx_ts.chars().take(64).collect::<String>()
+            ))
+        })?;
+        let us = ts.with_timezone(&Utc).timestamp_micros();
+        let latest = Utc::now().timestamp_micros() + MAX_FUTURE_US;
+        if !(MIN_TS_US..=latest).contains(&us) {
+            return Err(ApiError::field(format!(
+                "{at}tx_ts: {} is outside the accepted range (2000-01-01 .. now + 1 day)",
+                self.tx_ts
+            )));
+        }
+        Ok(Transaction {
+            tx_id: self.tx_id,
+            tx_ts_us: us,
+            customer_id: self.customer_id,
+            terminal_id: self.terminal_id,
+            amount: self.amount,
+        })
+    }
+}
+
+/// What the server decided.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    Approve,
+    Review,
+    Decline,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Approve => "approve",
+            Decision::Review => "review",
+            Decision::Decline => "decline",
+        }
+    }
+}
+
+/// One feature's value and its TreeSHAP contribution (log-odds).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FeatureContribution {
+    pub feature: String,
+    pub value: f64,
+    pub contribution: f64,
+}
+
+/// The answer for one transaction.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ScoreResponse {
+    pub tx_id: i64,
+    /// Fraud probability, 0..1.
+    pub risk_score: f64,
+    pub decision: Decision,
+    pub model_version: i64,
+    /// sha256 of the feature SQL the features came from.
+    pub feature_set: String,
+    /// With `?explain=true`: every feature's value, in model order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub features: Option<Vec<FeatureContribution>>,
+    /// With `?explain=true`: the largest contributions, by magnitude.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_contributions: Option<Vec<FeatureContribution>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ScoreQuery {
+    /// Add the features used and the top contributions.
+    #[serde(default)]
+    pub explain: bool,
+}
+
+/// A batch: transactions scored in order, each seeing the ones before it.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    pub transactions: Vec<ScoreRequest>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BatchResponse {
+    pub results: Vec<ScoreResponse>,
+}
+
+/// One fraud feedback label.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LabelRequest {
+    pub tx_id: i64,
+    pub is_fraud: bool,
+    /// Optional scenario code (the handbook's 1-3, or your own).
+    #[serde(default)]
+    pub fraud_scenario: Option<i32>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LabelResponse {
+    /// Labels accepted (all land in the `labels` table).
+    pub accepted: usize,
+    /// Labels that changed online state now (the others are held for unseen transactions or
+    /// changed nothing).
+    pub applied_online: usize,
+}
+
+/// The model being served.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ModelInfo {
+    pub version: i64,
+    pub feature_set: String,
+    pub feature_names: Vec<String>,
+    pub trees: usize,
+    pub loaded_at: String,
+    pub train_from: String,
+    pub train_to: String,
+    pub auc_roc: Option<f64>,
+    pub average_precision: Option<f64>,
+    pub card_precision_at_100: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReloadResponse {
+    pub reloaded: bool,
+    pub version: i64,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}

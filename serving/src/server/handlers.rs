@@ -1,0 +1,394 @@
+//! The HTTP handlers: small async functions with typed extractors over [`AppState`]. Scoring
+//! takes the online-state lock only to compute and store one transaction's features; the
+//! model runs outside it on the atomically loaded [`Scorer`].
+
+use std::time::Instant;
+
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+
+use super::api::*;
+use super::error::{ApiError, ErrorBody};
+use super::json::{explain_flag, Json};
+use super::state::{Scorer, SharedState};
+use super::writer::Scored;
+use crate::online::feature_rows;
+use crate::Transaction;
+
+fn decide(state: &SharedState, p: f64) -> Decision {
+    if p >= state.thresholds.decline {
+        Decision::Decline
+    } else if p >= state.thresholds.review {
+        Decision::Review
+    } else {
+        Decision::Approve
+    }
+}
+
+/// Features for `txs` in order (each seeing the ones before), stored in the online state.
+/// Returns the feature rows and which transactions were new (a retried tx_id is scored
+/// again but neither stored twice nor written to the lake twice).
+fn features(
+    state: &SharedState,
+    txs: &[Transaction],
+) -> Result<(Vec<Vec<f64>>, Vec<bool>), ApiError> {
+    let mut engine = state.engine.lock();
+    let fresh: Vec<bool> = txs.iter().map(|t| !engine.knows(t.tx_id)).collect();
+    let batch = engine.score_and_apply(txs)?;
+    state.metrics.entities.set(engine.entities() as i64);
+    drop(engine);
+    Ok((feature_rows(&state.plan, &batch)?, fresh))
+}
+
+fn respond(
+    state: &SharedState,
+    scorer: &Scorer,
+    tx: &Transaction,
+    row: Vec<f64>,
+    fresh: bool,
+    explain: bool,
+    started: Instant,
+) -> Result<ScoreResponse, ApiError> {
+    let p = scorer.forest.predict(&row).ok_or_else(|| {
+        ApiError::internal("the model and the feature SQL disagree on the number of features")
+    })?;
+    state
+        .metrics
+        .latency
+        .observe(started.elapsed().as_secs_f64());
+    state.metrics.risk.observe(p);
+    let decision = decide(state, p);
+    state
+        .metrics
+        .decisions
+        .with_label_values(&[decision.as_str()])
+        .inc();
+    let (features, top) = if explain {
+        let names = &scorer.version.record.feature_names;
+        let values: Vec<FeatureContribution> = names
+            .iter()
+            .zip(&row)
+            .map(|(n, v)| FeatureContribution {
+                feature: n.clone(),
+                value: *v,
+                contribution: 0.0,
+            })
+            .collect();
+        let top = scorer
+            .explainer
+            .top(names, &row, 5)
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .into_iter()
+            .map(|c| FeatureContribution {
+                feature: c.feature,
+                value: c.value,
+                contribution: c.contribution,
+            })
+            .collect();
+        let contribs = scorer
+            .explainer
+            .contributions(&row)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let values = values
+            .into_iter()
+            .zip(contribs)
+            .map(|(mut f, c)| {
+                f.contribution = f64::from(c);
+                f
+            })
+            .collect();
+        (Some(values), Some(top))
+    } else {
+        (None, None)
+    };
+    if fresh {
+        state.writer.scored(Scored {
+            tx: *tx,
+            scored_at_us: chrono::Utc::now().timestamp_micros(),
+            model_version: scorer.number(),
+            feature_set: scorer.feature_set.clone(),
+            risk_score: p,
+            decision: decision.as_str(),
+            features: row,
+        });
+    }
+    Ok(ScoreResponse {
+        tx_id: tx.tx_id,
+        risk_score: p,
+        decision,
+        model_version: scorer.number(),
+        feature_set: scorer.feature_set.to_string(),
+        features,
+        top_contributions: top,
+    })
+}
+
+fn require_ready(state: &SharedState) -> Result<(), ApiError> {
+    if state.is_ready() {
+        Ok(())
+    } else {
+        Err(ApiError::not_ready(
+            "the online state is still loading from the lake",
+        ))
+    }
+}
+
+/// Score one transaction.
+#[utoipa::path(post, path = "/score", request_body = ScoreRequest, params(ScoreQuery),
+    responses((status = 200, body = ScoreResponse), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn score(
+    State(state): State<SharedState>,
+    RawQuery(query): RawQuery,
+    Json(req): Json<ScoreRequest>,
+) -> Result<Json<ScoreResponse>, ApiError> {
+    let started = Instant::now();
+    let explain = explain_flag(query.as_deref())?;
+    let tx = req.validate("")?;
+    require_ready(&state)?;
+    let scorer = state.scorer.load_full();
+    let (mut rows, fresh) = features(&state, std::slice::from_ref(&tx))?;
+    let row = rows
+        .pop()
+        .ok_or_else(|| ApiError::internal("no feature row"))?;
+    Ok(Json(respond(
+        &state, &scorer, &tx, row, fresh[0], explain, started,
+    )?))
+}
+
+/// Score transactions in order; the answers come in the same order.
+#[utoipa::path(post, path = "/score/batch", request_body = BatchRequest, params(ScoreQuery),
+    responses((status = 200, body = BatchResponse), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn score_batch(
+    State(state): State<SharedState>,
+    RawQuery(query): RawQuery,
+    Json(req): Json<BatchRequest>,
+) -> Result<Json<BatchResponse>, ApiError> {
+    let started = Instant::now();
+    let explain = explain_flag(query.as_deref())?;
+    if req.transactions.len() > state.limits.max_batch {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!(
+                "transactions: {} items, at most {} per batch",
+                req.transactions.len(),
+                state.limits.max_batch
+            ),
+        ));
+    }
+    let txs = req
+        .transactions
+        .iter()
+        .enumerate()
+        .map(|(i, r)| r.validate(&format!("transactions[{i}].")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut seen = std::collections::HashSet::with_capacity(txs.len());
+    if let Some(dup) = txs.iter().find(|t| !seen.insert(t.tx_id)) {
+        return Err(ApiError::field(format!(
+            "transactions: tx_id {} appears twice in the batch",
+            dup.tx_id
+        )));
+    }
+    require_ready(&state)?;
+    if txs.is_empty() {
+        return Ok(Json(BatchResponse { results: vec![] }));
+    }
+    let scorer = state.scorer.load_full();
+    let (rows, fresh) = features(&state, &txs)?;
+    let results = txs
+        .iter()
+        .zip(rows)
+        .zip(fresh)
+        .map(|((tx, row), fresh)| respond(&state, &scorer, tx, row, fresh, explain, started))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(BatchResponse { results }))
+}
+
+/// Fraud feedback: updates the online delayed aggregates and lands in `labels`.
+#[utoipa::path(post, path = "/labels", request_body = Vec<LabelRequest>,
+    responses((status = 200, body = LabelResponse), (status = 422, body = ErrorBody)))]
+pub async fn labels(
+    State(state): State<SharedState>,
+    Json(labels): Json<Vec<LabelRequest>>,
+) -> Result<Json<LabelResponse>, ApiError> {
+    if labels.len() > state.limits.max_batch {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!(
+                "{} labels, at most {} per request",
+                labels.len(),
+                state.limits.max_batch
+            ),
+        ));
+    }
+    if let Some((i, l)) = labels.iter().enumerate().find(|(_, l)| l.tx_id < 0) {
+        return Err(ApiError::field(format!(
+            "[{i}].tx_id: must be >= 0, got {}",
+            l.tx_id
+        )));
+    }
+    require_ready(&state)?;
+    let now = chrono::Utc::now().timestamp_micros();
+    let mut applied = 0;
+    {
+        let mut engine = state.engine.lock();
+        for l in &labels {
+            if engine.apply_label(l.tx_id, l.is_fraud)? {
+                applied += 1;
+            }
+        }
+    }
+    for l in &labels {
+        state
+            .metrics
+            .feedback
+            .with_label_values(&[if l.is_fraud { "true" } else { "false" }])
+            .inc();
+        state.writer.label(super::writer::Label {
+            tx_id: l.tx_id,
+            is_fraud: l.is_fraud,
+            fraud_scenario: l.fraud_scenario,
+            labeled_at_us: now,
+        });
+    }
+    Ok(Json(LabelResponse {
+        accepted: labels.len(),
+        applied_online: applied,
+    }))
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/health", responses((status = 200, body = Health)))]
+pub async fn health() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        detail: None,
+    })
+}
+
+/// Readiness: model and online state loaded.
+#[utoipa::path(get, path = "/ready", responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
+pub async fn ready(State(state): State<SharedState>) -> Result<Json<Health>, ApiError> {
+    require_ready(&state)?;
+    Ok(Json(Health {
+        status: "ready".into(),
+        detail: Some(format!("model version {}", state.scorer.load().number())),
+    }))
+}
+
+/// Prometheus metrics (text format).
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
+pub async fn metrics(State(state): State<SharedState>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// The model being served.
+#[utoipa::path(get, path = "/models/current", responses((status = 200, body = ModelInfo)))]
+pub async fn current_model(State(state): State<SharedState>) -> Json<ModelInfo> {
+    let s = state.scorer.load();
+    let r = &s.version.record;
+    Json(ModelInfo {
+        version: r.version,
+        feature_set: r.feature_set.clone(),
+        feature_names: r.feature_names.clone(),
+        trees: s.forest.num_trees(),
+        loaded_at: s.loaded_at.to_rfc3339(),
+        train_from: r.lineage.train_from.clone(),
+        train_to: r.lineage.train_to.clone(),
+        auc_roc: r.metrics.auc_roc,
+        average_precision: r.metrics.average_precision,
+        card_precision_at_100: r.metrics.card_precision_at_100,
+    })
+}
+
+/// Reload the champion from the registry now (bearer token).
+#[utoipa::path(post, path = "/admin/reload", responses((status = 200, body = ReloadResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn admin_reload(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+) -> Result<Json<ReloadResponse>, ApiError> {
+    authorize(&state, &headers)?;
+    let outcome = super::reload::reload(&state).await;
+    match outcome {
+        Ok((reloaded, detail)) => Ok(Json(ReloadResponse {
+            reloaded,
+            version: state.scorer.load().number(),
+            detail,
+        })),
+        Err(e) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "reload_refused",
+            e.to_string(),
+        )),
+    }
+}
+
+fn authorize(state: &SharedState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = state.admin_token.as_deref() else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "admin_disabled",
+            "admin endpoints are disabled: start the server with FRAUDLAKE_ADMIN_TOKEN or --admin-token-file",
+        ));
+    };
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Compare without an early exit, so timing does not reveal a matching prefix.
+    let equal = given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if equal {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid bearer token is required",
+        ))
+    }
+}
+
+/// Unknown routes.
+pub async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!(
+            "no route {}; see /docs",
+            uri.path().chars().take(200).collect::<String>()
+        ),
+    )
+}
+
+/// The OpenAPI document generated from the handler types.
+pub async fn openapi() -> Response {
+    use utoipa::OpenApi;
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        super::ApiDoc::openapi()
+            .to_pretty_json()
+            .unwrap_or_default(),
+    )
+        .into_response()
+}
+
+/// The API page: self-contained HTML that renders /openapi.json (no CDN, works offline).
+pub async fn docs() -> Html<&'static str> {
+    Html(include_str!("docs.html"))
+}

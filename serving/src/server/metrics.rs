@@ -1,0 +1,137 @@
+//! The server's Prometheus metrics (the `prometheus` crate), named as the seed named them
+//! (`fraud_requests_total`, `fraud_risk_score`, `model_inference_latency_seconds`,
+//! `api_errors_total`) plus decisions, model info, online state, lake writer and feedback.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub risk: Histogram,
+    pub latency: Histogram,
+    pub errors: IntCounterVec,
+    pub decisions: IntCounterVec,
+    pub model_info: IntGaugeVec,
+    pub entities: IntGauge,
+    pub writer_pending: IntGauge,
+    pub writer_commit: HistogramVec,
+    pub writer_failures: IntCounter,
+    pub feedback: IntCounterVec,
+    pub reloads: IntCounterVec,
+}
+
+fn build() -> prometheus::Result<Metrics> {
+    let registry = Registry::new();
+    let requests = IntCounterVec::new(
+        Opts::new(
+            "fraud_requests_total",
+            "HTTP requests by endpoint and status",
+        ),
+        &["endpoint", "status"],
+    )?;
+    let risk = Histogram::with_opts(
+        HistogramOpts::new(
+            "fraud_risk_score",
+            "fraud probability of scored transactions",
+        )
+        .buckets((0..=20).map(|i| f64::from(i) / 20.0).collect()),
+    )?;
+    let latency = Histogram::with_opts(
+        HistogramOpts::new(
+            "model_inference_latency_seconds",
+            "online features plus model, per transaction",
+        )
+        .buckets(vec![
+            5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2,
+        ]),
+    )?;
+    let errors = IntCounterVec::new(
+        Opts::new("api_errors_total", "error answers by kind"),
+        &["kind"],
+    )?;
+    let decisions = IntCounterVec::new(
+        Opts::new("fraud_decisions_total", "decisions by kind"),
+        &["decision"],
+    )?;
+    let model_info = IntGaugeVec::new(
+        Opts::new("fraud_model_info", "1 for the model version being served"),
+        &["version", "feature_set"],
+    )?;
+    let entities = IntGauge::new("fraud_online_entities", "entities with online state")?;
+    let writer_pending = IntGauge::new(
+        "fraud_lake_writer_pending_rows",
+        "scored transactions and labels not yet committed to the lake",
+    )?;
+    let writer_commit = HistogramVec::new(
+        HistogramOpts::new(
+            "fraud_lake_writer_commit_seconds",
+            "lake commit duration by table",
+        )
+        .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+        &["table"],
+    )?;
+    let writer_failures = IntCounter::new(
+        "fraud_lake_writer_failures_total",
+        "failed lake commits (retried with backoff)",
+    )?;
+    let feedback = IntCounterVec::new(
+        Opts::new(
+            "fraud_label_feedback_total",
+            "labels received by POST /labels",
+        ),
+        &["is_fraud"],
+    )?;
+    let reloads = IntCounterVec::new(
+        Opts::new(
+            "fraud_model_reloads_total",
+            "champion reload attempts by outcome",
+        ),
+        &["outcome"],
+    )?;
+    registry.register(Box::new(requests.clone()))?;
+    registry.register(Box::new(risk.clone()))?;
+    registry.register(Box::new(latency.clone()))?;
+    registry.register(Box::new(errors.clone()))?;
+    registry.register(Box::new(decisions.clone()))?;
+    registry.register(Box::new(model_info.clone()))?;
+    registry.register(Box::new(entities.clone()))?;
+    registry.register(Box::new(writer_pending.clone()))?;
+    registry.register(Box::new(writer_commit.clone()))?;
+    registry.register(Box::new(writer_failures.clone()))?;
+    registry.register(Box::new(feedback.clone()))?;
+    registry.register(Box::new(reloads.clone()))?;
+    Ok(Metrics {
+        registry,
+        requests,
+        risk,
+        latency,
+        errors,
+        decisions,
+        model_info,
+        entities,
+        writer_pending,
+        writer_commit,
+        writer_failures,
+        feedback,
+        reloads,
+    })
+}
+
+impl Metrics {
+    pub fn new() -> fraudlake_pipeline::Result<Metrics> {
+        build().map_err(|e| fraudlake_pipeline::Error::Model(format!("metrics: {e}")))
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let encoder = TextEncoder::new();
+        if encoder.encode(&self.registry.gather(), &mut buf).is_err() {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

@@ -1,0 +1,275 @@
+//! The scoring server (axum): `POST /score` with live features from the online engine and the
+//! champion model, `POST /score/batch`, `POST /labels`, health and readiness, Prometheus
+//! metrics, the current model, `POST /admin/reload`, and an OpenAPI document with an offline
+//! API page. [`serve`] wires it: load the champion, rebuild online state from the lake, start
+//! the lake writer and the reload poller, serve until SIGINT/SIGTERM, then drain and commit.
+
+pub mod api;
+pub mod error;
+pub mod handlers;
+pub mod json;
+pub mod metrics;
+pub mod reload;
+pub mod state;
+pub mod writer;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use fraudlake_model::registry::{Registry, CHAMPION};
+use fraudlake_pipeline::features::FeaturePlan;
+use fraudlake_pipeline::{Error, Lake, Result};
+use parking_lot::Mutex;
+use utoipa::OpenApi;
+
+use self::metrics::Metrics;
+use self::state::{AppState, Limits, Scorer, SharedState, Thresholds};
+use self::writer::{LakeWriter, WriterConfig};
+use crate::online::history;
+use crate::OnlineEngine;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "fraudlake scoring API", description = "Real-time fraud scoring with features computed from the same SQL as training."),
+    paths(handlers::score, handlers::score_batch, handlers::labels, handlers::health, handlers::ready,
+          handlers::metrics, handlers::current_model, handlers::admin_reload),
+    components(schemas(api::ScoreRequest, api::ScoreResponse, api::Decision, api::FeatureContribution,
+                       api::BatchRequest, api::BatchResponse, api::LabelRequest, api::LabelResponse,
+                       api::ModelInfo, api::ReloadResponse, api::Health, error::ErrorBody)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        if let Some(c) = openapi.components.as_mut() {
+            c.add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+    }
+}
+
+/// Everything `fraudlake serve` is configured with.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub addr: SocketAddr,
+    pub review_threshold: f64,
+    pub decline_threshold: f64,
+    pub max_batch: usize,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub max_concurrency: usize,
+    pub flush_rows: usize,
+    pub flush_interval: Duration,
+    pub reload_interval: Duration,
+    pub admin_token: Option<String>,
+}
+
+impl ServeConfig {
+    pub fn validate(&self) -> Result<()> {
+        let t = (self.review_threshold, self.decline_threshold);
+        if !(0.0..=1.0).contains(&t.0) || !(0.0..=1.0).contains(&t.1) || t.0 > t.1 {
+            return Err(Error::invalid(format!(
+                "thresholds must satisfy 0 <= review ({}) <= decline ({}) <= 1",
+                t.0, t.1
+            )));
+        }
+        if self.max_batch == 0 || self.max_concurrency == 0 || self.flush_rows == 0 {
+            return Err(Error::invalid(
+                "--max-batch, --max-concurrency and --flush-rows must be at least 1",
+            ));
+        }
+        if self
+            .admin_token
+            .as_deref()
+            .is_some_and(|t| t.trim().len() < 16)
+        {
+            return Err(Error::invalid(
+                "the admin token must be at least 16 characters",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Builds the shared state: champion loaded and checked, online state rebuilt from the lake.
+pub async fn build_state(
+    lake: &Lake,
+    plan: Arc<FeaturePlan>,
+    config: &ServeConfig,
+) -> Result<(SharedState, tokio::task::JoinHandle<()>)> {
+    config.validate()?;
+    let registry = Registry::new(lake.clone());
+    let scorer = Scorer::load(&registry, CHAMPION, &plan).await?;
+    let metrics = Arc::new(Metrics::new()?);
+    let started = Instant::now();
+    let mut engine = OnlineEngine::new(plan.clone());
+    let replayed = history::bootstrap(&mut engine, lake).await?;
+    tracing::info!(
+        transactions = replayed,
+        entities = engine.entities(),
+        seconds = started.elapsed().as_secs_f64(),
+        "online state rebuilt from the lake"
+    );
+    metrics.entities.set(engine.entities() as i64);
+    let (writer, writer_task) = LakeWriter::start(
+        lake.clone(),
+        WriterConfig {
+            flush_rows: config.flush_rows,
+            flush_interval: config.flush_interval,
+        },
+        metrics.clone(),
+    );
+    let state = Arc::new(AppState {
+        engine: Mutex::new(engine),
+        plan,
+        scorer: ArcSwap::from_pointee(scorer),
+        registry,
+        writer,
+        metrics,
+        thresholds: Thresholds {
+            review: config.review_threshold,
+            decline: config.decline_threshold,
+        },
+        limits: Limits {
+            max_batch: config.max_batch,
+            max_body_bytes: config.max_body_bytes,
+        },
+        admin_token: config.admin_token.clone(),
+        reload_lock: tokio::sync::Mutex::new(()),
+        ready: AtomicBool::new(true),
+    });
+    state.publish_model(None);
+    Ok((state, writer_task))
+}
+
+/// The router with every route, the error/metrics middleware and the protective limits.
+pub fn router(state: SharedState, config: &ServeConfig) -> Router {
+    use tower::ServiceBuilder;
+    let limits = ServiceBuilder::new()
+        .layer(axum::error_handling::HandleErrorLayer::new(
+            |e: tower::BoxError| async move {
+                if e.is::<tower::timeout::error::Elapsed>() {
+                    error::ApiError::new(
+                        axum::http::StatusCode::REQUEST_TIMEOUT,
+                        "timeout",
+                        "the request took too long",
+                    )
+                } else {
+                    error::ApiError::internal(e.to_string())
+                }
+            },
+        ))
+        .layer(tower::timeout::TimeoutLayer::new(config.request_timeout))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            config.max_concurrency,
+        ));
+    Router::new()
+        .route("/score", post(handlers::score))
+        .route("/score/batch", post(handlers::score_batch))
+        .route("/labels", post(handlers::labels))
+        .route("/health", get(handlers::health))
+        .route("/ready", get(handlers::ready))
+        .route("/metrics", get(handlers::metrics))
+        .route("/models/current", get(handlers::current_model))
+        .route("/admin/reload", post(handlers::admin_reload))
+        .route("/openapi.json", get(handlers::openapi))
+        .route("/docs", get(handlers::docs))
+        .fallback(handlers::not_found)
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), count))
+        .layer(limits)
+        .with_state(state)
+}
+
+/// Counts every answer in `fraud_requests_total{endpoint,status}` and errors by kind.
+async fn count(State(state): State<SharedState>, request: Request, next: Next) -> Response {
+    let endpoint = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let response = next.run(request).await;
+    let status = response.status();
+    state
+        .metrics
+        .requests
+        .with_label_values(&[endpoint.as_str(), status.as_str()])
+        .inc();
+    if let Some(kind) = response.extensions().get::<error::ErrorKind>() {
+        state.metrics.errors.with_label_values(&[kind.0]).inc();
+    } else if !status.is_success() {
+        state
+            .metrics
+            .errors
+            .with_label_values(&[status.as_str()])
+            .inc();
+    }
+    response
+}
+
+/// Runs the server until SIGINT/SIGTERM (or `shutdown` resolves), then drains: in-flight
+/// requests finish, the lake writer commits everything queued.
+pub async fn serve(
+    lake: Lake,
+    plan: Arc<FeaturePlan>,
+    config: ServeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let (state, writer_task) = build_state(&lake, plan, &config).await?;
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .map_err(|e| Error::io(format!("cannot listen on {}", config.addr), e))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::io("cannot read the listening address", e))?;
+    tracing::info!(addr = %local, model_version = state.scorer.load().number(), "serving; API page at http://{local}/docs");
+    let poller = tokio::spawn(reload::poll(state.clone(), config.reload_interval));
+    let app = router(state.clone(), &config);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| Error::io("the server failed", e));
+    poller.abort();
+    state.ready.store(false, Ordering::Release);
+    tracing::info!("draining the lake writer");
+    state.writer.flush().await;
+    writer_task.abort();
+    tracing::info!("stopped");
+    result
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}

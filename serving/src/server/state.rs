@@ -1,0 +1,120 @@
+//! What the server shares between requests: the online feature state behind one lock, the
+//! model behind an atomic pointer (a reload swaps it whole, so a request sees the old model or
+//! the new one, never half of each), the lake writer and the metrics.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use fraudlake_model::booster::Explainer;
+use fraudlake_model::registry::{ModelVersion, Registry};
+use fraudlake_model::trees::Forest;
+use fraudlake_pipeline::features::FeaturePlan;
+use fraudlake_pipeline::{Error, Result};
+use parking_lot::Mutex;
+
+use super::metrics::Metrics;
+use super::writer::LakeWriter;
+use crate::OnlineEngine;
+
+/// A loaded model version.
+pub struct Scorer {
+    pub version: ModelVersion,
+    pub forest: Forest,
+    pub explainer: Explainer,
+    pub feature_set: Arc<str>,
+    pub loaded_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Scorer {
+    /// Loads the champion (or `which`), checking the artifact and that its feature set is the
+    /// one the online engine computes.
+    pub async fn load(registry: &Registry, which: &str, plan: &FeaturePlan) -> Result<Scorer> {
+        let version = registry.get(which).await?;
+        let (json, forest) = registry.load_artifact(&version.record).await?;
+        if version.record.feature_set != plan.feature_set.sha256 {
+            return Err(Error::invalid(format!(
+                "model version {} was trained on feature set {} but this server computes {} ({}); \
+                 restart the server with that feature SQL to serve it",
+                version.record.version,
+                &version.record.feature_set[..12.min(version.record.feature_set.len())],
+                plan.feature_set.short_hash(),
+                plan.feature_set.path.display()
+            )));
+        }
+        if version.record.feature_names != plan.feature_names() {
+            return Err(Error::invalid(format!(
+                "model version {} expects features {:?}, the feature SQL yields {:?}",
+                version.record.version,
+                version.record.feature_names,
+                plan.feature_names()
+            )));
+        }
+        let explainer = Explainer::new(&json, forest.num_features())?;
+        Ok(Scorer {
+            feature_set: Arc::from(version.record.feature_set.as_str()),
+            version,
+            forest,
+            explainer,
+            loaded_at: chrono::Utc::now(),
+        })
+    }
+
+    pub fn number(&self) -> i64 {
+        self.version.record.version
+    }
+}
+
+/// Decision thresholds on the fraud probability.
+#[derive(Debug, Clone, Copy)]
+pub struct Thresholds {
+    pub review: f64,
+    pub decline: f64,
+}
+
+/// Limits that protect the process.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_batch: usize,
+    pub max_body_bytes: usize,
+}
+
+pub struct AppState {
+    pub engine: Mutex<OnlineEngine>,
+    pub plan: Arc<FeaturePlan>,
+    pub scorer: ArcSwap<Scorer>,
+    pub registry: Registry,
+    pub writer: LakeWriter,
+    pub metrics: Arc<Metrics>,
+    pub thresholds: Thresholds,
+    pub limits: Limits,
+    pub admin_token: Option<String>,
+    /// Serializes reloads (the poller and /admin/reload).
+    pub reload_lock: tokio::sync::Mutex<()>,
+    pub ready: AtomicBool,
+}
+
+impl AppState {
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Publishes `fraud_model_info` for the model being served.
+    pub fn publish_model(&self, old: Option<&Scorer>) {
+        if let Some(old) = old {
+            let version = old.number().to_string();
+            let _ = self
+                .metrics
+                .model_info
+                .remove_label_values(&[version.as_str(), &*old.feature_set]);
+        }
+        let s = self.scorer.load();
+        let version = s.number().to_string();
+        self.metrics
+            .model_info
+            .with_label_values(&[version.as_str(), &*s.feature_set])
+            .set(1);
+    }
+}
+
+pub type SharedState = Arc<AppState>;

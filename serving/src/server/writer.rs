@@ -1,0 +1,318 @@
+//! The lake writer: every scored transaction lands in `transactions` and `predictions`, every
+//! feedback label in `labels`, without the request waiting for a commit. Handlers push rows to
+//! a channel; one task commits every `flush_rows` rows or `flush_interval`, one Delta commit
+//! per table. A failed commit keeps the rows and retries with exponential backoff (scoring
+//! goes on; the backlog is `fraud_lake_writer_pending_rows`). On shutdown the task drains the
+//! channel and commits what it holds. What a hard kill loses: the rows not yet committed, at
+//! most `flush_rows` or `flush_interval` of traffic (plus any backlog from failing commits).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deltalake::arrow::array::{
+    ArrayRef, Date32Array, Float64Array, Float64Builder, Int64Array, ListBuilder, RecordBatch,
+    StringArray, TimestampMicrosecondArray,
+};
+use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use fraudlake_pipeline::lake::tables::{
+    utc_micros, LabelColumns, TransactionColumns, LABELS, MICROS_PER_DAY, TRANSACTIONS,
+};
+use fraudlake_pipeline::lake::{Lake, TableDef};
+use fraudlake_pipeline::Result;
+use tokio::sync::{mpsc, oneshot};
+
+use super::metrics::Metrics;
+use crate::Transaction;
+
+/// Served predictions, one row per scored transaction.
+pub const PREDICTIONS: TableDef = TableDef {
+    name: "predictions",
+    description: "online predictions: the model version, score, decision and feature vector per scored transaction",
+    schema: predictions_schema,
+    partition_by: &["tx_date"],
+};
+
+fn predictions_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("tx_id", DataType::Int64, false),
+        Field::new("tx_ts", utc_micros(), false),
+        Field::new("scored_at", utc_micros(), false),
+        Field::new("model_version", DataType::Int64, false),
+        Field::new("feature_set", DataType::Utf8, false),
+        Field::new("risk_score", DataType::Float64, false),
+        Field::new("decision", DataType::Utf8, false),
+        Field::new(
+            "features",
+            DataType::List(Arc::new(Field::new("item", DataType::Float64, true))),
+            false,
+        ),
+        Field::new("tx_date", DataType::Date32, false),
+    ]))
+}
+
+/// A scored transaction as it is written.
+#[derive(Debug, Clone)]
+pub struct Scored {
+    pub tx: Transaction,
+    pub scored_at_us: i64,
+    pub model_version: i64,
+    pub feature_set: Arc<str>,
+    pub risk_score: f64,
+    pub decision: &'static str,
+    pub features: Vec<f64>,
+}
+
+/// A feedback label as it is written.
+#[derive(Debug, Clone)]
+pub struct Label {
+    pub tx_id: i64,
+    pub is_fraud: bool,
+    pub fraud_scenario: Option<i32>,
+    pub labeled_at_us: i64,
+}
+
+enum Message {
+    Scored(Box<Scored>),
+    Label(Label),
+    /// Commit everything now and answer when done (tests, shutdown).
+    Flush(oneshot::Sender<()>),
+}
+
+/// Settings of the writer.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    pub flush_rows: usize,
+    pub flush_interval: Duration,
+}
+
+/// The handle handlers use. Cheap to clone.
+#[derive(Clone)]
+pub struct LakeWriter {
+    tx: mpsc::UnboundedSender<Message>,
+    metrics: Arc<Metrics>,
+}
+
+impl LakeWriter {
+    /// Starts the writer task; it ends (after a final commit) when every handle is dropped.
+    pub fn start(
+        lake: Lake,
+        config: WriterConfig,
+        metrics: Arc<Metrics>,
+    ) -> (LakeWriter, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run(lake, config, rx, metrics.clone()));
+        (LakeWriter { tx, metrics }, task)
+    }
+
+    pub fn scored(&self, row: Scored) {
+        self.metrics.writer_pending.inc();
+        if self.tx.send(Message::Scored(Box::new(row))).is_err() {
+            tracing::error!("lake writer stopped: a scored transaction was not queued");
+        }
+    }
+
+    pub fn label(&self, row: Label) {
+        self.metrics.writer_pending.inc();
+        if self.tx.send(Message::Label(row)).is_err() {
+            tracing::error!("lake writer stopped: a label was not queued");
+        }
+    }
+
+    /// Commits everything queued so far; returns when it is in the lake (or the writer gave up).
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Message::Flush(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+#[derive(Default)]
+struct Buffer {
+    scored: Vec<Scored>,
+    labels: Vec<Label>,
+}
+
+impl Buffer {
+    fn len(&self) -> usize {
+        self.scored.len() + self.labels.len()
+    }
+}
+
+async fn run(
+    lake: Lake,
+    config: WriterConfig,
+    mut rx: mpsc::UnboundedReceiver<Message>,
+    metrics: Arc<Metrics>,
+) {
+    let mut buf = Buffer::default();
+    let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut backoff = Duration::from_millis(200);
+    let mut next_flush = Instant::now() + config.flush_interval;
+    loop {
+        let timeout = next_flush.saturating_duration_since(Instant::now());
+        let closed = match tokio::time::timeout(timeout, rx.recv()).await {
+            Ok(Some(Message::Scored(s))) => {
+                buf.scored.push(*s);
+                false
+            }
+            Ok(Some(Message::Label(l))) => {
+                buf.labels.push(l);
+                false
+            }
+            Ok(Some(Message::Flush(done))) => {
+                waiters.push(done);
+                next_flush = Instant::now();
+                false
+            }
+            Ok(None) => true,
+            Err(_) => false,
+        };
+        let due = Instant::now() >= next_flush || buf.len() >= config.flush_rows;
+        if (due || closed) && (buf.len() > 0 || !waiters.is_empty()) {
+            match commit(&lake, &mut buf, &metrics).await {
+                Ok(()) => {
+                    backoff = Duration::from_millis(200);
+                    for w in waiters.drain(..) {
+                        let _ = w.send(());
+                    }
+                    next_flush = Instant::now() + config.flush_interval;
+                }
+                Err(e) => {
+                    metrics.writer_failures.inc();
+                    tracing::error!(error = %e, pending = buf.len(), retry_in_ms = backoff.as_millis() as u64, "lake commit failed; will retry");
+                    next_flush = Instant::now() + backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    if closed {
+                        // Shutting down: a few more attempts, then give up loudly.
+                        for _ in 0..3 {
+                            tokio::time::sleep(backoff).await;
+                            if commit(&lake, &mut buf, &metrics).await.is_ok() {
+                                break;
+                            }
+                        }
+                        if buf.len() > 0 {
+                            tracing::error!(
+                                lost = buf.len(),
+                                "lake writer stopped with rows it could not commit"
+                            );
+                        }
+                    }
+                }
+            }
+        } else if due {
+            next_flush = Instant::now() + config.flush_interval;
+        }
+        if closed {
+            for w in waiters.drain(..) {
+                let _ = w.send(());
+            }
+            return;
+        }
+    }
+}
+
+/// Commits the buffer: transactions, then predictions, then labels (one commit each). A table
+/// that committed is emptied from the buffer, so a retry never writes a row twice.
+async fn commit(lake: &Lake, buf: &mut Buffer, metrics: &Metrics) -> Result<()> {
+    let now_us = chrono::Utc::now().timestamp_micros();
+    if !buf.scored.is_empty() {
+        let mut cols = TransactionColumns::default();
+        for s in &buf.scored {
+            cols.tx_id.push(s.tx.tx_id);
+            cols.tx_ts_us.push(s.tx.tx_ts_us);
+            cols.customer_id.push(s.tx.customer_id);
+            cols.terminal_id.push(s.tx.terminal_id);
+            cols.amount.push(s.tx.amount);
+        }
+        let batches = cols.into_batches(now_us, 65_536)?;
+        let started = Instant::now();
+        // Transactions first: a prediction never refers to a transaction the lake lacks.
+        lake.append(&TRANSACTIONS, batches, "serve: scored transactions")
+            .await?;
+        metrics
+            .writer_commit
+            .with_label_values(&["transactions"])
+            .observe(started.elapsed().as_secs_f64());
+        let started = Instant::now();
+        let batch = predictions_batch(&buf.scored)?;
+        let result = lake
+            .append(&PREDICTIONS, vec![batch], "serve: predictions")
+            .await;
+        metrics
+            .writer_commit
+            .with_label_values(&["predictions"])
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(e) = result {
+            // The transactions are in; do not write them again on retry.
+            tracing::error!(error = %e, rows = buf.scored.len(), "predictions commit failed after transactions committed; predictions of these rows are lost");
+            metrics.writer_pending.sub(buf.scored.len() as i64);
+            buf.scored.clear();
+            return Err(e);
+        }
+        metrics.writer_pending.sub(buf.scored.len() as i64);
+        buf.scored.clear();
+    }
+    if !buf.labels.is_empty() {
+        let mut cols = LabelColumns::default();
+        for l in &buf.labels {
+            cols.tx_id.push(l.tx_id);
+            cols.is_fraud.push(l.is_fraud);
+            cols.fraud_scenario.push(l.fraud_scenario);
+            cols.labeled_at_us.push(l.labeled_at_us);
+        }
+        let started = Instant::now();
+        lake.append(
+            &LABELS,
+            vec![cols.into_batch("api")?],
+            "serve: feedback labels",
+        )
+        .await?;
+        metrics
+            .writer_commit
+            .with_label_values(&["labels"])
+            .observe(started.elapsed().as_secs_f64());
+        metrics.writer_pending.sub(buf.labels.len() as i64);
+        buf.labels.clear();
+    }
+    Ok(())
+}
+
+fn predictions_batch(rows: &[Scored]) -> Result<RecordBatch> {
+    let mut features = ListBuilder::new(Float64Builder::new());
+    for r in rows {
+        features.values().append_slice(&r.features);
+        features.append(true);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.tx.tx_id),
+        )),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.tx.tx_ts_us))
+                .with_timezone("UTC"),
+        ),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.scored_at_us))
+                .with_timezone("UTC"),
+        ),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.model_version),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| &*r.feature_set),
+        )),
+        Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|r| r.risk_score),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.decision),
+        )),
+        Arc::new(features.finish()),
+        Arc::new(Date32Array::from_iter_values(
+            rows.iter()
+                .map(|r| r.tx.tx_ts_us.div_euclid(MICROS_PER_DAY) as i32),
+        )),
+    ];
+    Ok(RecordBatch::try_new(predictions_schema(), columns)?)
+}
