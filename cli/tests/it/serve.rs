@@ -519,7 +519,11 @@ fn ten_thousand_bad_bodies_get_4xx_and_the_server_stays_up() {
                         ),
                         _ => ("/score?explain=true", valid.into_bytes()),
                     };
-                    let method = if r.next().is_multiple_of(20) { "PUT" } else { "POST" };
+                    let method = if r.next().is_multiple_of(20) {
+                        "PUT"
+                    } else {
+                        "POST"
+                    };
                     let (code, text) = http(
                         port,
                         method,
