@@ -1,24 +1,28 @@
 #!/usr/bin/env bash
 # Side-by-side benchmarks: fraudlake against its peers, same data, same machine, one run.
 #
-#   bench/run.sh [SECTION...]      # sections a..f (default: all); `make bench` builds first
+#   bench/run.sh [SECTION...]      # sections a..h (default: all); `make bench` builds first
 #
 # Sections: a simulate, b ingest, c offline features (vs DuckDB, pandas), d handbook match,
 # e online/offline parity, f online engine (vs the seed's Python feature code), g training
-# (vs Python XGBoost on the same rows) and model quality (vs the handbook's published results).
-# c..f run on the lake section b ingests, so b runs whenever one of them is asked for; d needs
-# the pandas reference of c, and e needs the features c builds.
+# (vs Python XGBoost on the same rows) and model quality (vs the handbook's published results),
+# h scoring API (`fraudlake serve` vs the seed's FastAPI stack under wrk; needs wrk).
+# c..h run on the lake section b ingests, so b runs whenever one of them is asked for; d needs
+# the pandas reference of c, and e, g and h need the features c builds (h trains a model on them).
 #
 # Environment:
 #   FRAUDLAKE_BIN        the binary (default ${CARGO_TARGET_DIR:-~/.cache/fraudlake-target}/release/fraudlake)
 #   PEERS_VENV           the peers' venvs (default ~/.cache/fraudlake-peers; create: ../shared/peers/setup.sh)
 #   FRAUDLAKE_HANDBOOK   the handbook file (default ../shared/data/handbook/transactions.parquet)
 #   BENCH_ONLINE_PEER=0  skip the Python online peer of section f (about half a minute)
+#   BENCH_HTTP_SECONDS   duration of each measured wrk run of section h (default 60; plus 5 s
+#                        of warm-up for each of the two servers)
 #   BENCH_KEEP=1         keep the work directory (lakes, Parquet outputs, logs)
 #   TMPDIR               where the work directory goes (needs about 1 GB)
 #
 # Benchmarks report, they do not assert: a missed goal is printed, not an error. The exit
-# status is non-zero only when the script itself cannot run (no binary, no python3).
+# status is non-zero only when the script itself cannot run (no binary, no python3, bad
+# arguments).
 set -euo pipefail
 export LC_ALL=C
 
@@ -35,13 +39,18 @@ RESULTS="$BENCH_DIR/results"
 abs() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$START_DIR/$1" ;; esac; }
 
 # ---- which sections -------------------------------------------------------------------------
-SECTIONS=${*:-a b c d e f g}
+SECTIONS=${*:-a b c d e f g h}
 for s in $SECTIONS; do
-  case "$s" in a|b|c|d|e|f|g) ;; *) echo "error: unknown section '$s' (a..g)" >&2; exit 2 ;; esac
+  case "$s" in a|b|c|d|e|f|g|h) ;; *) echo "error: unknown section '$s' (a..h)" >&2; exit 2 ;; esac
 done
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
-WANT_HB_LAKE=0; for s in b c d e f g; do want "$s" && WANT_HB_LAKE=1; done
-WANT_FEATURES=0; for s in c d e g; do want "$s" && WANT_FEATURES=1; done
+WANT_HB_LAKE=0; for s in b c d e f g h; do want "$s" && WANT_HB_LAKE=1; done
+WANT_FEATURES=0; for s in c d e g h; do want "$s" && WANT_FEATURES=1; done
+HTTP_SECONDS=${BENCH_HTTP_SECONDS:-60}
+if ! [[ "$HTTP_SECONDS" =~ ^[1-9][0-9]*$ ]]; then
+  echo "error: BENCH_HTTP_SECONDS must be a whole number of seconds (got '$HTTP_SECONDS')" >&2
+  exit 2
+fi
 WANT_PANDAS=0; for s in c d; do want "$s" && WANT_PANDAS=1; done
 
 # ---- the binary -----------------------------------------------------------------------------
@@ -70,7 +79,30 @@ fi
 
 # ---- work directory -------------------------------------------------------------------------
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/fraudlake-bench.XXXXXX")
+# Servers started in the background (section h), stopped by cleanup if the script ends early.
+BG_PIDS=""
+proc_alive() { # PID: running, not exited (an exited child stays a zombie until `wait`)
+  local st
+  st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || true
+  [ -n "$st" ] && [ "$st" != Z ]
+}
+stop_leftovers() { # SIGTERM to what is left in BG_PIDS, SIGKILL after 15 s
+  local p alive=""
+  [ -n "${BG_PIDS// /}" ] || return 0
+  echo "stopping servers left running: $BG_PIDS"
+  for p in $BG_PIDS; do kill -TERM "$p" 2>/dev/null || true; done
+  for _ in $(seq 1 150); do
+    alive=""
+    for p in $BG_PIDS; do if proc_alive "$p"; then alive="$alive $p"; fi; done
+    [ -n "$alive" ] || break
+    sleep 0.1
+  done
+  for p in $alive; do kill -KILL "$p" 2>/dev/null || true; done
+  for p in $BG_PIDS; do wait "$p" 2>/dev/null || true; done
+  BG_PIDS=""
+}
 cleanup() {
+  stop_leftovers
   if [ "${BENCH_KEEP:-0}" = 1 ]; then
     echo "work directory kept: $WORK"
   else
@@ -104,6 +136,7 @@ fmt() { if isnum "${1:-}"; then calc "$1" "${2:-2}"; else echo "${1:-n/a}"; fi; 
 # lt / gt A B: numeric comparisons, false when either is not a number.
 lt() { isnum "$1" && isnum "$2" && [ "$(calc "($1) < ($2)" 0)" = 1 ]; }
 gt() { isnum "$1" && isnum "$2" && [ "$(calc "($1) > ($2)" 0)" = 1 ]; }
+ge() { isnum "$1" && isnum "$2" && [ "$(calc "($1) >= ($2)" 0)" = 1 ]; }
 verdict() { if "$@"; then echo met; else echo missed; fi; }
 
 # jget FILE KEY[|KEY...]: a value from a JSON document (the first of the alternative dotted
@@ -485,6 +518,289 @@ if want g; then
       line "ch. 5 protocol (4 folds): $k" "$(fmt "$mean" 3) ± $(fmt "$std" 3)" "$ref" "$(ratio "$mean" "$ref" 3)" ""
       row "g. quality ch. 5" "$k (mean ± std, 4 folds)" "$(fmt "$mean" 3) ± $(fmt "$std" 3)" "$ref ± 0.01" "$(ratio "$mean" "$ref" 3)" "—"
     done
+  fi
+fi
+
+# ---- h. scoring API -------------------------------------------------------------------------
+FL_HTTP=127.0.0.1:18080
+SEED_HTTP=127.0.0.1:18001
+# rss_mb PID: resident memory (VmRSS) in MB, empty when the process is gone.
+rss_mb() { awk '/^VmRSS:/ { printf("%.1f", $2 / 1024) }' "/proc/$1/status" 2>/dev/null || true; }
+# port_busy HOST:PORT: something already listens there (curl exit 7 = could not connect).
+port_busy() { local rc=0; curl -s -o /dev/null --max-time 2 "http://$1/" || rc=$?; [ "$rc" != 7 ]; }
+# wait_up PID URL TIMEOUT_S: polls URL (curl -f) while PID runs; sets UP (1: it answered) and UP_S.
+UP=0
+UP_S=0
+wait_up() {
+  local pid=$1 url=$2 limit=$3 t0
+  t0=$(now)
+  UP=0
+  while proc_alive "$pid"; do
+    if curl -sf -o /dev/null --max-time 2 "$url"; then UP=1; break; fi
+    lt "$(calc "$(now) - $t0" 3)" "$limit" || break
+    sleep 0.2
+  done
+  UP_S=$(calc "$(now) - $t0" 2)
+}
+# stop_server PID [TIMEOUT_S]: SIGTERM, waits for the exit (SIGKILL after the timeout) and reaps
+# it; sets STOP_S (signal to exit, s) and STOP_RC (its exit status; 137 after SIGKILL).
+STOP_S=0
+STOP_RC=0
+stop_server() {
+  local pid=$1 limit=${2:-120} t0 p rest=""
+  t0=$(now)
+  kill -TERM "$pid" 2>/dev/null || true
+  while proc_alive "$pid"; do
+    if ! lt "$(calc "$(now) - $t0" 3)" "$limit"; then
+      echo "  no exit $limit s after SIGTERM: SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      break
+    fi
+    sleep 0.05
+  done
+  if wait "$pid" 2>/dev/null; then STOP_RC=0; else STOP_RC=$?; fi
+  STOP_S=$(calc "$(now) - $t0" 2)
+  for p in $BG_PIDS; do [ "$p" = "$pid" ] || rest="$rest $p"; done
+  BG_PIDS=$rest
+}
+# wrkres FILE KEY: a value of the RESULT line that bench/score_*.lua print, empty when absent.
+wrkres() { { sed -n 's/^RESULT //p' "$1" 2>/dev/null | tail -n 1 | tr ' ' '\n' | sed -n "s/^$2=//p"; } || true; }
+# wrk_load NAME URL SCRIPT PID: 5 s of warm-up, then the measured run of BENCH_HTTP_SECONDS, both
+# with 2 threads and 32 connections; output in $WORK/NAME_warm.out and $WORK/NAME.out. The
+# measured run goes on from the warm-up's last request (new tx_ids, later event times). Sets
+# RSS_MID: the server's RSS (MB) halfway through the measured run.
+RSS_MID=""
+wrk_load() {
+  local name=$1 url=$2 script=$3 pid=$4 start sampler
+  run "${name}_warm" env WRK_START=0 wrk -t2 -c32 -d5s -s "$script" "$url"
+  if [ "$RC" != 0 ]; then failed "${name}_warm" "wrk warm-up against $url"; fi
+  start=$(wrkres "$WORK/${name}_warm.out" last)
+  isnum "$start" || start=5000000
+  rm -f -- "$WORK/$name.rss_mid"
+  (sleep "$(calc "$HTTP_SECONDS / 2" 1)"; rss_mb "$pid" >"$WORK/$name.rss_mid") &
+  sampler=$!
+  BG_PIDS="$BG_PIDS $sampler"
+  run "$name" env WRK_START="$start" wrk -t2 -c32 -d"${HTTP_SECONDS}s" --latency -s "$script" "$url"
+  if [ "$RC" != 0 ]; then failed "$name" "wrk against $url"; fi
+  stop_server "$sampler" 5 >/dev/null  # normally long done
+  RSS_MID=$(cat "$WORK/$name.rss_mid" 2>/dev/null || true)
+  grep -h '^first non-2xx' "$WORK/${name}_warm.out" "$WORK/$name.out" 2>/dev/null | sed 's/^/  /' || true
+}
+# hv VALUE NOTE [DECIMALS]: the note when there is one, else the formatted value.
+hv() { if [ -n "$2" ]; then echo "$2"; else fmt "$1" "${3:-2}"; fi; }
+
+if want h; then
+  header "h. scoring API: fraudlake serve vs the seed's FastAPI stack (wrk, 32 connections)" "seed (FastAPI)"
+  SEED_APP="$PEERS/fastapi_seed"
+  UVICORN="$PEERS_VENV/main/bin/uvicorn"
+  if ! command -v wrk >/dev/null 2>&1; then
+    echo "  wrk is not installed: \`sudo apt-get install wrk\` (Debian, Ubuntu; \`brew install wrk\` on macOS),"
+    echo "  then run \`bench/run.sh h\` again"
+    skip "h. scoring API" "needs wrk (sudo apt-get install wrk)"
+  elif ! command -v curl >/dev/null 2>&1; then
+    skip "h. scoring API" "needs curl"
+  elif [ "$HB_LAKE_READY" != 1 ]; then
+    skip "h. scoring API" "$(hb_lake_reason)"
+  elif ! "$BIN" serve --help >/dev/null 2>&1; then
+    skip "h. scoring API" "this binary has no \`fraudlake serve\` (rebuild)"
+  elif port_busy "$FL_HTTP"; then
+    skip "h. scoring API" "something already listens on $FL_HTTP"
+  else
+    # -- the model: the lake's champion (section g may have registered one), else train one;
+    # the first model of a lake becomes its champion.
+    have_model=0 model_how=""
+    run h_champion "$BIN" --lake "$LAKE_HB" --quiet models show champion --format json
+    if [ "$RC" = 0 ]; then
+      have_model=1 model_how="the lake's champion"
+    elif [ "$FEATURES_READY" = 1 ]; then
+      run h_train "$BIN" --lake "$LAKE_HB" --quiet train --train-start 2018-07-25 --format json
+      if [ "$RC" != 0 ]; then
+        failed h_train "fraudlake train"
+      else
+        train_s=$WALL
+        run h_champion "$BIN" --lake "$LAKE_HB" --quiet models show champion --format json
+        if [ "$RC" != 0 ]; then
+          failed h_champion "fraudlake models show champion"
+        else
+          have_model=1 model_how="trained now in $(fmt "$train_s") s"
+        fi
+      fi
+    fi
+    m_version=$(jget "$WORK/h_champion.out" version)
+    m_artifact=$(jget "$WORK/h_champion.out" artifact)
+    MODEL="$LAKE_HB/$m_artifact"
+    if [ "$have_model" != 1 ] || [ -z "$m_artifact" ] || [ ! -f "$MODEL" ]; then
+      if [ "$FEATURES_READY" != 1 ]; then
+        skip "h. scoring API" "no champion and no features to train one on (section c failed)"
+      else
+        skip "h. scoring API" "no champion model (see above; artifact '${m_artifact}')"
+      fi
+    else
+      # The peer reads the same artifact (a plain XGBoost JSON model) and feeds it its FEATURES
+      # list: check that fraudlake's feature order is the seed's.
+      run h_features "$BIN" --quiet features show --format json
+      order=$("$JSON_PY" - "$WORK/h_features.out" "$WORK/h_champion.out" <<'EOF' || true
+import json, sys
+# The seed's FEATURES (../shared/peers/fastapi_seed/app.py), in fraudlake's names.
+seed = ["tx_amount", "tx_during_weekend", "tx_during_night"]
+seed += [f"customer_{k}_{w}d" for w in (1, 7, 30) for k in ("nb_tx", "avg_amount")]
+seed += [f"terminal_{k}_{w}d" for w in (1, 7, 30) for k in ("nb_tx", "risk")]
+try:
+    shown = [r["name"] for r in json.load(open(sys.argv[1]))]
+    model = json.load(open(sys.argv[2])).get("feature_names")
+except Exception as e:
+    print(f"unknown ({e})")
+    sys.exit()
+if shown == seed and model == seed:
+    print("the seed's 15 features in the seed's order")
+else:
+    print(f"NOT the seed's order: features show {shown}, model {model}")
+EOF
+)
+      echo "  model: version $m_version ($model_how), $m_artifact"
+      echo "  features (features show and the model): ${order:-unknown}"
+      echo "  load: wrk -t2 -c32, 5 s warm-up then ${HTTP_SECONDS} s measured, same requests for both;"
+      echo "  wrk runs on the same $(nproc 2>/dev/null || echo '?') cores as the server"
+
+      # -- fraudlake serve
+      fl_note="" fl_rps="" fl_p50="" fl_p99="" fl_non2xx="" fl_err="" fl_rss0="" fl_rss1=""
+      fl_stop="" committed="" answered="" fl_up_s="" fl_rss_mid="" fl_last=""
+      "$BIN" --lake "$LAKE_HB" --quiet serve --addr "$FL_HTTP" --reload-secs 3600 >"$WORK/serve.log" 2>&1 &
+      fl_pid=$!
+      BG_PIDS="$BG_PIDS $fl_pid"
+      wait_up "$fl_pid" "http://$FL_HTTP/ready" 120
+      fl_up_s=$UP_S
+      if [ "$UP" != 1 ]; then
+        echo "  FAILED: fraudlake serve not ready after $fl_up_s s ($(proc_alive "$fl_pid" && echo running || echo exited)); last lines of its log:"
+        tail -n 15 "$WORK/serve.log" | sed 's/^/    | /'
+        stop_server "$fl_pid" 10
+        fl_note="failed to start"
+      else
+        fl_rss0=$(rss_mb "$fl_pid")
+        wrk_load wrk_fl "http://$FL_HTTP" "$BENCH_DIR/score_fraudlake.lua" "$fl_pid"
+        fl_rss1=$(rss_mb "$fl_pid")
+        fl_rss_mid=$RSS_MID
+        if ! proc_alive "$fl_pid"; then
+          echo "  fraudlake serve EXITED during the load; last lines of its log:"
+          tail -n 15 "$WORK/serve.log" | sed 's/^/    | /'
+        fi
+        stop_server "$fl_pid" 120
+        fl_stop="$(fmt "$STOP_S") (exit $STOP_RC)"
+        if [ "$STOP_RC" != 0 ]; then
+          echo "  fraudlake serve exited with status $STOP_RC after SIGTERM; last lines of its log:"
+          tail -n 15 "$WORK/serve.log" | sed 's/^/    | /'
+        fi
+        f=$WORK/wrk_fl.out
+        fl_rps=$(wrkres "$f" rps); fl_p50=$(wrkres "$f" p50_ms); fl_p99=$(wrkres "$f" p99_ms)
+        fl_non2xx=$(wrkres "$f" non2xx); fl_err=$(wrkres "$f" errors); fl_last=$(wrkres "$f" last)
+        isnum "$fl_rps" || fl_note="wrk failed"
+        # Every answered transaction must be in `predictions` after the drain (wrk does not count
+        # the requests still in flight when it stops, so there can be up to 32 more per run).
+        w=$WORK/wrk_fl_warm.out
+        if isnum "$(wrkres "$w" requests)" && isnum "$(wrkres "$w" non2xx)" \
+          && isnum "$(wrkres "$f" requests)" && isnum "$fl_non2xx"; then
+          answered=$(calc "$(wrkres "$w" requests) - $(wrkres "$w" non2xx) + $(wrkres "$f" requests) - $fl_non2xx" 0)
+        fi
+        run h_predictions "$BIN" --lake "$LAKE_HB" --quiet sql "SELECT COUNT(*) AS n FROM predictions" --format json
+        if [ "$RC" = 0 ]; then committed=$(jget "$WORK/h_predictions.out" 0.n); else failed h_predictions "fraudlake sql (predictions)"; fi
+        echo "  fraudlake serve log (start-up, drain, warnings, errors):"
+        { sed 's/\x1b\[[0-9;]*m//g' "$WORK/serve.log" | grep -E 'rebuilt|draining|stopped|WARN|ERROR|panick' \
+          | grep -v 'admin token' | tail -n 12 | cut -c1-200 | sed 's/^/    | /'; } || true
+      fi
+
+      # -- the seed's FastAPI stack on the same artifact
+      sd_note="" sd_rps="" sd_p50="" sd_p99="" sd_non2xx="" sd_err="" sd_rss0="" sd_rss1="" sd_stop="" sd_up_s=""
+      sd_rss_mid=""
+      if [ "$PEERS_OK" != 1 ]; then
+        sd_note="skipped (no peers venv)"
+        echo "  peer skipped: $PEERS_HINT"
+      elif [ ! -x "$UVICORN" ] || [ ! -f "$SEED_APP/app.py" ]; then
+        sd_note="skipped (no uvicorn/app)"
+        echo "  peer skipped: needs $UVICORN and $SEED_APP/app.py (../shared/peers/setup.sh)"
+      elif port_busy "$SEED_HTTP"; then
+        sd_note="skipped (port busy)"
+        echo "  peer skipped: something already listens on $SEED_HTTP"
+      else
+        # As ../shared/peers/README.md starts it, one worker; without access log (its best case).
+        MODEL="$MODEL" "$UVICORN" app:app --app-dir "$SEED_APP" --host "${SEED_HTTP%:*}" \
+          --port "${SEED_HTTP##*:}" --workers 1 --no-access-log >"$WORK/seed.log" 2>&1 &
+        sd_pid=$!
+        BG_PIDS="$BG_PIDS $sd_pid"
+        wait_up "$sd_pid" "http://$SEED_HTTP/metrics/" 60
+        sd_up_s=$UP_S
+        if [ "$UP" != 1 ]; then
+          echo "  FAILED: the seed's app not up after $sd_up_s s; last lines of its log:"
+          tail -n 15 "$WORK/seed.log" | sed 's/^/    | /'
+          stop_server "$sd_pid" 10
+          sd_note="failed to start"
+        else
+          sd_rss0=$(rss_mb "$sd_pid")
+          wrk_load wrk_seed "http://$SEED_HTTP" "$BENCH_DIR/score_seed.lua" "$sd_pid"
+          sd_rss1=$(rss_mb "$sd_pid")
+          sd_rss_mid=$RSS_MID
+          stop_server "$sd_pid" 60
+          sd_stop="$(fmt "$STOP_S") (exit $STOP_RC)"
+          # uvicorn (>= 0.29) re-raises the signal after its clean shutdown: 143 is its normal exit.
+          if [ "$STOP_RC" = 143 ] && grep -q 'Finished server process' "$WORK/seed.log"; then
+            sd_stop="$(fmt "$STOP_S") (clean, 143)"
+          fi
+          f=$WORK/wrk_seed.out
+          sd_rps=$(wrkres "$f" rps); sd_p50=$(wrkres "$f" p50_ms); sd_p99=$(wrkres "$f" p99_ms)
+          sd_non2xx=$(wrkres "$f" non2xx); sd_err=$(wrkres "$f" errors)
+          isnum "$sd_rps" || sd_note="wrk failed"
+          if [ "$sd_non2xx" != 0 ] || [ "$sd_err" != 0 ]; then
+            echo "  the seed's log (last lines):"
+            tail -n 8 "$WORK/seed.log" | cut -c1-200 | sed 's/^/    | /'
+          fi
+        fi
+      fi
+
+      # -- figures
+      r_rps=$(ratio "$fl_rps" "$sd_rps" 1)
+      v_rps=$(verdict ge "$r_rps" 20)
+      v_p99=$(verdict lt "$fl_p99" 5)
+      v_err=$(verdict test "${fl_non2xx:-x}/${fl_err:-x}" = "0/0")
+      v_drain=$(verdict ge "$committed" "$answered")
+      errs() { if [ -n "$3" ]; then echo "$3"; else echo "${1:-n/a} / ${2:-n/a}"; fi; }
+      rss() { # BEFORE MID AFTER NOTE
+        if [ -n "$4" ] && [ -z "$1" ]; then echo "$4"; else echo "$(fmt "$1" 0) -> $(fmt "$2" 0) -> $(fmt "$3" 0)"; fi
+      }
+      line "model" "v$m_version" "same artifact" "" ""
+      line "start-up to ready (s)" "$(hv "$fl_up_s" "")" "$(hv "$sd_up_s" "$sd_note")" "" ""
+      line "throughput (req/s)" "$(hv "$fl_rps" "$fl_note" 0)" "$(hv "$sd_rps" "$sd_note" 0)" "$r_rps" ">= 20x: $v_rps"
+      line "latency p50 (ms)" "$(hv "$fl_p50" "$fl_note" 3)" "$(hv "$sd_p50" "$sd_note" 3)" "$(ratio "$fl_p50" "$sd_p50" 3)" ""
+      line "latency p99 (ms)" "$(hv "$fl_p99" "$fl_note" 3)" "$(hv "$sd_p99" "$sd_note" 3)" "$(ratio "$fl_p99" "$sd_p99" 3)" "p99 < 5 ms: $v_p99"
+      line "non-2xx / wrk errors" "$(errs "$fl_non2xx" "$fl_err" "$fl_note")" "$(errs "$sd_non2xx" "$sd_err" "$sd_note")" "" "0 errors: $v_err"
+      line "RSS before -> mid -> after load (MB)" "$(rss "$fl_rss0" "$fl_rss_mid" "$fl_rss1" "$fl_note")" \
+        "$(rss "$sd_rss0" "$sd_rss_mid" "$sd_rss1" "$sd_note")" "" "flat (note)"
+      line "shutdown, SIGTERM to exit (s)" "${fl_stop:-$fl_note}" "${sd_stop:-$sd_note}" "" ""
+      if [ -z "$fl_note" ]; then
+        line "  rows committed to predictions" "$(fmt "$committed" 0)" "" "" "answered ${answered:-n/a}: $v_drain"
+      fi
+      if isnum "$fl_last"; then
+        # The online state holds every transaction within the features' lookback of event time.
+        echo "  event time: the load covers 2018-10-01 + $(calc "$fl_last * 7 / 86400" 1) days at $(calc "2 * 86400 / 7" 0) tx/day (2 wrk threads," \
+          "7 s each; the handbook lake: ~9,600/day); RSS can level off only once that passes the features' lookback"
+      fi
+      if [ -f "$WORK/online.out" ]; then
+        echo "  in process, no HTTP (section f, bench online): feature vector p50 $(fmt "$(jget "$WORK/online.out" "0.features_p50_us|0.p50_us")") us," \
+          "score_and_apply p50 $(fmt "$(jget "$WORK/online.out" 0.score_and_apply_p50_us)") us"
+      else
+        echo "  in process, no HTTP: section f (\`fraudlake bench online\`) reports the feature vector latency"
+      fi
+      echo "  the seed's reference (../shared/peers/README.md, wrk 10 s): 1,570 req/s, p50 18 ms, p99 97 ms"
+      row "h. scoring API" "POST /score throughput, wrk -t2 -c32 ${HTTP_SECONDS} s" "$(hv "$fl_rps" "$fl_note" 0) req/s" \
+        "$(hv "$sd_rps" "$sd_note" 0)$([ -n "$sd_note" ] || echo ' req/s')" "$r_rps" ">= 20x: $v_rps"
+      row "h. scoring API" "latency p50 / p99" "$(hv "$fl_p50" "$fl_note" 3) / $(hv "$fl_p99" "$fl_note" 3) ms" \
+        "$(hv "$sd_p50" "$sd_note" 3) / $(hv "$sd_p99" "$sd_note" 3) ms" "$(ratio "$fl_p99" "$sd_p99" 3) (p99)" "p99 < 5 ms: $v_p99"
+      row "h. scoring API" "non-2xx / wrk errors" "$(errs "$fl_non2xx" "$fl_err" "$fl_note")" \
+        "$(errs "$sd_non2xx" "$sd_err" "$sd_note")" "—" "0 errors: $v_err"
+      row "h. scoring API" "RSS before -> mid -> after load (MB)" "$(rss "$fl_rss0" "$fl_rss_mid" "$fl_rss1" "$fl_note")" \
+        "$(rss "$sd_rss0" "$sd_rss_mid" "$sd_rss1" "$sd_note")" "—" "flat (note)"
+      row "h. scoring API" "shutdown: SIGTERM to exit (s), drain" \
+        "${fl_stop:-$fl_note}$([ -n "$fl_note" ] || echo ", $(fmt "$committed" 0) rows committed of ${answered:-n/a} answered")" \
+        "${sd_stop:-$sd_note}" "—" "$([ -n "$fl_note" ] || echo "no row lost: $v_drain")"
+    fi
   fi
 fi
 
