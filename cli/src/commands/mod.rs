@@ -64,3 +64,8 @@ pub async fn run(command: Command, settings: &Settings) -> Result<u8> {
         Command::Bench(c) => bench::run(c, settings).await,
     }
 }
+
+/// Whether the command is the long-running server (it gets its own runtime sizing).
+pub fn is_serve(command: &Command) -> bool {
+    matches!(command, Command::Serve(_))
+}

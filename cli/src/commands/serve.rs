@@ -37,7 +37,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 5000)]
     timeout_ms: u64,
     /// Commit scored transactions to the lake every N rows ...
-    #[arg(long, env = "FRAUDLAKE_FLUSH_ROWS", default_value_t = 10_000)]
+    #[arg(long, env = "FRAUDLAKE_FLUSH_ROWS", default_value_t = 50_000)]
     flush_rows: usize,
     /// ... or every T milliseconds, whichever comes first.
     #[arg(long, env = "FRAUDLAKE_FLUSH_MS", default_value_t = 2000)]

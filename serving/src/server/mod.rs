@@ -110,7 +110,7 @@ pub async fn build_state(
     lake: &Lake,
     plan: Arc<FeaturePlan>,
     config: &ServeConfig,
-) -> Result<(SharedState, tokio::task::JoinHandle<()>)> {
+) -> Result<(SharedState, std::thread::JoinHandle<()>)> {
     config.validate()?;
     let registry = Registry::new(lake.clone());
     let scorer = Scorer::load(&registry, CHAMPION, &plan).await?;
@@ -125,14 +125,14 @@ pub async fn build_state(
         "online state rebuilt from the lake"
     );
     metrics.entities.set(engine.entities() as i64);
-    let (writer, writer_task) = LakeWriter::start(
+    let (writer, writer_thread) = LakeWriter::start(
         lake.clone(),
         WriterConfig {
             flush_rows: config.flush_rows,
             flush_interval: config.flush_interval,
         },
         metrics.clone(),
-    );
+    )?;
     let state = Arc::new(AppState {
         engine: Mutex::new(engine),
         plan,
@@ -153,7 +153,7 @@ pub async fn build_state(
         ready: AtomicBool::new(true),
     });
     state.publish_model(None);
-    Ok((state, writer_task))
+    Ok((state, writer_thread))
 }
 
 /// The router with every route, the error/metrics middleware and the protective limits.
@@ -228,7 +228,7 @@ pub async fn serve(
     config: ServeConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let (state, writer_task) = build_state(&lake, plan, &config).await?;
+    let (state, _writer_thread) = build_state(&lake, plan, &config).await?;
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .map_err(|e| Error::io(format!("cannot listen on {}", config.addr), e))?;
@@ -246,7 +246,6 @@ pub async fn serve(
     state.ready.store(false, Ordering::Release);
     tracing::info!("draining the lake writer");
     state.writer.flush().await;
-    writer_task.abort();
     tracing::info!("stopped");
     result
 }
