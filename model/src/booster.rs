@@ -276,6 +276,13 @@ impl std::fmt::Debug for Explainer {
     }
 }
 
+/// The `n` contributions largest in magnitude, largest first.
+pub fn largest(mut all: Vec<Contribution>, n: usize) -> Vec<Contribution> {
+    all.sort_by(|a, b| b.contribution.abs().total_cmp(&a.contribution.abs()));
+    all.truncate(n);
+    all
+}
+
 /// One feature's part in a prediction.
 #[derive(Debug, Clone, Serialize)]
 pub struct Contribution {
@@ -286,10 +293,10 @@ pub struct Contribution {
 }
 
 impl Explainer {
-    /// The `top` largest contributions by magnitude, with feature names and values.
-    pub fn top(&self, names: &[String], row: &[f64], top: usize) -> Result<Vec<Contribution>> {
+    /// Every feature's value and contribution, in model order (the bias left out).
+    pub fn explain(&self, names: &[String], row: &[f64]) -> Result<Vec<Contribution>> {
         let c = self.contributions(row)?;
-        let mut out: Vec<Contribution> = names
+        Ok(names
             .iter()
             .zip(row)
             .zip(&c)
@@ -298,10 +305,12 @@ impl Explainer {
                 value,
                 contribution: f64::from(contribution),
             })
-            .collect();
-        out.sort_by(|a, b| b.contribution.abs().total_cmp(&a.contribution.abs()));
-        out.truncate(top);
-        Ok(out)
+            .collect())
+    }
+
+    /// The `top` largest contributions by magnitude, with feature names and values.
+    pub fn top(&self, names: &[String], row: &[f64], top: usize) -> Result<Vec<Contribution>> {
+        Ok(largest(self.explain(names, row)?, top))
     }
 
     pub fn new(json: &[u8], num_features: usize) -> Result<Explainer> {

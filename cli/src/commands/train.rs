@@ -376,11 +376,7 @@ pub async fn evaluate(a: EvaluateArgs, settings: &Settings) -> Result<u8> {
     let registry = Registry::new(lake.clone());
     let v = registry.get(&a.model).await?;
     let (_, forest) = registry.load_artifact(&v.record).await?;
-    let spec = FeatureSpec {
-        sha256: v.record.feature_set.clone(),
-        sql: v.record.feature_sql.clone(),
-        names: v.record.feature_names.clone(),
-    };
+    let spec = v.record.feature_spec();
     if a.test_days == 0 {
         return Err(crate::bad_input("--test-days must be at least 1"));
     }

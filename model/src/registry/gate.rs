@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::{actor, EventDraft, ModelVersion, Registry, CHAMPION};
 use crate::error::{Error, Result};
 use crate::protocol::{Metrics, METRIC_NAMES};
-use crate::train::{evaluate_model, FeatureSpec, TestWindow};
+use crate::train::{evaluate_model, TestWindow};
 
 /// How promotion is judged.
 #[derive(Debug, Clone)]
@@ -45,14 +45,6 @@ pub struct GateReport {
     pub reason: String,
 }
 
-fn spec(v: &ModelVersion) -> FeatureSpec {
-    FeatureSpec {
-        sha256: v.record.feature_set.clone(),
-        sql: v.record.feature_sql.clone(),
-        names: v.record.feature_names.clone(),
-    }
-}
-
 async fn score(
     registry: &Registry,
     v: &ModelVersion,
@@ -62,7 +54,7 @@ async fn score(
     let (_, forest) = registry.load_artifact(&v.record).await?;
     let m: Metrics = evaluate_model(
         registry.lake(),
-        &spec(v),
+        &v.record.feature_spec(),
         &forest,
         window,
         v.record.metrics.threshold,

@@ -130,6 +130,17 @@ pub struct VersionRecord {
     pub artifact_sha256: String,
 }
 
+impl VersionRecord {
+    /// The feature set the version was trained on, as training and evaluation take it.
+    pub fn feature_spec(&self) -> crate::train::FeatureSpec {
+        crate::train::FeatureSpec {
+            sha256: self.feature_set.clone(),
+            sql: self.feature_sql.clone(),
+            names: self.feature_names.clone(),
+        }
+    }
+}
+
 /// A version with its current aliases and status, as `models list/show` print it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelVersion {

@@ -65,40 +65,21 @@ fn respond(
         .with_label_values(&[decision.as_str()])
         .inc();
     let (features, top) = if explain {
-        let names = &scorer.version.record.feature_names;
-        let values: Vec<FeatureContribution> = names
-            .iter()
-            .zip(&row)
-            .map(|(n, v)| FeatureContribution {
-                feature: n.clone(),
-                value: *v,
-                contribution: 0.0,
-            })
-            .collect();
-        let top = scorer
+        // One TreeSHAP call: every feature in model order, the top five from the same values.
+        let all = scorer
             .explainer
-            .top(names, &row, 5)
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            .into_iter()
-            .map(|c| FeatureContribution {
-                feature: c.feature,
-                value: c.value,
-                contribution: c.contribution,
-            })
-            .collect();
-        let contribs = scorer
-            .explainer
-            .contributions(&row)
+            .explain(&scorer.version.record.feature_names, &row)
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        let values = values
-            .into_iter()
-            .zip(contribs)
-            .map(|(mut f, c)| {
-                f.contribution = f64::from(c);
-                f
-            })
-            .collect();
-        (Some(values), Some(top))
+        let wire = |c: fraudlake_model::booster::Contribution| FeatureContribution {
+            feature: c.feature,
+            value: c.value,
+            contribution: c.contribution,
+        };
+        let top = fraudlake_model::booster::largest(all.clone(), 5);
+        (
+            Some(all.into_iter().map(wire).collect()),
+            Some(top.into_iter().map(wire).collect()),
+        )
     } else {
         (None, None)
     };
