@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Side-by-side benchmarks: fraudlake against its peers, same data, same machine, one run.
 #
-#   bench/run.sh [SECTION...]      # sections a..h (default: all); `make bench` builds first
+#   bench/run.sh [SECTION...]      # sections a..i (default: all); `make bench` builds first
 #
 # Sections: a simulate, b ingest, c offline features (vs DuckDB, pandas), d handbook match,
 # e online/offline parity, f online engine (vs the seed's Python feature code), g training
 # (vs Python XGBoost on the same rows) and model quality (vs the handbook's published results),
-# h scoring API (`fraudlake serve` vs the seed's FastAPI stack under wrk; needs wrk).
+# h scoring API (`fraudlake serve` vs the seed's FastAPI stack under wrk; needs wrk), i drift
+# report (vs Evidently's DataDriftPreset on the same rows).
 # c..h run on the lake section b ingests, so b runs whenever one of them is asked for; d needs
 # the pandas reference of c, and e, g and h need the features c builds (h trains a model on them).
 #
@@ -39,13 +40,13 @@ RESULTS="$BENCH_DIR/results"
 abs() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$START_DIR/$1" ;; esac; }
 
 # ---- which sections -------------------------------------------------------------------------
-SECTIONS=${*:-a b c d e f g h}
+SECTIONS=${*:-a b c d e f g h i}
 for s in $SECTIONS; do
-  case "$s" in a|b|c|d|e|f|g|h) ;; *) echo "error: unknown section '$s' (a..h)" >&2; exit 2 ;; esac
+  case "$s" in a|b|c|d|e|f|g|h|i) ;; *) echo "error: unknown section '$s' (a..i)" >&2; exit 2 ;; esac
 done
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
-WANT_HB_LAKE=0; for s in b c d e f g h; do want "$s" && WANT_HB_LAKE=1; done
-WANT_FEATURES=0; for s in c d e g h; do want "$s" && WANT_FEATURES=1; done
+WANT_HB_LAKE=0; for s in b c d e f g h i; do want "$s" && WANT_HB_LAKE=1; done
+WANT_FEATURES=0; for s in c d e g h i; do want "$s" && WANT_FEATURES=1; done
 HTTP_SECONDS=${BENCH_HTTP_SECONDS:-60}
 if ! [[ "$HTTP_SECONDS" =~ ^[1-9][0-9]*$ ]]; then
   echo "error: BENCH_HTTP_SECONDS must be a whole number of seconds (got '$HTTP_SECONDS')" >&2
@@ -801,6 +802,54 @@ EOF
         "${fl_stop:-$fl_note}$([ -n "$fl_note" ] || echo ", $(fmt "$committed" 0) rows committed of ${answered:-n/a} answered")" \
         "${sd_stop:-$sd_note}" "—" "$([ -n "$fl_note" ] || echo "no row lost: $v_drain")"
     fi
+  fi
+fi
+
+# ---- i. drift report ------------------------------------------------------------------------
+if want i; then
+  header "i. drift report: fraudlake drift vs Evidently DataDriftPreset, same rows (ch. 3 week vs two weeks later)" "Evidently"
+  EV_PY="$PEERS_VENV/evidently/bin/python"
+  if [ "$HB_LAKE_READY" != 1 ]; then
+    skip "i. drift" "$(hb_lake_reason)"
+  elif [ ! -x "$EV_PY" ]; then
+    skip "i. drift" "no Evidently venv at $EV_PY (../shared/peers/setup.sh)"
+  else
+    # The peer reads the handbook's column names: export the lake's features under them.
+    cols="arrow_cast(tx_ts, 'Timestamp(Microsecond, None)') AS \"TX_DATETIME\", tx_amount AS \"TX_AMOUNT\", tx_during_weekend AS \"TX_DURING_WEEKEND\", tx_during_night AS \"TX_DURING_NIGHT\""
+    for w in 1 7 30; do
+      cols="$cols, customer_nb_tx_${w}d AS \"CUSTOMER_ID_NB_TX_${w}DAY_WINDOW\", customer_avg_amount_${w}d AS \"CUSTOMER_ID_AVG_AMOUNT_${w}DAY_WINDOW\", terminal_nb_tx_${w}d AS \"TERMINAL_ID_NB_TX_${w}DAY_WINDOW\", terminal_risk_${w}d AS \"TERMINAL_ID_RISK_${w}DAY_WINDOW\""
+    done
+    run export_drift "$BIN" --lake "$LAKE_HB" --quiet sql "SELECT $cols FROM features WHERE tx_date BETWEEN DATE '2018-07-25' AND DATE '2018-08-14' ORDER BY tx_ts" --out "$WORK/drift_features.parquet"
+    run drift_ev "$EV_PY" "$PEERS/evidently_drift.py" "$WORK/drift_features.parquet" "$WORK/evidently.html" 2018-07-25 2018-08-08 7
+    ev_compute=$(sed -n 's/.*compute \([0-9.]*\) s, html \([0-9.]*\) s.*/\1/p' "$WORK/drift_ev.out")
+    ev_html_s=$(sed -n 's/.*compute \([0-9.]*\) s, html \([0-9.]*\) s.*/\2/p' "$WORK/drift_ev.out")
+    ev_size=$(stat -c %s "$WORK/evidently.html" 2>/dev/null || echo "")
+    run drift_fl "$BIN" --lake "$LAKE_HB" --log-format json drift --reference 2018-07-25..2018-07-31 --current 2018-08-08..2018-08-14 --out "$WORK/fraudlake_drift.html" --format json
+    fl_wall=$WALL
+    fl_stats=$("$JSON_PY" -c 'import json,sys
+for l in open(sys.argv[1]):
+    try: e = json.loads(l)
+    except ValueError: continue
+    f = e.get("fields", {})
+    if "stats_seconds" in f: print(f["stats_seconds"]); break' "$WORK/drift_fl.err")
+    fl_size=$(stat -c %s "$WORK/fraudlake_drift.html" 2>/dev/null || echo "")
+    cmp=$("$JSON_PY" "$BENCH_DIR/drift_compare.py" "$WORK/drift_ev.out" "$WORK/drift_fl.out" 2>/dev/null || echo '{}')
+    echo "$cmp" >"$WORK/drift_compare.json"
+    maxdiff=$(jget "$WORK/drift_compare.json" max_abs_diff); ncols=$(jget "$WORK/drift_compare.json" columns)
+    same_m=$(jget "$WORK/drift_compare.json" methods_equal); same_v=$(jget "$WORK/drift_compare.json" verdicts_equal)
+    r=$(ratio "$fl_stats" "$ev_compute" 4); v=$(verdict lt "$r" 0.05)
+    line "statistics on loaded data, 15 columns (s)" "$(fmt "$fl_stats" 4)" "$(fmt "$ev_compute" 2)" "$r" "20x faster: $v"
+    row "i. drift" "compute, 67,240 vs 67,080 rows x 15 columns" "$(fmt "$fl_stats" 4) s" "$(fmt "$ev_compute" 2) s" "$r" "<= 0.05 (20x): $v"
+    ev_total=$(calc "$ev_compute + $ev_html_s" 3)
+    r2=$(ratio "$fl_wall" "$ev_total" 3)
+    line "whole command: Delta read + tests + HTML + JSON + table commit (s)" "$(fmt "$fl_wall" 3)" "$(fmt "$ev_total" 2) (compute + HTML, data in memory)" "$r2" ""
+    row "i. drift" "end to end (ours reads the lake and commits; peer's data already in memory)" "$(fmt "$fl_wall" 3) s" "$(fmt "$ev_total" 2) s" "$r2" "—"
+    r3=$(ratio "$fl_size" "$ev_size" 4); v3=$(verdict lt "$r3" 0.1)
+    line "HTML report size (bytes)" "$fl_size" "$ev_size" "$r3" "10x smaller: $v3"
+    row "i. drift" "HTML report size" "$(fmt "$fl_size" 0) B" "$(fmt "$ev_size" 0) B" "$r3" "<= 0.1 (10x): $v3"
+    v4=$(verdict lt "$maxdiff" 0.000001)
+    line "same method per column / same verdicts / max |diff|" "$same_m / $same_v / $maxdiff ($ncols columns)" "" "" "1e-6: $v4"
+    row "i. drift" "agreement with Evidently ($ncols columns)" "methods equal: $same_m, verdicts equal: $same_v" "max abs diff $maxdiff" "—" "<= 1e-6: $v4"
   fi
 fi
 

@@ -252,6 +252,63 @@ impl Snapshot {
         Ok(rows)
     }
 
+    /// The numeric and boolean columns of `features` that are neither keys nor bookkeeping,
+    /// with their Arrow types, in table order: what drift is computed on, and how Evidently
+    /// would classify each column (its rules depend on the storage type).
+    pub async fn feature_column_types(
+        &self,
+    ) -> Result<Vec<(String, deltalake::arrow::datatypes::DataType)>> {
+        let df = self.ctx.sql("SELECT * FROM features LIMIT 0").await?;
+        const NOT_FEATURES: &[&str] = &[
+            "tx_id",
+            "tx_ts",
+            "customer_id",
+            "terminal_id",
+            "tx_date",
+            "feature_set",
+            "is_fraud",
+            "built_at",
+        ];
+        Ok(df
+            .schema()
+            .fields()
+            .iter()
+            .filter(|f| {
+                (f.data_type().is_numeric()
+                    || *f.data_type() == deltalake::arrow::datatypes::DataType::Boolean)
+                    && !NOT_FEATURES.contains(&f.name().as_str())
+            })
+            .map(|f| (f.name().clone(), f.data_type().clone()))
+            .collect())
+    }
+
+    /// The labels that have arrived for the rows of days `[from, to]` (unlabeled rows are
+    /// left out, unlike [`Snapshot::rows`], which counts them as genuine): for target drift.
+    pub async fn arrived_labels(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+        feature_set: &str,
+    ) -> Result<Vec<bool>> {
+        let sql = format!(
+            "SELECT l.is_fraud FROM features f JOIN ({LATEST_LABEL}) l ON f.tx_id = l.tx_id \
+             WHERE f.tx_date >= DATE '{from}' AND f.tx_date <= DATE '{to}' \
+             AND f.feature_set = '{feature_set}'",
+            feature_set = feature_set.replace('\'', "''"),
+        );
+        let batches = self.ctx.sql(&sql).await?.collect().await?;
+        let mut out = Vec::new();
+        for b in &batches {
+            let col = columns::bools(b.column(0))?;
+            out.extend(
+                (0..b.num_rows())
+                    .filter(|&i| !col.is_null(i))
+                    .map(|i| col.value(i)),
+            );
+        }
+        Ok(out)
+    }
+
     /// The first day (days since epoch) each card had a fraud on, among days `[from, to]`.
     pub async fn first_fraud_day(
         &self,

@@ -1,6 +1,6 @@
 """Interop check: read fraudlake's Delta tables with the Python `deltalake` package (no
 fraudlake code involved) and print row counts and checksums as JSON.
-Usage: read_lake.py LAKE_DIR"""
+Usage: read_lake.py LAKE_DIR [TABLE...]   (default tables: transactions labels)"""
 import json
 import os
 import sys
@@ -10,7 +10,7 @@ from deltalake import DeltaTable
 
 lake = sys.argv[1].rstrip("/")
 out = {}
-for name in ("transactions", "labels"):
+for name in sys.argv[2:] or ("transactions", "labels"):
     dt = DeltaTable(f"{lake}/{name}")
     table = dt.to_pyarrow_table()
     info = {"rows": table.num_rows, "version": dt.version(),
@@ -19,6 +19,7 @@ for name in ("transactions", "labels"):
         info["amount_sum"] = pc.sum(table["amount"]).as_py()
         info["tx_id_sum"] = pc.sum(table["tx_id"]).as_py()
         info["tx_ts_type"] = str(table.schema.field("tx_ts").type)
+    info["columns"] = table.column_names
     out[name] = info
 print(json.dumps(out))
 sys.stdout.flush()

@@ -3,8 +3,8 @@
 //! `api_errors_total`) plus decisions, model info, online state, lake writer and feedback.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -21,6 +21,85 @@ pub struct Metrics {
     pub writer_failures: IntCounter,
     pub feedback: IntCounterVec,
     pub reloads: IntCounterVec,
+    pub drift: DriftGauges,
+}
+
+/// The latest drift report (`drift_reports` in the lake), so alert rules can fire on it.
+pub struct DriftGauges {
+    pub feature: GaugeVec,
+    pub drifted: IntGaugeVec,
+    pub dataset: IntGauge,
+    pub share: Gauge,
+    pub report_time: Gauge,
+    run_id: parking_lot::Mutex<String>,
+}
+
+impl DriftGauges {
+    fn new(registry: &Registry) -> prometheus::Result<DriftGauges> {
+        let g = DriftGauges {
+            feature: GaugeVec::new(
+                Opts::new(
+                    "fraud_feature_drift",
+                    "drift statistic of each feature in the latest drift report (method label)",
+                ),
+                &["feature", "method"],
+            )?,
+            drifted: IntGaugeVec::new(
+                Opts::new(
+                    "fraud_feature_drifted",
+                    "1 when the feature drifted in the latest drift report",
+                ),
+                &["feature"],
+            )?,
+            dataset: IntGauge::new(
+                "fraud_dataset_drift",
+                "1 when the latest drift report found dataset drift",
+            )?,
+            share: Gauge::new(
+                "fraud_drift_share",
+                "share of drifted features in the latest drift report",
+            )?,
+            report_time: Gauge::new(
+                "fraud_drift_report_timestamp_seconds",
+                "when the latest drift report was computed (unix seconds)",
+            )?,
+            run_id: parking_lot::Mutex::new(String::new()),
+        };
+        registry.register(Box::new(g.feature.clone()))?;
+        registry.register(Box::new(g.drifted.clone()))?;
+        registry.register(Box::new(g.dataset.clone()))?;
+        registry.register(Box::new(g.share.clone()))?;
+        registry.register(Box::new(g.report_time.clone()))?;
+        Ok(g)
+    }
+
+    /// Publishes a drift run (once per run id). Scores and labels are exposed under the
+    /// feature names `risk_score` and `is_fraud`.
+    pub fn publish(&self, latest: &fraudlake_drift::Latest) {
+        let mut seen = self.run_id.lock();
+        if *seen == latest.run_id {
+            return;
+        }
+        self.feature.reset();
+        self.drifted.reset();
+        for (scope, column, method, statistic, drifted) in &latest.columns {
+            let name = match scope.as_str() {
+                "prediction" => "risk_score",
+                "target" => "is_fraud",
+                _ => column.as_str(),
+            };
+            if let Some(v) = statistic {
+                self.feature.with_label_values(&[name, method]).set(*v);
+            }
+            self.drifted
+                .with_label_values(&[name])
+                .set(i64::from(*drifted));
+        }
+        self.dataset.set(i64::from(latest.dataset_drift));
+        self.share.set(latest.drift_share);
+        self.report_time.set(latest.generated_at_secs);
+        *seen = latest.run_id.clone();
+    }
 }
 
 fn build() -> prometheus::Result<Metrics> {
@@ -103,6 +182,7 @@ fn build() -> prometheus::Result<Metrics> {
     registry.register(Box::new(writer_failures.clone()))?;
     registry.register(Box::new(feedback.clone()))?;
     registry.register(Box::new(reloads.clone()))?;
+    let drift = DriftGauges::new(&registry)?;
     Ok(Metrics {
         registry,
         requests,
@@ -117,12 +197,18 @@ fn build() -> prometheus::Result<Metrics> {
         writer_failures,
         feedback,
         reloads,
+        drift,
     })
 }
 
 impl Metrics {
     pub fn new() -> fraudlake_pipeline::Result<Metrics> {
         build().map_err(|e| fraudlake_pipeline::Error::Model(format!("metrics: {e}")))
+    }
+
+    /// The registry, for other parts of the process (the embedded DAG scheduler) to add to.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// The text exposition format.

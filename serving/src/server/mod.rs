@@ -227,8 +227,11 @@ pub async fn serve(
     plan: Arc<FeaturePlan>,
     config: ServeConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    on_start: impl FnOnce(&prometheus::Registry),
 ) -> Result<()> {
     let (state, _writer_thread) = build_state(&lake, plan, &config).await?;
+    // Other parts of the process (the embedded DAG scheduler) publish on the same /metrics.
+    on_start(state.metrics.registry());
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .map_err(|e| Error::io(format!("cannot listen on {}", config.addr), e))?;

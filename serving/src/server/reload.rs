@@ -48,14 +48,28 @@ pub async fn reload(state: &SharedState) -> Result<(bool, String)> {
     }
 }
 
-/// Polls the registry every `every` until the server stops.
+/// Reads the latest drift report from the lake into the drift gauges.
+pub async fn refresh_drift(state: &SharedState) -> Result<()> {
+    if let Some(latest) = fraudlake_drift::latest(state.registry.lake()).await? {
+        state.metrics.drift.publish(&latest);
+    }
+    Ok(())
+}
+
+/// Polls the registry (and the drift history) every `every` until the server stops.
 pub async fn poll(state: SharedState, every: Duration) {
     let mut tick = tokio::time::interval(every);
+    if let Err(e) = refresh_drift(&state).await {
+        tracing::warn!(error = %e, "cannot read the latest drift report");
+    }
     tick.tick().await;
     loop {
         tick.tick().await;
         if let Err(e) = reload(&state).await {
             tracing::debug!(error = %e, "reload poll");
+        }
+        if let Err(e) = refresh_drift(&state).await {
+            tracing::debug!(error = %e, "drift poll");
         }
     }
 }
