@@ -1,0 +1,471 @@
+//! DAGs end to end: validation refusals, retries against a real (flaky) webhook on loopback,
+//! backfill order, the shipped daily DAG on a lake with injected drift (detect, retrain,
+//! register, gate), and the cron scheduler: runs on schedule, one lease per lake, recovery of
+//! a run a killed process left open, metrics, and `serve --scheduler`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::common::{num, read_with_python, repo_root, TempLake};
+use crate::drift::drifted_lake;
+use crate::serve::{free_port, http};
+
+/// What a daily_retrain run that trained shows, task by task.
+pub const EVERY_TASK_SUCCEEDED: [&str; 6] = [
+    "features=success",
+    "drift=success",
+    "train=success",
+    "evaluate=success",
+    "promote=success",
+    "notify=success",
+];
+
+fn json(out: &str) -> serde_json::Value {
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("bad JSON ({e}): {out}"))
+}
+
+fn dags_dir(lake: &TempLake, files: &[(&str, &str)]) -> PathBuf {
+    let dir = lake.path().join("dags");
+    std::fs::create_dir_all(&dir).expect("dags dir");
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).expect("dag file");
+    }
+    dir
+}
+
+fn history(lake: &TempLake, dag: &str) -> Vec<serde_json::Value> {
+    let v = json(&lake.ok(&["dag", "history", dag, "--format", "json"]));
+    v.as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn invalid_dags_are_refused_naming_file_task_and_problem() {
+    let lake = TempLake::new();
+    let dir = dags_dir(
+        &lake,
+        &[(
+            "loop.toml",
+            "schedule = \"0 0 2 * * *\"\n\
+             [[tasks]]\nid = \"a\"\nop = \"sql\"\nargs = { file = \"fraud_rate_per_day.sql\" }\ndepends_on = [\"c\"]\n\
+             [[tasks]]\nid = \"b\"\nop = \"sql\"\nargs = { file = \"fraud_rate_per_day.sql\" }\ndepends_on = [\"a\"]\n\
+             [[tasks]]\nid = \"c\"\nop = \"sql\"\nargs = { file = \"fraud_rate_per_day.sql\" }\ndepends_on = [\"b\"]\n",
+        )],
+    );
+    let d = dir.to_str().expect("path");
+    for args in [
+        vec!["dag", "list", "--dags", d],
+        vec!["scheduler", "--dags", d],
+    ] {
+        let out = lake.run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("loop.toml"), "{err}");
+        assert!(err.contains("cycle"), "{err}");
+        assert!(err.contains("a -> b -> c -> a"), "{err}");
+    }
+    std::fs::write(
+        dir.join("loop.toml"),
+        "schedule = \"not a cron\"\n[[tasks]]\nid = \"a\"\nop = \"teleport\"\n",
+    )
+    .expect("dag");
+    let out = lake.run(&["dag", "list", "--dags", d]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("not a cron"), "{err}");
+    assert!(err.contains("teleport"), "{err}");
+
+    // The shipped DAGs load, show as text and as Mermaid.
+    let shipped = repo_root().join("dags");
+    let s = shipped.to_str().expect("path");
+    let list = json(&lake.ok(&["dag", "list", "--dags", s, "--format", "json"]));
+    let names: Vec<&str> = list
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|r| r["dag"].as_str())
+        .collect();
+    assert_eq!(names, ["daily_retrain", "hourly_monitoring"]);
+    let mermaid = lake.ok(&["dag", "show", "daily_retrain", "--mermaid", "--dags", s]);
+    assert!(mermaid.starts_with("flowchart"), "{mermaid}");
+    assert!(mermaid.contains("drift"), "{mermaid}");
+    let text = lake.ok(&["dag", "show", "daily_retrain", "--dags", s]);
+    assert!(text.contains("promote"), "{text}");
+    let out = lake.run(&["dag", "show", "nightly", "--dags", s]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("daily_retrain"));
+}
+
+/// A webhook on loopback answering 500 to the first `failures` requests, then 200.
+fn flaky_webhook(failures: usize) -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let seen = bodies.clone();
+    let count = AtomicUsize::new(0);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut reader = BufReader::new(s.try_clone().expect("clone"));
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = reader.read_exact(&mut body);
+            seen.lock()
+                .expect("lock")
+                .push(String::from_utf8_lossy(&body).into_owned());
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            let status = if n < failures {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
+            let _ = s.write_all(
+                format!("HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                    .as_bytes(),
+            );
+        }
+    });
+    (port, bodies)
+}
+
+#[test]
+fn a_task_failing_twice_is_retried_to_success_and_backfill_runs_in_order() {
+    let lake = TempLake::new();
+    lake.simulate_small(&["--days", "35"]);
+    let dir = dags_dir(
+        &lake,
+        &[(
+            "flaky.toml",
+            "description = \"a webhook that fails twice\"\nschedule = \"0 0 3 * * *\"\n\
+             [defaults]\nretries = 2\nretry_backoff_secs = 1\n\
+             [[tasks]]\nid = \"count\"\nop = \"sql\"\nargs = { file = \"fraud_rate_per_day.sql\" }\n\
+             [[tasks]]\nid = \"tell\"\nop = \"notify\"\ndepends_on = [\"count\"]\n\
+             args = { text = \"{{dag}} {{logical_date}}: {{state}}, {{count.rows}} days\", url_env = \"TEST_WEBHOOK\" }\n",
+        )],
+    );
+    let d = dir.to_str().expect("path");
+    let (port, bodies) = flaky_webhook(2);
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let out = lake.run_env(
+        &[
+            "dag",
+            "run",
+            "flaky",
+            "--date",
+            "2018-05-01",
+            "--dags",
+            d,
+            "--format",
+            "json",
+        ],
+        &[("TEST_WEBHOOK", url.as_str())],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runs = history(&lake, "flaky");
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["state"], "success");
+    assert_eq!(runs[0]["logical_date"], "2018-05-01");
+    assert!(
+        runs[0]["tasks"]
+            .as_str()
+            .unwrap_or("")
+            .contains("tell=success(attempt 3)"),
+        "{}",
+        runs[0]
+    );
+    let got = bodies.lock().expect("lock").clone();
+    assert_eq!(got.len(), 3, "two failures then one success: {got:?}");
+    assert!(got[2].contains("flaky 2018-05-01: success"), "{got:?}");
+    // Each attempt has its log.
+    let run_id = runs[0]["run_id"].as_str().expect("run id");
+    let logs = lake.ok(&["dag", "logs", run_id, "--task", "tell"]);
+    assert_eq!(logs.matches("== tell attempt").count(), 3, "{logs}");
+    assert!(logs.contains("answered 500"), "{logs}");
+
+    // Without the webhook's variable the text is logged, not lost; backfill goes in order.
+    let out = lake.run(&[
+        "dag",
+        "backfill",
+        "flaky",
+        "--from",
+        "2018-05-02",
+        "--to",
+        "2018-05-04",
+        "--dags",
+        d,
+        "--format",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runs = history(&lake, "flaky");
+    let dates: Vec<&str> = runs
+        .iter()
+        .filter_map(|r| r["logical_date"].as_str())
+        .collect();
+    assert_eq!(
+        dates,
+        ["2018-05-01", "2018-05-02", "2018-05-03", "2018-05-04"]
+    );
+    let started: Vec<&str> = runs
+        .iter()
+        .filter_map(|r| r["started_at"].as_str())
+        .collect();
+    assert!(
+        started.windows(2).all(|w| w[0] < w[1]),
+        "runs in order: {started:?}"
+    );
+    assert!(runs.iter().all(|r| r["state"] == "success"));
+    assert!(runs.iter().skip(1).all(|r| r["trigger"] == "backfill"));
+    if let Some(py) = read_with_python(&lake, &["dag_runs", "task_runs"]) {
+        // Every state change is a row: 4 runs x (running, success).
+        assert_eq!(num(&py["dag_runs"], "rows"), 8.0);
+    }
+}
+
+#[test]
+fn the_daily_dag_detects_drift_retrains_and_promotes_only_through_the_gate() {
+    let lake = drifted_lake();
+    let dags = repo_root().join("dags");
+    let d = dags.to_str().expect("path");
+    // A drifted day: features -> drift -> train -> evaluate -> promote (gate) -> notify.
+    lake.ok(&[
+        "dag",
+        "run",
+        "daily_retrain",
+        "--date",
+        "2018-06-14",
+        "--dags",
+        d,
+    ]);
+    let runs = history(&lake, "daily_retrain");
+    assert_eq!(runs.len(), 1);
+    let tasks = runs[0]["tasks"].as_str().unwrap_or("").to_string();
+    for t in EVERY_TASK_SUCCEEDED {
+        assert!(tasks.contains(t), "{t} in {tasks}");
+    }
+    let models = json(&lake.ok(&["models", "list", "--format", "json"]));
+    let models = models.as_array().expect("versions");
+    assert_eq!(models.len(), 2, "the run registered a new version");
+    // The gate decided: the new version is champion only if it passed, else challenger.
+    let run_id = runs[0]["run_id"].as_str().expect("run id").to_string();
+    let gate_log = lake.ok(&["dag", "logs", &run_id, "--task", "promote"]);
+    assert!(gate_log.contains("gate for version 2"), "{gate_log}");
+    let promoted = gate_log.contains(": promoted");
+    assert!(
+        promoted || gate_log.contains("stays challenger"),
+        "{gate_log}"
+    );
+    let v2 = models
+        .iter()
+        .find(|m| num(m, "version") == 2.0)
+        .expect("v2");
+    let alias = |a: &str| {
+        v2["aliases"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|x| x == a))
+            || v2["aliases"].as_str().is_some_and(|s| s.contains(a))
+    };
+    if promoted {
+        assert!(alias("champion"), "{v2}");
+    } else {
+        assert!(alias("challenger"), "{v2}");
+    }
+    // Trained because the champion's scores drifted (7 of 15 columns is under the dataset
+    // share of 0.5): the run's drift output says both.
+    let drift = lake.ok(&["dag", "logs", &run_id, "--task", "drift"]);
+    assert!(drift.contains("7 of 15 columns drifted"), "{drift}");
+    assert!(drift.contains("\"prediction_drift\":true"), "{drift}");
+
+    // A quiet Tuesday before the drift: no drift, so no training, and the summary still goes.
+    lake.ok(&[
+        "dag",
+        "run",
+        "daily_retrain",
+        "--date",
+        "2018-05-22",
+        "--dags",
+        d,
+    ]);
+    let runs = history(&lake, "daily_retrain");
+    let quiet = runs
+        .iter()
+        .find(|r| r["logical_date"] == "2018-05-22")
+        .expect("quiet run");
+    let tasks = quiet["tasks"].as_str().unwrap_or("");
+    for t in [
+        "drift=success",
+        "train=skipped",
+        "evaluate=skipped",
+        "promote=skipped",
+        "notify=success",
+    ] {
+        assert!(tasks.contains(t), "{t} in {tasks}");
+    }
+    let models = json(&lake.ok(&["models", "list", "--format", "json"]));
+    assert_eq!(models.as_array().map(Vec::len), Some(2), "no new version");
+}
+
+struct Bg(Option<Child>);
+
+impl Bg {
+    fn start(lake: &TempLake, args: &[&str]) -> Bg {
+        Bg(Some(
+            Command::new(env!("CARGO_BIN_EXE_fraudlake"))
+                .current_dir(repo_root())
+                .env("FRAUDLAKE_LAKE", lake.lake())
+                .env("FRAUDLAKE_CLAIM_TTL_SECS", "3")
+                .env("RUST_LOG", "warn")
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start fraudlake"),
+        ))
+    }
+
+    fn stop(mut self) -> (bool, String) {
+        let child = self.0.take().expect("running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let out = child.wait_with_output().expect("wait");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn plant_open_run(lake: &Path) {
+    // What a scheduler killed mid-run leaves: a `running` row and no live claim.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let lake = fraudlake_pipeline::Lake::open(lake.to_str().expect("path")).expect("lake");
+        let at = chrono::Utc::now() - chrono::Duration::minutes(5);
+        fraudlake_dag::history::record_run(
+            &lake,
+            &fraudlake_dag::history::RunRecord {
+                run_id: "tick__2018-01-01__killed".into(),
+                dag: "tick".into(),
+                logical_date: chrono::NaiveDate::from_ymd_opt(2018, 1, 1).expect("date"),
+                data_interval_start: at,
+                data_interval_end: at,
+                trigger: "schedule".into(),
+                state: "running".into(),
+                started_at: at,
+                ended_at: None,
+                error: None,
+                owner: "gone-host:1".into(),
+            },
+        )
+        .await
+        .expect("plant run");
+    });
+}
+
+#[test]
+fn the_scheduler_fires_on_schedule_holds_one_lease_and_closes_killed_runs() {
+    let lake = TempLake::new();
+    lake.simulate_small(&["--days", "35"]);
+    let dir = dags_dir(
+        &lake,
+        &[(
+            "tick.toml",
+            "schedule = \"*/2 * * * * *\"\n[[tasks]]\nid = \"count\"\nop = \"sql\"\n\
+             args = { file = \"fraud_rate_per_day.sql\" }\n",
+        )],
+    );
+    let d = dir.to_str().expect("path");
+    plant_open_run(Path::new(&lake.lake()));
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let first = Bg::start(&lake, &["scheduler", "--dags", d, "--metrics-addr", &addr]);
+    wait_for("two scheduled runs", 40, || {
+        history(&lake, "tick")
+            .iter()
+            .filter(|r| r["state"] == "success" && r["trigger"] == "schedule")
+            .count()
+            >= 2
+    });
+    let runs = history(&lake, "tick");
+    let killed = runs
+        .iter()
+        .find(|r| r["run_id"] == "tick__2018-01-01__killed")
+        .expect("planted run");
+    assert_eq!(killed["state"], "failed", "{killed}");
+    assert!(killed["error"].as_str().unwrap_or("").contains("stopped"));
+    let (status, metrics) = http(port, "GET", "/metrics", &[], b"");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("fraud_dag_runs_total{dag=\"tick\",state=\"success\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("fraud_dag_last_success_timestamp{dag=\"tick\"}"));
+    assert!(metrics.contains("fraud_dag_task_duration_seconds_bucket{dag=\"tick\",task=\"count\""));
+
+    // A second scheduler on the same lake refuses to start.
+    let second = lake.run(&["scheduler", "--dags", d]);
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("scheduler lease"), "{err}");
+
+    let (ok, err) = first.stop();
+    assert!(ok, "scheduler exit: {err}");
+    // No logical date ran twice at once: every run of a date finished before the next began.
+    let runs = history(&lake, "tick");
+    assert!(runs.iter().all(|r| r["state"] != "running"), "{runs:?}");
+
+    // The single-process default: the server runs the DAGs too and exposes their metrics.
+    lake.ok(&["features", "build"]);
+    lake.ok(&["train", "--train-start", "2018-04-10", "--threads", "2"]);
+    let before = history(&lake, "tick").len();
+    let server = crate::serve::Server::start(&lake.lake(), &["--scheduler", "--dags", d]);
+    wait_for("a run under serve --scheduler", 40, || {
+        history(&lake, "tick").len() > before
+    });
+    let (_, metrics) = http(server.port, "GET", "/metrics", &[], b"");
+    assert!(
+        metrics.contains("fraud_dag_runs_total{dag=\"tick\""),
+        "{metrics}"
+    );
+    assert!(metrics.contains("fraud_requests_total") || metrics.contains("fraud_model_info"));
+    server.stop();
+}

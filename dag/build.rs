@@ -1,0 +1,5 @@
+include!("../build-support/xgboost_rpath.rs");
+
+fn main() {
+    xgboost_rpath();
+}

@@ -1,0 +1,23 @@
+//! Workflows: DAGs of built-in ops declared in `dags/*.toml`, run on cron schedules.
+//!
+//! - [`spec`] and [`condition`]: parsing and validating DAG files (cycles, ops, args, cron).
+//! - [`ops`]: the built-in ops (ingest, features_build, drift_report, train, evaluate,
+//!   register, promote, sql, notify), calling the same library code as the CLI.
+//! - [`runner`]: one run: order, conditions, retries, timeouts, history.
+//! - [`scheduler`]: the cron loop with its lease, recovery and catch-up.
+//! - [`history`]: `dag_runs` / `task_runs` in the lake; [`claim`]: lease files and task logs;
+//!   [`metrics`]: Prometheus metrics of runs and tasks.
+
+pub mod claim;
+pub mod condition;
+pub mod history;
+pub mod metrics;
+pub mod ops;
+pub mod runner;
+pub mod scheduler;
+pub mod spec;
+
+pub use metrics::DagMetrics;
+pub use ops::OpEnv;
+pub use runner::{RunOutcome, RunRequest, Runner};
+pub use spec::{load_dir, DagSpec};
