@@ -1,0 +1,166 @@
+"""What the notebooks share: where the lake is, its Delta tables as polars frames, the latest
+label of each transaction, and the model registry (versions with their JSON record, aliases).
+
+Reads the lake with the `deltalake` package only: no fraudlake code is involved.
+The lake root is env FRAUDLAKE_LAKE, else `../lake` from the notebook's folder (the repo's
+lake/). Local folders, file:// URLs and the object-store URLs deltalake reads (s3://...,
+credentials from the usual environment variables) are accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import polars as pl
+import pyarrow.fs as pafs
+from deltalake import DeltaTable
+
+# Who writes each table (lake/README.md): what to run when one is missing.
+WRITERS = {
+    "transactions": "`fraudlake simulate` or `fraudlake ingest`",
+    "labels": "`fraudlake simulate` or `fraudlake ingest`",
+    "features": "`fraudlake features build`",
+    "model_versions": "`fraudlake train`",
+    "model_events": "`fraudlake train`",
+    "predictions": "`fraudlake serve` (every scored transaction is written to the lake)",
+    "drift_reports": "`fraudlake drift`",
+    "dag_runs": "the DAG runner (`fraudlake dag run` or `fraudlake scheduler`)",
+    "task_runs": "the DAG runner (`fraudlake dag run` or `fraudlake scheduler`)",
+}
+
+# Columns of `features` that are keys or bookkeeping, not model inputs.
+FEATURE_KEYS = ("tx_id", "tx_ts", "customer_id", "terminal_id", "feature_set", "tx_date", "built_at")
+
+
+class MissingTable(RuntimeError):
+    """A table the notebook needs is not in the lake."""
+
+
+def lake_root() -> str:
+    """The lake root: env FRAUDLAKE_LAKE, else ../lake (relative to the notebook's folder)."""
+    root = os.environ.get("FRAUDLAKE_LAKE") or str(Path("..") / "lake")
+    if root.startswith("file://"):
+        root = root[len("file://"):]
+    if "://" in root:
+        return root.rstrip("/")
+    return str(Path(root).expanduser().resolve())
+
+
+def table_uri(name: str) -> str:
+    return f"{lake_root()}/{name}"
+
+
+def has_table(name: str) -> bool:
+    return DeltaTable.is_deltatable(table_uri(name))
+
+
+def read(name: str, columns: list[str] | None = None, required: bool = True,
+         version: int | None = None) -> pl.DataFrame | None:
+    """Table `name` as a polars DataFrame: its current version, or Delta version `version`
+    (time travel, e.g. the versions a model was trained on, from its record's lineage).
+
+    A missing table raises MissingTable saying what writes it, or returns None when
+    `required=False` (for tables that are legitimately absent, like `predictions` before the
+    server has scored anything)."""
+    uri = table_uri(name)
+    if not DeltaTable.is_deltatable(uri):
+        if not required:
+            return None
+        hint = WRITERS.get(name, "fraudlake")
+        raise MissingTable(
+            f"the lake has no `{name}` table ({uri} is not a Delta table). It is written by "
+            f"{hint}. Lake root: {lake_root()} (set FRAUDLAKE_LAKE to read another lake; the "
+            "default is ../lake from notebooks/)."
+        )
+    return pl.from_arrow(DeltaTable(uri, version=version).to_pyarrow_table(columns=columns))
+
+
+def table_summary() -> pl.DataFrame:
+    """Every known table: present or not, Delta version, rows, partition columns."""
+    rows = []
+    for name in WRITERS:
+        uri = table_uri(name)
+        if DeltaTable.is_deltatable(uri):
+            dt = DeltaTable(uri)
+            n = dt.to_pyarrow_dataset().count_rows()
+            rows.append({"table": name, "version": dt.version(), "rows": n,
+                         "partitioned_by": ", ".join(dt.metadata().partition_columns)})
+        else:
+            rows.append({"table": name, "version": None, "rows": None, "partitioned_by": "(missing)"})
+    return pl.DataFrame(rows, schema={"table": pl.String, "version": pl.Int64, "rows": pl.Int64,
+                                      "partitioned_by": pl.String})
+
+
+def latest_labels(labels: pl.DataFrame) -> pl.DataFrame:
+    """One label per tx_id: the latest `labeled_at` wins; on a tie, fraud wins (as fraudlake's
+    training SQL does). Columns: tx_id, is_fraud, fraud_scenario, labeled_at, source."""
+    return (labels.sort(["labeled_at", "is_fraud"])
+            .unique("tx_id", keep="last", maintain_order=True)
+            .sort("tx_id"))
+
+
+def with_labels(df: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFrame:
+    """`df` left-joined with the latest labels on tx_id (is_fraud is null where no label has
+    arrived yet)."""
+    latest = latest_labels(labels).select("tx_id", "is_fraud", "fraud_scenario")
+    return df.join(latest, on="tx_id", how="left")
+
+
+def feature_columns(features: pl.DataFrame) -> list[str]:
+    """The numeric feature columns of a `features` frame, in table order."""
+    return [c for c, t in features.schema.items() if c not in FEATURE_KEYS and t.is_numeric()]
+
+
+def aliases(events: pl.DataFrame | None) -> dict:
+    """Replays `model_events` in `seq` order, as the registry does: champion, challenger,
+    champion history and archived versions."""
+    state = {"champion": None, "challenger": None, "history": [], "archived": set()}
+    if events is None:
+        return state
+    for e in events.sort("seq").iter_rows(named=True):
+        action, alias, version = e["action"], e["alias"], e["version"]
+        if action == "promote" and alias == "champion":
+            if state["champion"] is not None:
+                state["history"].append(state["champion"])
+            state["champion"] = version
+            if state["challenger"] == version:
+                state["challenger"] = None
+        elif action == "rollback" and alias == "champion":
+            if state["history"]:
+                state["history"].pop()
+            state["champion"] = version
+        elif action == "promote" and alias == "challenger":
+            state["challenger"] = version
+        elif action == "archive" and version is not None:
+            state["archived"].add(version)
+            if state["challenger"] == version:
+                state["challenger"] = None
+    return state
+
+
+def registry() -> tuple[pl.DataFrame, dict]:
+    """`model_versions` sorted by version, with an `alias` column, and the alias state.
+    The JSON `record` column stays a string: `record(versions, v)` parses one."""
+    versions = read("model_versions").sort("version")
+    events = read("model_events", required=False)
+    state = aliases(events)
+    names = {state["champion"]: "champion", state["challenger"]: "challenger"}
+    alias = [names.get(v, "archived" if v in state["archived"] else "") for v in versions["version"]]
+    return versions.with_columns(pl.Series("alias", alias, dtype=pl.String)), state
+
+
+def record(versions: pl.DataFrame, version: int) -> dict:
+    """The parsed JSON record of one model version (feature names, params, metrics, lineage)."""
+    row = versions.filter(pl.col("version") == version)
+    if row.height != 1:
+        raise KeyError(f"model version {version} is not in model_versions")
+    return json.loads(row["record"][0])
+
+
+def read_bytes(relative: str) -> bytes:
+    """A file under the lake root (e.g. a model artifact, `models/artifacts/<sha256>.json`)."""
+    fs, path = pafs.FileSystem.from_uri(f"{lake_root()}/{relative}")
+    with fs.open_input_stream(path) as f:
+        return f.read()
