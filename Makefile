@@ -10,18 +10,32 @@ VENV := .venv
 PY := $(VENV)/bin/python
 LAKE ?= ./lake
 SYSTEM_PACKAGES := cmake ninja-build libclang-dev g++ python3-venv
+# The drift report's browser test (drift/tests/chromium_check.sh) runs a real headless Chromium.
+TEST_PACKAGES := chromium
+# The monitoring checks (monitoring/tests/run.py): promtool, prometheus, amtool, alertmanager.
+MONITORING_PACKAGES := prometheus prometheus-alertmanager
+# PyYAML, jsonschema, hadolint for the monitoring checks, in the same venv.
+MONITORING_REQS := monitoring/tests/requirements.txt
+MONITORING_STAMP := $(VENV)/.monitoring-requirements
+# The notebooks (notebooks/) and their test: deltalake, polars, matplotlib, xgboost, nbclient.
+NOTEBOOKS_REQS := notebooks/requirements.txt
+NOTEBOOKS_STAMP := $(VENV)/.notebooks-requirements
 
-.PHONY: help deps build venv test test-rust lint fmt demo bench clean-lake
+.PHONY: help deps build venv test test-rust monitoring-test notebooks-test lint fmt demo bench clean-lake
 
 help:
-	@echo "make demo   - install what is missing, build, simulate a lake, build features, SQL summary"
-	@echo "make test   - install what is missing, build, run every test (Rust + Python interop)"
+	@echo "make demo   - install what is missing, build, simulate -> features -> train -> drift report -> serve --scheduler"
+	@echo "make test   - install what is missing, build, run every test (Rust + Python interop + monitoring"
+	@echo "               + notebooks)"
+	@echo "make monitoring-test - promtool/amtool checks, alert rule unit tests, end-to-end alert delivery,"
+	@echo "               dashboard queries against a real Prometheus, compose schema, Dockerfile lint"
+	@echo "make notebooks-test - run every notebook of notebooks/ with nbclient against a small simulated lake"
 	@echo "make lint   - rustfmt check and clippy -D warnings"
 	@echo "make bench  - side-by-side benchmarks against the peers (needs ../shared)"
 
 # System packages (Debian/Ubuntu): installed only when missing.
 deps:
-	@missing=""; for p in $(SYSTEM_PACKAGES); do \
+	@missing=""; for p in $(SYSTEM_PACKAGES) $(TEST_PACKAGES) $(MONITORING_PACKAGES); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
@@ -40,9 +54,31 @@ $(PY): tests/python/requirements.txt
 
 venv: $(PY)
 
+$(MONITORING_STAMP): $(MONITORING_REQS) $(PY)
+	$(VENV)/bin/pip install -q -r $(MONITORING_REQS)
+	@touch $@
+
+$(NOTEBOOKS_STAMP): $(NOTEBOOKS_REQS) $(PY)
+	$(VENV)/bin/pip install -q -r $(NOTEBOOKS_REQS)
+	@touch $@
+
 # The README's test command.
 test: deps venv
-	FRAUDLAKE_TEST_PYTHON=$(abspath $(PY)) $(CARGO) test $(CARGO_FLAGS) --workspace --all-targets
+	FRAUDLAKE_TEST_PYTHON=$(abspath $(PY)) FRAUDLAKE_TEST_CHROMIUM=1 $(CARGO) test $(CARGO_FLAGS) --workspace --all-targets
+	$(MAKE) --no-print-directory monitoring-test
+	$(MAKE) --no-print-directory notebooks-test
+
+# Issue #8: Prometheus rules and their unit tests, Alertmanager routing, a real Prometheus and
+# Alertmanager on loopback against `fraudlake serve`, the Grafana queries, the Docker files.
+# Free ports and a temporary folder: runs beside anything else (monitoring/README.md).
+monitoring-test: deps build $(MONITORING_STAMP)
+	FRAUDLAKE_BIN=$(abspath $(BIN)) $(PY) monitoring/tests/run.py
+
+# Issue #9: every notebook of notebooks/ executed with nbclient against a small simulated lake
+# (the real binary: simulate, features, train, drift, serve), plus a check that the committed
+# notebooks carry no outputs. A temporary folder and a free port (notebooks/README.md).
+notebooks-test: build $(NOTEBOOKS_STAMP)
+	FRAUDLAKE_BIN=$(abspath $(BIN)) $(PY) notebooks/test_notebooks.py
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -51,16 +87,10 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-# Simulate (once), build features, show a SQL summary. A second run reuses the lake.
+# The whole loop: simulate (drift in the last weeks) -> features -> train -> champion -> drift
+# report -> `fraudlake serve --scheduler`. A second run reuses the lake; Ctrl-C stops cleanly.
 demo: build
-	@if [ -z "$$($(BIN) --lake $(LAKE) tables --format csv 2>/dev/null | grep '^transactions,')" ]; then \
-	  $(BIN) --lake $(LAKE) simulate --drift-from 2018-09-01 --drift-kind amount-scale; \
-	else echo "lake $(LAKE) already has transactions: reusing it"; fi
-	$(BIN) --lake $(LAKE) features build
-	$(BIN) --lake $(LAKE) tables
-	$(BIN) --lake $(LAKE) sql "SELECT date_trunc('month', tx_ts) AS month, COUNT(*) AS transactions, \
-	  ROUND(AVG(amount), 2) AS mean_amount FROM transactions GROUP BY 1 ORDER BY 1"
-	$(BIN) --lake $(LAKE) features show
+	LAKE=$(LAKE) scripts/demo.sh $(BIN)
 
 bench: build
 	bench/run.sh

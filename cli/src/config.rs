@@ -46,6 +46,19 @@ pub struct FileConfig {
     /// `[gate]`: promotion gate (metric, tolerance).
     #[serde(default)]
     pub gate: GateConfig,
+    /// `[drift]`: share threshold, current period length, bins, per-column overrides.
+    #[serde(default)]
+    pub drift: DriftConfig,
+}
+
+/// `[drift]` in fraudlake.toml; `[drift.columns.NAME]` overrides a column's method/threshold.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DriftConfig {
+    pub drift_share: Option<f64>,
+    pub current_days: Option<u32>,
+    pub bins: Option<usize>,
+    pub columns: std::collections::BTreeMap<String, fraudlake_drift::ColumnOverride>,
 }
 
 /// The promotion gate as configured in `[gate]`.
@@ -76,6 +89,7 @@ pub struct Settings {
     pub storage_options: std::collections::HashMap<String, String>,
     pub train: fraudlake_model::booster::TrainParams,
     pub gate: GateConfig,
+    pub drift: DriftConfig,
 }
 
 impl Settings {
@@ -112,6 +126,7 @@ impl Settings {
             storage_options: file.storage_options,
             train: file.train,
             gate: file.gate,
+            drift: file.drift,
         })
     }
 

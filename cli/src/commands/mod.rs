@@ -1,6 +1,8 @@
 //! The subcommands. Each file parses its own arguments and calls library code.
 
 mod bench;
+mod dag;
+mod drift;
 mod features;
 mod ingest;
 mod lake;
@@ -42,6 +44,13 @@ pub enum Command {
     /// The model registry: versions, aliases, promotion gate, audit log.
     #[command(subcommand)]
     Models(models::ModelsCommand),
+    /// Data drift of the scored data against the champion's training data (HTML + JSON report).
+    Drift(drift::DriftArgs),
+    /// DAGs of `dags/`: list, show, run, backfill, history, logs.
+    #[command(subcommand)]
+    Dag(dag::DagCommand),
+    /// Run every DAG of `dags/` on its cron schedule (one scheduler per lake).
+    Scheduler(dag::SchedulerArgs),
     /// Measurements (not tests): the online engine on this lake's data.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -61,6 +70,9 @@ pub async fn run(command: Command, settings: &Settings) -> Result<u8> {
         Command::Explain(a) => train::explain(a, settings).await,
         Command::Models(c) => models::run(c, settings).await,
         Command::Serve(a) => serve::run(a, settings).await,
+        Command::Drift(a) => drift::run(a, settings).await,
+        Command::Dag(c) => dag::run(c, settings).await,
+        Command::Scheduler(a) => dag::scheduler(a, settings).await,
         Command::Bench(c) => bench::run(c, settings).await,
     }
 }

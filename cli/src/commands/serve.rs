@@ -51,6 +51,11 @@ pub struct ServeArgs {
     /// The feature SQL (default sql/features.sql, env FRAUDLAKE_FEATURES_SQL).
     #[arg(long = "sql")]
     sql: Option<PathBuf>,
+    /// Also run the DAGs of --dags on their schedules in this process (one process for all).
+    #[arg(long, env = "FRAUDLAKE_SCHEDULER")]
+    scheduler: bool,
+    #[command(flatten)]
+    dags: super::dag::DagsDir,
 }
 
 pub async fn run(a: ServeArgs, settings: &Settings) -> Result<u8> {
@@ -86,6 +91,53 @@ pub async fn run(a: ServeArgs, settings: &Settings) -> Result<u8> {
     let path = a.sql.unwrap_or_else(|| settings.features_sql.clone());
     let plan = Arc::new(compile(&FeatureSet::load(&path)?).await?);
     let lake = settings.open_lake()?;
-    server::serve(lake, plan, config, server::shutdown_signal()).await?;
+    // One signal stops both: the HTTP server drains, then the scheduler lets running DAG runs
+    // finish.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        server::shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let mut scheduler = None;
+    let start_scheduler = if a.scheduler {
+        let dags = super::dag::load(&a.dags)?;
+        let env = super::dag::op_env(settings)?;
+        Some((dags, env))
+    } else {
+        None
+    };
+    let stop_for_scheduler = stop_rx.clone();
+    let served = server::serve(lake, plan, config, super::dag::wait(stop_rx), |registry| {
+        let Some((dags, env)) = start_scheduler else {
+            return;
+        };
+        match fraudlake_dag::DagMetrics::register(registry) {
+            Ok(metrics) => {
+                let runner = fraudlake_dag::Runner { env, metrics };
+                let stop = super::dag::wait(stop_for_scheduler);
+                scheduler = Some(tokio::spawn(async move {
+                    let result = fraudlake_dag::scheduler::run(runner, dags, stop).await;
+                    // Said at once, not at shutdown: the API keeps serving without DAGs.
+                    if let Err(e) = &result {
+                        tracing::error!(error = %e, "the DAG scheduler stopped; no DAG runs until restart");
+                    }
+                    result
+                }));
+            }
+            Err(e) => tracing::error!(error = %e, "scheduler metrics; the scheduler is not started"),
+        }
+    })
+    .await;
+    if let Some(handle) = scheduler {
+        match handle.await {
+            Ok(Err(e)) => {
+                served?;
+                return Err(e.into());
+            }
+            Err(e) => tracing::error!(error = %e, "the scheduler task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
+    served?;
     Ok(0)
 }

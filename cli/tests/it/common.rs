@@ -157,3 +157,28 @@ pub fn python_with_deltalake() -> Option<PathBuf> {
         None
     }
 }
+
+/// Runs a script of `tests/python/` with `python`; asserts success; returns its JSON output.
+pub fn run_python(python: &Path, script: &str, args: &[&std::ffi::OsStr]) -> serde_json::Value {
+    let out = Command::new(python)
+        .arg(repo_root().join("tests/python").join(script))
+        .args(args)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("python JSON")
+}
+
+/// Reads tables of the lake with the Python `deltalake` package (tests/python/read_lake.py);
+/// `None` when this machine has no such Python (outside CI).
+pub fn read_with_python(lake: &TempLake, tables: &[&str]) -> Option<serde_json::Value> {
+    let python = python_with_deltalake()?;
+    let lake_dir = lake.lake();
+    let mut args: Vec<&std::ffi::OsStr> = vec![lake_dir.as_ref()];
+    args.extend(tables.iter().map(std::ffi::OsStr::new));
+    Some(run_python(&python, "read_lake.py", &args))
+}

@@ -1,7 +1,6 @@
 //! The foundation: simulate, ingest with quarantine, SQL over the lake, time travel,
 //! maintenance, and Python interop on the Delta tables we write.
 
-use std::process::Command;
 
 use crate::common::{num, python_with_deltalake, repo_root, TempLake};
 
@@ -373,18 +372,8 @@ fn python_deltalake_reads_our_tables() {
     lake.simulate_small(&[]);
     let ours = lake
         .sql_json("SELECT COUNT(*) AS n, SUM(amount) AS s, SUM(tx_id) AS ids FROM transactions");
-    let script = repo_root().join("tests/python/read_lake.py");
-    let out = Command::new(&python)
-        .arg(&script)
-        .arg(lake.lake())
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("python JSON");
+    let lake_dir = lake.lake();
+    let theirs = crate::common::run_python(&python, "read_lake.py", &[lake_dir.as_ref()]);
     assert_eq!(num(&theirs["transactions"], "rows"), num(&ours[0], "n"));
     assert_eq!(
         num(&theirs["transactions"], "tx_id_sum"),

@@ -2,8 +2,11 @@
 //! the real `fraudlake` binary and the real libraries on real Delta tables in temp folders.
 
 mod common;
+mod dag;
+mod drift;
 mod features;
 mod handbook;
 mod lake;
 mod models;
 mod serve;
+mod system;

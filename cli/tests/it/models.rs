@@ -433,19 +433,12 @@ fn python_xgboost_loads_the_artifact_and_predicts_the_same() {
     }
     std::fs::write(&csv_path, csv).expect("write csv");
 
-    let out = Command::new(&python)
-        .arg(repo_root().join("tests/python/model_interop.py"))
-        .arg(lake.lake())
-        .arg(&artifact)
-        .arg(&csv_path)
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let lake_dir = lake.lake();
+    let report = crate::common::run_python(
+        &python,
+        "model_interop.py",
+        &[lake_dir.as_ref(), artifact.as_ref(), csv_path.as_ref()],
     );
-    let report = json(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(report["rows"].as_u64(), Some(rows.len() as u64));
     assert!(report["missing_values"].as_u64().is_some_and(|m| m > 100));
     let max_diff = report["max_abs_diff"].as_f64().expect("diff");

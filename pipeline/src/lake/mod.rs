@@ -33,6 +33,11 @@ pub const KNOWN_TABLES: &[&str] = &[
     "model_events",
     // Written by the scoring server (fraudlake-serving's `server::writer`).
     "predictions",
+    // Drift history (fraudlake-drift's `history`).
+    "drift_reports",
+    // The DAG runner's history (fraudlake-dag's `history`).
+    "dag_runs",
+    "task_runs",
 ];
 
 /// A handle on the lake root. Cheap to clone.
