@@ -1,7 +1,6 @@
 //! The foundation: simulate, ingest with quarantine, SQL over the lake, time travel,
 //! maintenance, and Python interop on the Delta tables we write.
 
-
 use crate::common::{num, python_with_deltalake, repo_root, TempLake};
 
 #[test]
