@@ -67,6 +67,8 @@ pub struct DriftConfig {
 pub struct GateConfig {
     pub metric: String,
     pub tolerance: f64,
+    /// `champion_test` (default) or `candidate_test`.
+    pub window: fraudlake_model::registry::gate::GateWindow,
 }
 
 impl Default for GateConfig {
@@ -75,6 +77,7 @@ impl Default for GateConfig {
         GateConfig {
             metric: p.metric,
             tolerance: p.tolerance,
+            window: p.window,
         }
     }
 }

@@ -313,10 +313,15 @@ pub async fn run(args: &OpArgs, ctx: &mut OpCtx<'_>) -> Result<Value> {
             model,
             force,
             reason,
+            window,
         }) => {
             let which = ctx.model(model).await?;
             let registry = Registry::new(lake.clone());
-            let r = gate::promote(&registry, &which, &env.gate, *force, reason.as_deref()).await?;
+            let policy = GatePolicy {
+                window: window.unwrap_or(env.gate.window),
+                ..env.gate.clone()
+            };
+            let r = gate::promote(&registry, &which, &policy, *force, reason.as_deref()).await?;
             ctx.note(format!(
                 "gate for version {} vs champion {:?} on {}: candidate {:?}, champion {:?}: {}",
                 r.candidate,

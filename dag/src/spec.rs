@@ -389,7 +389,7 @@ impl Op {
             Op::Train => &["train_days", "delay_days", "test_days", "params"],
             Op::Evaluate => &["model", "test_days"],
             Op::Register => &["path", "feature_set"],
-            Op::Promote => &["model", "force", "reason"],
+            Op::Promote => &["model", "force", "reason", "window"],
             Op::Sql => &["file"],
             Op::Notify => &["url_env", "text", "only_on"],
         }
@@ -564,6 +564,8 @@ pub struct PromoteArgs {
     pub force: bool,
     /// Recorded in the registry's audit trail.
     pub reason: Option<String>,
+    /// The days the gate scores both models on (default: `[gate] window` of the config).
+    pub window: Option<fraudlake_model::registry::gate::GateWindow>,
 }
 
 /// `sql` args.
@@ -664,6 +666,7 @@ impl OpArgs {
             OpArgs::Promote(a) => {
                 let mut v = vec![format!("model={}", a.model), format!("force={}", a.force)];
                 v.extend(a.reason.iter().map(|r| format!("reason={}", q(r))));
+                v.extend(a.window.iter().map(|w| format!("window={w:?}")));
                 v
             }
             OpArgs::Sql(a) => vec![format!("file={}", q(&a.file))],
@@ -950,10 +953,18 @@ fn parse_args(op: Op, table: &toml::Table) -> Result<OpArgs, Vec<SpecErrorKind>>
                     "required when force = true: say why the gate is bypassed",
                 );
             }
+            let window = r.string("window").and_then(|w| match w.parse() {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    r.invalid("window", format!("{e}"));
+                    None
+                }
+            });
             OpArgs::Promote(PromoteArgs {
                 model,
                 force,
                 reason,
+                window,
             })
         }
         Op::Sql => {
@@ -3132,7 +3143,8 @@ run_if = "weekday != 'Sat'"
             OpArgs::Promote(PromoteArgs {
                 model: ModelRef::Candidate,
                 force: false,
-                reason: None
+                reason: None,
+                window: None
             })
         );
         assert_eq!(
@@ -3143,7 +3155,8 @@ run_if = "weekday != 'Sat'"
             OpArgs::Promote(PromoteArgs {
                 model: ModelRef::Version(4),
                 force: true,
-                reason: Some("rollback drill".into())
+                reason: Some("rollback drill".into()),
+                window: None
             })
         );
         let msg = "dags/x.toml: task \"t\": arg \"reason\": required when force = true: say why the gate is bypassed";
@@ -3938,5 +3951,17 @@ tasks (in run order):
             matches!(&hourly.tasks[1].args, OpArgs::Notify(n) if n.only_on == NotifyOn::Failure)
         );
         assert_eq!(hourly.tasks[1].depends_on, ["drift"]);
+    }
+
+    #[test]
+    fn promote_window_is_checked() {
+        let errs = DagSpec::from_toml_str(
+            "schedule = \"0 0 2 * * *\"\n[[tasks]]\nid = \"p\"\nop = \"promote\"\n\
+             args = { model = 3, window = \"yesterday\" }\n",
+            "w.toml",
+        )
+        .expect_err("bad window");
+        let text = format_errors(&errs);
+        assert!(text.contains("unknown gate window 'yesterday'"), "{text}");
     }
 }

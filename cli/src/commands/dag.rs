@@ -125,6 +125,7 @@ pub fn op_env(settings: &Settings) -> Result<OpEnv> {
         gate: fraudlake_model::registry::gate::GatePolicy {
             metric: settings.gate.metric.clone(),
             tolerance: settings.gate.tolerance,
+            window: settings.gate.window,
         },
         drift: fraudlake_drift::DriftOptions {
             drift_share: d
@@ -161,16 +162,27 @@ struct RunRow {
     error: String,
 }
 
-fn outcome_rows(outcomes: &[fraudlake_dag::RunOutcome]) -> Vec<serde_json::Value> {
+#[derive(Serialize)]
+struct OutcomeRow {
+    run_id: String,
+    state: String,
+    tasks: String,
+    error: String,
+}
+
+fn outcome_rows(outcomes: &[fraudlake_dag::RunOutcome]) -> Vec<OutcomeRow> {
     outcomes
         .iter()
-        .map(|o| {
-            serde_json::json!({
-                "run_id": o.run_id,
-                "state": o.state,
-                "tasks": o.tasks.iter().map(|(t, s)| format!("{t}={s}")).collect::<Vec<_>>().join(" "),
-                "error": o.error.clone().unwrap_or_default(),
-            })
+        .map(|o| OutcomeRow {
+            run_id: o.run_id.clone(),
+            state: o.state.clone(),
+            tasks: o
+                .tasks
+                .iter()
+                .map(|(t, s)| format!("{t}={s}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            error: o.error.clone().unwrap_or_default(),
         })
         .collect()
 }

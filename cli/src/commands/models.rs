@@ -35,6 +35,10 @@ pub enum ModelsCommand {
         /// How much worse than the champion the candidate may be (absolute).
         #[arg(long)]
         tolerance: Option<f64>,
+        /// Days both are scored on: champion_test (default, or [gate] window) or
+        /// candidate_test (the candidate's, more recent, test period).
+        #[arg(long)]
+        window: Option<fraudlake_model::registry::gate::GateWindow>,
         /// Promote even if the gate fails (needs --reason; recorded).
         #[arg(long, requires = "reason")]
         force: bool,
@@ -180,6 +184,7 @@ pub async fn run(cmd: ModelsCommand, settings: &Settings) -> Result<u8> {
             which,
             metric,
             tolerance,
+            window,
             force,
             reason,
             format,
@@ -187,6 +192,7 @@ pub async fn run(cmd: ModelsCommand, settings: &Settings) -> Result<u8> {
             let policy = GatePolicy {
                 metric: metric.unwrap_or_else(|| settings.gate.metric.clone()),
                 tolerance: tolerance.unwrap_or(settings.gate.tolerance),
+                window: window.unwrap_or(settings.gate.window),
             };
             let report =
                 gate::promote(&registry, &which, &policy, force, reason.as_deref()).await?;

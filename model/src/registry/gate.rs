@@ -10,6 +10,31 @@ use crate::error::{Error, Result};
 use crate::protocol::{Metrics, METRIC_NAMES};
 use crate::train::{evaluate_model, TestWindow};
 
+/// Which days both models are scored on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateWindow {
+    /// The champion's own test period: the yardstick it was accepted on (the default).
+    #[default]
+    ChampionTest,
+    /// The candidate's test period, the most recent labeled days: what a retraining after
+    /// drift should be judged on (the champion never saw those days either).
+    CandidateTest,
+}
+
+impl std::str::FromStr for GateWindow {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<GateWindow> {
+        match s {
+            "champion_test" => Ok(GateWindow::ChampionTest),
+            "candidate_test" => Ok(GateWindow::CandidateTest),
+            other => Err(Error::invalid(format!(
+                "unknown gate window '{other}' (known: champion_test, candidate_test)"
+            ))),
+        }
+    }
+}
+
 /// How promotion is judged.
 #[derive(Debug, Clone)]
 pub struct GatePolicy {
@@ -17,6 +42,8 @@ pub struct GatePolicy {
     pub metric: String,
     /// The candidate may be this much worse than the champion (absolute).
     pub tolerance: f64,
+    /// The days both are scored on.
+    pub window: GateWindow,
 }
 
 impl Default for GatePolicy {
@@ -24,6 +51,7 @@ impl Default for GatePolicy {
         GatePolicy {
             metric: "average_precision".to_string(),
             tolerance: 0.0,
+            window: GateWindow::ChampionTest,
         }
     }
 }
@@ -114,7 +142,10 @@ pub async fn promote(
     }
     if let Some(champ_version) = aliases.champion {
         let champion = registry.get(&champ_version.to_string()).await?;
-        let p = champion.record.periods;
+        let p = match policy.window {
+            GateWindow::ChampionTest => champion.record.periods,
+            GateWindow::CandidateTest => candidate.record.periods,
+        };
         let window = TestWindow::from(&p);
         report.test_from = Some(window.from.to_string());
         report.test_to = Some(window.to.to_string());
