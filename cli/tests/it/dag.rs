@@ -237,9 +237,49 @@ fn a_task_failing_twice_is_retried_to_success_and_backfill_runs_in_order() {
     );
     assert!(runs.iter().all(|r| r["state"] == "success"));
     assert!(runs.iter().skip(1).all(|r| r["trigger"] == "backfill"));
+    // A webhook that never answers: the task's timeout fails it, the run fails, exit 1.
+    let hang = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let hang_url = format!("http://{}/hook", hang.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        let held: Vec<_> = hang.incoming().take(4).collect();
+        std::thread::sleep(Duration::from_secs(30));
+        drop(held);
+    });
+    std::fs::write(
+        dir.join("slow.toml"),
+        "schedule = \"0 0 3 * * *\"\n[[tasks]]\nid = \"tell\"\nop = \"notify\"\n\
+         timeout_secs = 1\nargs = { text = \"hello\", url_env = \"TEST_WEBHOOK\" }\n",
+    )
+    .expect("dag");
+    let started = Instant::now();
+    let out = lake.run_env(
+        &["dag", "run", "slow", "--date", "2018-05-01", "--dags", d],
+        &[("TEST_WEBHOOK", hang_url.as_str())],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the timeout did not stop the task"
+    );
+    let slow = history(&lake, "slow");
+    assert_eq!(slow[0]["state"], "failed");
+    assert!(
+        slow[0]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("timed out after 1 s"),
+        "{}",
+        slow[0]
+    );
+
     if let Some(py) = read_with_python(&lake, &["dag_runs", "task_runs"]) {
-        // Every state change is a row: 4 runs x (running, success).
-        assert_eq!(num(&py["dag_runs"], "rows"), 8.0);
+        // Every state change is a row: 5 runs x (running, finished).
+        assert_eq!(num(&py["dag_runs"], "rows"), 10.0);
     }
 }
 
@@ -374,24 +414,24 @@ fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     }
 }
 
-fn plant_open_run(lake: &Path) {
-    // What a scheduler killed mid-run leaves: a `running` row and no live claim.
+/// Writes a `dag_runs` row directly, as a process that stopped would have left it.
+fn plant_run(lake: &Path, dag: &str, run_id: &str, state: &str, ended_ago: chrono::Duration) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let lake = fraudlake_pipeline::Lake::open(lake.to_str().expect("path")).expect("lake");
-        let at = chrono::Utc::now() - chrono::Duration::minutes(5);
+        let at = chrono::Utc::now() - ended_ago;
         fraudlake_dag::history::record_run(
             &lake,
             &fraudlake_dag::history::RunRecord {
-                run_id: "tick__2018-01-01__killed".into(),
-                dag: "tick".into(),
-                logical_date: chrono::NaiveDate::from_ymd_opt(2018, 1, 1).expect("date"),
-                data_interval_start: at,
+                run_id: run_id.into(),
+                dag: dag.into(),
+                logical_date: at.date_naive(),
+                data_interval_start: at - chrono::Duration::hours(1),
                 data_interval_end: at,
                 trigger: "schedule".into(),
-                state: "running".into(),
+                state: state.into(),
                 started_at: at,
-                ended_at: None,
+                ended_at: (state != "running").then_some(at),
                 error: None,
                 owner: "gone-host:1".into(),
             },
@@ -414,7 +454,28 @@ fn the_scheduler_fires_on_schedule_holds_one_lease_and_closes_killed_runs() {
         )],
     );
     let d = dir.to_str().expect("path");
-    plant_open_run(Path::new(&lake.lake()));
+    // What a scheduler killed mid-run leaves: a `running` row and no live claim.
+    plant_run(
+        Path::new(&lake.lake()),
+        "tick",
+        "tick__2018-01-01__killed",
+        "running",
+        chrono::Duration::minutes(5),
+    );
+    // An hourly DAG with catchup whose last run ended 3 h ago: the missed hours are run.
+    std::fs::write(
+        dir.join("hourly.toml"),
+        "schedule = \"0 0 * * * *\"\ncatchup = true\n[[tasks]]\nid = \"count\"\nop = \"sql\"\n\
+         args = { file = \"fraud_rate_per_day.sql\" }\n",
+    )
+    .expect("dag");
+    plant_run(
+        Path::new(&lake.lake()),
+        "hourly",
+        "hourly__before",
+        "success",
+        chrono::Duration::minutes(181),
+    );
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let first = Bg::start(&lake, &["scheduler", "--dags", d, "--metrics-addr", &addr]);
@@ -424,6 +485,13 @@ fn the_scheduler_fires_on_schedule_holds_one_lease_and_closes_killed_runs() {
             .filter(|r| r["state"] == "success" && r["trigger"] == "schedule")
             .count()
             >= 2
+    });
+    wait_for("the missed hourly runs", 40, || {
+        history(&lake, "hourly")
+            .iter()
+            .filter(|r| r["trigger"] == "catchup" && r["state"] == "success")
+            .count()
+            >= 3
     });
     let runs = history(&lake, "tick");
     let killed = runs
