@@ -166,11 +166,10 @@ fn date(days: i32) -> NaiveDate {
 }
 
 async fn query(lake: &Lake, def: &TableDef, sql: &str) -> Result<Vec<RecordBatch>> {
-    let Some(table) = lake.load(def.name).await? else {
+    let ctx = lake.session_of(&[def.name]).await?;
+    if !ctx.table_exist(def.name)? {
         return Ok(Vec::new());
-    };
-    let ctx = fraudlake_pipeline::lake::new_session();
-    fraudlake_pipeline::lake::register(&ctx, def.name, &table).await?;
+    }
     Ok(ctx.sql(sql).await?.collect().await?)
 }
 

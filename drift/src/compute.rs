@@ -454,10 +454,11 @@ async fn served_scores(
     from: NaiveDate,
     to: NaiveDate,
 ) -> Result<(Vec<f64>, Vec<(f64, bool)>)> {
-    if lake.load("predictions").await?.is_none() {
+    // Only the two tables this reads (each Delta log is loaded once).
+    let ctx = lake.session_of(&["predictions", "labels"]).await?;
+    if !ctx.table_exist("predictions")? {
         return Ok((Vec::new(), Vec::new()));
     }
-    let ctx = lake.session(&[]).await?;
     let period = format!("p.tx_date >= DATE '{from}' AND p.tx_date <= DATE '{to}'");
     let scores = ctx
         .sql(&format!(

@@ -174,11 +174,10 @@ pub struct Latest {
 
 /// Reads the latest run from `drift_reports` (`None` when there is none yet).
 pub async fn latest(lake: &Lake) -> Result<Option<Latest>> {
-    let Some(table) = lake.load(DRIFT_REPORTS.name).await? else {
+    let ctx = lake.session_of(&[DRIFT_REPORTS.name]).await?;
+    if !ctx.table_exist(DRIFT_REPORTS.name)? {
         return Ok(None);
-    };
-    let ctx = fraudlake_pipeline::lake::new_session();
-    fraudlake_pipeline::lake::register(&ctx, DRIFT_REPORTS.name, &table).await?;
+    }
     let batches = ctx
         .sql(
             "SELECT run_id, CAST(generated_at AS BIGINT) AS generated_us, dataset_drift, drift_share, scope, \

@@ -231,6 +231,19 @@ impl Lake {
             .await?)
     }
 
+    /// A session with only the named tables registered (those that exist; check with
+    /// `table_exist`): for a query over one or two tables, without loading every table's log
+    /// as [`Lake::session`] does.
+    pub async fn session_of(&self, names: &[&str]) -> Result<SessionContext> {
+        let ctx = new_session();
+        for name in names {
+            if let Some(table) = self.load(name).await? {
+                register(&ctx, name, &table).await?;
+            }
+        }
+        Ok(ctx)
+    }
+
     /// A DataFusion session with every existing lake table registered under its name.
     /// `pins` time-travels some tables (e.g. `transactions` at version 3).
     pub async fn session(&self, pins: &[(String, TimeTravel)]) -> Result<SessionContext> {
