@@ -105,7 +105,8 @@ impl ServeConfig {
     }
 }
 
-/// Builds the shared state: champion loaded and checked, online state rebuilt from the lake.
+/// Builds the shared state: champion loaded and checked, online state rebuilt from the lake,
+/// the latest drift verdict in the gauges. Ready only when all of it is.
 pub async fn build_state(
     lake: &Lake,
     plan: Arc<FeaturePlan>,
@@ -150,9 +151,19 @@ pub async fn build_state(
         },
         admin_token: config.admin_token.clone(),
         reload_lock: tokio::sync::Mutex::new(()),
-        ready: AtomicBool::new(true),
+        ready: AtomicBool::new(false),
     });
     state.publish_model(None);
+    // Every gauge an alert reads holds its true value from the first scrape: the drift verdict
+    // is loaded before the server listens (a restart must not read `fraud_dataset_drift 0`
+    // for a moment, which would resolve a firing drift alert and re-fire it).
+    reload::refresh_drift(&state).await.map_err(|e| {
+        Error::invalid(format!(
+            "cannot read the latest drift report (drift_reports), so the drift gauges would be \
+             wrong: {e}"
+        ))
+    })?;
+    state.ready.store(true, Ordering::Release);
     Ok((state, writer_thread))
 }
 

@@ -56,12 +56,10 @@ pub async fn refresh_drift(state: &SharedState) -> Result<()> {
     Ok(())
 }
 
-/// Polls the registry (and the drift history) every `every` until the server stops.
+/// Polls the registry (and the drift history) every `every` until the server stops. The
+/// first drift read happened in `build_state`, before the server reported ready.
 pub async fn poll(state: SharedState, every: Duration) {
     let mut tick = tokio::time::interval(every);
-    if let Err(e) = refresh_drift(&state).await {
-        tracing::warn!(error = %e, "cannot read the latest drift report");
-    }
     tick.tick().await;
     loop {
         tick.tick().await;
