@@ -152,8 +152,13 @@ pub fn init_logging(settings: &Settings) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new("warn,fraudlake=info,fraudlake_pipeline=info,fraudlake_serving=info")
     });
+    // Colour only on a terminal: logs piped to a file, journald or a collector stay plain text
+    // (and NO_COLOR is honoured, https://no-color.org).
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match settings.log_format {
         LogFormat::Json => builder.json().init(),

@@ -392,3 +392,14 @@ fn python_deltalake_reads_our_tables() {
         serde_json::json!(["tx_date"])
     );
 }
+
+/// Logs piped to a file or a collector carry no ANSI colour codes (issue #14): colour is for
+/// terminals only.
+#[test]
+fn logs_to_a_pipe_are_plain_text() {
+    let lake = TempLake::new();
+    let out = lake.run_env(&["tables"], &[("RUST_LOG", "debug")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.lines().count() > 0, "expected debug log lines");
+    assert!(!err.contains('\u{1b}'), "ANSI escape in piped logs: {err:?}");
+}
