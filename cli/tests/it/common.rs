@@ -133,25 +133,36 @@ pub fn handbook_parquet() -> Option<PathBuf> {
 /// Python with the `deltalake` package, for interop checks: $FRAUDLAKE_TEST_PYTHON or the
 /// repository's `.venv` (made by `make test`).
 pub fn python_with_deltalake() -> Option<PathBuf> {
+    python_with(&["deltalake", "pyarrow"])
+}
+
+/// Python that imports every module of `modules`: $FRAUDLAKE_TEST_PYTHON or the repository's
+/// `.venv` (made by `make venv`, with tests/python/requirements.txt).
+pub fn python_with(modules: &[&str]) -> Option<PathBuf> {
     let candidate = std::env::var_os("FRAUDLAKE_TEST_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join(".venv/bin/python"));
     let ok = Command::new(&candidate)
-        .args(["-c", "import deltalake, pyarrow"])
+        .args(["-c", &format!("import {}", modules.join(", "))])
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
     if ok {
         Some(candidate)
     } else {
-        if std::env::var_os("CI").is_some() {
+        // `make test` names the interpreter (FRAUDLAKE_TEST_PYTHON): there a missing Python is
+        // a failure, never a silent skip; so it is in CI.
+        if std::env::var_os("CI").is_some() || std::env::var_os("FRAUDLAKE_TEST_PYTHON").is_some()
+        {
             panic!(
-                "CI must provide Python with deltalake ({} lacks it)",
+                "make test and CI must provide Python with {} ({} lacks them: run `make venv`)",
+                modules.join(", "),
                 candidate.display()
             );
         }
         eprintln!(
-            "SKIP: no Python with deltalake at {} (run `make venv`)",
+            "SKIP: no Python with {} at {} (run `make venv`)",
+            modules.join(", "),
             candidate.display()
         );
         None
