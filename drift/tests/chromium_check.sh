@@ -2,6 +2,7 @@
 # Loads a drift report in real headless Chromium and checks it the way a person would see it.
 #
 #   chromium_check.sh [--expand] REPORT.html OUT.png [EXPECTED_SVGS]
+#   chromium_check.sh --page URL OUT.png        (any page: (a), (b) and CHECK_EVAL only)
 #
 #  (a) the page loads with no JavaScript error (uncaught exception or promise rejection,
 #      console.error / console.assert, a browser-side console error such as "Failed to load
@@ -23,6 +24,9 @@
 # Environment: CHROMIUM (browser binary; default: chromium, chromium-browser or google-chrome
 # on PATH), CHECK_TIMEOUT (seconds for the whole browser run, default 90), CHECK_WIDTH (1280),
 # CHECK_MIN_HEIGHT (2400), CHECK_MEDIA (set to "print" to lay the page out for printing).
+# CHECK_EVAL: a JavaScript expression run in the page after it settled (a promise is awaited),
+# to act on the page as a person would (fill a field, click); its value is printed as
+# "chromium_check: eval: VALUE" and written to OUT.eval.txt, and an exception in it fails.
 # Exit status: 0 when every check passes; 1 when a check fails (a failed DOM check leaves the
 # DOM beside the screenshot as OUT.dom.html); 2 on a usage or setup error.
 set -euo pipefail
@@ -31,14 +35,20 @@ die() { echo "chromium_check: $*" >&2; exit 2; }
 fail() { echo "chromium_check: FAIL: $*" >&2; exit 1; }
 
 expand=0
+page=0
 if [[ ${1:-} == --expand ]]; then expand=1; shift; fi
-[[ $# -ge 2 && $# -le 3 ]] || die "usage: $0 [--expand] REPORT.html OUT.png [EXPECTED_SVGS]"
+if [[ ${1:-} == --page ]]; then page=1; shift; fi
+[[ $# -ge 2 && $# -le 3 ]] || die "usage: $0 [--expand] REPORT.html OUT.png [EXPECTED_SVGS] | --page URL OUT.png"
 report=$1
 out=$2
 expected=${3:-}
 [[ -z $expected || $expected =~ ^[0-9]+$ ]] || die "EXPECTED_SVGS must be a number, got '$expected'"
-[[ -f $report && -r $report ]] || die "no readable report at '$report'"
-[[ -s $report ]] || fail "report '$report' is empty"
+if [[ $page -eq 1 ]]; then
+  [[ $report =~ ^https?://(127\.0\.0\.1|localhost)[:/] ]] || die "--page takes a loopback http URL, got '$report'"
+else
+  [[ -f $report && -r $report ]] || die "no readable report at '$report'"
+  [[ -s $report ]] || fail "report '$report' is empty"
+fi
 out_dir=$(dirname -- "$out")
 [[ -d $out_dir ]] || die "output directory '$out_dir' does not exist"
 
@@ -67,8 +77,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-report_abs=$(realpath -- "$report")
-rm -f -- "$out"
+if [[ $page -eq 1 ]]; then report_abs=$report; else report_abs=$(realpath -- "$report"); fi
+rm -f -- "$out" "$out.eval.txt"
 
 set +e
 timeout --kill-after=5 "$timeout_s" python3 - "$browser" "$report_abs" "$out" "$work" "$expand" \
@@ -76,7 +86,9 @@ timeout --kill-after=5 "$timeout_s" python3 - "$browser" "$report_abs" "$out" "$
 import base64, fcntl, json, os, pathlib, select, signal, subprocess, sys, time
 
 browser, path, out, work, expand, width, min_height, budget, media = sys.argv[1:10]
-url = pathlib.Path(path).as_uri()  # percent-encoded: spaces, #, ? stay in the path
+# percent-encoded: spaces, #, ? stay in the path; a loopback URL (--page) is taken as it is
+url = path if path.startswith(("http://", "https://")) else pathlib.Path(path).as_uri()
+check_eval = os.environ.get("CHECK_EVAL", "")
 expand, width, min_height = expand == "1", int(width), int(min_height)
 deadline = time.monotonic() + max(5.0, float(budget) - 5.0)
 problems, warnings = [], []
@@ -112,7 +124,7 @@ args = [
     "--disable-component-update", "--disable-sync", "--disable-extensions",
     "--disable-default-apps", "--disable-quic", "--disable-crash-reporter", "--disable-breakpad", "--mute-audio", "--hide-scrollbars",
     "--force-device-scale-factor=1", "--lang=en-US",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
     f"--user-data-dir={work}/profile", f"--window-size={width},{min_height}",
     "--remote-debugging-pipe", "about:blank",
 ]
@@ -270,6 +282,17 @@ try:
     if expand:
         call("Runtime.evaluate", {"expression": "document.querySelectorAll('details').forEach(d => d.open = true)"}, s)
         pump(0.3)
+    if check_eval:
+        got = call("Runtime.evaluate", {"expression": check_eval, "awaitPromise": True,
+                                        "returnByValue": True}, s, timeout=60)
+        if got.get("exceptionDetails"):
+            d = got["exceptionDetails"]
+            problems.append(f"CHECK_EVAL threw: {(d.get('exception') or {}).get('description') or d.get('text')}")
+        value = str(got.get("result", {}).get("value", ""))
+        with open(out + ".eval.txt", "w", encoding="utf-8") as f:
+            f.write(value)
+        print(f"chromium_check: eval: {value[:2000]}")
+        pump(0.3)
     dom = call("Runtime.evaluate", {"expression": "document.documentElement.outerHTML", "returnByValue": True}, s)
     with open(os.path.join(work, "dom.html"), "w", encoding="utf-8") as f:
         f.write("<!DOCTYPE html>\n" + dom["result"].get("value", ""))
@@ -325,6 +348,12 @@ fi
 # (b) the screenshot
 [[ -s $out ]] || fail "no screenshot written to $out"
 [[ $(head -c 8 "$out" | od -An -tx1 | tr -d ' \n') == 89504e470d0a1a0a ]] || fail "$out is not a PNG"
+
+if [[ $page -eq 1 ]]; then
+  [[ -s $work/dom.html ]] || fail "no DOM was captured"
+  echo "chromium_check: OK: $report_abs loaded with no console errors or failed requests; screenshot $out"
+  exit 0
+fi
 
 # (c) the DOM after load
 dom=$work/dom.html

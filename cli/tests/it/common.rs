@@ -152,8 +152,7 @@ pub fn python_with(modules: &[&str]) -> Option<PathBuf> {
     } else {
         // `make test` names the interpreter (FRAUDLAKE_TEST_PYTHON): there a missing Python is
         // a failure, never a silent skip; so it is in CI.
-        if std::env::var_os("CI").is_some() || std::env::var_os("FRAUDLAKE_TEST_PYTHON").is_some()
-        {
+        if std::env::var_os("CI").is_some() || std::env::var_os("FRAUDLAKE_TEST_PYTHON").is_some() {
             panic!(
                 "make test and CI must provide Python with {} ({} lacks them: run `make venv`)",
                 modules.join(", "),

@@ -201,7 +201,10 @@ fn injected_drift_is_flagged_on_the_drifted_columns_only() {
         .find_map(|l| l.strip_prefix("fraud_drift_report_timestamp_seconds "))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .unwrap_or(0.0);
-    assert!(stamp > 1.0e9, "drift report time on the first scrape: {stamp}\n{metrics}");
+    assert!(
+        stamp > 1.0e9,
+        "drift report time on the first scrape: {stamp}\n{metrics}"
+    );
     assert!(metrics.contains("fraud_dataset_drift 0"), "{metrics}");
     assert!(
         metrics.contains("fraud_feature_drift{feature=\"tx_amount\",method=\"wasserstein\"}"),

@@ -401,5 +401,8 @@ fn logs_to_a_pipe_are_plain_text() {
     let out = lake.run_env(&["tables"], &[("RUST_LOG", "debug")]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.lines().count() > 0, "expected debug log lines");
-    assert!(!err.contains('\u{1b}'), "ANSI escape in piped logs: {err:?}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "ANSI escape in piped logs: {err:?}"
+    );
 }

@@ -3,6 +3,7 @@
 
 mod common;
 mod dag;
+mod docs;
 mod drift;
 mod features;
 mod handbook;

@@ -37,21 +37,44 @@ fn the_gate_refuses_to_judge_a_model_on_its_own_training_days() {
     train(&lake, &[]);
     // Trains 2018-05-12..18: the champion's test week (05-15..21) is partly its training data.
     let leaky = json(&lake.ok(&[
-        "train", "--format", "json", "--train-start", "2018-05-12", "--threads", "2",
+        "train",
+        "--format",
+        "json",
+        "--train-start",
+        "2018-05-12",
+        "--threads",
+        "2",
     ]));
     assert_eq!(leaky["aliases"], serde_json::json!(["challenger"]));
     let refused = lake.run(&["models", "promote", "2", "--format", "json"]);
-    assert_eq!(refused.status.code(), Some(3), "{}", String::from_utf8_lossy(&refused.stderr));
+    assert_eq!(
+        refused.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     let report = json(&String::from_utf8_lossy(&refused.stdout));
     assert_eq!(report["passed"], false);
-    assert!(report["candidate_score"].is_null(), "nothing was scored: {report}");
+    assert!(
+        report["candidate_score"].is_null(),
+        "nothing was scored: {report}"
+    );
     let reason = report["reason"].as_str().expect("reason");
     assert!(reason.contains("no fair gate days"), "{reason}");
     assert!(reason.contains("2018-05-15..2018-05-21"), "{reason}");
-    assert!(reason.contains("version 2 trained on 2018-05-12..2018-05-18"), "{reason}");
+    assert!(
+        reason.contains("version 2 trained on 2018-05-12..2018-05-18"),
+        "{reason}"
+    );
     // On the candidate's own test week (unseen by both) both are scored.
     let fair = lake.run(&[
-        "models", "promote", "2", "--window", "candidate_test", "--format", "json",
+        "models",
+        "promote",
+        "2",
+        "--window",
+        "candidate_test",
+        "--format",
+        "json",
     ]);
     let report = json(&String::from_utf8_lossy(&fair.stdout));
     assert_eq!(report["test_from"], "2018-05-26", "{report}");

@@ -161,7 +161,7 @@ impl Drop for Server {
 }
 
 /// A small lake with features and a champion model (trained on 2018-05-01..07).
-fn lake_with_champion() -> TempLake {
+pub fn lake_with_champion() -> TempLake {
     let lake = TempLake::new();
     lake.simulate_small(&[]);
     lake.ok(&["features", "build"]);
@@ -177,7 +177,7 @@ fn lake_with_champion() -> TempLake {
     lake
 }
 
-fn tx_body(tx_id: i64, ts: &str, customer: i64, terminal: i64, amount: f64) -> String {
+pub fn tx_body(tx_id: i64, ts: &str, customer: i64, terminal: i64, amount: f64) -> String {
     format!(
         r#"{{"tx_id":{tx_id},"tx_ts":"{ts}","customer_id":{customer},"terminal_id":{terminal},"amount":{amount}}}"#
     )

@@ -385,30 +385,43 @@ mod tests {
     #[test]
     fn the_window_never_holds_a_day_either_model_learnt_from() {
         let champion = periods("2018-05-01"); // tests 05-15..05-21
-        // Same periods: the champion's test week as it is.
+                                              // Same periods: the champion's test week as it is.
         let (w, trimmed) =
             fair_window((2, &champion), (1, &champion), GateWindow::ChampionTest).expect("fair");
-        assert_eq!((w.from.to_string(), w.to.to_string()), ("2018-05-15".into(), "2018-05-21".into()));
+        assert_eq!(
+            (w.from.to_string(), w.to.to_string()),
+            ("2018-05-15".into(), "2018-05-21".into())
+        );
         assert!(trimmed.is_none());
         // A candidate trained on the champion's test week cannot be judged on it.
         let late = periods("2018-05-12"); // trains 05-12..05-18, tests 05-26..06-01
-        let refused = fair_window((2, &late), (1, &champion), GateWindow::ChampionTest)
-            .expect_err("overlap");
+        let refused =
+            fair_window((2, &late), (1, &champion), GateWindow::ChampionTest).expect_err("overlap");
         assert!(refused.contains("2018-05-15..2018-05-21"), "{refused}");
-        assert!(refused.contains("version 2 trained on 2018-05-12..2018-05-18"), "{refused}");
+        assert!(
+            refused.contains("version 2 trained on 2018-05-12..2018-05-18"),
+            "{refused}"
+        );
         // Its own test week is fair to both.
-        let (w, _) = fair_window((2, &late), (1, &champion), GateWindow::CandidateTest).expect("fair");
+        let (w, _) =
+            fair_window((2, &late), (1, &champion), GateWindow::CandidateTest).expect("fair");
         assert_eq!(w.from.to_string(), "2018-05-26");
         // A champion trained after the candidate's test week: refused the other way round.
         let early = periods("2018-04-20"); // tests 05-04..05-10, inside the champion's training
         let refused = fair_window((3, &early), (1, &champion), GateWindow::CandidateTest)
             .expect_err("overlap");
-        assert!(refused.contains("version 1 trained on 2018-05-01..2018-05-07"), "{refused}");
+        assert!(
+            refused.contains("version 1 trained on 2018-05-01..2018-05-07"),
+            "{refused}"
+        );
         // Partly overlapping: the window starts after both delays.
         let shifted = periods("2018-05-04"); // tests 05-18..05-24
         let (w, trimmed) =
             fair_window((2, &shifted), (1, &champion), GateWindow::ChampionTest).expect("fair");
-        assert_eq!((w.from.to_string(), w.to.to_string()), ("2018-05-18".into(), "2018-05-21".into()));
+        assert_eq!(
+            (w.from.to_string(), w.to.to_string()),
+            ("2018-05-18".into(), "2018-05-21".into())
+        );
         assert!(trimmed.is_some_and(|t| t.contains("from 2018-05-18")));
     }
 
