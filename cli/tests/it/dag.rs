@@ -320,6 +320,35 @@ fn the_daily_dag_detects_drift_retrains_and_promotes_only_through_the_gate() {
     lake.ok(&["train", "--train-start", "2018-05-01", "--threads", "2"]);
     let dags = repo_root().join("dags");
     let d = dags.to_str().expect("path");
+    // A quiet Tuesday before the drift (against the champion trained before it): no drift, so
+    // no training, and the summary still goes.
+    lake.ok(&[
+        "dag",
+        "run",
+        "daily_retrain",
+        "--date",
+        "2018-05-22",
+        "--dags",
+        d,
+    ]);
+    let runs = history(&lake, "daily_retrain");
+    let quiet = runs
+        .iter()
+        .find(|r| r["logical_date"] == "2018-05-22")
+        .expect("quiet run");
+    let tasks = quiet["tasks"].as_str().unwrap_or("");
+    for t in [
+        "drift=success",
+        "train=skipped",
+        "evaluate=skipped",
+        "promote=skipped",
+        "notify=success",
+    ] {
+        assert!(tasks.contains(t), "{t} in {tasks}");
+    }
+    let models = json(&lake.ok(&["models", "list", "--format", "json"]));
+    assert_eq!(models.as_array().map(Vec::len), Some(1), "no new version");
+
     // 2018-06-14: the candidate trains on 2018-05-25..31 (drifted amounts) and both models are
     // judged on its test week, 2018-06-08..14, which neither trained on. The champion still
     // flags every amount over 220 as fraud while most of them are now genuine; the candidate
@@ -334,13 +363,18 @@ fn the_daily_dag_detects_drift_retrains_and_promotes_only_through_the_gate() {
         d,
     ]);
     let runs = history(&lake, "daily_retrain");
-    assert_eq!(runs.len(), 1);
-    let tasks = runs[0]["tasks"].as_str().unwrap_or("").to_string();
+    assert_eq!(runs.len(), 2);
+    let drifted = runs
+        .iter()
+        .find(|r| r["logical_date"] == "2018-06-14")
+        .expect("drifted run");
+    let tasks = drifted["tasks"].as_str().unwrap_or("").to_string();
     for t in EVERY_TASK_SUCCEEDED {
         assert!(tasks.contains(t), "{t} in {tasks}");
     }
-    let run_id = runs[0]["run_id"].as_str().expect("run id").to_string();
+    let run_id = drifted["run_id"].as_str().expect("run id").to_string();
     let gate = task_output(&lake.ok(&["dag", "logs", &run_id, "--task", "promote"]));
+    eprintln!("gate report: {gate}");
     assert_eq!(gate["candidate"], 2, "{gate}");
     assert_eq!(gate["champion"], 1, "{gate}");
     assert_eq!(gate["test_from"], "2018-06-08", "{gate}");
@@ -375,34 +409,6 @@ fn the_daily_dag_detects_drift_retrains_and_promotes_only_through_the_gate() {
             .any(|n| n.as_str().unwrap_or("").contains("amount"))),
         "{drift}"
     );
-
-    // A quiet Tuesday before the drift: no drift, so no training, and the summary still goes.
-    lake.ok(&[
-        "dag",
-        "run",
-        "daily_retrain",
-        "--date",
-        "2018-05-22",
-        "--dags",
-        d,
-    ]);
-    let runs = history(&lake, "daily_retrain");
-    let quiet = runs
-        .iter()
-        .find(|r| r["logical_date"] == "2018-05-22")
-        .expect("quiet run");
-    let tasks = quiet["tasks"].as_str().unwrap_or("");
-    for t in [
-        "drift=success",
-        "train=skipped",
-        "evaluate=skipped",
-        "promote=skipped",
-        "notify=success",
-    ] {
-        assert!(tasks.contains(t), "{t} in {tasks}");
-    }
-    let models = json(&lake.ok(&["models", "list", "--format", "json"]));
-    assert_eq!(models.as_array().map(Vec::len), Some(2), "no new version");
 }
 
 #[test]
@@ -443,9 +449,14 @@ fn the_daily_dag_bootstraps_a_lake_without_a_champion() {
         drift.contains("run_if is false: has_champion (has_champion = false)"),
         "the skip says why: {drift}"
     );
+    // The registry makes the first version of a lake champion when train registers it; the
+    // gate then has nothing to decide.
     let gate = task_output(&lake.ok(&["dag", "logs", run_id, "--task", "promote"]));
-    assert_eq!(gate["promoted"], true, "{gate}");
-    assert_eq!(gate["reason"], "no champion yet", "{gate}");
+    assert_eq!(gate["candidate"], 1, "{gate}");
+    assert_eq!(
+        gate["reason"], "version 1 is already the champion",
+        "{gate}"
+    );
     let models = json(&lake.ok(&["models", "list", "--format", "json"]));
     assert_eq!(models.as_array().map(Vec::len), Some(1), "{models}");
     assert!(aliases_of(&models, 1.0).contains("champion"), "{models}");
