@@ -51,6 +51,8 @@ pub const BUILTINS: &[&str] = &[
     "dag",
     "data_interval_start",
     "data_interval_end",
+    // Whether the lake had a champion model when the run started (false on a new lake).
+    "has_champion",
 ];
 
 /// Words with a meaning in the grammar; they cannot be used as names.
@@ -208,6 +210,19 @@ impl Condition {
                 if !BUILTINS.contains(&first.as_str()) && !out.contains(first) {
                     out.push(first.clone());
                 }
+            }
+        });
+        out
+    }
+
+    /// Every dotted name the condition reads, as written, without duplicates (for the reason
+    /// a task was skipped: `has_champion = false`).
+    pub fn paths(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        self.expr.visit_paths(&mut |path| {
+            let name = path.join(".");
+            if !out.contains(&name) {
+                out.push(name);
             }
         });
         out

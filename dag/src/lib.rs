@@ -3,9 +3,11 @@
 //! - [`spec`] and [`condition`]: parsing and validating DAG files (cycles, ops, args, cron).
 //! - [`ops`]: the built-in ops (ingest, features_build, drift_report, train, evaluate,
 //!   register, promote, sql, notify), calling the same library code as the CLI.
-//! - [`runner`]: one run: order, conditions, retries, timeouts, history.
+//! - [`runner`]: one run: order, conditions, retries, timeouts, history; [`transient`]: which
+//!   errors are worth a retry.
 //! - [`scheduler`]: the cron loop with its lease, recovery and catch-up.
-//! - [`history`]: `dag_runs` / `task_runs` in the lake; [`claim`]: lease files and task logs;
+//! - [`history`]: `dag_runs` / `task_runs` in the lake; [`claim`]: the lease and run claims
+//!   (compare-and-swap by generation objects) and task logs;
 //!   [`metrics`]: Prometheus metrics of runs and tasks.
 
 pub mod claim;
@@ -16,6 +18,7 @@ pub mod ops;
 pub mod runner;
 pub mod scheduler;
 pub mod spec;
+pub mod transient;
 
 pub use metrics::DagMetrics;
 pub use ops::OpEnv;

@@ -384,12 +384,22 @@ pub async fn run(args: &OpArgs, ctx: &mut OpCtx<'_>) -> Result<Value> {
                 .body(body)
                 .send()
                 .await
-                .map_err(|e| Error::invalid(format!("notify webhook ({url_env}): {e}")))?;
-            if !resp.status().is_success() {
-                return Err(Error::invalid(format!(
-                    "notify webhook ({url_env}) answered {}",
-                    resp.status()
-                )));
+                // Unreachable or slow: may pass, so an I/O error (retried).
+                .map_err(|e| {
+                    Error::io(
+                        format!("notify webhook ({url_env}): {e}"),
+                        std::io::Error::other(e),
+                    )
+                })?;
+            let status = resp.status();
+            if !status.is_success() {
+                let message = format!("notify webhook ({url_env}) answered {status}");
+                // 5xx and 429 are the server's trouble and may pass; another 4xx is ours.
+                return Err(if status.is_server_error() || status.as_u16() == 429 {
+                    Error::io(message.clone(), std::io::Error::other(message))
+                } else {
+                    Error::invalid(message)
+                });
             }
             ctx.note(format!("sent: {message}"));
             Ok(json!({"sent": true, "text": message}))

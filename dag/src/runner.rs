@@ -2,6 +2,12 @@
 //! conditions, retries (exponential backoff) and timeouts, and records every state change in
 //! `dag_runs` / `task_runs` plus a log file per attempt. Shared by the scheduler, `dag run` and
 //! `dag backfill`, so a manual run is recorded exactly like a scheduled one.
+//!
+//! Retries are for errors that may pass (I/O, object store, Delta commit conflicts, timeouts:
+//! [`crate::transient`]); a permanent one (bad input, no champion, a SQL error) fails the task
+//! at once, since trying the same thing again minutes later gives the same answer. A run
+//! whose claim on its logical date is lost (the process was paused past its expiry and another
+//! one took the date) starts no further task or attempt.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -11,11 +17,12 @@ use fraudlake_pipeline::lake::Lake;
 use fraudlake_pipeline::{Error, Result};
 use serde_json::{json, Value};
 
-use crate::claim::{self, Refused};
+use crate::claim::{self, ClaimWatch, Refused};
 use crate::history::{self, RunRecord, TaskRecord};
 use crate::metrics::DagMetrics;
 use crate::ops::{self, OpCtx, OpEnv};
-use crate::spec::{DagSpec, Op};
+use crate::spec::{DagSpec, Op, TriggerRule};
+use crate::transient;
 
 /// How long a run's claim lives without a heartbeat (a killed process's runs are recoverable
 /// after this).
@@ -74,7 +81,8 @@ impl Runner {
         let lake = self.lake();
         let key = claim_key(&dag.name, req.logical_date);
         let what = format!("run of {}", dag.name);
-        let claim = match claim::acquire(lake, &key, &what, claim::ttl(CLAIM_TTL)).await {
+        let ttl = claim::ttl(claim::CLAIM_TTL_VAR, CLAIM_TTL);
+        let claim = match claim::acquire(lake, &key, &what, ttl).await {
             Ok(c) => c,
             Err(Refused::Held(b)) => {
                 return Err(Error::invalid(format!(
@@ -84,12 +92,17 @@ impl Runner {
             }
             Err(Refused::Failed(e)) => return Err(e),
         };
-        let result = self.run_claimed(dag, req).await;
+        let result = self.run_claimed(dag, req, &claim.watch()).await;
         claim.release().await;
         result
     }
 
-    async fn run_claimed(&self, dag: &DagSpec, req: &RunRequest) -> Result<RunOutcome> {
+    async fn run_claimed(
+        &self,
+        dag: &DagSpec,
+        req: &RunRequest,
+        claim: &ClaimWatch,
+    ) -> Result<RunOutcome> {
         let lake = self.lake();
         let started = Utc::now();
         let run_id = format!(
@@ -123,6 +136,19 @@ impl Runner {
             "data_interval_start": req.data_interval_start.to_rfc3339(),
             "data_interval_end": req.data_interval_end.to_rfc3339(),
         });
+        // Read only by DAGs that ask (it costs a registry read): a first run on a new lake.
+        if dag
+            .tasks
+            .iter()
+            .any(|t| t.run_if.paths().iter().any(|p| p == "has_champion"))
+        {
+            let aliases = fraudlake_model::registry::Registry::new(lake.clone())
+                .aliases()
+                .await?;
+            if let Some(obj) = context.as_object_mut() {
+                obj.insert("has_champion".into(), json!(aliases.champion.is_some()));
+            }
+        }
         let mut states: HashMap<String, String> = HashMap::new();
         let mut order = Vec::new();
         let mut first_error: Option<String> = None;
@@ -142,12 +168,12 @@ impl Runner {
                 .any(|s| *s == "failed" || *s == "upstream_failed")
             {
                 Some(("upstream_failed", "an upstream task failed".to_string()))
-            } else if deps.contains(&"skipped") {
+            } else if deps.contains(&"skipped") && task.trigger_rule == TriggerRule::AllSuccess {
                 Some(("skipped", "an upstream task was skipped".to_string()))
             } else if let Err(e) = &condition {
                 Some(("failed", e.clone()))
             } else if condition == Ok(false) {
-                Some(("skipped", format!("run_if is false: {}", task.run_if)))
+                Some(("skipped", skip_reason(&task.run_if, &context)))
             } else {
                 None
             };
@@ -156,6 +182,14 @@ impl Runner {
             let blocked = match blocked {
                 Some((state, _)) if is_notify && state != "failed" && condition == Ok(true) => None,
                 other => other,
+            };
+            // Another process may run this date now: nothing more starts here, notify included.
+            let blocked = match (blocked, claim.lost_reason()) {
+                (None, Some(why)) => Some((
+                    "failed",
+                    format!("not started: this process lost the claim on the run's date ({why})"),
+                )),
+                (blocked, _) => blocked,
             };
             let state = if let Some((state, why)) = blocked {
                 history::record_task(
@@ -187,7 +221,7 @@ impl Runner {
                     "success"
                 };
                 match self
-                    .attempts(dag, task, &run_id, req, &context, run_state)
+                    .attempts(dag, task, &run_id, req, &context, run_state, claim)
                     .await?
                 {
                     Ok(output) => {
@@ -238,6 +272,7 @@ impl Runner {
 
     /// Runs one task with its retries; the outer error is a lake failure (history could not be
     /// written), the inner one the task's own failure after its last attempt.
+    #[allow(clippy::too_many_arguments)]
     async fn attempts(
         &self,
         dag: &DagSpec,
@@ -246,11 +281,20 @@ impl Runner {
         req: &RunRequest,
         context: &Value,
         run_state: &str,
+        claim: &ClaimWatch,
     ) -> Result<std::result::Result<Value, String>> {
         let lake = self.lake();
         let max = task.retry.max_attempts();
         let mut last_error = String::new();
         for attempt in 1..=max {
+            if attempt > 1 {
+                if let Some(why) = claim.lost_reason() {
+                    tracing::error!(dag = %dag.name, task = %task.id, "no retry: lost the run's claim: {why}");
+                    return Ok(Err(format!(
+                        "{last_error}; not retried: this process lost the claim on the run's date ({why})"
+                    )));
+                }
+            }
             let started = Utc::now();
             let mut record = TaskRecord {
                 run_id: run_id.to_string(),
@@ -282,10 +326,14 @@ impl Runner {
                 )],
             };
             let clock = Instant::now();
+            // The error, and whether it may pass on another attempt.
             let result =
                 match tokio::time::timeout(task.timeout, ops::run(&task.args, &mut ctx)).await {
-                    Ok(r) => r.map_err(|e| e.to_string()),
-                    Err(_) => Err(format!("timed out after {} s", task.timeout.as_secs())),
+                    Ok(r) => r.map_err(|e| (e.to_string(), transient::is_transient(&e))),
+                    Err(_) => Err((
+                        format!("timed out after {} s", task.timeout.as_secs()),
+                        true,
+                    )),
                 };
             self.metrics
                 .task_seconds
@@ -298,10 +346,14 @@ impl Runner {
                     record.output = Some(out.to_string());
                     ctx.log.push(format!("succeeded: {out}"));
                 }
-                Err(e) => {
+                Err((e, transient)) => {
                     record.state = "failed".into();
                     record.error = Some(e.clone());
-                    ctx.log.push(format!("failed: {e}"));
+                    ctx.log.push(if *transient {
+                        format!("failed: {e}")
+                    } else {
+                        format!("failed with a permanent error (not retried): {e}")
+                    });
                 }
             }
             record.log = claim::write_log(
@@ -316,7 +368,11 @@ impl Runner {
             history::record_task(lake, &record).await?;
             match result {
                 Ok(out) => return Ok(Ok(out)),
-                Err(e) => {
+                Err((e, false)) => {
+                    tracing::warn!(dag = %dag.name, task = %task.id, attempt, error = %e, "task failed with a permanent error: not retried");
+                    return Ok(Err(e));
+                }
+                Err((e, true)) => {
                     tracing::warn!(dag = %dag.name, task = %task.id, attempt, error = %e, "task attempt failed");
                     last_error = e;
                     if attempt < max {
@@ -362,5 +418,259 @@ impl Runner {
             closed.push(r.run_id);
         }
         Ok(closed)
+    }
+}
+
+/// Why a task whose `run_if` is false was skipped, with the values the condition read.
+fn skip_reason(run_if: &crate::condition::Condition, context: &Value) -> String {
+    let values: Vec<String> = run_if
+        .paths()
+        .iter()
+        .map(|p| {
+            let v = p
+                .split('.')
+                .try_fold(context, |v, part| v.get(part))
+                .unwrap_or(&Value::Null);
+            format!("{p} = {v}")
+        })
+        .collect();
+    if values.is_empty() {
+        format!("run_if is false: {run_if}")
+    } else {
+        format!("run_if is false: {run_if} ({})", values.join(", "))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::claim::tests::{temp_lake, wait_expired};
+    use deltalake::kernel::transaction::TransactionError;
+    use deltalake::{DeltaTableError, ObjectStoreError};
+
+    /// A runner on `lake` whose `sql` tasks read files from `sql_dir`.
+    pub(crate) fn runner(lake: &Lake, sql_dir: &std::path::Path) -> Runner {
+        Runner {
+            env: OpEnv {
+                lake: lake.clone(),
+                features_sql: sql_dir.join("features.sql"),
+                sql_dir: sql_dir.to_path_buf(),
+                train: Default::default(),
+                gate: Default::default(),
+                drift: Default::default(),
+            },
+            metrics: DagMetrics::detached(),
+        }
+    }
+
+    pub(crate) fn dag(text: &str) -> DagSpec {
+        DagSpec::from_toml_str(text, "dags/test.toml").expect("a valid DAG")
+    }
+
+    fn day() -> RunRequest {
+        RunRequest::for_day(
+            NaiveDate::from_ymd_opt(2018, 6, 14).expect("date"),
+            "manual",
+        )
+    }
+
+    #[test]
+    fn errors_that_may_pass_are_transient_the_others_permanent() {
+        let io = |k: std::io::ErrorKind| Error::io("reading", std::io::Error::from(k));
+        let store = || ObjectStoreError::Generic {
+            store: "S3",
+            source: "connection reset by peer".into(),
+        };
+        for (e, transient) in [
+            (Error::invalid("there is no champion yet"), false),
+            (Error::Model("bad artifact".into()), false),
+            (io(std::io::ErrorKind::TimedOut), true),
+            (io(std::io::ErrorKind::ConnectionRefused), true),
+            (io(std::io::ErrorKind::NotFound), false),
+            (io(std::io::ErrorKind::PermissionDenied), false),
+            (
+                Error::Delta(DeltaTableError::ObjectStore { source: store() }),
+                true,
+            ),
+            (Error::Delta(DeltaTableError::VersionAlreadyExists(3)), true),
+            (
+                Error::Delta(DeltaTableError::Transaction {
+                    source: TransactionError::MaxCommitAttempts(15),
+                }),
+                true,
+            ),
+            (Error::Delta(DeltaTableError::NotATable("x".into())), false),
+            (
+                Error::from(deltalake::datafusion::error::DataFusionError::Plan(
+                    "no column amount".into(),
+                )),
+                false,
+            ),
+            (
+                Error::from(deltalake::datafusion::error::DataFusionError::ObjectStore(
+                    Box::new(store()),
+                )),
+                true,
+            ),
+            (
+                Error::from(deltalake::datafusion::error::DataFusionError::External(
+                    Box::new(store()),
+                )),
+                true,
+            ),
+        ] {
+            assert_eq!(transient::is_transient(&e), transient, "{e}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_permanent_error_fails_the_task_at_once() {
+        let (dir, lake) = temp_lake();
+        std::fs::write(dir.path().join("bad.sql"), "SELEC amount FROM nowhere").expect("sql");
+        // Retried, this would wait 60 s then 120 s: the deadline below would fail the test.
+        let d = dag(
+            "schedule = \"0 0 2 * * *\"\n[defaults]\nretries = 2\nretry_backoff_secs = 60\n\
+                     [[tasks]]\nid = \"count\"\nop = \"sql\"\nargs = { file = \"bad.sql\" }\n",
+        );
+        let out = tokio::time::timeout(
+            Duration::from_secs(50),
+            runner(&lake, dir.path()).run(&d, &day()),
+        )
+        .await
+        .expect("a permanent error must not wait for retries")
+        .expect("run");
+        assert_eq!(out.state, "failed");
+        let tasks = history::tasks(&lake, &out.run_id).await.expect("tasks");
+        let attempts: Vec<i32> = tasks
+            .iter()
+            .filter(|t| t.state == "failed")
+            .map(|t| t.attempt)
+            .collect();
+        assert_eq!(attempts, [1], "{tasks:?}");
+        let error = tasks
+            .iter()
+            .find_map(|t| t.error.clone())
+            .unwrap_or_default();
+        assert!(
+            error.contains("SELEC"),
+            "the parser's message is kept: {error}"
+        );
+        assert!(
+            out.error.unwrap_or_default().contains("SELEC"),
+            "the run's error names the cause"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_transient_error_is_retried() {
+        let (dir, lake) = temp_lake();
+        // A webhook address where nothing listens: connection refused, which may pass.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/hook", closed.local_addr().expect("addr"));
+        drop(closed);
+        let var = "FRAUDLAKE_TEST_RUNNER_REFUSED_WEBHOOK";
+        std::env::set_var(var, &url);
+        let d = dag(&format!(
+            "schedule = \"0 0 2 * * *\"\n[defaults]\nretries = 2\nretry_backoff_secs = 0\n\
+             [[tasks]]\nid = \"tell\"\nop = \"notify\"\nargs = {{ text = \"hi\", url_env = \"{var}\" }}\n"
+        ));
+        let out = runner(&lake, dir.path())
+            .run(&d, &day())
+            .await
+            .expect("run");
+        assert_eq!(out.state, "failed");
+        let tasks = history::tasks(&lake, &out.run_id).await.expect("tasks");
+        let attempts: Vec<i32> = tasks
+            .iter()
+            .filter(|t| t.state == "failed")
+            .map(|t| t.attempt)
+            .collect();
+        assert_eq!(attempts, [1, 2, 3], "{tasks:?}");
+        assert!(
+            tasks
+                .iter()
+                .filter_map(|t| t.error.as_deref())
+                .all(|e| e.contains("notify webhook")),
+            "{tasks:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn none_failed_runs_after_a_skipped_upstream_all_success_does_not() {
+        let (dir, lake) = temp_lake();
+        std::fs::write(dir.path().join("one.sql"), "SELECT 1 AS one").expect("sql");
+        // Not notify: notify runs whatever happened upstream.
+        let tell = "op = \"sql\"\nargs = { file = \"one.sql\" }\n";
+        let d = dag(&format!(
+            "schedule = \"0 0 2 * * *\"\n\
+             [[tasks]]\nid = \"check\"\nrun_if = \"weekday == 'Sun'\"\n{tell}\
+             [[tasks]]\nid = \"after_any\"\ndepends_on = [\"check\"]\ntrigger_rule = \"none_failed\"\n{tell}\
+             [[tasks]]\nid = \"after_ok\"\ndepends_on = [\"check\"]\n{tell}"
+        ));
+        // 2018-06-14 is a Thursday: `check` is skipped.
+        let out = runner(&lake, dir.path())
+            .run(&d, &day())
+            .await
+            .expect("run");
+        assert_eq!(out.state, "success", "{out:?}");
+        let states: Vec<(&str, &str)> = out
+            .tasks
+            .iter()
+            .map(|(t, s)| (t.as_str(), s.as_str()))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("check", "skipped"),
+                ("after_any", "success"),
+                ("after_ok", "skipped")
+            ]
+        );
+        let tasks = history::tasks(&lake, &out.run_id).await.expect("tasks");
+        let check = tasks.iter().find(|t| t.task == "check").expect("check");
+        assert_eq!(
+            check.output.as_deref(),
+            Some(r#"{"reason":"run_if is false: weekday == 'Sun' (weekday = \"Thu\")"}"#)
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_whose_claim_was_lost_starts_no_task() {
+        let (dir, lake) = temp_lake();
+        let d = dag("schedule = \"0 0 2 * * *\"\n\
+                     [[tasks]]\nid = \"first\"\nop = \"notify\"\nargs = { text = \"hi\", url_env = \"FRAUDLAKE_TEST_UNSET\" }\n\
+                     [[tasks]]\nid = \"second\"\nop = \"notify\"\ndepends_on = [\"first\"]\nargs = { text = \"hi\", url_env = \"FRAUDLAKE_TEST_UNSET\" }\n");
+        let key = claim_key(&d.name, day().logical_date);
+        // A process paused past its claim's expiry, while another one took the date over.
+        let paused = claim::acquire_without_heartbeat(&lake, &key, "run", Duration::from_secs(1))
+            .await
+            .map_err(|e| format!("{e:?}"))
+            .expect("claim");
+        wait_expired(&lake, &key).await;
+        let other = claim::acquire(&lake, &key, "run", Duration::from_secs(120))
+            .await
+            .map_err(|e| format!("{e:?}"))
+            .expect("take over");
+        let out = runner(&lake, dir.path())
+            .run_claimed(&d, &day(), &paused.watch())
+            .await
+            .expect("run");
+        assert_eq!(out.state, "failed");
+        assert!(
+            out.error
+                .as_deref()
+                .unwrap_or("")
+                .contains("lost the claim"),
+            "{out:?}"
+        );
+        let tasks = history::tasks(&lake, &out.run_id).await.expect("tasks");
+        assert!(
+            tasks
+                .iter()
+                .all(|t| t.attempt == 0 && t.started_at.is_none()),
+            "no task may start: {tasks:?}"
+        );
+        assert!(other.is_held());
+        other.release().await;
     }
 }

@@ -1473,6 +1473,28 @@ pub struct TaskDefaults {
     pub timeout_secs: u64,
 }
 
+/// When a task may start, given how its upstream tasks ended (Airflow's trigger rules, the two
+/// this scheduler needs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TriggerRule {
+    /// Every upstream task succeeded (the default): a skipped upstream skips this task.
+    #[default]
+    AllSuccess,
+    /// No upstream task failed: a skipped upstream does not skip this task, so a branch that
+    /// was not needed (drift on a lake without a champion) does not stop the tasks after it.
+    NoneFailed,
+}
+
+impl TriggerRule {
+    /// The name in DAG files.
+    pub fn name(self) -> &'static str {
+        match self {
+            TriggerRule::AllSuccess => "all_success",
+            TriggerRule::NoneFailed => "none_failed",
+        }
+    }
+}
+
 /// One validated task.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -1485,6 +1507,8 @@ pub struct TaskSpec {
     pub depends_on: Vec<String>,
     /// When to run ([`Condition::always`] when not set).
     pub run_if: Condition,
+    /// What upstream outcomes let it start (`trigger_rule`, default all_success).
+    pub trigger_rule: TriggerRule,
     /// Retries, from the task or `[defaults]`.
     pub retry: RetryPolicy,
     /// Time limit of one attempt, from the task or `[defaults]`.
@@ -1560,6 +1584,7 @@ struct RawTask {
     #[serde(default)]
     depends_on: Vec<String>,
     run_if: Option<String>,
+    trigger_rule: Option<String>,
     retries: Option<i64>,
     retry_backoff_secs: Option<i64>,
     timeout_secs: Option<i64>,
@@ -1813,6 +1838,17 @@ impl DagSpec {
                     })
                     .ok(),
             };
+            let trigger_rule = match t.trigger_rule.as_deref() {
+                None | Some("all_success") => TriggerRule::AllSuccess,
+                Some("none_failed") => TriggerRule::NoneFailed,
+                Some(other) => {
+                    task_errors.push(SpecErrorKind::InvalidValue {
+                        field: "trigger_rule".to_string(),
+                        message: format!("{other:?} is not all_success or none_failed"),
+                    });
+                    TriggerRule::AllSuccess
+                }
+            };
             let retries = bounded(t.retries, 0, defaults.retries, "retries", &mut task_errors);
             let backoff = bounded(
                 t.retry_backoff_secs,
@@ -1838,6 +1874,7 @@ impl DagSpec {
                     args,
                     depends_on: t.depends_on.clone(),
                     run_if,
+                    trigger_rule,
                     retry: RetryPolicy {
                         retries,
                         backoff: Duration::from_secs(backoff),
@@ -2069,6 +2106,9 @@ impl DagSpec {
             }
             if !t.run_if.is_always() {
                 out.push_str(&format!("       run_if: {}\n", t.run_if.source()));
+            }
+            if t.trigger_rule != TriggerRule::AllSuccess {
+                out.push_str(&format!("       trigger_rule: {}\n", t.trigger_rule.name()));
             }
             let d = &self.defaults;
             if t.retry.retries != d.retries
@@ -2612,7 +2652,7 @@ run_if = "weekday != 'Sat'"
         );
         assert_eq!(
             errors(&BASE.replace("depends_on = [\"features\"]", "dependson = [\"features\"]")),
-            vec!["dags/x.toml: invalid TOML at line 11, column 1: unknown field `dependson`, expected one of `id`, `op`, `args`, `depends_on`, `run_if`, `retries`, `retry_backoff_secs`, `timeout_secs`"]
+            vec!["dags/x.toml: invalid TOML at line 11, column 1: unknown field `dependson`, expected one of `id`, `op`, `args`, `depends_on`, `run_if`, `trigger_rule`, `retries`, `retry_backoff_secs`, `timeout_secs`"]
         );
         assert_eq!(
             errors(&format!("{BASE}\n[defaults]\nretry = 1\n")),
@@ -3228,7 +3268,7 @@ run_if = "weekday != 'Sat'"
         );
         assert_eq!(
             errors(&dag("{{trian.auc_roc}}")),
-            vec!["dags/x.toml: task \"tell\": arg \"text\": placeholder {{trian.auc_roc}}: \"trian\" is neither a task of this DAG nor a built-in (weekday, day, hour, logical_date, dag, data_interval_start, data_interval_end, state, run_id)"]
+            vec!["dags/x.toml: task \"tell\": arg \"text\": placeholder {{trian.auc_roc}}: \"trian\" is neither a task of this DAG nor a built-in (weekday, day, hour, logical_date, dag, data_interval_start, data_interval_end, has_champion, state, run_id)"]
         );
         assert_eq!(
             errors(&dag("done {{state")),
@@ -3349,11 +3389,11 @@ depends_on = ["c"]
         );
         assert_eq!(
             with("drifft.dataset_drift"),
-            vec!["dags/x.toml: task \"train\": run_if \"drifft.dataset_drift\": \"drifft\" is neither a task of this DAG nor a built-in (weekday, day, hour, logical_date, dag, data_interval_start, data_interval_end)"]
+            vec!["dags/x.toml: task \"train\": run_if \"drifft.dataset_drift\": \"drifft\" is neither a task of this DAG nor a built-in (weekday, day, hour, logical_date, dag, data_interval_start, data_interval_end, has_champion)"]
         );
         assert_eq!(
             with("weekdy == 'Sun'"),
-            vec!["dags/x.toml: task \"train\": run_if \"weekdy == 'Sun'\": \"weekdy\" is neither a task of this DAG nor a built-in (weekday, day, hour, logical_date, dag, data_interval_start, data_interval_end)"]
+            vec!["dags/x.toml: task \"train\": run_if \"weekdy == 'Sun'\": \"weekdy\" is neither a task of this DAG nor a built-in (weekday, day, hour, logical_date, dag, data_interval_start, data_interval_end, has_champion)"]
         );
         // Indirect upstream is fine; self, downstream and siblings are not.
         assert!(
@@ -3919,8 +3959,12 @@ tasks (in run order):
         let train = daily.task("train").unwrap_or_else(|| panic!("no train"));
         assert_eq!(
             train.run_if.source(),
-            "drift.dataset_drift or drift.prediction_drift or weekday == 'Sun'"
+            "not has_champion or drift.dataset_drift or drift.prediction_drift or weekday == 'Sun'"
         );
+        // The first run on a new lake: drift is skipped without a champion, train still runs.
+        assert_eq!(train.trigger_rule, TriggerRule::NoneFailed);
+        let drift = daily.task("drift").unwrap_or_else(|| panic!("no drift"));
+        assert_eq!(drift.run_if.source(), "has_champion");
         let promote = daily
             .task("promote")
             .unwrap_or_else(|| panic!("no promote"));
