@@ -49,6 +49,16 @@ pub struct FileConfig {
     /// `[drift]`: share threshold, current period length, bins, per-column overrides.
     #[serde(default)]
     pub drift: DriftConfig,
+    /// `[labels]`: which label source wins (precedence, most trusted first).
+    #[serde(default)]
+    pub labels: LabelsConfig,
+}
+
+/// `[labels]` in fraudlake.toml: `precedence = ["ingest", "api", "simulate"]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LabelsConfig {
+    pub precedence: Option<Vec<String>>,
 }
 
 /// `[drift]` in fraudlake.toml; `[drift.columns.NAME]` overrides a column's method/threshold.
@@ -93,9 +103,23 @@ pub struct Settings {
     pub train: fraudlake_model::booster::TrainParams,
     pub gate: GateConfig,
     pub drift: DriftConfig,
+    pub labels: LabelsConfig,
 }
 
 impl Settings {
+    /// The label precedence: a flag's value over `[labels] precedence` over the default.
+    pub fn label_policy(
+        &self,
+        flag: Option<&str>,
+    ) -> Result<fraudlake_pipeline::labels::LabelPolicy> {
+        use fraudlake_pipeline::labels::LabelPolicy;
+        Ok(match (flag, &self.labels.precedence) {
+            (Some(text), _) => LabelPolicy::parse(text)?,
+            (None, Some(kinds)) => LabelPolicy::new(kinds)?,
+            (None, None) => LabelPolicy::default(),
+        })
+    }
+
     pub fn resolve(args: &GlobalArgs) -> Result<Settings> {
         let file = match &args.config {
             Some(path) => Some(load_file(path)?),
@@ -130,6 +154,7 @@ impl Settings {
             train: file.train,
             gate: file.gate,
             drift: file.drift,
+            labels: file.labels,
         })
     }
 

@@ -15,7 +15,7 @@ use deltalake::arrow::array::{
 };
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use fraudlake_pipeline::lake::tables::{
-    utc_micros, LabelColumns, TransactionColumns, LABELS, MICROS_PER_DAY, TRANSACTIONS,
+    utc_micros, LabelColumns, Provenance, TransactionColumns, LABELS, MICROS_PER_DAY, TRANSACTIONS,
 };
 use fraudlake_pipeline::lake::{Lake, TableDef};
 use fraudlake_pipeline::Result;
@@ -69,6 +69,8 @@ pub struct Label {
     pub is_fraud: bool,
     pub fraud_scenario: Option<i32>,
     pub labeled_at_us: i64,
+    /// Its source (`api:<key_id>`), the label it replaced, and why it does not count if so.
+    pub provenance: Provenance,
 }
 
 enum Message {
@@ -262,11 +264,11 @@ impl Tables {
             Some(t) => t,
             None => lake.table(def).await?,
         };
-        let table = table
+        let write = table
             .write(batches)
             .with_save_mode(deltalake::protocol::SaveMode::Append)
-            .with_commit_properties(fraudlake_pipeline::lake::commit_note(operation))
-            .await?;
+            .with_commit_properties(fraudlake_pipeline::lake::commit_note(operation));
+        let table = fraudlake_pipeline::lake::evolve(def, write).await?;
         // Kept only after a successful commit: a failure reloads the table next time.
         self.0.insert(def.name, table);
         Ok(())
@@ -324,6 +326,7 @@ async fn commit(
             cols.is_fraud.push(l.is_fraud);
             cols.fraud_scenario.push(l.fraud_scenario);
             cols.labeled_at_us.push(l.labeled_at_us);
+            cols.provenance.push(l.provenance.clone());
         }
         let started = Instant::now();
         tables
