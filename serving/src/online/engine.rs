@@ -19,6 +19,7 @@ use fraudlake_pipeline::features::compile::{AggKind, FeaturePlan, Step, WindowSp
 use fraudlake_pipeline::features::definition::event_time_ns;
 use fraudlake_pipeline::{Error, Result};
 
+use super::clock::{Ahead, EventClock, EventTimeRules, SkewPolicy, Timing};
 use super::state::{EntityKey, EntityStore, MemoryStore};
 
 /// A transaction as the online engine receives it.
@@ -45,6 +46,9 @@ struct Group {
     /// Indexes into the step's windows.
     windows: Vec<usize>,
     horizon_ns: i64,
+    /// History kept behind an entity's newest event: the horizon plus the out-of-order
+    /// tolerance (the max event skew), so an event that late still sees its whole frames.
+    keep_ns: i64,
     /// Distinct frames `(start_ns, end_ns)` of the group's windows, and each window's frame.
     frames: Vec<(i64, i64)>,
     frame_of: Vec<usize>,
@@ -110,11 +114,41 @@ impl<S: EntityStore> Store<'_, S> {
     }
 }
 
-/// What we remember of a recent transaction so a late label can update its aggregates.
+/// What we remember of a recent transaction so a late label can update its aggregates and a
+/// retry gets the same answer (or a conflict when its body differs).
 #[derive(Debug, Clone, Copy)]
 struct Recent {
+    /// As stored (a clamped time replaced).
     tx: Transaction,
+    /// The time the request gave (differs from `tx.tx_ts_us` when clamped).
+    requested_ts_us: i64,
     is_fraud: bool,
+    answer: Option<Answer>,
+}
+
+/// The answer given for a transaction, kept for retries. The engine does not interpret it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Answer {
+    pub risk_score: f64,
+    pub model_version: i64,
+    /// The caller's codes (the server's decision and time flag).
+    pub decision: u8,
+    pub time_flag: u8,
+}
+
+/// Whether a transaction id was seen before, as far as this engine remembers (the lookback).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Seen {
+    New,
+    /// The same transaction again: its stored form and the answer given, once recorded.
+    Retry {
+        stored: Transaction,
+        answer: Option<Answer>,
+    },
+    /// The same tx_id with another body; names the first field that differs.
+    Conflict {
+        field: &'static str,
+    },
 }
 
 /// Most labels we hold for transactions not seen yet (labels arriving before their
@@ -133,7 +167,7 @@ pub struct OnlineEngine<S: EntityStore = MemoryStore> {
     recent_order: VecDeque<(i64, i64)>,
     pending_labels: FastMap<i64, bool>,
     pending_order: VecDeque<i64>,
-    watermark_ns: i64,
+    clock: EventClock,
     since_sweep: usize,
 }
 
@@ -162,6 +196,7 @@ impl<S: EntityStore> OnlineEngine<S> {
                             partition_index: w.partition_index,
                             windows: Vec::new(),
                             horizon_ns: 0,
+                            keep_ns: 0,
                             frames: Vec::new(),
                             frame_of: Vec::new(),
                             slot_of: Vec::new(),
@@ -180,7 +215,7 @@ impl<S: EntityStore> OnlineEngine<S> {
             }
             groups.push(step_groups);
         }
-        OnlineEngine {
+        let mut engine = OnlineEngine {
             plan,
             groups,
             store,
@@ -188,8 +223,122 @@ impl<S: EntityStore> OnlineEngine<S> {
             recent_order: VecDeque::new(),
             pending_labels: FastMap::default(),
             pending_order: VecDeque::new(),
-            watermark_ns: i64::MIN,
+            clock: EventClock::new(EventTimeRules::default()),
             since_sweep: 0,
+        };
+        engine.set_event_time_rules(EventTimeRules::default());
+        engine
+    }
+
+    /// Sets the event-time rules (see [`super::clock`]); call before applying events.
+    pub fn set_event_time_rules(&mut self, rules: EventTimeRules) {
+        let watermark = self.clock.watermark_ns();
+        self.clock = EventClock::new(rules);
+        if let Some(w) = watermark {
+            self.clock.advance(w);
+        }
+        let grace = self.clock.rules().max_skew_ns;
+        for g in self.groups.iter_mut().flatten() {
+            g.keep_ns = g.horizon_ns.saturating_add(grace);
+        }
+    }
+
+    /// The event-time rules in force.
+    pub fn event_time_rules(&self) -> &EventTimeRules {
+        self.clock.rules()
+    }
+
+    /// The event-time watermark (ns), once an event was applied.
+    pub fn watermark_ns(&self) -> Option<i64> {
+        self.clock.watermark_ns()
+    }
+
+    /// Times the watermark jumped because most recent traffic was ahead of it.
+    pub fn watermark_jumps(&self) -> u64 {
+        self.clock.jumps()
+    }
+
+    /// Judges the event times of an ordered batch of new transactions, each against the
+    /// watermark as it will be once those before it are applied. With the refuse policy, the
+    /// first one too far ahead is returned as an error (nothing is applied; the caller refuses
+    /// the request); with the clamp policy such a transaction is moved to the watermark's time.
+    /// Ahead arrivals count towards the quorum that lets the watermark follow traffic after a
+    /// gap.
+    pub fn admit(&mut self, txs: &mut [Transaction]) -> std::result::Result<Vec<Timing>, Ahead> {
+        let mut watermark = self.clock.watermark_ns().unwrap_or(i64::MIN);
+        let mut timings = Vec::with_capacity(txs.len());
+        let mut refused = None;
+        for (index, tx) in txs.iter_mut().enumerate() {
+            let t = tx.event_time_ns();
+            match self.clock.judge(t, watermark) {
+                Some(timing) => {
+                    timings.push(timing);
+                    watermark = watermark.max(t);
+                }
+                None => {
+                    // The watermark may have jumped by quorum with this arrival.
+                    let judged = watermark;
+                    watermark = watermark.max(self.clock.watermark_ns().unwrap_or(i64::MIN));
+                    match self.clock.rules().policy {
+                        SkewPolicy::Refuse => {
+                            refused.get_or_insert(Ahead {
+                                index,
+                                tx_ts_us: tx.tx_ts_us,
+                                watermark_us: judged.div_euclid(1000),
+                                max_skew_ns: self.clock.rules().max_skew_ns,
+                            });
+                            timings.push(Timing::OnTime);
+                        }
+                        SkewPolicy::Clamp => {
+                            let requested_ts_us = tx.tx_ts_us;
+                            tx.tx_ts_us = watermark.div_euclid(1000);
+                            timings.push(Timing::Clamped { requested_ts_us });
+                        }
+                    }
+                }
+            }
+        }
+        match refused {
+            Some(ahead) => Err(ahead),
+            None => Ok(timings),
+        }
+    }
+
+    /// Whether `tx` (as requested) was seen before: new, a retry of the same transaction, or
+    /// a conflicting reuse of its tx_id.
+    pub fn seen(&self, tx: &Transaction) -> Seen {
+        let Some(r) = self.recent.get(&tx.tx_id) else {
+            return Seen::New;
+        };
+        let field = if r.requested_ts_us != tx.tx_ts_us {
+            "tx_ts"
+        } else if r.tx.customer_id != tx.customer_id {
+            "customer_id"
+        } else if r.tx.terminal_id != tx.terminal_id {
+            "terminal_id"
+        } else if r.tx.amount != tx.amount {
+            "amount"
+        } else {
+            return Seen::Retry {
+                stored: r.tx,
+                answer: r.answer,
+            };
+        };
+        Seen::Conflict { field }
+    }
+
+    /// Keeps the answer given for a transaction, for its retries (while it is remembered).
+    pub fn record_answer(&mut self, tx_id: i64, answer: Answer) {
+        if let Some(r) = self.recent.get_mut(&tx_id) {
+            r.answer.get_or_insert(answer);
+        }
+    }
+
+    /// Remembers the time a request gave for a transaction stored at a clamped time, so its
+    /// retries compare equal.
+    pub fn record_requested_ts(&mut self, tx_id: i64, requested_ts_us: i64) {
+        if let Some(r) = self.recent.get_mut(&tx_id) {
+            r.requested_ts_us = requested_ts_us;
         }
     }
 
@@ -206,16 +355,16 @@ impl<S: EntityStore> OnlineEngine<S> {
         self.store.entities()
     }
 
-    /// Drops history no window can reach any more (older than the newest event time seen minus
-    /// each window step's horizon), including idle entities. Runs by itself every
-    /// [`SWEEP_EVERY`] transactions; call it to force a sweep.
+    /// Drops history no window can reach any more (older than the watermark minus each window
+    /// step's horizon and the out-of-order tolerance), including idle entities. Runs by itself
+    /// every [`SWEEP_EVERY`] transactions; call it to force a sweep.
     pub fn evict_expired(&mut self) {
-        if self.watermark_ns == i64::MIN {
+        let Some(watermark) = self.clock.watermark_ns() else {
             return;
-        }
+        };
         for group in self.groups.iter().flatten() {
             self.store
-                .evict(group.id, self.watermark_ns.saturating_sub(group.horizon_ns));
+                .evict(group.id, watermark.saturating_sub(group.keep_ns));
         }
         self.since_sweep = 0;
     }
@@ -314,10 +463,22 @@ impl<S: EntityStore> OnlineEngine<S> {
     fn remember(&mut self, tx: Transaction) {
         let is_fraud = self.pending_labels.remove(&tx.tx_id).unwrap_or(false);
         let t = tx.event_time_ns();
-        self.recent.insert(tx.tx_id, Recent { tx, is_fraud });
+        self.recent.insert(
+            tx.tx_id,
+            Recent {
+                tx,
+                requested_ts_us: tx.tx_ts_us,
+                is_fraud,
+                answer: None,
+            },
+        );
         self.recent_order.push_back((t, tx.tx_id));
-        self.watermark_ns = self.watermark_ns.max(t);
-        let oldest = self.watermark_ns.saturating_sub(self.plan.lookback_ns);
+        self.clock.advance(t);
+        let oldest = self
+            .clock
+            .watermark_ns()
+            .unwrap_or(t)
+            .saturating_sub(self.plan.lookback_ns);
         while let Some(&(time, id)) = self.recent_order.front() {
             if time >= oldest {
                 break;
@@ -663,9 +824,7 @@ fn window_step<S: EntityStore>(
                 }
             }
             match (mode, &mut *store) {
-                (Mode::Apply, Store::Write(s)) => {
-                    s.insert(key, t, tx_id, &row_args, group.horizon_ns)
-                }
+                (Mode::Apply, Store::Write(s)) => s.insert(key, t, tx_id, &row_args, group.keep_ns),
                 (Mode::Relabel, Store::Write(s)) => {
                     s.update_args(key, t, tx_id, &row_args);
                 }
@@ -688,4 +847,268 @@ fn window_step<S: EntityStore>(
         columns.push(column);
     }
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::online::clock::HOUR_NS;
+    use fraudlake_pipeline::features::{compile, FeatureSet};
+
+    const T0_US: i64 = 1_522_540_800_000_000; // 2018-04-01T00:00:00Z
+    const MINUTE_US: i64 = 60_000_000;
+    const DAY_US: i64 = 1_440 * MINUTE_US;
+
+    async fn plan() -> Arc<FeaturePlan> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql/features.sql");
+        Arc::new(compile(&FeatureSet::load(&path).unwrap()).await.unwrap())
+    }
+
+    /// Ordinary traffic: transaction `i` every 40 s, 200 customers, 300 terminals.
+    fn normal(i: i64) -> Transaction {
+        Transaction {
+            tx_id: i,
+            tx_ts_us: T0_US + i * 40_000_000,
+            customer_id: (i * 7_919) % 200,
+            terminal_id: (i * 104_729) % 300,
+            amount: 5.0 + (i % 97) as f64,
+        }
+    }
+
+    fn rows(engine: &mut OnlineEngine, txs: &[Transaction]) -> Vec<Vec<f64>> {
+        let plan = engine.plan().clone();
+        feature_rows(&plan, &engine.score_and_apply(txs).unwrap()).unwrap()
+    }
+
+    fn feature(plan: &FeaturePlan, row: &[f64], name: &str) -> f64 {
+        row[plan.feature_names().iter().position(|n| n == name).unwrap()]
+    }
+
+    /// The case: one request dated years ahead among 2018 traffic, then a sweep.
+    /// Refused, it changes nothing; clamped, it changes only its own customer and terminal;
+    /// applied as the server used to, it empties everyone's history (the check can fail).
+    #[tokio::test]
+    async fn a_far_future_transaction_among_normal_traffic_changes_no_other_feature() {
+        let plan = plan().await;
+        let history: Vec<Transaction> = (0..86_400).map(normal).collect(); // 40 days
+        let after: Vec<Transaction> = (86_400..87_400).map(normal).collect();
+        let future = Transaction {
+            tx_id: 99_000_000,
+            tx_ts_us: 1_764_460_800_000_000, // 2025-11-30
+            customer_id: 17,
+            terminal_id: 42,
+            amount: 10.0,
+        };
+        let run = |policy: SkewPolicy, bypass: bool| {
+            let mut e = OnlineEngine::new(plan.clone());
+            e.set_event_time_rules(EventTimeRules {
+                policy,
+                ..EventTimeRules::default()
+            });
+            for chunk in history.chunks(4096) {
+                e.score_and_apply(chunk).unwrap();
+            }
+            let last_us = history.last().unwrap().tx_ts_us;
+            let mut f = [future];
+            if bypass {
+                e.apply(&future).unwrap();
+            } else {
+                match e.admit(&mut f) {
+                    Err(ahead) => {
+                        assert_eq!(policy, SkewPolicy::Refuse);
+                        assert_eq!(ahead.index, 0);
+                        assert_eq!(ahead.tx_ts_us, future.tx_ts_us);
+                        assert_eq!(ahead.watermark_us, last_us);
+                    }
+                    Ok(timings) => {
+                        assert_eq!(
+                            timings,
+                            vec![Timing::Clamped {
+                                requested_ts_us: future.tx_ts_us
+                            }]
+                        );
+                        assert_eq!(f[0].tx_ts_us, last_us);
+                        e.score_and_apply(&f).unwrap();
+                    }
+                }
+            }
+            e.evict_expired();
+            (rows(&mut e, &after), e.entities())
+        };
+        let mut reference = OnlineEngine::new(plan.clone());
+        for chunk in history.chunks(4096) {
+            reference.score_and_apply(chunk).unwrap();
+        }
+        reference.evict_expired();
+        let want = rows(&mut reference, &after);
+
+        let (refused, entities) = run(SkewPolicy::Refuse, false);
+        assert_eq!(
+            refused, want,
+            "a refused far-future request changed features"
+        );
+        assert_eq!(entities, reference.entities());
+
+        let (clamped, _) = run(SkewPolicy::Clamp, false);
+        let mut compared = 0;
+        for ((tx, got), want) in after.iter().zip(&clamped).zip(&want) {
+            if tx.customer_id != future.customer_id {
+                assert_eq!(got, want, "tx {}", tx.tx_id);
+                compared += 1;
+            }
+        }
+        assert!(compared > 900, "{compared}");
+
+        let (bypassed, _) = run(SkewPolicy::Refuse, true);
+        let nb_30d = |rows: &[Vec<f64>]| -> f64 {
+            rows.iter()
+                .map(|r| feature(&plan, r, "customer_nb_tx_30d"))
+                .sum()
+        };
+        assert!(
+            nb_30d(&bypassed) < nb_30d(&want) / 10.0,
+            "without admission the far-future event must empty the history (the old failure)"
+        );
+    }
+
+    /// A transaction arriving up to the max skew late sees its whole frames: history is kept
+    /// that much longer than the windows need. (Before, the newer event that overtook it had
+    /// evicted the oldest event of its 30-day frame.)
+    #[tokio::test]
+    async fn out_of_order_within_the_skew_gives_the_in_order_features() {
+        let plan = plan().await;
+        let tx = |id: i64, at_us: i64| Transaction {
+            tx_id: id,
+            tx_ts_us: at_us,
+            customer_id: 1,
+            terminal_id: 1,
+            amount: 10.0 * id as f64,
+        };
+        let a = tx(1, T0_US + MINUTE_US);
+        let e = tx(2, T0_US + 30 * DAY_US);
+        let b = tx(3, T0_US + 30 * DAY_US + 30 * MINUTE_US);
+
+        let mut in_order = OnlineEngine::new(plan.clone());
+        let want = rows(&mut in_order, &[a, e, b]);
+
+        let mut late = OnlineEngine::new(plan.clone());
+        rows(&mut late, &[a, b]);
+        let mut arriving = [e];
+        assert_eq!(late.admit(&mut arriving), Ok(vec![Timing::OnTime]));
+        let got = rows(&mut late, &arriving);
+        assert_eq!(feature(&plan, &got[0], "customer_nb_tx_30d"), 2.0);
+        assert_eq!(got[0], want[1]);
+
+        // More than the skew late: scored, flagged.
+        let mut older = [tx(4, b.tx_ts_us - 2 * HOUR_NS / 1000)];
+        assert_eq!(late.admit(&mut older), Ok(vec![Timing::Late]));
+
+        // A stream whose arrival order is shuffled within 40 minutes ends in the same state:
+        // every later transaction gets the in-order features.
+        let stream: Vec<Transaction> = (0..20_000)
+            .map(|i| Transaction {
+                tx_ts_us: T0_US + i * 150_000_000,
+                ..normal(i)
+            })
+            .collect();
+        let mut shuffled = stream.clone();
+        let mut r = 7u64;
+        let mut delay = |_: &Transaction| {
+            r = r.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            ((r >> 33) % (40 * MINUTE_US as u64)) as i64
+        };
+        let mut keyed: Vec<(i64, Transaction)> = shuffled
+            .iter()
+            .map(|t| (t.tx_ts_us + delay(t), *t))
+            .collect();
+        keyed.sort_by_key(|k| k.0);
+        shuffled = keyed.into_iter().map(|k| k.1).collect();
+        assert_ne!(shuffled, stream);
+        let mut ordered_engine = OnlineEngine::new(plan.clone());
+        let mut shuffled_engine = OnlineEngine::new(plan.clone());
+        rows(&mut ordered_engine, &stream);
+        for t in &shuffled {
+            let mut one = [*t];
+            let timings = shuffled_engine.admit(&mut one).unwrap();
+            assert_eq!(timings, vec![Timing::OnTime]);
+            shuffled_engine.score_and_apply(&one).unwrap();
+        }
+        ordered_engine.evict_expired();
+        shuffled_engine.evict_expired();
+        let last_us = stream.last().unwrap().tx_ts_us;
+        let probes: Vec<Transaction> = (0..600)
+            .map(|i| Transaction {
+                tx_id: 50_000_000 + i,
+                tx_ts_us: last_us + (i + 1) * 1_000_000,
+                ..normal(i)
+            })
+            .collect();
+        let x = rows(&mut ordered_engine, &probes);
+        let y = rows(&mut shuffled_engine, &probes);
+        for (rx, ry) in x.iter().zip(&y) {
+            for (p, q) in rx.iter().zip(ry) {
+                assert!((p - q).abs() <= 1e-9 * p.abs().max(1.0), "{rx:?} vs {ry:?}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retry_is_recognized_and_a_changed_body_conflicts() {
+        let plan = plan().await;
+        let mut e = OnlineEngine::new(plan);
+        let t = normal(5);
+        assert_eq!(e.seen(&t), Seen::New);
+        e.apply(&t).unwrap();
+        assert_eq!(
+            e.seen(&t),
+            Seen::Retry {
+                stored: t,
+                answer: None
+            }
+        );
+        let answer = Answer {
+            risk_score: 0.25,
+            model_version: 3,
+            decision: 1,
+            time_flag: 0,
+        };
+        e.record_answer(t.tx_id, answer);
+        assert_eq!(
+            e.seen(&t),
+            Seen::Retry {
+                stored: t,
+                answer: Some(answer)
+            }
+        );
+        for (changed, field) in [
+            (Transaction { amount: 6.0, ..t }, "amount"),
+            (
+                Transaction {
+                    customer_id: 1,
+                    ..t
+                },
+                "customer_id",
+            ),
+            (
+                Transaction {
+                    terminal_id: 1,
+                    ..t
+                },
+                "terminal_id",
+            ),
+            (Transaction { tx_ts_us: 1, ..t }, "tx_ts"),
+        ] {
+            assert_eq!(e.seen(&changed), Seen::Conflict { field });
+        }
+        // A clamped transaction is stored at another time; its retry (the requested time)
+        // is still the same transaction.
+        e.record_requested_ts(t.tx_id, t.tx_ts_us + 7);
+        assert!(matches!(
+            e.seen(&Transaction {
+                tx_ts_us: t.tx_ts_us + 7,
+                ..t
+            }),
+            Seen::Retry { .. }
+        ));
+    }
 }

@@ -6,6 +6,7 @@ use deltalake::arrow::datatypes::{Float64Type, Int64Type};
 use fraudlake_pipeline::features::definition::event_time_ns;
 use fraudlake_pipeline::{Lake, Result};
 
+use super::clock::robust_anchor;
 use super::engine::{OnlineEngine, Transaction};
 use super::state::EntityStore;
 
@@ -87,15 +88,33 @@ pub async fn load(
 /// Fills an engine with the lake's last `lookback` of history (labels as known now), so a
 /// restarted server computes the features it would have computed without the restart.
 /// Returns the number of transactions applied.
+///
+/// The history ends at a robust anchor, not at `MAX(tx_ts)`: a far-future row already in the
+/// lake (ingested from a file, say) would otherwise put the whole lookback in the future and
+/// load nothing. Rows more than the engine's max event skew past the anchor's chain are
+/// outliers: not loaded (they stay in the lake), counted in a warning.
 pub async fn bootstrap<S: EntityStore>(engine: &mut OnlineEngine<S>, lake: &Lake) -> Result<usize> {
-    let Some(last_us) = last_tx_ts(lake).await? else {
+    let rules = *engine.event_time_rules();
+    let skew_us = rules.max_skew_ns / 1000;
+    let newest = newest_tx_ts(lake, 2 * rules.quorum.max(1)).await?;
+    let Some(anchor_us) = robust_anchor(&newest, skew_us) else {
         return Ok(0);
     };
-    let lookback_us = engine.plan().lookback_ns / 1000;
+    let outliers = newest.iter().filter(|&&t| t > anchor_us).count();
+    if outliers > 0 {
+        let beyond = count_after(lake, anchor_us).await?;
+        tracing::warn!(
+            anchor_us,
+            rows = beyond,
+            "transactions far ahead of the rest of the lake are not loaded into the online state"
+        );
+    }
+    // The windows' lookback, plus the out-of-order tolerance the engine keeps history for.
+    let lookback_us = engine.plan().lookback_ns / 1000 + skew_us;
     let rows = load(
         lake,
-        Some(last_us.saturating_sub(lookback_us + 1_000_000)),
-        None,
+        Some(anchor_us.saturating_sub(lookback_us + 1_000_000)),
+        Some(anchor_us),
     )
     .await?;
     for chunk in rows.chunks(8192) {
@@ -110,18 +129,45 @@ pub async fn bootstrap<S: EntityStore>(engine: &mut OnlineEngine<S>, lake: &Lake
     Ok(rows.len())
 }
 
-async fn last_tx_ts(lake: &Lake) -> Result<Option<i64>> {
-    let ctx = lake.session(&[]).await?;
+/// The `n` newest `tx_ts` (microseconds), oldest first.
+async fn newest_tx_ts(lake: &Lake, n: usize) -> Result<Vec<i64>> {
+    let ctx = lake.session_of(&["transactions"]).await?;
     if !ctx.table_exist("transactions")? {
-        return Ok(None);
+        return Ok(Vec::new());
     }
-    let b = ctx
-        .sql("SELECT CAST(MAX(tx_ts) AS BIGINT) FROM transactions")
+    let batches = ctx
+        .sql(&format!(
+            "SELECT CAST(tx_ts AS BIGINT) FROM transactions ORDER BY tx_ts DESC LIMIT {n}"
+        ))
         .await?
         .collect()
         .await?;
-    Ok(b.first().and_then(|b| {
-        let c = b.column(0).as_primitive::<Int64Type>();
-        c.is_valid(0).then(|| c.value(0))
-    }))
+    let mut out: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_primitive::<Int64Type>()
+                .iter()
+                .flatten()
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Transactions with `tx_ts` after `us`.
+async fn count_after(lake: &Lake, us: i64) -> Result<i64> {
+    let ctx = lake.session_of(&["transactions"]).await?;
+    let b = ctx
+        .sql(&format!(
+            "SELECT COUNT(*) FROM transactions WHERE CAST(tx_ts AS BIGINT) > {us}"
+        ))
+        .await?
+        .collect()
+        .await?;
+    Ok(b.first()
+        .map(|b| b.column(0).as_primitive::<Int64Type>())
+        .filter(|c| !c.is_empty() && c.is_valid(0))
+        .map_or(0, |c| c.value(0)))
 }
