@@ -1,6 +1,7 @@
 //! The wire types of the scoring API and their validation. Unknown fields are refused, and
 //! every value is checked before it reaches the online state: a bad request is a 4xx naming
-//! the field, never a panic and never a silently altered transaction.
+//! the field, never a panic and never a silently altered transaction (a clamped time, when the
+//! server is configured to clamp, is said in the answer).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -90,6 +91,51 @@ impl Decision {
             Decision::Decline => "decline",
         }
     }
+
+    /// A one-byte code, for the answers the online state keeps for retries.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_code(code: u8) -> Decision {
+        match code {
+            0 => Decision::Approve,
+            1 => Decision::Review,
+            _ => Decision::Decline,
+        }
+    }
+}
+
+/// How the transaction's time was taken, when not simply on time (see the README's
+/// "Event-time rules").
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeFlag {
+    /// More than --max-event-skew behind the server's event-time watermark: scored with the
+    /// history the server still holds, which may lack the oldest events of its windows.
+    Late,
+    /// More than --max-event-skew ahead of the watermark: scored and stored at the
+    /// watermark's time (`scored_tx_ts`), with --event-skew-policy clamp.
+    Clamped,
+}
+
+impl TimeFlag {
+    /// A one-byte code (0 = on time), for the answers kept for retries.
+    pub fn code(flag: Option<TimeFlag>) -> u8 {
+        match flag {
+            None => 0,
+            Some(TimeFlag::Late) => 1,
+            Some(TimeFlag::Clamped) => 2,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<TimeFlag> {
+        match code {
+            1 => Some(TimeFlag::Late),
+            2 => Some(TimeFlag::Clamped),
+            _ => None,
+        }
+    }
 }
 
 /// One feature's value and its TreeSHAP contribution (log-odds).
@@ -110,6 +156,12 @@ pub struct ScoreResponse {
     pub model_version: i64,
     /// sha256 of the feature SQL the features came from.
     pub feature_set: String,
+    /// Present when the time was late or clamped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_flag: Option<TimeFlag>,
+    /// With `time_flag` clamped: the transaction time used and stored (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scored_tx_ts: Option<String>,
     /// With `?explain=true`: every feature's value, in model order.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub features: Option<Vec<FeatureContribution>>,

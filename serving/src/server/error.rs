@@ -11,8 +11,8 @@ use super::json::Json;
 /// The JSON body of every error answer.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
-    /// A stable kind: invalid_json, invalid_field, too_large, batch_too_large, not_found,
-    /// unauthorized, not_ready, conflict, timeout, internal.
+    /// A stable kind: invalid_json, invalid_field, event_time_ahead, too_large,
+    /// batch_too_large, not_found, unauthorized, not_ready, conflict, timeout, internal.
     pub error: String,
     /// What exactly is wrong, naming the field when there is one.
     pub detail: String,

@@ -1,6 +1,7 @@
 //! The HTTP handlers: small async functions with typed extractors over [`AppState`]. Scoring
-//! takes the online-state lock only to compute and store one transaction's features; the
-//! model runs outside it on the atomically loaded [`Scorer`].
+//! takes the online-state lock to judge a transaction (new, a retry, a conflicting tx_id; its
+//! event time) and to compute and store its features, and briefly again to keep its answer for
+//! retries; the model runs outside it on the atomically loaded [`Scorer`].
 
 use std::time::Instant;
 
@@ -13,7 +14,8 @@ use super::error::{ApiError, ErrorBody};
 use super::json::{explain_flag, Json};
 use super::state::{Scorer, SharedState};
 use super::writer::Scored;
-use crate::online::feature_rows;
+use crate::online::clock::Ahead;
+use crate::online::{feature_rows, Answer, Seen, Timing};
 use crate::Transaction;
 
 fn decide(state: &SharedState, p: f64) -> Decision {
@@ -26,19 +28,134 @@ fn decide(state: &SharedState, p: f64) -> Decision {
     }
 }
 
-/// Features for `txs` in order (each seeing the ones before), stored in the online state.
-/// Returns the feature rows and which transactions were new (a retried tx_id is scored
-/// again but neither stored twice nor written to the lake twice).
+/// What the online state made of one transaction of a request.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    /// New: admitted by event time, stored in the online state, queued for the lake.
+    Fresh(Timing),
+    /// The same transaction again: nothing stored or written; the answer given before, once
+    /// it was recorded (a retry racing its original, or one of a transaction loaded from the
+    /// lake at start-up, is scored again from its recomputed features).
+    Retry(Option<Answer>),
+}
+
+/// Features for `txs` in order (each seeing the ones before). A tx_id remembered with the same
+/// body is a retry (its stored form is used, nothing is stored again); with another body the
+/// request is refused (409). New transactions are admitted by event time (422 when too far
+/// ahead of the watermark, or clamped), then stored. `at(i)` names item `i` in messages.
 fn features(
     state: &SharedState,
-    txs: &[Transaction],
-) -> Result<(Vec<Vec<f64>>, Vec<bool>), ApiError> {
+    txs: &mut [Transaction],
+    at: impl Fn(usize) -> String,
+) -> Result<(Vec<Vec<f64>>, Vec<Outcome>), ApiError> {
+    let metrics = &state.metrics;
     let mut engine = state.engine.lock();
-    let fresh: Vec<bool> = txs.iter().map(|t| !engine.knows(t.tx_id)).collect();
+    let mut outcomes = Vec::with_capacity(txs.len());
+    let mut fresh = Vec::with_capacity(txs.len());
+    for (i, tx) in txs.iter_mut().enumerate() {
+        match engine.seen(tx) {
+            Seen::New => {
+                fresh.push(i);
+                outcomes.push(Outcome::Fresh(Timing::OnTime));
+            }
+            Seen::Retry { stored, answer } => {
+                *tx = stored;
+                outcomes.push(Outcome::Retry(answer));
+            }
+            Seen::Conflict { field } => {
+                metrics.tx_id_reuse.with_label_values(&["conflict"]).inc();
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    format!(
+                        "{}tx_id: {} was already scored with a different {field}; a retry must \
+                         repeat the same transaction, a new transaction needs a new tx_id",
+                        at(i),
+                        tx.tx_id
+                    ),
+                ));
+            }
+        }
+    }
+    if !fresh.is_empty() {
+        let mut new: Vec<Transaction> = fresh.iter().map(|&i| txs[i]).collect();
+        let jumps = engine.watermark_jumps();
+        let admitted = engine.admit(&mut new);
+        let jumped = engine.watermark_jumps() - jumps;
+        if jumped > 0 {
+            metrics
+                .event_time
+                .with_label_values(&["watermark_jump"])
+                .inc_by(jumped);
+        }
+        let timings = admitted.map_err(|a| {
+            metrics
+                .event_time
+                .with_label_values(&["refused_ahead"])
+                .inc();
+            ahead_error(&at(fresh[a.index]), &a)
+        })?;
+        for ((&i, tx), timing) in fresh.iter().zip(new).zip(timings) {
+            txs[i] = tx;
+            outcomes[i] = Outcome::Fresh(timing);
+            match timing {
+                Timing::OnTime => {}
+                Timing::Late => metrics.event_time.with_label_values(&["late"]).inc(),
+                Timing::Clamped { .. } => metrics.event_time.with_label_values(&["clamped"]).inc(),
+            }
+        }
+    }
     let batch = engine.score_and_apply(txs)?;
-    state.metrics.entities.set(engine.entities() as i64);
+    for (tx, outcome) in txs.iter().zip(&outcomes) {
+        match outcome {
+            Outcome::Fresh(Timing::Clamped { requested_ts_us }) => {
+                engine.record_requested_ts(tx.tx_id, *requested_ts_us);
+            }
+            Outcome::Retry(_) => metrics.tx_id_reuse.with_label_values(&["replayed"]).inc(),
+            Outcome::Fresh(_) => {}
+        }
+    }
+    metrics.entities.set(engine.entities() as i64);
+    if let Some(w) = engine.watermark_ns() {
+        metrics.watermark.set(w as f64 / 1e9);
+    }
     drop(engine);
-    Ok((feature_rows(&state.plan, &batch)?, fresh))
+    Ok((feature_rows(&state.plan, &batch)?, outcomes))
+}
+
+/// RFC 3339 for microseconds since the epoch.
+fn rfc3339(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us).map_or_else(
+        || format!("{us} us"),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+    )
+}
+
+/// A duration for people: seconds, hours or days.
+fn span(us: i64) -> String {
+    let s = us as f64 / 1e6;
+    if s >= 86_400.0 {
+        format!("{:.1} days", s / 86_400.0)
+    } else if s >= 3_600.0 {
+        format!("{:.1} h", s / 3_600.0)
+    } else {
+        format!("{s:.0} s")
+    }
+}
+
+fn ahead_error(at: &str, a: &Ahead) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "event_time_ahead",
+        format!(
+            "{at}tx_ts: {} is {} ahead of the server's event time ({}); at most \
+             --max-event-skew ({}) ahead is accepted: is the sender's clock fast?",
+            rfc3339(a.tx_ts_us),
+            span(a.tx_ts_us - a.watermark_us),
+            rfc3339(a.watermark_us),
+            span(a.max_skew_ns / 1000)
+        ),
+    )
 }
 
 fn respond(
@@ -46,24 +163,35 @@ fn respond(
     scorer: &Scorer,
     tx: &Transaction,
     row: Vec<f64>,
-    fresh: bool,
+    outcome: Outcome,
     explain: bool,
     started: Instant,
 ) -> Result<ScoreResponse, ApiError> {
-    let p = scorer.forest.predict(&row).ok_or_else(|| {
-        ApiError::internal("the model and the feature SQL disagree on the number of features")
-    })?;
-    state
-        .metrics
-        .latency
-        .observe(started.elapsed().as_secs_f64());
-    state.metrics.risk.observe(p);
-    let decision = decide(state, p);
-    state
-        .metrics
-        .decisions
-        .with_label_values(&[decision.as_str()])
-        .inc();
+    let time_flag = match outcome {
+        Outcome::Fresh(Timing::OnTime) | Outcome::Retry(None) => None,
+        Outcome::Fresh(Timing::Late) => Some(TimeFlag::Late),
+        Outcome::Fresh(Timing::Clamped { .. }) => Some(TimeFlag::Clamped),
+        Outcome::Retry(Some(a)) => TimeFlag::from_code(a.time_flag),
+    };
+    let (p, decision, model_version) = match outcome {
+        Outcome::Retry(Some(a)) => (
+            a.risk_score,
+            Decision::from_code(a.decision),
+            a.model_version,
+        ),
+        _ => {
+            let p = scorer.forest.predict(&row).ok_or_else(|| {
+                ApiError::internal(
+                    "the model and the feature SQL disagree on the number of features",
+                )
+            })?;
+            state
+                .metrics
+                .latency
+                .observe(started.elapsed().as_secs_f64());
+            (p, decide(state, p), scorer.number())
+        }
+    };
     let (features, top) = if explain {
         // One TreeSHAP call: every feature in model order, the top five from the same values.
         let all = scorer
@@ -83,11 +211,27 @@ fn respond(
     } else {
         (None, None)
     };
-    if fresh {
+    if let Outcome::Fresh(_) = outcome {
+        // Scores and decisions of transactions, not of requests: a retry is not counted again.
+        state.metrics.risk.observe(p);
+        state
+            .metrics
+            .decisions
+            .with_label_values(&[decision.as_str()])
+            .inc();
+        state.engine.lock().record_answer(
+            tx.tx_id,
+            Answer {
+                risk_score: p,
+                model_version,
+                decision: decision.code(),
+                time_flag: TimeFlag::code(time_flag),
+            },
+        );
         state.writer.scored(Scored {
             tx: *tx,
             scored_at_us: chrono::Utc::now().timestamp_micros(),
-            model_version: scorer.number(),
+            model_version,
             feature_set: scorer.feature_set.clone(),
             risk_score: p,
             decision: decision.as_str(),
@@ -98,8 +242,10 @@ fn respond(
         tx_id: tx.tx_id,
         risk_score: p,
         decision,
-        model_version: scorer.number(),
+        model_version,
         feature_set: scorer.feature_set.to_string(),
+        time_flag,
+        scored_tx_ts: (time_flag == Some(TimeFlag::Clamped)).then(|| rfc3339(tx.tx_ts_us)),
         features,
         top_contributions: top,
     })
@@ -117,7 +263,10 @@ fn require_ready(state: &SharedState) -> Result<(), ApiError> {
 
 /// Score one transaction.
 #[utoipa::path(post, path = "/score", request_body = ScoreRequest, params(ScoreQuery),
-    responses((status = 200, body = ScoreResponse), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = ScoreResponse), (status = 400, body = ErrorBody),
+        (status = 409, description = "tx_id already scored with a different body", body = ErrorBody),
+        (status = 422, description = "an invalid field, or tx_ts more than --max-event-skew ahead of the server's event time", body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
 pub async fn score(
     State(state): State<SharedState>,
     RawQuery(query): RawQuery,
@@ -125,21 +274,25 @@ pub async fn score(
 ) -> Result<Json<ScoreResponse>, ApiError> {
     let started = Instant::now();
     let explain = explain_flag(query.as_deref())?;
-    let tx = req.validate("")?;
+    let mut tx = req.validate("")?;
     require_ready(&state)?;
     let scorer = state.scorer.load_full();
-    let (mut rows, fresh) = features(&state, std::slice::from_ref(&tx))?;
-    let row = rows
+    let (mut rows, outcomes) = features(&state, std::slice::from_mut(&mut tx), |_| String::new())?;
+    let (row, outcome) = rows
         .pop()
+        .zip(outcomes.first().copied())
         .ok_or_else(|| ApiError::internal("no feature row"))?;
     Ok(Json(respond(
-        &state, &scorer, &tx, row, fresh[0], explain, started,
+        &state, &scorer, &tx, row, outcome, explain, started,
     )?))
 }
 
 /// Score transactions in order; the answers come in the same order.
 #[utoipa::path(post, path = "/score/batch", request_body = BatchRequest, params(ScoreQuery),
-    responses((status = 200, body = BatchResponse), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = BatchResponse),
+        (status = 409, description = "a tx_id already scored with a different body", body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 422, description = "an invalid field, or a tx_ts more than --max-event-skew ahead of the server's event time", body = ErrorBody)))]
 pub async fn score_batch(
     State(state): State<SharedState>,
     RawQuery(query): RawQuery,
@@ -158,7 +311,7 @@ pub async fn score_batch(
             ),
         ));
     }
-    let txs = req
+    let mut txs = req
         .transactions
         .iter()
         .enumerate()
@@ -176,12 +329,12 @@ pub async fn score_batch(
         return Ok(Json(BatchResponse { results: vec![] }));
     }
     let scorer = state.scorer.load_full();
-    let (rows, fresh) = features(&state, &txs)?;
+    let (rows, outcomes) = features(&state, &mut txs, |i| format!("transactions[{i}]."))?;
     let results = txs
         .iter()
         .zip(rows)
-        .zip(fresh)
-        .map(|((tx, row), fresh)| respond(&state, &scorer, tx, row, fresh, explain, started))
+        .zip(outcomes)
+        .map(|((tx, row), outcome)| respond(&state, &scorer, tx, row, outcome, explain, started))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(BatchResponse { results }))
 }

@@ -1,6 +1,7 @@
 //! The server's Prometheus metrics (the `prometheus` crate), named as the seed named them
 //! (`fraud_requests_total`, `fraud_risk_score`, `model_inference_latency_seconds`,
-//! `api_errors_total`) plus decisions, model info, online state, lake writer and feedback.
+//! `api_errors_total`) plus decisions, model info, online state, event time, retries, lake
+//! writer and feedback.
 
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
@@ -21,6 +22,12 @@ pub struct Metrics {
     pub writer_failures: IntCounter,
     pub feedback: IntCounterVec,
     pub reloads: IntCounterVec,
+    /// Event-time outcomes: refused_ahead, clamped, late, watermark_jump.
+    pub event_time: IntCounterVec,
+    pub watermark: Gauge,
+    /// A tx_id sent again: replayed (same body, same answer) or conflict (another body, 409).
+    pub tx_id_reuse: IntCounterVec,
+    pub writer_duplicates: IntCounter,
     pub drift: DriftGauges,
 }
 
@@ -170,6 +177,32 @@ fn build() -> prometheus::Result<Metrics> {
         ),
         &["outcome"],
     )?;
+    let event_time = IntCounterVec::new(
+        Opts::new(
+            "fraud_event_time_total",
+            "transactions by event-time outcome: refused_ahead, clamped, late; and watermark_jump",
+        ),
+        &["outcome"],
+    )?;
+    let watermark = Gauge::new(
+        "fraud_event_watermark_seconds",
+        "the online state's event-time watermark (unix seconds)",
+    )?;
+    let tx_id_reuse = IntCounterVec::new(
+        Opts::new(
+            "fraud_tx_id_reuse_total",
+            "requests reusing a remembered tx_id: replayed (same body) or conflict (409)",
+        ),
+        &["outcome"],
+    )?;
+    let writer_duplicates = IntCounter::new(
+        "fraud_lake_writer_duplicates_total",
+        "scored transactions not written because `transactions` already holds their tx_id",
+    )?;
+    registry.register(Box::new(event_time.clone()))?;
+    registry.register(Box::new(watermark.clone()))?;
+    registry.register(Box::new(tx_id_reuse.clone()))?;
+    registry.register(Box::new(writer_duplicates.clone()))?;
     registry.register(Box::new(requests.clone()))?;
     registry.register(Box::new(risk.clone()))?;
     registry.register(Box::new(latency.clone()))?;
@@ -197,6 +230,10 @@ fn build() -> prometheus::Result<Metrics> {
         writer_failures,
         feedback,
         reloads,
+        event_time,
+        watermark,
+        tx_id_reuse,
+        writer_duplicates,
         drift,
     })
 }

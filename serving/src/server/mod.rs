@@ -33,7 +33,7 @@ use utoipa::OpenApi;
 use self::metrics::Metrics;
 use self::state::{AppState, Limits, Scorer, SharedState, Thresholds};
 use self::writer::{LakeWriter, WriterConfig};
-use crate::online::history;
+use crate::online::{history, EventTimeRules};
 use crate::OnlineEngine;
 
 #[derive(OpenApi)]
@@ -42,7 +42,7 @@ use crate::OnlineEngine;
     paths(handlers::score, handlers::score_batch, handlers::labels, handlers::health, handlers::ready,
           handlers::metrics, handlers::current_model, handlers::admin_reload),
     components(schemas(api::ScoreRequest, api::ScoreResponse, api::Decision, api::FeatureContribution,
-                       api::BatchRequest, api::BatchResponse, api::LabelRequest, api::LabelResponse,
+                       api::TimeFlag, api::BatchRequest, api::BatchResponse, api::LabelRequest, api::LabelResponse,
                        api::ModelInfo, api::ReloadResponse, api::Health, error::ErrorBody)),
     modifiers(&BearerAuth)
 )]
@@ -76,6 +76,8 @@ pub struct ServeConfig {
     pub flush_interval: Duration,
     pub reload_interval: Duration,
     pub admin_token: Option<String>,
+    /// --max-event-skew, --event-skew-policy, --watermark-quorum.
+    pub event_time: EventTimeRules,
 }
 
 impl ServeConfig {
@@ -90,6 +92,11 @@ impl ServeConfig {
         if self.max_batch == 0 || self.max_concurrency == 0 || self.flush_rows == 0 {
             return Err(Error::invalid(
                 "--max-batch, --max-concurrency and --flush-rows must be at least 1",
+            ));
+        }
+        if self.event_time.max_skew_ns <= 0 || self.event_time.quorum == 0 {
+            return Err(Error::invalid(
+                "--max-event-skew must be positive and --watermark-quorum at least 1",
             ));
         }
         if self
@@ -118,6 +125,7 @@ pub async fn build_state(
     let metrics = Arc::new(Metrics::new()?);
     let started = Instant::now();
     let mut engine = OnlineEngine::new(plan.clone());
+    engine.set_event_time_rules(config.event_time);
     let replayed = history::bootstrap(&mut engine, lake).await?;
     tracing::info!(
         transactions = replayed,
@@ -131,6 +139,7 @@ pub async fn build_state(
         WriterConfig {
             flush_rows: config.flush_rows,
             flush_interval: config.flush_interval,
+            skip_existing: true,
         },
         metrics.clone(),
     )?;

@@ -5,15 +5,22 @@
 //! goes on; the backlog is `fraud_lake_writer_pending_rows`). On shutdown the task drains the
 //! channel and commits what it holds. What a hard kill loses: the rows not yet committed, at
 //! most `flush_rows` or `flush_interval` of traffic (plus any backlog from failing commits).
+//!
+//! `tx_id` is unique in the lake: the online state remembers the lookback's tx_ids, but a
+//! transaction older than that, or one ingested from a file, can come back. So each commit
+//! first reads the tx_ids `transactions` holds in the partitions (days) the batch touches,
+//! within the batch's tx_id range (file statistics prune the rest), and drops those rows and
+//! their predictions: an anti-join per batch, never a lake read per request.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use deltalake::arrow::array::AsArray;
 use deltalake::arrow::array::{
     ArrayRef, Date32Array, Float64Array, Float64Builder, Int64Array, ListBuilder, RecordBatch,
     StringArray, TimestampMicrosecondArray,
 };
-use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use deltalake::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use fraudlake_pipeline::lake::tables::{
     utc_micros, LabelColumns, TransactionColumns, LABELS, MICROS_PER_DAY, TRANSACTIONS,
 };
@@ -83,6 +90,9 @@ enum Message {
 pub struct WriterConfig {
     pub flush_rows: usize,
     pub flush_interval: Duration,
+    /// Drop scored transactions whose tx_id `transactions` already holds (the server always
+    /// does; off only to measure what the check costs).
+    pub skip_existing: bool,
 }
 
 /// The handle handlers use. Cheap to clone.
@@ -202,7 +212,7 @@ async fn run(
         };
         let due = Instant::now() >= next_flush || buf.len() >= config.flush_rows;
         if (due || closed) && (buf.len() > 0 || !waiters.is_empty()) {
-            match commit(&lake, &mut tables, &mut buf, &metrics).await {
+            match commit(&lake, &config, &mut tables, &mut buf, &metrics).await {
                 Ok(()) => {
                     backoff = Duration::from_millis(200);
                     for w in waiters.drain(..) {
@@ -219,7 +229,10 @@ async fn run(
                         // Shutting down: a few more attempts, then give up loudly.
                         for _ in 0..3 {
                             tokio::time::sleep(backoff).await;
-                            if commit(&lake, &mut tables, &mut buf, &metrics).await.is_ok() {
+                            if commit(&lake, &config, &mut tables, &mut buf, &metrics)
+                                .await
+                                .is_ok()
+                            {
                                 break;
                             }
                         }
@@ -251,6 +264,19 @@ async fn run(
 struct Tables(std::collections::HashMap<&'static str, deltalake::DeltaTable>);
 
 impl Tables {
+    /// The table as of now: commits by other processes since ours (an ingest) are read
+    /// incrementally, so a check against it sees their rows.
+    async fn current(&mut self, lake: &Lake, def: &TableDef) -> Result<&deltalake::DeltaTable> {
+        match self.0.entry(def.name) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                let table = e.into_mut();
+                table.update_incremental(None).await?;
+                Ok(&*table)
+            }
+            std::collections::hash_map::Entry::Vacant(e) => Ok(&*e.insert(lake.table(def).await?)),
+        }
+    }
+
     async fn append(
         &mut self,
         lake: &Lake,
@@ -273,15 +299,88 @@ impl Tables {
     }
 }
 
-/// Commits the buffer: transactions, then predictions, then labels (one commit each). A table
-/// that committed is emptied from the buffer, so a retry never writes a row twice.
-async fn commit(
+/// tx_ids among `rows` that `table` already holds: one query over the days the rows fall on
+/// (partition pruning) and their tx_id range (file statistics), reading only `tx_id`.
+async fn existing_tx_ids(
+    table: &deltalake::DeltaTable,
+    rows: &[Scored],
+) -> Result<std::collections::HashSet<i64>> {
+    use deltalake::datafusion::prelude::{col, lit};
+    use deltalake::datafusion::scalar::ScalarValue;
+    let mut out = std::collections::HashSet::new();
+    let (Some(min), Some(max)) = (
+        rows.iter().map(|r| r.tx.tx_id).min(),
+        rows.iter().map(|r| r.tx.tx_id).max(),
+    ) else {
+        return Ok(out);
+    };
+    let days: std::collections::BTreeSet<i32> = rows.iter().map(|r| tx_date(&r.tx)).collect();
+    let ctx = fraudlake_pipeline::lake::new_session();
+    fraudlake_pipeline::lake::register(&ctx, TRANSACTIONS.name, table).await?;
+    let filter = col("tx_date")
+        .in_list(
+            days.into_iter()
+                .map(|d| lit(ScalarValue::Date32(Some(d))))
+                .collect(),
+            false,
+        )
+        .and(col("tx_id").between(lit(min), lit(max)));
+    let batches = ctx
+        .table(TRANSACTIONS.name)
+        .await?
+        .filter(filter)?
+        .select_columns(&["tx_id"])?
+        .collect()
+        .await?;
+    for b in &batches {
+        out.extend(b.column(0).as_primitive::<Int64Type>().iter().flatten());
+    }
+    Ok(out)
+}
+
+fn tx_date(tx: &Transaction) -> i32 {
+    tx.tx_ts_us.div_euclid(MICROS_PER_DAY) as i32
+}
+
+/// Drops rows whose tx_id `transactions` already holds, or that repeat an earlier row of the
+/// buffer (with their predictions: the lake has that transaction's row already).
+async fn drop_existing(
     lake: &Lake,
     tables: &mut Tables,
     buf: &mut Buffer,
     metrics: &Metrics,
 ) -> Result<()> {
+    let table = tables.current(lake, &TRANSACTIONS).await?;
+    let existing = existing_tx_ids(table, &buf.scored).await?;
+    let mut seen = std::collections::HashSet::with_capacity(buf.scored.len());
+    let before = buf.scored.len();
+    buf.scored
+        .retain(|s| !existing.contains(&s.tx.tx_id) && seen.insert(s.tx.tx_id));
+    let dropped = before - buf.scored.len();
+    if dropped > 0 {
+        tracing::info!(
+            rows = dropped,
+            "scored transactions already in the lake are not written again"
+        );
+        metrics.writer_duplicates.inc_by(dropped as u64);
+        metrics.writer_pending.sub(dropped as i64);
+    }
+    Ok(())
+}
+
+/// Commits the buffer: transactions, then predictions, then labels (one commit each). A table
+/// that committed is emptied from the buffer, so a retry never writes a row twice.
+async fn commit(
+    lake: &Lake,
+    config: &WriterConfig,
+    tables: &mut Tables,
+    buf: &mut Buffer,
+    metrics: &Metrics,
+) -> Result<()> {
     let now_us = chrono::Utc::now().timestamp_micros();
+    if config.skip_existing && !buf.scored.is_empty() {
+        drop_existing(lake, tables, buf, metrics).await?;
+    }
     if !buf.scored.is_empty() {
         let mut cols = TransactionColumns::default();
         for s in &buf.scored {
@@ -376,9 +475,113 @@ fn predictions_batch(rows: &[Scored]) -> Result<RecordBatch> {
         )),
         Arc::new(features.finish()),
         Arc::new(Date32Array::from_iter_values(
-            rows.iter()
-                .map(|r| r.tx.tx_ts_us.div_euclid(MICROS_PER_DAY) as i32),
+            rows.iter().map(|r| tx_date(&r.tx)),
         )),
     ];
     Ok(RecordBatch::try_new(predictions_schema(), columns)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scored(tx_id: i64, day: i64) -> Scored {
+        Scored {
+            tx: Transaction {
+                tx_id,
+                tx_ts_us: 1_527_811_200_000_000 + day * MICROS_PER_DAY + tx_id * 1_000_000,
+                customer_id: 1,
+                terminal_id: 2,
+                amount: 3.0,
+            },
+            scored_at_us: 0,
+            model_version: 1,
+            feature_set: Arc::from("test"),
+            risk_score: 0.5,
+            decision: "review",
+            features: vec![1.0, 2.0],
+        }
+    }
+
+    /// (tx_id, rows) of a table.
+    async fn counts(lake: &Lake, table: &str) -> Vec<(i64, i64)> {
+        let ctx = lake.session_of(&[table]).await.unwrap();
+        let batches = ctx
+            .sql(&format!(
+                "SELECT tx_id, COUNT(*) FROM {table} GROUP BY tx_id ORDER BY tx_id"
+            ))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        for b in &batches {
+            let ids = b.column(0).as_primitive::<Int64Type>();
+            let n = b.column(1).as_primitive::<Int64Type>();
+            out.extend(ids.values().iter().copied().zip(n.values().iter().copied()));
+        }
+        out
+    }
+
+    /// The lake already holds tx 1-4 (an ingest); the writer gets 2 and 3 again, 5 and 6 new,
+    /// 6 twice, then 5 again after committing it. Each tx_id lands once; without the check
+    /// (the writer before it) rows repeat, so the check is what makes the difference.
+    #[tokio::test]
+    async fn a_tx_id_the_lake_holds_is_not_written_again() {
+        for skip_existing in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let lake = Lake::open(&dir.path().join("lake").display().to_string()).unwrap();
+            let mut cols = TransactionColumns::default();
+            for (id, day) in [(1, 0), (2, 0), (3, 1), (4, 1)] {
+                let s = scored(id, day);
+                cols.tx_id.push(id);
+                cols.tx_ts_us.push(s.tx.tx_ts_us);
+                cols.customer_id.push(1);
+                cols.terminal_id.push(2);
+                cols.amount.push(3.0);
+            }
+            lake.table(&TRANSACTIONS)
+                .await
+                .unwrap()
+                .write(cols.into_batches(0, 100).unwrap())
+                .with_save_mode(deltalake::protocol::SaveMode::Append)
+                .await
+                .unwrap();
+            let metrics = Arc::new(Metrics::new().unwrap());
+            let (writer, thread) = LakeWriter::start(
+                lake.clone(),
+                WriterConfig {
+                    flush_rows: 1_000,
+                    flush_interval: Duration::from_secs(3_600),
+                    skip_existing,
+                },
+                metrics.clone(),
+            )
+            .unwrap();
+            for (id, day) in [(2, 0), (3, 1), (5, 0), (6, 2), (6, 2)] {
+                writer.scored(scored(id, day));
+            }
+            writer.flush().await;
+            writer.scored(scored(5, 0));
+            writer.flush().await;
+            drop(writer);
+            thread.join().unwrap();
+            let transactions = counts(&lake, "transactions").await;
+            if skip_existing {
+                assert_eq!(
+                    transactions,
+                    vec![(1, 1), (2, 1), (3, 1), (4, 1), (5, 1), (6, 1)]
+                );
+                assert_eq!(counts(&lake, "predictions").await, vec![(5, 1), (6, 1)]);
+                assert_eq!(metrics.writer_duplicates.get(), 4);
+                assert_eq!(metrics.writer_pending.get(), 0);
+            } else {
+                assert!(
+                    transactions.iter().any(|&(_, n)| n > 1),
+                    "without the check rows repeat: {transactions:?}"
+                );
+            }
+        }
+    }
 }
