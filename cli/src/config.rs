@@ -49,6 +49,20 @@ pub struct FileConfig {
     /// `[drift]`: share threshold, current period length, bins, per-column overrides.
     #[serde(default)]
     pub drift: DriftConfig,
+    /// `[event_time]`: the scoring server's event-time rules.
+    #[serde(default)]
+    pub event_time: EventTimeConfig,
+}
+
+/// `[event_time]` in fraudlake.toml (flags and `FRAUDLAKE_*` variables of `serve` win).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventTimeConfig {
+    /// e.g. "1h", "30m", "2d".
+    pub max_skew: Option<String>,
+    /// `refuse` or `clamp`.
+    pub skew_policy: Option<String>,
+    pub watermark_quorum: Option<usize>,
 }
 
 /// `[drift]` in fraudlake.toml; `[drift.columns.NAME]` overrides a column's method/threshold.
@@ -93,6 +107,7 @@ pub struct Settings {
     pub train: fraudlake_model::booster::TrainParams,
     pub gate: GateConfig,
     pub drift: DriftConfig,
+    pub event_time: EventTimeConfig,
 }
 
 impl Settings {
@@ -130,6 +145,7 @@ impl Settings {
             train: file.train,
             gate: file.gate,
             drift: file.drift,
+            event_time: file.event_time,
         })
     }
 

@@ -1,6 +1,7 @@
-//! `fraudlake bench online|train`: how fast the online engine computes this feature set on
-//! this lake's data (full replay, then single-transaction latency), and how long libxgboost
-//! takes to fit the handbook training set. Measurements, not tests.
+//! `fraudlake bench online|train|writer`: how fast the online engine computes this feature set
+//! on this lake's data (full replay, then single-transaction latency), how long libxgboost
+//! takes to fit the handbook training set, and how many scored rows per second the server's
+//! lake writer commits. Measurements, not tests.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,6 +9,8 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Subcommand;
+use deltalake::arrow::array::{Array, AsArray};
+use deltalake::arrow::datatypes::Int64Type;
 use fraudlake_pipeline::features::{compile, FeatureSet};
 use fraudlake_serving::online::history;
 use fraudlake_serving::{OnlineEngine, Transaction};
@@ -25,6 +28,28 @@ pub enum BenchCommand {
         /// How many single-transaction timings to take after the replay.
         #[arg(long, default_value_t = 20_000)]
         samples: usize,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Time the scoring server's lake writer: synthetic scored transactions (tx_ids above the
+    /// lake's largest, times over its last days) committed to `transactions` and
+    /// `predictions`. It writes them into the lake: run it on a copy.
+    Writer {
+        /// Scored transactions to commit.
+        #[arg(long, default_value_t = 200_000)]
+        rows: usize,
+        /// Rows per commit (as `serve --flush-rows`).
+        #[arg(long, default_value_t = 50_000)]
+        flush_rows: usize,
+        /// Days before the lake's newest transaction that the rows spread over.
+        #[arg(long, default_value_t = 3)]
+        days: u32,
+        /// Without the check against tx_ids `transactions` already holds (the writer before it).
+        #[arg(long)]
+        no_dedup: bool,
+        /// Required: this bench adds rows to the lake.
+        #[arg(long)]
+        write_to_lake: bool,
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
@@ -153,7 +178,117 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
+#[derive(serde::Serialize)]
+struct WriterBench {
+    rows: usize,
+    flush_rows: usize,
+    dedup: bool,
+    seconds: f64,
+    rows_per_s: f64,
+    transactions_commits: u64,
+    transactions_commit_mean_s: f64,
+    predictions_commit_mean_s: f64,
+    duplicates_dropped: u64,
+}
+
+async fn writer(cmd: BenchCommand, settings: &Settings) -> Result<u8> {
+    use fraudlake_serving::server::metrics::Metrics;
+    use fraudlake_serving::server::writer::{LakeWriter, Scored, WriterConfig};
+    let BenchCommand::Writer {
+        rows,
+        flush_rows,
+        days,
+        no_dedup,
+        write_to_lake,
+        format,
+    } = cmd
+    else {
+        return Err(crate::bad_input("not the writer bench"));
+    };
+    if !write_to_lake {
+        return Err(crate::bad_input(
+            "bench writer adds rows to the lake's transactions and predictions: run it on a copy \
+             of the lake, with --write-to-lake",
+        ));
+    }
+    let lake = settings.open_lake()?;
+    let ctx = lake.session_of(&["transactions"]).await?;
+    if !ctx.table_exist("transactions")? {
+        return Err(crate::bad_input("the lake has no transactions"));
+    }
+    let b = ctx
+        .sql("SELECT MAX(tx_id), CAST(MAX(tx_ts) AS BIGINT) FROM transactions")
+        .await?
+        .collect()
+        .await?;
+    let value = |i: usize| -> Option<i64> {
+        let c = b.first()?.column(i).as_primitive::<Int64Type>();
+        (!c.is_empty() && c.is_valid(0)).then(|| c.value(0))
+    };
+    let (Some(max_id), Some(max_ts)) = (value(0), value(1)) else {
+        return Err(crate::bad_input("the lake has no transactions"));
+    };
+    let metrics = Arc::new(Metrics::new()?);
+    let (handle, thread) = LakeWriter::start(
+        lake,
+        WriterConfig {
+            flush_rows: flush_rows.max(1),
+            flush_interval: std::time::Duration::from_secs(3_600),
+            skip_existing: !no_dedup,
+        },
+        metrics.clone(),
+    )?;
+    let span_us = i64::from(days.max(1)) * 86_400_000_000;
+    let feature_set: Arc<str> = Arc::from("bench");
+    let started = Instant::now();
+    for i in 0..rows as i64 {
+        handle.scored(Scored {
+            tx: Transaction {
+                tx_id: max_id + 1 + i,
+                tx_ts_us: max_ts - span_us + i * (span_us / rows.max(1) as i64),
+                customer_id: i % 5_000,
+                terminal_id: (i * 7_919) % 10_000,
+                amount: 10.0 + (i % 200) as f64,
+            },
+            scored_at_us: chrono::Utc::now().timestamp_micros(),
+            model_version: 1,
+            feature_set: feature_set.clone(),
+            risk_score: 0.01,
+            decision: "approve",
+            features: vec![0.0; 15],
+        });
+    }
+    handle.flush().await;
+    let seconds = started.elapsed().as_secs_f64();
+    drop(handle);
+    let _ = thread.join();
+    let commit = |table: &str| {
+        let h = metrics.writer_commit.with_label_values(&[table]);
+        (h.get_sample_count(), h.get_sample_sum())
+    };
+    let (tx_commits, tx_sum) = commit("transactions");
+    let (pred_commits, pred_sum) = commit("predictions");
+    print_rows(
+        &[WriterBench {
+            rows,
+            flush_rows,
+            dedup: !no_dedup,
+            seconds,
+            rows_per_s: rows as f64 / seconds,
+            transactions_commits: tx_commits,
+            transactions_commit_mean_s: tx_sum / tx_commits.max(1) as f64,
+            predictions_commit_mean_s: pred_sum / pred_commits.max(1) as f64,
+            duplicates_dropped: metrics.writer_duplicates.get(),
+        }],
+        format,
+    )?;
+    Ok(0)
+}
+
 pub async fn run(cmd: BenchCommand, settings: &Settings) -> Result<u8> {
+    if let BenchCommand::Writer { .. } = cmd {
+        return writer(cmd, settings).await;
+    }
     let BenchCommand::Online {
         sql,
         samples,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use fraudlake_pipeline::features::{compile, FeatureSet};
+use fraudlake_serving::online::{EventTimeRules, SkewPolicy};
 use fraudlake_serving::server::{self, ServeConfig};
 
 use crate::config::Settings;
@@ -51,6 +52,19 @@ pub struct ServeArgs {
     /// The feature SQL (default sql/features.sql, env FRAUDLAKE_FEATURES_SQL).
     #[arg(long = "sql")]
     sql: Option<PathBuf>,
+    /// Refuse (or clamp) a transaction whose tx_ts is more than this ahead of the server's
+    /// event-time watermark; also how late one may arrive and still get exact features.
+    /// A number with s, m, h or d (default 1h; fraudlake.toml [event_time] max_skew).
+    #[arg(long, env = "FRAUDLAKE_MAX_EVENT_SKEW", value_parser = parse_span)]
+    max_event_skew: Option<Duration>,
+    /// What to do with a transaction too far ahead: refuse (422) or clamp (score and store it
+    /// at the watermark's time). Default refuse ([event_time] skew_policy).
+    #[arg(long, env = "FRAUDLAKE_EVENT_SKEW_POLICY")]
+    event_skew_policy: Option<SkewPolicy>,
+    /// Ahead transactions, among the last 2N-1, that move the watermark to them (traffic
+    /// resuming after a gap). Default 100 ([event_time] watermark_quorum).
+    #[arg(long, env = "FRAUDLAKE_WATERMARK_QUORUM")]
+    watermark_quorum: Option<usize>,
     /// Also run the DAGs of --dags on their schedules in this process (one process for all).
     #[arg(long, env = "FRAUDLAKE_SCHEDULER")]
     scheduler: bool,
@@ -86,6 +100,7 @@ pub async fn run(a: ServeArgs, settings: &Settings) -> Result<u8> {
         flush_interval: Duration::from_millis(a.flush_ms.max(10)),
         reload_interval: Duration::from_secs(a.reload_secs.max(1)),
         admin_token,
+        event_time: event_time_rules(&a, settings)?,
     };
     config.validate()?;
     let path = a.sql.unwrap_or_else(|| settings.features_sql.clone());
@@ -140,4 +155,71 @@ pub async fn run(a: ServeArgs, settings: &Settings) -> Result<u8> {
     }
     served?;
     Ok(0)
+}
+
+/// Flag or environment variable, else `[event_time]` in fraudlake.toml, else the defaults.
+fn event_time_rules(a: &ServeArgs, settings: &Settings) -> Result<EventTimeRules> {
+    let file = &settings.event_time;
+    let defaults = EventTimeRules::default();
+    let skew = match (a.max_event_skew, &file.max_skew) {
+        (Some(d), _) => d,
+        (None, Some(text)) => parse_span(text)
+            .map_err(|e| anyhow::anyhow!("fraudlake.toml [event_time] max_skew: {e}"))?,
+        (None, None) => Duration::from_nanos(defaults.max_skew_ns.unsigned_abs()),
+    };
+    let policy = match (a.event_skew_policy, &file.skew_policy) {
+        (Some(p), _) => p,
+        (None, Some(text)) => text
+            .parse()
+            .map_err(|e| anyhow::anyhow!("fraudlake.toml [event_time] skew_policy: {e}"))?,
+        (None, None) => defaults.policy,
+    };
+    Ok(EventTimeRules {
+        max_skew_ns: i64::try_from(skew.as_nanos()).unwrap_or(i64::MAX),
+        policy,
+        quorum: a
+            .watermark_quorum
+            .or(file.watermark_quorum)
+            .unwrap_or(defaults.quorum),
+    })
+}
+
+/// A positive span: a number followed by s, m, h or d (e.g. 90s, 30m, 1h, 2d).
+fn parse_span(text: &str) -> std::result::Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a span like 90s, 30m, 1h or 2d"))?;
+    let seconds = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err(format!("'{text}': the unit must be s, m, h or d")),
+    };
+    if n == 0 || n > 3_650 * 86_400 / seconds {
+        return Err(format!(
+            "'{text}' must be more than 0 and at most 3650 days"
+        ));
+    }
+    Ok(Duration::from_secs(n * seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_span;
+    use std::time::Duration;
+
+    #[test]
+    fn spans_parse_with_units_and_refuse_the_rest() {
+        assert_eq!(parse_span("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_span("30m"), Ok(Duration::from_secs(1_800)));
+        assert_eq!(parse_span(" 1h "), Ok(Duration::from_secs(3_600)));
+        assert_eq!(parse_span("2d"), Ok(Duration::from_secs(172_800)));
+        for bad in ["", "h", "1", "1w", "0h", "-1h", "1.5h", "99999999d"] {
+            assert!(parse_span(bad).is_err(), "{bad}");
+        }
+    }
 }
