@@ -50,6 +50,6 @@ cat <<MSG
   DAGs            $BIN --lake $LAKE dag list   (daily_retrain at 02:00 UTC, hourly_monitoring)
   try:
     curl -s http://$ADDR/score -H 'Content-Type: application/json' \\
-      -d '{"tx_id": 900000001, "tx_ts": "2018-10-01T09:30:00Z", "customer_id": 17, "terminal_id": 42, "amount": 35.5}'
+      -d '{"tx_id": 900000001, "tx_ts": "2018-10-01T00:30:00Z", "customer_id": 17, "terminal_id": 42, "amount": 35.5}'
 MSG
 exec "$BIN" --lake "$LAKE" serve --addr "$ADDR" --scheduler

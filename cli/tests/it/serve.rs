@@ -183,9 +183,10 @@ pub fn tx_body(tx_id: i64, ts: &str, customer: i64, terminal: i64, amount: f64) 
     )
 }
 
-/// Seconds after 2018-06-01T00:00:00Z as RFC 3339 (the small lake ends 2018-05-30).
+/// Seconds after 2018-05-31T00:00:00Z as RFC 3339: the small lake's last transactions are in
+/// the last hour of 2018-05-30, so this is within the default --max-event-skew (1 h) of them.
 fn ts(seconds: i64) -> String {
-    let t = chrono::DateTime::from_timestamp(1_527_811_200 + seconds, 0).expect("time");
+    let t = chrono::DateTime::from_timestamp(1_527_724_800 + seconds, 0).expect("time");
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
@@ -554,7 +555,7 @@ fn ten_thousand_bad_bodies_get_4xx_and_the_server_stays_up() {
     assert!(statuses.get(&200).is_some_and(|n| *n > 500), "{statuses:?}");
     assert!(statuses.keys().any(|c| *c >= 400), "{statuses:?}");
     // Still up and scoring.
-    let (code, _) = post_json(port, "/score", &tx_body(7_999_999, &ts(99_999), 3, 4, 5.0));
+    let (code, _) = post_json(port, "/score", &tx_body(7_999_999, &ts(3_000), 3, 4, 5.0));
     assert_eq!(code, 200);
     let (_, metrics) = http(port, "GET", "/metrics", &[], b"");
     assert!(metrics.contains("api_errors_total{kind=\"invalid_json\"}"));
@@ -740,19 +741,21 @@ fn a_restart_rebuilds_the_same_online_state() {
             .collect()
     };
 
+    // Day 9 is a week after day 1: a gap wider than the default --max-event-skew.
+    let skew = ["--max-event-skew", "10d"];
     // Without a restart.
-    let a = Server::start(&twin, &[]);
+    let a = Server::start(&twin, &skew);
     features_of(a.port, &day1);
     assert_eq!(post_json(a.port, "/labels", labels).0, 200);
     let uninterrupted = features_of(a.port, &day9);
     a.stop();
 
     // With a restart between the days: state comes back from the lake.
-    let b = Server::start(&lake.lake(), &[]);
+    let b = Server::start(&lake.lake(), &skew);
     features_of(b.port, &day1);
     assert_eq!(post_json(b.port, "/labels", labels).0, 200);
     b.stop();
-    let c = Server::start(&lake.lake(), &[]);
+    let c = Server::start(&lake.lake(), &skew);
     let restarted = features_of(c.port, &day9);
     c.stop();
 
@@ -774,4 +777,251 @@ fn a_restart_rebuilds_the_same_online_state() {
             .any(|r| r[0][risk_index].as_f64().unwrap_or(0.0) > 0.0),
         "labels must show up in terminal risk"
     );
+}
+
+/// Feature values and risk of one /score?explain=true answer.
+fn explained(port: u16, body: &str) -> (Vec<f64>, serde_json::Value) {
+    let (code, text) = post_json(port, "/score?explain=true", body);
+    assert_eq!(code, 200, "{body}: {text}");
+    let r = json(&text);
+    let values = r["features"]
+        .as_array()
+        .expect("features")
+        .iter()
+        .map(|f| f["value"].as_f64().expect("value"))
+        .collect();
+    (values, r)
+}
+
+fn metric_value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Issue #14, item 2: one transaction dated today in a 2018 lake. As a row already in the lake
+/// (ingested from a file) it used to anchor the start-up bootstrap (MAX(tx_ts)), which then
+/// loaded no history; as a request it used to move the watermark. Now the bootstrap skips it
+/// and the request is refused with 422 naming tx_ts: every feature equals a twin server's that
+/// never saw it, and the history really is there.
+#[test]
+fn a_far_future_transaction_changes_no_other_feature() {
+    let lake = lake_with_champion();
+    let twin = lake.path().join("twin");
+    copy_dir(Path::new(&lake.lake()), &twin);
+    let twin = twin.display().to_string();
+    let today = chrono::Utc::now() - chrono::Duration::hours(1);
+    let csv = lake.path().join("today.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "tx_id,tx_ts,customer_id,terminal_id,amount\n9500000,{},17,42,10.0\n",
+            today.format("%Y-%m-%d %H:%M:%S")
+        ),
+    )
+    .expect("csv");
+    lake.ok(&["ingest", csv.to_str().expect("path")]);
+    let rows = lake.sql_json("SELECT COUNT(*) AS n FROM transactions WHERE tx_id = 9500000");
+    assert_eq!(num(&rows[0], "n"), 1.0, "the far-future row is in the lake");
+
+    let plain = Server::start(&twin, &[]);
+    let skewed = Server::start(&lake.lake(), &[]);
+    let far = tx_body(9_600_000, &today.to_rfc3339(), 17, 42, 10.0);
+    let mut compared = 0;
+    let mut history_seen = false;
+    for i in 0..120i64 {
+        if i == 60 {
+            let (code, text) = post_json(skewed.port, "/score", &far);
+            assert_eq!(code, 422, "{text}");
+            let e = json(&text);
+            assert_eq!(e["error"], "event_time_ahead", "{text}");
+            let detail = e["detail"].as_str().expect("detail");
+            assert!(
+                detail.starts_with("tx_ts: ") && detail.contains("--max-event-skew"),
+                "{detail}"
+            );
+        }
+        let body = tx_body(9_400_000 + i, &ts(i * 30), i % 40, i % 25, 20.0 + i as f64);
+        let (want, _) = explained(plain.port, &body);
+        let (got, r) = explained(skewed.port, &body);
+        assert!(r.get("time_flag").is_none(), "{r}");
+        for (a, b) in want.iter().zip(&got) {
+            assert!(
+                (a - b).abs() <= 1e-9 * a.abs().max(1.0),
+                "{want:?} vs {got:?}"
+            );
+        }
+        compared += 1;
+        // customer_nb_tx_30d (index 7) counts the lake's history, not just this traffic.
+        history_seen |= got[7] > 10.0;
+    }
+    assert_eq!(compared, 120);
+    assert!(history_seen, "the bootstrap loaded the lake's history");
+    let (_, metrics) = http(skewed.port, "GET", "/metrics", &[], b"");
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "fraud_event_time_total{outcome=\"refused_ahead\"}"
+        ),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_value(&metrics, "api_errors_total{kind=\"event_time_ahead\"}"),
+        1.0
+    );
+    let doc = json(&http(skewed.port, "GET", "/openapi.json", &[], b"").1);
+    for (path, code) in [
+        ("/score", "409"),
+        ("/score", "422"),
+        ("/score/batch", "409"),
+    ] {
+        assert!(
+            doc["paths"][path]["post"]["responses"][code].is_object(),
+            "openapi: {path} lacks {code}"
+        );
+    }
+    plain.stop();
+    skewed.stop();
+}
+
+/// Issue #14, item 3: a retried /score is idempotent (same answer, one row in the lake), the
+/// same tx_id with another body is a 409, and a tx_id the lake already holds but the server
+/// no longer remembers (an old transaction) is scored, flagged late, and not written again.
+/// With --event-skew-policy clamp a far-future transaction is scored at the watermark's time.
+#[test]
+fn retries_are_idempotent_conflicts_are_409_and_the_lake_keeps_one_row() {
+    let lake = lake_with_champion();
+    let old = lake.sql_json(
+        "SELECT tx_id, CAST(tx_ts AS BIGINT) AS us, customer_id, terminal_id, amount \
+         FROM transactions ORDER BY tx_id LIMIT 1",
+    );
+    let old_ts = chrono::DateTime::from_timestamp_micros(num(&old[0], "us") as i64)
+        .expect("time")
+        .to_rfc3339();
+    let old_body = tx_body(
+        num(&old[0], "tx_id") as i64,
+        &old_ts,
+        num(&old[0], "customer_id") as i64,
+        num(&old[0], "terminal_id") as i64,
+        num(&old[0], "amount"),
+    );
+    let server = Server::start(&lake.lake(), &["--event-skew-policy", "clamp"]);
+    let port = server.port;
+    let body = tx_body(9_100_001, &ts(10), 17, 42, 35.5);
+    let (code, first) = post_json(port, "/score", &body);
+    assert_eq!(code, 200, "{first}");
+    // Other traffic of the same customer changes what a recomputation would give.
+    for i in 0..5 {
+        let (code, _) = post_json(
+            port,
+            "/score",
+            &tx_body(9_100_100 + i, &ts(20 + i), 17, 42, 900.0),
+        );
+        assert_eq!(code, 200);
+    }
+    let (code, again) = post_json(port, "/score", &body);
+    assert_eq!(code, 200, "{again}");
+    assert_eq!(json(&again), json(&first), "a retry gets the same answer");
+    let (code, text) = post_json(port, "/score", &tx_body(9_100_001, &ts(10), 17, 42, 36.0));
+    assert_eq!(code, 409, "{text}");
+    let e = json(&text);
+    assert_eq!(e["error"], "conflict");
+    assert!(
+        e["detail"].as_str().expect("detail").contains("amount"),
+        "{text}"
+    );
+    let batch = format!(
+        r#"{{"transactions":[{body},{}]}}"#,
+        tx_body(9_100_002, &ts(30), 18, 43, 5.0)
+    );
+    let (code, text) = post_json(port, "/score/batch", &batch);
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(json(&text)["results"][0], json(&first));
+    let conflicting = format!(
+        r#"{{"transactions":[{},{}]}}"#,
+        tx_body(9_100_003, &ts(31), 18, 43, 5.0),
+        tx_body(9_100_002, &ts(30), 19, 43, 5.0)
+    );
+    let (code, text) = post_json(port, "/score/batch", &conflicting);
+    assert_eq!(code, 409, "{text}");
+    assert!(text.contains("transactions[1].tx_id"), "{text}");
+
+    // An old transaction of the lake, sent again: scored (late), not written again.
+    let (code, text) = post_json(port, "/score", &old_body);
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(json(&text)["time_flag"], "late", "{text}");
+
+    // Clamped: scored at the watermark's time, said in the answer; its retry is the same.
+    let far = tx_body(9_100_009, "2026-01-01T00:00:00Z", 20, 44, 5.0);
+    let (code, clamped) = post_json(port, "/score", &far);
+    assert_eq!(code, 200, "{clamped}");
+    let c = json(&clamped);
+    assert_eq!(c["time_flag"], "clamped", "{clamped}");
+    assert!(
+        c["scored_tx_ts"]
+            .as_str()
+            .expect("scored_tx_ts")
+            .starts_with("2018-05-31T00:"),
+        "{clamped}"
+    );
+    let (code, again) = post_json(port, "/score", &far);
+    assert_eq!(code, 200);
+    assert_eq!(json(&again), c);
+
+    let (_, metrics) = http(port, "GET", "/metrics", &[], b"");
+    for (series, want) in [
+        ("fraud_tx_id_reuse_total{outcome=\"replayed\"}", 3.0),
+        ("fraud_tx_id_reuse_total{outcome=\"conflict\"}", 2.0),
+        ("fraud_event_time_total{outcome=\"clamped\"}", 1.0),
+        ("fraud_event_time_total{outcome=\"late\"}", 1.0),
+        // Transactions scored, not requests: the retries are not counted again.
+        ("fraud_risk_score_count", 9.0),
+    ] {
+        assert_eq!(
+            metric_value(&metrics, series),
+            want,
+            "{series} in:\n{metrics}"
+        );
+    }
+    server.stop();
+
+    let rows = lake.sql_json(&format!(
+        "SELECT tx_id, COUNT(*) AS n FROM transactions WHERE tx_id IN (9100001, 9100002, 9100009, {}) \
+         GROUP BY tx_id ORDER BY tx_id",
+        num(&old[0], "tx_id")
+    ));
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    assert!(
+        rows.iter().all(|r| num(r, "n") == 1.0),
+        "one row per tx_id: {rows:?}"
+    );
+    let rows = lake.sql_json(
+        "SELECT tx_id, CAST(tx_ts AS VARCHAR) AS ts, COUNT(*) OVER (PARTITION BY tx_id) AS n \
+         FROM predictions WHERE tx_id IN (9100001, 9100009) ORDER BY tx_id",
+    );
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(
+        rows[1]["ts"]
+            .as_str()
+            .expect("ts")
+            .starts_with("2018-05-31"),
+        "stored clamped: {rows:?}"
+    );
+
+    // After a restart the retry is still not stored twice; the answer is recomputed from the
+    // same history, so it is the same score.
+    let server = Server::start(&lake.lake(), &[]);
+    let (code, text) = post_json(server.port, "/score", &body);
+    assert_eq!(code, 200, "{text}");
+    let (a, b) = (
+        json(&text)["risk_score"].as_f64(),
+        json(&first)["risk_score"].as_f64(),
+    );
+    let (a, b) = (a.expect("risk"), b.expect("risk"));
+    assert!((a - b).abs() <= 1e-9, "{a} vs {b}");
+    server.stop();
+    let rows = lake.sql_json("SELECT COUNT(*) AS n FROM transactions WHERE tx_id = 9100001");
+    assert_eq!(num(&rows[0], "n"), 1.0);
 }

@@ -23,7 +23,12 @@ fn metric(text: &str, prefix: &str) -> f64 {
 #[test]
 fn simulate_train_serve_label_and_retrain_close_the_loop() {
     let lake = drifted_lake();
-    let server = Server::start(&lake.lake(), &["--reload-secs", "1"]);
+    // The traffic starts three days after the lake's last day: a gap wider than the default
+    // --max-event-skew, which would refuse the first batches.
+    let server = Server::start(
+        &lake.lake(),
+        &["--reload-secs", "1", "--max-event-skew", "5d"],
+    );
 
     // A week of traffic after the simulated period (2018-06-18..24), in batches of 100.
     let mut r = 12345u64;
