@@ -137,7 +137,7 @@ async fn newest_tx_ts(lake: &Lake, n: usize) -> Result<Vec<i64>> {
     }
     let batches = ctx
         .sql(&format!(
-            "SELECT CAST(tx_ts AS BIGINT) FROM transactions ORDER BY tx_ts DESC LIMIT {n}"
+            "SELECT CAST(tx_ts AS BIGINT) AS us FROM transactions ORDER BY us DESC LIMIT {n}"
         ))
         .await?
         .collect()
