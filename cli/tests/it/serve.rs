@@ -203,7 +203,7 @@ fn scores_explains_takes_labels_and_lands_everything_in_the_lake() {
     assert_eq!(current["version"], 1);
     assert_eq!(current["feature_names"].as_array().map(Vec::len), Some(15));
 
-    let (code, body) = post_json(port, "/score", &tx_body(9_000_001, &ts(0), 17, 42, 35.5));
+    let (code, body) = post_json(port, "/score", &tx_body(9_000_001, &ts(0), 1_017, 42, 35.5));
     assert_eq!(code, 200, "{body}");
     let r = json(&body);
     assert_eq!(r["tx_id"], 9_000_001);
@@ -217,7 +217,7 @@ fn scores_explains_takes_labels_and_lands_everything_in_the_lake() {
     let (code, body) = post_json(
         port,
         "/score?explain=true",
-        &tx_body(9_000_002, &ts(60), 17, 42, 1200.0),
+        &tx_body(9_000_002, &ts(60), 1_017, 42, 1200.0),
     );
     assert_eq!(code, 200, "{body}");
     let r = json(&body);
@@ -225,7 +225,8 @@ fn scores_explains_takes_labels_and_lands_everything_in_the_lake() {
     assert_eq!(features.len(), 15);
     assert_eq!(features[0]["feature"], "tx_amount");
     assert_eq!(features[0]["value"], 1200.0);
-    // The customer's second transaction within a day.
+    // The customer's second transaction within a day (customer 1017 is not in the lake, whose
+    // last day is the day before).
     let nb_1d = features
         .iter()
         .find(|f| f["feature"] == "customer_nb_tx_1d")
