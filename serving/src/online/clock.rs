@@ -188,19 +188,18 @@ impl EventClock {
     }
 }
 
-/// The anchor of a lake's history, robust to a few far-future rows: from the median of the
-/// newest `2 * quorum` event times, walk forward while each next time is within `max_skew` of
-/// the previous one; the first larger gap ends it (rows after it are outliers).
-/// `newest` is sorted ascending; returns `None` when it is empty.
+/// The anchor of a lake's history, robust to a few far-future rows: the newest of the newest
+/// `2 * quorum` event times that is no further ahead of their median than twice as far as the
+/// oldest of them is behind it, plus `max_skew` (rows beyond are outliers). Quiet hours (gaps
+/// wider than the skew) inside that window do not cut it short. `newest` is sorted ascending;
+/// `None` if empty.
 pub fn robust_anchor(newest: &[i64], max_skew: i64) -> Option<i64> {
-    let mut w = *newest.get(newest.len().saturating_sub(1) / 2)?;
-    for &t in &newest[newest.len().saturating_sub(1) / 2..] {
-        if t > w.saturating_add(max_skew) {
-            break;
-        }
-        w = w.max(t);
-    }
-    Some(w)
+    let median = *newest.get(newest.len().saturating_sub(1) / 2)?;
+    let below = median.saturating_sub(newest[0]);
+    let limit = median
+        .saturating_add(below.saturating_mul(2))
+        .saturating_add(max_skew);
+    newest.iter().rev().find(|&&t| t <= limit).copied()
 }
 
 #[cfg(test)]
@@ -267,5 +266,11 @@ mod tests {
         assert_eq!(robust_anchor(&times, 3600), times.last().copied());
         assert_eq!(robust_anchor(&[], 3600), None);
         assert_eq!(robust_anchor(&[7], 3600), Some(7));
+        // A quiet night (a gap wider than the skew) among the newest rows is not an outlier.
+        let gap: Vec<i64> = (0..150)
+            .map(|i| i * 60)
+            .chain((0..50).map(|i| 9_000 + 7_200 + i * 60))
+            .collect();
+        assert_eq!(robust_anchor(&gap, 3600), gap.last().copied());
     }
 }

@@ -91,8 +91,8 @@ pub async fn load(
 ///
 /// The history ends at a robust anchor, not at `MAX(tx_ts)`: a far-future row already in the
 /// lake (ingested from a file, say) would otherwise put the whole lookback in the future and
-/// load nothing. Rows more than the engine's max event skew past the anchor's chain are
-/// outliers: not loaded (they stay in the lake), counted in a warning.
+/// load nothing. Rows past the anchor (see [`robust_anchor`]) are outliers: not loaded (they
+/// stay in the lake), counted in a warning.
 pub async fn bootstrap<S: EntityStore>(engine: &mut OnlineEngine<S>, lake: &Lake) -> Result<usize> {
     let rules = *engine.event_time_rules();
     let skew_us = rules.max_skew_ns / 1000;
