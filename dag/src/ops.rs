@@ -302,6 +302,8 @@ pub async fn run(args: &OpArgs, ctx: &mut OpCtx<'_>) -> Result<Value> {
                         train_frauds: 0,
                         test_rows: metrics.test_rows,
                         test_frauds: metrics.test_frauds,
+                        label_policy: String::new(),
+                        labels_overridden: Vec::new(),
                     },
                     model_json: bytes,
                 })

@@ -474,12 +474,12 @@ async fn served_scores(
     if !ctx.table_exist("labels")? {
         return Ok((all, Vec::new()));
     }
-    // The latest label per transaction, as training reads it (ties favour fraud).
+    // The label that counts per transaction, by the default precedence (fraudlake_pipeline::labels).
     let joined = ctx
         .sql(&format!(
-            "SELECT p.risk_score, l.is_fraud FROM predictions p JOIN (SELECT tx_id, \
-               MAX(CAST(labeled_at AS BIGINT) * 2 + CAST(is_fraud AS BIGINT)) % 2 = 1 AS is_fraud \
-               FROM labels GROUP BY tx_id) l ON p.tx_id = l.tx_id WHERE {period}"
+            "SELECT p.risk_score, l.is_fraud FROM predictions p JOIN ({}) l \
+             ON p.tx_id = l.tx_id WHERE {period}",
+            fraudlake_pipeline::labels::LabelPolicy::default().effective_sql()
         ))
         .await?
         .collect()

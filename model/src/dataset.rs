@@ -1,6 +1,8 @@
 //! Training and test rows, read with DataFusion SQL from the lake: the `features` table joined
-//! with the latest label of each transaction. A [`Snapshot`] pins the Delta versions it read,
-//! so a model's lineage names exactly the data that produced it.
+//! with the label that counts for each transaction under the label precedence policy
+//! (`fraudlake_pipeline::labels`: the most trusted source, the latest within it). A
+//! [`Snapshot`] pins the Delta versions it read, so a model's lineage names exactly the data
+//! that produced it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,6 +12,7 @@ use deltalake::arrow::array::{Array, RecordBatch};
 use deltalake::datafusion::datasource::MemTable;
 use deltalake::datafusion::prelude::SessionContext;
 use fraudlake_pipeline::features::offline::FEATURES_TABLE;
+use fraudlake_pipeline::labels::LabelPolicy;
 use fraudlake_pipeline::lake::{register, tables, Lake};
 use serde::{Deserialize, Serialize};
 
@@ -91,12 +94,20 @@ pub struct Snapshot {
     pub tables: Vec<TableVersion>,
     /// The feature-set hash(es) present in `features`.
     pub feature_sets: Vec<String>,
+    /// Which label counts per transaction.
+    policy: LabelPolicy,
 }
 
-/// The latest label per transaction (ties in labeled_at favour fraud), as the feature view.
-const LATEST_LABEL: &str = "SELECT tx_id, \
-     MAX(CAST(labeled_at AS BIGINT) * 2 + CAST(is_fraud AS BIGINT)) % 2 = 1 AS is_fraud \
-     FROM labels GROUP BY tx_id";
+/// Label rows that a more trusted source overrode (they said the opposite), per pair of
+/// sources: shown in the model card.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelOverride {
+    /// The source whose labels did not count (e.g. `api:1f2e3d4c5b6a7980`).
+    pub source: String,
+    /// The source whose label counted instead (e.g. `ingest:chargebacks.csv`).
+    pub kept: String,
+    pub labels: i64,
+}
 
 impl Snapshot {
     /// Pins `features` and `labels` at their current versions (or the versions in `at`).
@@ -147,7 +158,42 @@ impl Snapshot {
             ctx,
             tables: versions,
             feature_sets,
+            policy: LabelPolicy::default(),
         })
+    }
+
+    /// Reads labels by `policy` instead of the default precedence.
+    pub fn with_policy(mut self, policy: LabelPolicy) -> Snapshot {
+        self.policy = policy;
+        self
+    }
+
+    pub fn policy(&self) -> &LabelPolicy {
+        &self.policy
+    }
+
+    /// Label rows of the snapshot that did not count because a more trusted source said the
+    /// opposite, grouped by (source, source kept), most first.
+    pub async fn overridden_labels(&self) -> Result<Vec<LabelOverride>> {
+        let batches = self
+            .ctx
+            .sql(&self.policy.overridden_sql())
+            .await?
+            .collect()
+            .await?;
+        let mut out = Vec::new();
+        for b in &batches {
+            let (source, kept) = (columns::utf8(b.column(0))?, columns::utf8(b.column(1))?);
+            let n = columns::i64s(b.column(2))?;
+            for i in 0..b.num_rows() {
+                out.push(LabelOverride {
+                    source: source.value(i).to_string(),
+                    kept: kept.value(i).to_string(),
+                    labels: n.value(i),
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// First and last day in `features`.
@@ -235,11 +281,12 @@ impl Snapshot {
         let sql = format!(
             "SELECT f.tx_id, f.customer_id, CAST(f.tx_date AS INT) AS day, \
                COALESCE(l.is_fraud, false) AS is_fraud, {cols} \
-             FROM features f LEFT JOIN ({LATEST_LABEL}) l ON f.tx_id = l.tx_id \
+             FROM features f LEFT JOIN ({labels}) l ON f.tx_id = l.tx_id \
              WHERE {filter} AND f.feature_set = '{feature_set}' \
              ORDER BY f.tx_ts, f.tx_id",
             cols = columns.join(", "),
             feature_set = feature_set.replace('\'', "''"),
+            labels = self.policy.effective_sql(),
         );
         let batches = self.ctx.sql(&sql).await?.collect().await?;
         let mut rows = Rows {
@@ -291,10 +338,11 @@ impl Snapshot {
         feature_set: &str,
     ) -> Result<Vec<bool>> {
         let sql = format!(
-            "SELECT l.is_fraud FROM features f JOIN ({LATEST_LABEL}) l ON f.tx_id = l.tx_id \
+            "SELECT l.is_fraud FROM features f JOIN ({labels}) l ON f.tx_id = l.tx_id \
              WHERE f.tx_date >= DATE '{from}' AND f.tx_date <= DATE '{to}' \
              AND f.feature_set = '{feature_set}'",
             feature_set = feature_set.replace('\'', "''"),
+            labels = self.policy.effective_sql(),
         );
         let batches = self.ctx.sql(&sql).await?.collect().await?;
         let mut out = Vec::new();
@@ -317,9 +365,10 @@ impl Snapshot {
     ) -> Result<HashMap<i64, i32>> {
         let sql = format!(
             "SELECT f.customer_id, MIN(CAST(f.tx_date AS INT)) \
-             FROM features f JOIN ({LATEST_LABEL}) l ON f.tx_id = l.tx_id \
+             FROM features f JOIN ({labels}) l ON f.tx_id = l.tx_id \
              WHERE l.is_fraud AND f.tx_date >= DATE '{from}' AND f.tx_date <= DATE '{to}' \
-             GROUP BY f.customer_id"
+             GROUP BY f.customer_id",
+            labels = self.policy.effective_sql(),
         );
         let batches = self.ctx.sql(&sql).await?.collect().await?;
         let mut out = HashMap::new();

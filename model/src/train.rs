@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use chrono::NaiveDate;
+use fraudlake_pipeline::labels::LabelPolicy;
 use fraudlake_pipeline::lake::Lake;
 use serde::Serialize;
 
@@ -94,7 +95,8 @@ async fn fit_blocking(
         .map_err(|e| Error::Model(format!("the training task failed: {e}")))?
 }
 
-/// Trains on `periods` and evaluates on its test days.
+/// Trains on `periods` and evaluates on its test days, reading labels by the default
+/// precedence.
 pub async fn train(
     lake: &Lake,
     spec: &FeatureSpec,
@@ -102,9 +104,31 @@ pub async fn train(
     params: &TrainParams,
     threshold: f64,
 ) -> Result<Trained> {
+    train_with(
+        lake,
+        spec,
+        periods,
+        params,
+        threshold,
+        &LabelPolicy::default(),
+    )
+    .await
+}
+
+/// [`train`] with labels read by `policy`.
+pub async fn train_with(
+    lake: &Lake,
+    spec: &FeatureSpec,
+    periods: &Periods,
+    params: &TrainParams,
+    threshold: f64,
+    policy: &LabelPolicy,
+) -> Result<Trained> {
     periods.validate()?;
     params.validate()?;
-    let snapshot = Snapshot::open(lake, &HashMap::new()).await?;
+    let snapshot = Snapshot::open(lake, &HashMap::new())
+        .await?
+        .with_policy(policy.clone());
     snapshot.require_feature_set(&spec.sha256)?;
     let rows = training_rows(&snapshot, spec, periods).await?;
     let valid = validation_rows(&rows, periods, params);
@@ -121,6 +145,8 @@ pub async fn train(
         train_frauds: rows.frauds(),
         test_rows: metrics.test_rows,
         test_frauds: metrics.test_frauds,
+        label_policy: policy.describe(),
+        labels_overridden: snapshot.overridden_labels().await?,
     };
     Ok(Trained {
         fitted,

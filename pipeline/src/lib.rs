@@ -5,6 +5,8 @@
 pub mod error;
 pub mod features;
 pub mod ingest;
+pub mod keys;
+pub mod labels;
 pub mod lake;
 pub mod progress;
 pub mod simulate;

@@ -117,6 +117,7 @@ pub async fn run(args: SimulateArgs, settings: &Settings) -> Result<u8> {
         is_fraud: out.is_fraud,
         fraud_scenario: out.fraud_scenario.into_iter().map(Some).collect(),
         labeled_at_us: out.labeled_at_us,
+        provenance: Vec::new(),
     };
     let t1 = std::time::Instant::now();
     let summary =

@@ -69,6 +69,28 @@ fn sections(r: &VersionRecord) -> Vec<(&'static str, Vec<(String, String)>)> {
             }
             rows
         }),
+        ("Labels", {
+            let policy = if l.label_policy.is_empty() {
+                "latest label wins (recorded before label precedence)".to_string()
+            } else {
+                l.label_policy.clone()
+            };
+            let total: i64 = l.labels_overridden.iter().map(|o| o.labels).sum();
+            let mut rows = vec![
+                ("Precedence (most trusted first)".into(), policy),
+                (
+                    "Labels overridden by a more trusted source".into(),
+                    total.to_string(),
+                ),
+            ];
+            for o in &l.labels_overridden {
+                rows.push((
+                    format!("Overridden: `{}`", o.source),
+                    format!("{} labels, `{}` kept", o.labels, o.kept),
+                ));
+            }
+            rows
+        }),
         (
             "Training",
             vec![

@@ -106,6 +106,12 @@ pub struct Lineage {
     pub train_frauds: usize,
     pub test_rows: usize,
     pub test_frauds: usize,
+    /// The label precedence training read labels by (empty in records made before it).
+    #[serde(default)]
+    pub label_policy: String,
+    /// Labels that did not count because a more trusted source said otherwise.
+    #[serde(default)]
+    pub labels_overridden: Vec<crate::dataset::LabelOverride>,
 }
 
 /// Everything stored about one version.

@@ -28,10 +28,11 @@ pub const DEFAULT_PATH: &str = "sql/features.sql";
 ///   instant, so a RANGE frame ending at CURRENT ROW means "up to and including this
 ///   transaction in (tx_ts, tx_id) order" in both engines: the online engine cannot see a
 ///   same-instant peer that has not arrived yet, and offline SQL must not see it either.
-/// * `is_fraud` is 1 when the latest label says fraud, 0 when genuine or not labeled (yet).
-///   The latest label is found with one integer MAX per tx_id (labeled_at * 2 + is_fraud,
-///   so equal times favour fraud): an order of magnitude faster in DataFusion than
-///   `last_value(is_fraud ORDER BY labeled_at)` on 1.75 M labels (0.45 s vs several seconds).
+/// * `is_fraud` is 1 when the label that counts says fraud, 0 when genuine or not labeled
+///   (yet). The label that counts is the default precedence policy's (`crate::labels`: the
+///   most trusted source, latest within it), found with one integer MAX per tx_id: an order
+///   of magnitude faster in DataFusion than `last_value(is_fraud ORDER BY ...)` on 1.75 M
+///   labels (0.45 s vs several seconds).
 pub fn view_sql(filter: &str) -> String {
     format!(
         "SELECT t.tx_id, t.tx_ts, \
@@ -39,10 +40,9 @@ pub fn view_sql(filter: &str) -> String {
            t.customer_id, t.terminal_id, t.amount, \
            CAST(COALESCE(l.is_fraud, false) AS BIGINT) AS is_fraud \
          FROM transactions t \
-         LEFT JOIN (SELECT tx_id, \
-                      MAX(CAST(labeled_at AS BIGINT) * 2 + CAST(is_fraud AS BIGINT)) % 2 = 1 AS is_fraud \
-                    FROM labels GROUP BY tx_id) l ON t.tx_id = l.tx_id \
-         {filter}"
+         LEFT JOIN ({}) l ON t.tx_id = l.tx_id \
+         {filter}",
+        crate::labels::LabelPolicy::default().effective_sql()
     )
 }
 

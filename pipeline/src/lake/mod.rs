@@ -224,11 +224,11 @@ impl Lake {
         if batches.iter().all(|b| b.num_rows() == 0) {
             return Ok(table);
         }
-        Ok(table
+        let write = table
             .write(batches)
             .with_save_mode(SaveMode::Append)
-            .with_commit_properties(commit_note(operation))
-            .await?)
+            .with_commit_properties(commit_note(operation));
+        Ok(evolve(def, write).await?)
     }
 
     /// A session with only the named tables registered (those that exist; check with
@@ -275,6 +275,21 @@ impl Lake {
             ctx.register_table(crate::features::definition::VIEW_NAME, view)?;
         }
         Ok(ctx)
+    }
+}
+
+/// How appends treat the table's schema: `labels` gained nullable provenance columns, and a
+/// lake made before them gets them on its next label write (Delta schema evolution: the
+/// older files read as null). Other tables must match their definition exactly.
+/// Other tables keep strict schemas: `Merge` would let a wrong batch widen them silently.
+pub fn evolve(
+    def: &TableDef,
+    write: deltalake::operations::write::WriteBuilder,
+) -> deltalake::operations::write::WriteBuilder {
+    if def.name == tables::LABELS.name {
+        write.with_schema_mode(deltalake::operations::write::SchemaMode::Merge)
+    } else {
+        write
     }
 }
 

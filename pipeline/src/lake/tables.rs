@@ -47,6 +47,11 @@ fn labels_schema() -> SchemaRef {
         Field::new("fraud_scenario", DataType::Int32, true),
         Field::new("labeled_at", utc_micros(), false),
         Field::new("source", DataType::Utf8, false),
+        // Provenance (added later: older lakes gain the columns on their next label write,
+        // see `Lake::append`; readers never need them).
+        Field::new("previous_is_fraud", DataType::Boolean, true),
+        Field::new("previous_source", DataType::Utf8, true),
+        Field::new("note", DataType::Utf8, true),
     ]))
 }
 
@@ -68,10 +73,11 @@ pub const TRANSACTIONS: TableDef = TableDef {
     partition_by: &["tx_date"],
 };
 
-/// Fraud labels, which arrive separately and later (chargebacks); the latest per tx_id wins.
+/// Fraud labels, which arrive separately and later (chargebacks). Which one counts per tx_id
+/// is the precedence policy of [`crate::labels`]: the most trusted source, latest within it.
 pub const LABELS: TableDef = TableDef {
     name: "labels",
-    description: "fraud labels per tx_id (latest labeled_at wins), arriving after the transaction",
+    description: "fraud labels per tx_id with their source and the label they replaced; the most trusted source wins, then the latest",
     schema: labels_schema,
     partition_by: &[],
 };
@@ -146,6 +152,20 @@ pub struct LabelColumns {
     pub is_fraud: Vec<bool>,
     pub fraud_scenario: Vec<Option<i32>>,
     pub labeled_at_us: Vec<i64>,
+    /// Per-row provenance (the server's labels, one API key each). Empty: every row comes
+    /// from `into_batch`'s source with no previous label recorded.
+    pub provenance: Vec<Provenance>,
+}
+
+/// Where one label came from and what it replaced.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Provenance {
+    pub source: String,
+    /// The label that counted for the tx_id before this one, if any.
+    pub previous_is_fraud: Option<bool>,
+    pub previous_source: Option<String>,
+    /// Why the label does not count (e.g. a more trusted source says otherwise), if so.
+    pub note: Option<String>,
 }
 
 impl LabelColumns {
@@ -157,15 +177,51 @@ impl LabelColumns {
         self.tx_id.is_empty()
     }
 
-    /// Builds one `labels` batch, every row attributed to `source`.
+    /// Builds one `labels` batch, every row attributed to `source` unless `provenance` says.
     pub fn into_batch(self, source: &str) -> Result<RecordBatch> {
         let n = self.len();
+        let provenance = if self.provenance.is_empty() {
+            vec![
+                Provenance {
+                    source: source.to_string(),
+                    ..Provenance::default()
+                };
+                n
+            ]
+        } else if self.provenance.len() == n {
+            self.provenance
+        } else {
+            return Err(crate::Error::invalid(format!(
+                "labels: {n} rows but {} provenance entries",
+                self.provenance.len()
+            )));
+        };
         let columns: Vec<ArrayRef> = vec![
             Arc::new(Int64Array::from(self.tx_id)),
             Arc::new(BooleanArray::from(self.is_fraud)),
             Arc::new(Int32Array::from(self.fraud_scenario)),
             Arc::new(TimestampMicrosecondArray::from(self.labeled_at_us).with_timezone("UTC")),
-            Arc::new(StringArray::from(vec![source; n])),
+            Arc::new(StringArray::from_iter_values(
+                provenance.iter().map(|p| p.source.as_str()),
+            )),
+            Arc::new(BooleanArray::from(
+                provenance
+                    .iter()
+                    .map(|p| p.previous_is_fraud)
+                    .collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(
+                provenance
+                    .iter()
+                    .map(|p| p.previous_source.as_deref())
+                    .collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(
+                provenance
+                    .iter()
+                    .map(|p| p.note.as_deref())
+                    .collect::<Vec<_>>(),
+            )),
         ];
         Ok(RecordBatch::try_new((LABELS.schema)(), columns)?)
     }

@@ -43,14 +43,15 @@ pub async fn load(
         format!("WHERE {}", filters.join(" AND "))
     };
     let labels = if has_labels {
-        // Latest label per tx_id with one integer MAX (see `view_sql`): labeled_at * 2 + is_fraud.
-        "LEFT JOIN (SELECT tx_id, k % 2 = 1 AS is_fraud, k / 2 AS labeled_at FROM \
-                    (SELECT tx_id, MAX(CAST(labeled_at AS BIGINT) * 2 + CAST(is_fraud AS BIGINT)) AS k \
-                     FROM labels GROUP BY tx_id)) l \
-         ON t.tx_id = l.tx_id"
+        // The label that counts per tx_id, as `view_sql` reads it (the default precedence).
+        format!(
+            "LEFT JOIN ({}) l ON t.tx_id = l.tx_id",
+            fraudlake_pipeline::labels::LabelPolicy::default().effective_sql()
+        )
     } else {
         "LEFT JOIN (SELECT CAST(NULL AS BIGINT) AS tx_id, CAST(NULL AS BOOLEAN) AS is_fraud, \
                     CAST(NULL AS BIGINT) AS labeled_at) l ON t.tx_id = l.tx_id"
+            .to_string()
     };
     let sql = format!(
         "SELECT t.tx_id, CAST(t.tx_ts AS BIGINT) AS ts, t.customer_id, t.terminal_id, t.amount, \
