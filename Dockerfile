@@ -81,4 +81,7 @@ EXPOSE 8080
 HEALTHCHECK --interval=15s --timeout=3s --start-period=120s --retries=3 \
     CMD ["/bin/sh", "-c", "curl -fsS --max-time 2 http://127.0.0.1:8080/health || exit 1"]
 
+# The write routes need API keys, kept hashed in the lake (`fraudlake keys create --scope
+# score,label,admin` once, e.g. the compose file's lake-seed); without any, serve stops with
+# a message saying so. --insecure-no-auth is refused on 0.0.0.0.
 CMD ["fraudlake", "--lake", "/lake", "serve", "--addr", "0.0.0.0:8080", "--scheduler"]

@@ -666,7 +666,8 @@ EOF
       # -- fraudlake serve
       fl_note="" fl_rps="" fl_p50="" fl_p99="" fl_non2xx="" fl_err="" fl_rss0="" fl_rss1=""
       fl_stop="" committed="" answered="" fl_up_s="" fl_rss_mid="" fl_last=""
-      "$BIN" --lake "$LAKE_HB" --quiet serve --addr "$FL_HTTP" --reload-secs 3600 >"$WORK/serve.log" 2>&1 &
+      # --insecure-no-auth (loopback only): the bench measures scoring, and the FastAPI peer has no auth either.
+      "$BIN" --lake "$LAKE_HB" --quiet serve --addr "$FL_HTTP" --reload-secs 3600 --insecure-no-auth >"$WORK/serve.log" 2>&1 &
       fl_pid=$!
       BG_PIDS="$BG_PIDS $fl_pid"
       wait_up "$fl_pid" "http://$FL_HTTP/ready" 120
@@ -706,7 +707,7 @@ EOF
         if [ "$RC" = 0 ]; then committed=$(jget "$WORK/h_predictions.out" 0.n); else failed h_predictions "fraudlake sql (predictions)"; fi
         echo "  fraudlake serve log (start-up, drain, warnings, errors):"
         { sed 's/\x1b\[[0-9;]*m//g' "$WORK/serve.log" | grep -E 'rebuilt|draining|stopped|WARN|ERROR|panick' \
-          | grep -v 'admin token' | tail -n 12 | cut -c1-200 | sed 's/^/    | /'; } || true
+          | grep -v 'insecure-no-auth' | tail -n 12 | cut -c1-200 | sed 's/^/    | /'; } || true
       fi
 
       # -- the seed's FastAPI stack on the same artifact

@@ -214,7 +214,8 @@ def build_lake(bin_: Path, tmp: Path) -> tuple[Path, Path]:
     url = f"http://127.0.0.1:{port}"
     log_path = tmp / "serve.log"
     with open(log_path, "wb") as log:
-        server = spawn([bin_, "--lake", lake, "serve", "--addr", f"127.0.0.1:{port}", "--flush-ms", "200"],
+        server = spawn([bin_, "--lake", lake, "serve", "--addr", f"127.0.0.1:{port}", "--flush-ms", "200",
+                       "--insecure-no-auth"],
                        cwd=work, env=binary_env(), stdout=log, stderr=subprocess.STDOUT,
                        stdin=subprocess.DEVNULL, start_new_session=True)
     try:

@@ -52,4 +52,7 @@ cat <<MSG
     curl -s http://$ADDR/score -H 'Content-Type: application/json' \\
       -d '{"tx_id": 900000001, "tx_ts": "2018-10-01T00:30:00Z", "customer_id": 17, "terminal_id": 42, "amount": 35.5}'
 MSG
-exec "$BIN" --lake "$LAKE" serve --addr "$ADDR" --scheduler
+# --insecure-no-auth keeps the demo's curl lines short: no API key is checked. The server
+# refuses it on a non-loopback FRAUDLAKE_ADDR; there, create a key (`fraudlake keys create
+# --scope score,label`) and drop the flag. It logs a warning at start.
+exec "$BIN" --lake "$LAKE" serve --addr "$ADDR" --scheduler --insecure-no-auth

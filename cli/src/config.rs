@@ -52,6 +52,9 @@ pub struct FileConfig {
     /// `[event_time]`: the scoring server's event-time rules.
     #[serde(default)]
     pub event_time: EventTimeConfig,
+    /// `[labels]`: which label source wins (precedence, most trusted first).
+    #[serde(default)]
+    pub labels: LabelsConfig,
 }
 
 /// `[event_time]` in fraudlake.toml (flags and `FRAUDLAKE_*` variables of `serve` win).
@@ -63,6 +66,13 @@ pub struct EventTimeConfig {
     /// `refuse` or `clamp`.
     pub skew_policy: Option<String>,
     pub watermark_quorum: Option<usize>,
+}
+
+/// `[labels]` in fraudlake.toml: `precedence = ["ingest", "api", "simulate"]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LabelsConfig {
+    pub precedence: Option<Vec<String>>,
 }
 
 /// `[drift]` in fraudlake.toml; `[drift.columns.NAME]` overrides a column's method/threshold.
@@ -108,9 +118,23 @@ pub struct Settings {
     pub gate: GateConfig,
     pub drift: DriftConfig,
     pub event_time: EventTimeConfig,
+    pub labels: LabelsConfig,
 }
 
 impl Settings {
+    /// The label precedence: a flag's value over `[labels] precedence` over the default.
+    pub fn label_policy(
+        &self,
+        flag: Option<&str>,
+    ) -> Result<fraudlake_pipeline::labels::LabelPolicy> {
+        use fraudlake_pipeline::labels::LabelPolicy;
+        Ok(match (flag, &self.labels.precedence) {
+            (Some(text), _) => LabelPolicy::parse(text)?,
+            (None, Some(kinds)) => LabelPolicy::new(kinds)?,
+            (None, None) => LabelPolicy::default(),
+        })
+    }
+
     pub fn resolve(args: &GlobalArgs) -> Result<Settings> {
         let file = match &args.config {
             Some(path) => Some(load_file(path)?),
@@ -146,6 +170,7 @@ impl Settings {
             gate: file.gate,
             drift: file.drift,
             event_time: file.event_time,
+            labels: file.labels,
         })
     }
 

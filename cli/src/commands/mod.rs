@@ -5,6 +5,7 @@ mod dag;
 mod drift;
 mod features;
 mod ingest;
+mod keys;
 mod lake;
 mod models;
 mod serve;
@@ -41,6 +42,9 @@ pub enum Command {
     Explain(train::ExplainArgs),
     /// The scoring API: POST /score with live features and the champion model.
     Serve(serve::ServeArgs),
+    /// API keys for the server's write routes: create, list, revoke.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// The model registry: versions, aliases, promotion gate, audit log.
     #[command(subcommand)]
     Models(models::ModelsCommand),
@@ -70,6 +74,7 @@ pub async fn run(command: Command, settings: &Settings) -> Result<u8> {
         Command::Explain(a) => train::explain(a, settings).await,
         Command::Models(c) => models::run(c, settings).await,
         Command::Serve(a) => serve::run(a, settings).await,
+        Command::Keys(c) => keys::run(c, settings).await,
         Command::Drift(a) => drift::run(a, settings).await,
         Command::Dag(c) => dag::run(c, settings).await,
         Command::Scheduler(a) => dag::scheduler(a, settings).await,

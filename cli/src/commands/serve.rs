@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use fraudlake_pipeline::features::{compile, FeatureSet};
 use fraudlake_serving::online::{EventTimeRules, SkewPolicy};
@@ -46,9 +46,14 @@ pub struct ServeArgs {
     /// How often to look for a new champion, in seconds.
     #[arg(long, default_value_t = 30)]
     reload_secs: u64,
-    /// File holding the bearer token for /admin endpoints (else env FRAUDLAKE_ADMIN_TOKEN).
+    /// Serve without API keys: every caller may score, label and reload. Refused unless
+    /// --addr is a loopback address; logged as a warning. For demos and benchmarks only.
     #[arg(long)]
-    admin_token_file: Option<PathBuf>,
+    insecure_no_auth: bool,
+    /// Label precedence for POST /labels, most trusted source kind first (e.g. `ingest,api`);
+    /// overrides `[labels] precedence` in fraudlake.toml. Default: ingest > api > others.
+    #[arg(long)]
+    label_precedence: Option<String>,
     /// The feature SQL (default sql/features.sql, env FRAUDLAKE_FEATURES_SQL).
     #[arg(long = "sql")]
     sql: Option<PathBuf>,
@@ -73,20 +78,10 @@ pub struct ServeArgs {
 }
 
 pub async fn run(a: ServeArgs, settings: &Settings) -> Result<u8> {
-    let admin_token = match &a.admin_token_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the admin token file {}", path.display()))?
-                .trim()
-                .to_string(),
-        ),
-        None => std::env::var("FRAUDLAKE_ADMIN_TOKEN")
-            .ok()
-            .map(|t| t.trim().to_string()),
-    }
-    .filter(|t| !t.is_empty());
-    if admin_token.is_none() {
-        tracing::warn!("no admin token (FRAUDLAKE_ADMIN_TOKEN or --admin-token-file): /admin endpoints are disabled");
+    // The old shared admin token is replaced by API keys with the `admin` scope: say so
+    // rather than silently ignoring it.
+    if std::env::var_os("FRAUDLAKE_ADMIN_TOKEN").is_some() {
+        tracing::warn!("FRAUDLAKE_ADMIN_TOKEN is no longer used: /admin/reload takes an API key with the admin scope (`fraudlake keys create --scope admin`)");
     }
     let config = ServeConfig {
         addr: a.addr,
@@ -99,8 +94,9 @@ pub async fn run(a: ServeArgs, settings: &Settings) -> Result<u8> {
         flush_rows: a.flush_rows,
         flush_interval: Duration::from_millis(a.flush_ms.max(10)),
         reload_interval: Duration::from_secs(a.reload_secs.max(1)),
-        admin_token,
         event_time: event_time_rules(&a, settings)?,
+        insecure_no_auth: a.insecure_no_auth,
+        label_policy: settings.label_policy(a.label_precedence.as_deref())?,
     };
     config.validate()?;
     let path = a.sql.unwrap_or_else(|| settings.features_sql.clone());

@@ -108,6 +108,10 @@ pub struct TrainArgs {
     /// Train and evaluate only; do not register.
     #[arg(long)]
     no_register: bool,
+    /// Label precedence, most trusted source kind first (e.g. `ingest,api`); overrides
+    /// `[labels] precedence` in fraudlake.toml. Default: ingest > api > others.
+    #[arg(long)]
+    label_precedence: Option<String>,
     /// The feature SQL (default sql/features.sql, env FRAUDLAKE_FEATURES_SQL).
     #[arg(long = "sql")]
     sql: Option<PathBuf>,
@@ -237,7 +241,8 @@ pub async fn train(a: TrainArgs, settings: &Settings) -> Result<u8> {
         test = %format!("{}..{}", periods.test_start(), periods.test_end()),
         "training"
     );
-    let trained = train::train(&lake, &spec, &periods, &params, a.threshold).await?;
+    let policy = settings.label_policy(a.label_precedence.as_deref())?;
+    let trained = train::train_with(&lake, &spec, &periods, &params, a.threshold, &policy).await?;
     let mut summary = TrainSummary {
         version: None,
         aliases: vec![],

@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 
 use crate::common::{num, repo_root, TempLake};
 
-const TOKEN: &str = "test-admin-token-0123456789";
-
 /// A minimal HTTP/1.1 client (one request per connection), so tests need no HTTP crate.
 pub fn http(
     port: u16,
@@ -59,6 +57,32 @@ fn post_json(port: u16, path: &str, body: &str) -> (u16, String) {
     )
 }
 
+/// POST JSON with `Authorization: Bearer <token>`.
+fn post_key(port: u16, path: &str, body: &str, token: &str) -> (u16, String) {
+    http(
+        port,
+        "POST",
+        path,
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", &format!("Bearer {token}")),
+        ],
+        body.as_bytes(),
+    )
+}
+
+/// Creates an API key with `scopes` in the lake; returns (key id, token).
+pub fn create_key(lake: &TempLake, scopes: &str) -> (String, String) {
+    let out = lake.ok(&[
+        "keys", "create", "--scope", scopes, "--name", "test", "--format", "json",
+    ]);
+    let v = json(out.trim());
+    (
+        v[0]["key_id"].as_str().expect("key_id").to_string(),
+        v[0]["token"].as_str().expect("token").to_string(),
+    )
+}
+
 fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
@@ -78,12 +102,20 @@ pub struct Server {
 }
 
 impl Server {
+    /// A server without API keys (`--insecure-no-auth`, loopback): for tests where who may
+    /// call is not the point. Tests of the API itself use keys ([`Server::start_keyed`]).
     pub fn start(lake: &str, extra: &[&str]) -> Server {
+        let mut args = vec!["--insecure-no-auth"];
+        args.extend_from_slice(extra);
+        Self::start_keyed(lake, &args)
+    }
+
+    /// A server that requires the lake's API keys (create them first with [`create_key`]).
+    pub fn start_keyed(lake: &str, extra: &[&str]) -> Server {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let child = Command::new(env!("CARGO_BIN_EXE_fraudlake"))
             .current_dir(repo_root())
-            .env("FRAUDLAKE_ADMIN_TOKEN", TOKEN)
             // Warnings only: stderr is a pipe nobody reads until the end.
             .env("RUST_LOG", "warn")
             .args([
@@ -193,8 +225,10 @@ fn ts(seconds: i64) -> String {
 #[test]
 fn scores_explains_takes_labels_and_lands_everything_in_the_lake() {
     let lake = lake_with_champion();
-    let server = Server::start(&lake.lake(), &[]);
+    let (_, token) = create_key(&lake, "score,label,admin");
+    let server = Server::start_keyed(&lake.lake(), &[]);
     let port = server.port;
+    let token = token.as_str();
 
     assert_eq!(http(port, "GET", "/health", &[], b"").0, 200);
     let (code, body) = http(port, "GET", "/models/current", &[], b"");
@@ -203,7 +237,12 @@ fn scores_explains_takes_labels_and_lands_everything_in_the_lake() {
     assert_eq!(current["version"], 1);
     assert_eq!(current["feature_names"].as_array().map(Vec::len), Some(15));
 
-    let (code, body) = post_json(port, "/score", &tx_body(9_000_001, &ts(0), 1_017, 42, 35.5));
+    let (code, body) = post_key(
+        port,
+        "/score",
+        &tx_body(9_000_001, &ts(0), 1_017, 42, 35.5),
+        token,
+    );
     assert_eq!(code, 200, "{body}");
     let r = json(&body);
     assert_eq!(r["tx_id"], 9_000_001);
@@ -214,10 +253,11 @@ fn scores_explains_takes_labels_and_lands_everything_in_the_lake() {
     assert_eq!(r["feature_set"], current["feature_set"]);
     assert!(r.get("features").is_none());
 
-    let (code, body) = post_json(
+    let (code, body) = post_key(
         port,
         "/score?explain=true",
         &tx_body(9_000_002, &ts(60), 1_017, 42, 1200.0),
+        token,
     );
     assert_eq!(code, 200, "{body}");
     let r = json(&body);
@@ -240,7 +280,7 @@ fn scores_explains_takes_labels_and_lands_everything_in_the_lake() {
         tx_body(9_000_004, &ts(121), 18, 43, 20.0),
         tx_body(9_000_005, &ts(122), 18, 43, 30.0)
     );
-    let (code, body) = post_json(port, "/score/batch", &batch);
+    let (code, body) = post_key(port, "/score/batch", &batch, token);
     assert_eq!(code, 200, "{body}");
     let results = json(&body)["results"].as_array().expect("results").clone();
     let ids: Vec<i64> = results
@@ -249,15 +289,16 @@ fn scores_explains_takes_labels_and_lands_everything_in_the_lake() {
         .collect();
     assert_eq!(ids, vec![9_000_003, 9_000_004, 9_000_005]);
 
-    let (code, body) = post_json(
+    let (code, body) = post_key(
         port,
         "/labels",
         r#"[{"tx_id":9000002,"is_fraud":true,"fraud_scenario":1},{"tx_id":9000003,"is_fraud":false}]"#,
+        token,
     );
     assert_eq!(code, 200, "{body}");
     assert_eq!(json(&body)["accepted"], 2);
 
-    let (code, _) = post_json(port, "/score", r#"{"tx_id":1}"#);
+    let (code, _) = post_key(port, "/score", r#"{"tx_id":1}"#, token);
     assert_eq!(code, 422);
 
     let (code, metrics) = http(port, "GET", "/metrics", &[], b"");
@@ -308,7 +349,7 @@ fn scores_explains_takes_labels_and_lands_everything_in_the_lake() {
         port,
         "POST",
         "/admin/reload",
-        &[("Authorization", &format!("Bearer {TOKEN}"))],
+        &[("Authorization", &format!("Bearer {token}"))],
         b"",
     );
     assert_eq!(code, 200, "{body}");
@@ -327,7 +368,7 @@ fn scores_explains_takes_labels_and_lands_everything_in_the_lake() {
     assert_eq!(num(&rows[0], "width"), 15.0);
     assert_eq!(num(&rows[0], "model_version"), 1.0);
     let rows = lake.sql_json(
-        "SELECT tx_id, is_fraud, fraud_scenario FROM labels WHERE source = 'api' ORDER BY tx_id",
+        "SELECT tx_id, is_fraud, fraud_scenario FROM labels WHERE source LIKE 'api:%' ORDER BY tx_id",
     );
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["is_fraud"], true);
@@ -566,7 +607,9 @@ fn ten_thousand_bad_bodies_get_4xx_and_the_server_stays_up() {
 #[test]
 fn champion_swap_under_load_fails_no_request() {
     let lake = lake_with_champion();
-    let server = Server::start(&lake.lake(), &["--reload-secs", "3600"]);
+    let (_, token) = create_key(&lake, "score,admin");
+    let (_, scorer) = create_key(&lake, "score");
+    let server = Server::start_keyed(&lake.lake(), &["--reload-secs", "3600"]);
     let port = server.port;
     let stop = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(AtomicUsize::new(0));
@@ -574,20 +617,22 @@ fn champion_swap_under_load_fails_no_request() {
     let served = Arc::new(AtomicUsize::new(0));
     let load: Vec<_> = (0..4i64)
         .map(|t| {
-            let (stop, failures, versions, served) = (
+            let (stop, failures, versions, served, token) = (
                 stop.clone(),
                 failures.clone(),
                 versions.clone(),
                 served.clone(),
+                token.clone(),
             );
             std::thread::spawn(move || {
                 let mut i = 0i64;
                 while !stop.load(Ordering::Relaxed) {
                     let id = 6_000_000 + t * 1_000_000 + i;
-                    let (code, body) = post_json(
+                    let (code, body) = post_key(
                         port,
                         "/score",
                         &tx_body(id, &ts(i * 4 + t), i % 300, (i * 7) % 600, 12.5),
+                        &token,
                     );
                     if code == 200 {
                         versions
@@ -640,11 +685,20 @@ fn champion_swap_under_load_fails_no_request() {
         b"",
     );
     assert_eq!(code, 401);
+    // A key without the admin scope may not reload.
     let (code, body) = http(
         port,
         "POST",
         "/admin/reload",
-        &[("Authorization", &format!("Bearer {TOKEN}"))],
+        &[("Authorization", &format!("Bearer {scorer}"))],
+        b"",
+    );
+    assert_eq!(code, 403, "{body}");
+    let (code, body) = http(
+        port,
+        "POST",
+        "/admin/reload",
+        &[("Authorization", &format!("Bearer {token}"))],
         b"",
     );
     assert_eq!(code, 200, "{body}");
@@ -1025,4 +1079,220 @@ fn retries_are_idempotent_conflicts_are_409_and_the_lake_keeps_one_row() {
     server.stop();
     let rows = lake.sql_json("SELECT COUNT(*) AS n FROM transactions WHERE tx_id = 9100001");
     assert_eq!(num(&rows[0], "n"), 1.0);
+#[test]
+fn serve_refuses_to_start_without_keys_and_insecure_mode_off_loopback() {
+    let lake = TempLake::new();
+    let out = lake.run(&["serve", "--addr", "127.0.0.1:0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("fraudlake keys create"), "{err}");
+    let out = lake.run(&["serve", "--addr", "0.0.0.0:0", "--insecure-no-auth"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("loopback"), "{err}");
+}
+
+#[test]
+fn write_routes_need_a_key_with_the_scope_and_a_revoked_key_stops_working() {
+    let lake = lake_with_champion();
+    let (scorer_id, scorer) = create_key(&lake, "score");
+    let (_, labeler) = create_key(&lake, "label");
+    let server = Server::start_keyed(&lake.lake(), &["--reload-secs", "1"]);
+    let port = server.port;
+    let tx = tx_body(9_100_001, &ts(0), 5, 6, 12.0);
+    let batch = format!(r#"{{"transactions":[{tx}]}}"#);
+    let label = r#"[{"tx_id":9100001,"is_fraud":true}]"#;
+
+    // No key: 401, a JSON error that says how to get one.
+    for (path, body) in [
+        ("/score", tx.as_str()),
+        ("/score/batch", &batch),
+        ("/labels", label),
+    ] {
+        let (code, text) = post_json(port, path, body);
+        assert_eq!(code, 401, "{path}: {text}");
+        let e = json(&text);
+        assert_eq!(e["error"], "unauthorized", "{text}");
+        assert!(text.contains("fraudlake keys create"), "{text}");
+    }
+    // Not a key, and a well-formed key the lake does not know: 401.
+    let (code, text) = post_key(port, "/labels", label, "hunter2");
+    assert_eq!(code, 401, "{text}");
+    assert!(text.contains("not a fraudlake API key"), "{text}");
+    let made_up = format!("flk_{}_{}", "0".repeat(16), "ab".repeat(32));
+    let (code, text) = post_key(port, "/labels", label, &made_up);
+    assert_eq!(code, 401, "{text}");
+    assert!(text.contains("unknown API key"), "{text}");
+    // A valid key without the route's scope: 403.
+    let (code, text) = post_key(port, "/labels", label, &scorer);
+    assert_eq!(code, 403, "{text}");
+    assert_eq!(json(&text)["error"], "forbidden");
+    assert!(text.contains("'label' scope"), "{text}");
+    let (code, _) = post_key(port, "/score", &tx, &labeler);
+    assert_eq!(code, 403);
+    // The right scope: served.
+    let (code, text) = post_key(port, "/score", &tx, &scorer);
+    assert_eq!(code, 200, "{text}");
+    let (code, text) = post_key(port, "/labels", label, &labeler);
+    assert_eq!(code, 200, "{text}");
+    // Reading stays open.
+    for path in [
+        "/health",
+        "/ready",
+        "/metrics",
+        "/models/current",
+        "/openapi.json",
+        "/docs",
+    ] {
+        assert_eq!(http(port, "GET", path, &[], b"").0, 200, "{path}");
+    }
+    let (_, metrics) = http(port, "GET", "/metrics", &[], b"");
+    for needle in [
+        "api_errors_total{kind=\"unauthorized\"} 5",
+        "api_errors_total{kind=\"forbidden\"} 2",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle} in:\n{metrics}");
+    }
+
+    // The API document declares the bearer scheme on every write route, and only there.
+    let (_, doc) = http(port, "GET", "/openapi.json", &[], b"");
+    let doc = json(&doc);
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    for path in ["/score", "/score/batch", "/labels", "/admin/reload"] {
+        let security = &doc["paths"][path]["post"]["security"];
+        assert!(
+            security
+                .as_array()
+                .is_some_and(|a| a.iter().any(|s| s.get("bearer").is_some())),
+            "{path} lacks the bearer scheme: {security}"
+        );
+    }
+    assert!(doc["paths"]["/health"]["get"]["security"].is_null());
+
+    // Revoked: refused after the server's next key refresh (every second here).
+    lake.ok(&["keys", "revoke", &scorer_id]);
+    let listed = json(lake.ok(&["keys", "list", "--format", "json"]).trim());
+    assert!(listed
+        .as_array()
+        .expect("keys")
+        .iter()
+        .any(|k| k["key_id"] == scorer_id.as_str() && k["revoked_at"].is_string()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, text) = post_key(port, "/score", &tx, &scorer);
+        if code == 401 {
+            assert!(text.contains("revoked"), "{text}");
+            break;
+        }
+        assert_eq!(code, 200, "{text}");
+        assert!(
+            Instant::now() < deadline,
+            "a revoked key was still accepted 30 s later"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.stop();
+}
+
+/// The record (JSON) of every registered version, oldest first.
+fn records(lake: &TempLake) -> Vec<serde_json::Value> {
+    lake.sql_json("SELECT record FROM model_versions ORDER BY version")
+        .iter()
+        .map(|r| json(r["record"].as_str().expect("record")))
+        .collect()
+}
+
+#[test]
+fn an_api_label_cannot_flip_a_chargeback_and_training_keeps_the_chargeback() {
+    let lake = lake_with_champion();
+    // Two genuine transactions of the training week (2018-05-01..07), labeled by the simulator.
+    let rows = lake.sql_json(
+        "SELECT l.tx_id FROM labels l JOIN transactions t ON l.tx_id = t.tx_id \
+         WHERE NOT l.is_fraud AND t.tx_date = DATE '2018-05-03' ORDER BY l.tx_id LIMIT 2",
+    );
+    let (x, y) = (num(&rows[0], "tx_id") as i64, num(&rows[1], "tx_id") as i64);
+    // A chargeback file says x was fraud.
+    let file = lake.path().join("chargebacks.csv");
+    std::fs::write(&file, format!("tx_id,is_fraud\n{x},true\n")).expect("write");
+    lake.ok(&["ingest", &file.display().to_string()]);
+
+    // An analyst's key says x was genuine (contradicting the chargeback) and y was fraud.
+    let (key_id, token) = create_key(&lake, "label");
+    let server = Server::start_keyed(&lake.lake(), &[]);
+    let (code, text) = post_key(
+        server.port,
+        "/labels",
+        &format!(r#"[{{"tx_id":{x},"is_fraud":false}},{{"tx_id":{y},"is_fraud":true}}]"#),
+        &token,
+    );
+    assert_eq!(code, 200, "{text}");
+    let r = json(&text);
+    assert_eq!(r["accepted"], 2);
+    assert_eq!(r["overridden"], 1, "{text}");
+    let (_, metrics) = http(server.port, "GET", "/metrics", &[], b"");
+    for applied in ["false", "true"] {
+        let needle =
+            format!("fraud_label_flips_total{{applied=\"{applied}\",source=\"api:{key_id}\"}} 1");
+        assert!(metrics.contains(&needle), "missing {needle} in:\n{metrics}");
+    }
+    server.stop();
+
+    // Both rows are stored with what they replaced; the overridden one says why.
+    let rows = lake.sql_json(&format!(
+        "SELECT tx_id, is_fraud, previous_is_fraud, previous_source, note FROM labels \
+         WHERE source = 'api:{key_id}' ORDER BY tx_id"
+    ));
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0]["previous_is_fraud"], true);
+    assert_eq!(rows[0]["previous_source"], "ingest:chargebacks.csv");
+    assert!(
+        rows[0]["note"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("not applied")),
+        "{rows:?}"
+    );
+    assert_eq!(rows[1]["previous_is_fraud"], false);
+    assert!(rows[1]["note"].is_null(), "{rows:?}");
+
+    // Training takes the chargeback for x (fraud) and the analyst for y (fraud): two more
+    // frauds than the first model saw on the same days. Latest-label-wins would give one.
+    lake.ok(&[
+        "train",
+        "--train-start",
+        "2018-05-01",
+        "--n-estimators",
+        "10",
+        "--threads",
+        "2",
+    ]);
+    let recs = records(&lake);
+    assert_eq!(recs.len(), 2);
+    let frauds = |r: &serde_json::Value| r["lineage"]["train_frauds"].as_i64().expect("frauds");
+    assert_eq!(frauds(&recs[1]), frauds(&recs[0]) + 2);
+    let overridden = recs[1]["lineage"]["labels_overridden"]
+        .as_array()
+        .expect("overrides")
+        .clone();
+    assert!(
+        overridden
+            .iter()
+            .any(|o| o["source"] == format!("api:{key_id}").as_str()
+                && o["kept"] == "ingest:chargebacks.csv"
+                && o["labels"] == 1),
+        "{overridden:?}"
+    );
+    let card = lake.ok(&["models", "show", "2", "--card"]);
+    assert!(
+        card.contains("Labels overridden by a more trusted source"),
+        "{card}"
+    );
+    assert!(
+        card.contains(&format!(
+            "Overridden: `api:{key_id}` | 1 labels, `ingest:chargebacks.csv` kept"
+        )),
+        "{card}"
+    );
 }

@@ -88,7 +88,7 @@ fn simulate_train_serve_label_and_retrain_close_the_loop() {
             "sql",
             &format!(
                 "SELECT (SELECT COUNT(*) FROM predictions) AS p, \
-                   (SELECT COUNT(*) FROM labels WHERE source = 'api') AS l, \
+                   (SELECT COUNT(*) FROM labels WHERE source LIKE 'api:%') AS l, \
                    (SELECT COUNT(*) FROM transactions WHERE tx_id >= {FIRST_TX}) AS t"
             ),
             "--format",

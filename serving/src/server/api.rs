@@ -208,6 +208,9 @@ pub struct LabelResponse {
     /// Labels that changed online state now (the others are held for unseen transactions or
     /// changed nothing).
     pub applied_online: usize,
+    /// Labels stored but not counted: a more trusted source (by the label precedence, e.g.
+    /// a chargeback file) holds a label for the transaction.
+    pub overridden: usize,
 }
 
 /// The model being served.

@@ -11,8 +11,9 @@ use super::json::Json;
 /// The JSON body of every error answer.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
-    /// A stable kind: invalid_json, invalid_field, event_time_ahead, too_large,
-    /// batch_too_large, not_found, unauthorized, not_ready, conflict, timeout, internal.
+    /// A stable kind: invalid_json, invalid_field, event_time_ahead, too_large, batch_too_large,
+    /// not_found, unauthorized (no valid API key), forbidden (the key lacks the route's scope),
+    /// not_ready, conflict, timeout, internal.
     pub error: String,
     /// What exactly is wrong, naming the field when there is one.
     pub detail: String,
@@ -65,6 +66,13 @@ impl IntoResponse for ApiError {
             .into_response();
         // The metrics middleware counts api_errors_total from this marker.
         response.extensions_mut().insert(ErrorKind(self.kind));
+        if self.status == StatusCode::UNAUTHORIZED {
+            // RFC 9110: a 401 names the scheme the client should use.
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
         response
     }
 }

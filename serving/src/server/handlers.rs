@@ -6,10 +6,11 @@
 use std::time::Instant;
 
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 
 use super::api::*;
+use super::auth::{AdminScope, Caller, LabelScope, ScoreScope};
 use super::error::{ApiError, ErrorBody};
 use super::json::{explain_flag, Json};
 use super::state::{Scorer, SharedState};
@@ -261,14 +262,17 @@ fn require_ready(state: &SharedState) -> Result<(), ApiError> {
     }
 }
 
-/// Score one transaction.
+/// Score one transaction (API key with scope `score`).
 #[utoipa::path(post, path = "/score", request_body = ScoreRequest, params(ScoreQuery),
     responses((status = 200, body = ScoreResponse), (status = 400, body = ErrorBody),
         (status = 409, description = "tx_id already scored with a different body", body = ErrorBody),
         (status = 422, description = "an invalid field, or tx_ts more than --max-event-skew ahead of the server's event time", body = ErrorBody),
-        (status = 503, body = ErrorBody)))]
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn score(
     State(state): State<SharedState>,
+    _caller: Caller<ScoreScope>,
     RawQuery(query): RawQuery,
     Json(req): Json<ScoreRequest>,
 ) -> Result<Json<ScoreResponse>, ApiError> {
@@ -287,14 +291,17 @@ pub async fn score(
     )?))
 }
 
-/// Score transactions in order; the answers come in the same order.
+/// Score transactions in order; the answers come in the same order (scope `score`).
 #[utoipa::path(post, path = "/score/batch", request_body = BatchRequest, params(ScoreQuery),
     responses((status = 200, body = BatchResponse),
         (status = 409, description = "a tx_id already scored with a different body", body = ErrorBody),
         (status = 413, body = ErrorBody),
-        (status = 422, description = "an invalid field, or a tx_ts more than --max-event-skew ahead of the server's event time", body = ErrorBody)))]
+        (status = 422, description = "an invalid field, or a tx_ts more than --max-event-skew ahead of the server's event time", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn score_batch(
     State(state): State<SharedState>,
+    _caller: Caller<ScoreScope>,
     RawQuery(query): RawQuery,
     Json(req): Json<BatchRequest>,
 ) -> Result<Json<BatchResponse>, ApiError> {
@@ -339,11 +346,15 @@ pub async fn score_batch(
     Ok(Json(BatchResponse { results }))
 }
 
-/// Fraud feedback: updates the online delayed aggregates and lands in `labels`.
+/// Fraud feedback (scope `label`): lands in `labels` with the key as its source and the
+/// label it replaced; updates the online delayed aggregates unless a more trusted source's
+/// label says otherwise.
 #[utoipa::path(post, path = "/labels", request_body = Vec<LabelRequest>,
-    responses((status = 200, body = LabelResponse), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = LabelResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn labels(
     State(state): State<SharedState>,
+    caller: Caller<LabelScope>,
     Json(labels): Json<Vec<LabelRequest>>,
 ) -> Result<Json<LabelResponse>, ApiError> {
     if labels.len() > state.limits.max_batch {
@@ -365,16 +376,40 @@ pub async fn labels(
     }
     require_ready(&state)?;
     let now = chrono::Utc::now().timestamp_micros();
-    let mut applied = 0;
-    {
-        let mut engine = state.engine.lock();
-        for l in &labels {
-            if engine.apply_label(l.tx_id, l.is_fraud)? {
+    let source = caller.label_source();
+    let ids: Vec<i64> = labels.iter().map(|l| l.tx_id).collect();
+    // One /labels at a time: each sees the labels the one before accepted.
+    let mut book = state.labels.lock().await;
+    let mut current = book.current(state.registry.lake(), &ids).await?;
+    let (mut applied, mut overridden) = (0, 0);
+    for l in &labels {
+        let verdict =
+            super::provenance::judge(&book.policy, current.get(&l.tx_id), l.is_fraud, &source);
+        if verdict.flips {
+            state
+                .metrics
+                .label_flips
+                .with_label_values(&[
+                    source.as_str(),
+                    if verdict.applies { "true" } else { "false" },
+                ])
+                .inc();
+        }
+        if verdict.applies {
+            if state.engine.lock().apply_label(l.tx_id, l.is_fraud)? {
                 applied += 1;
             }
+            let now_counts = super::provenance::Current {
+                rank: book.policy.rank(&source),
+                labeled_at_us: now,
+                is_fraud: l.is_fraud,
+                source: source.clone(),
+            };
+            current.insert(l.tx_id, now_counts.clone());
+            book.accept(l.tx_id, now_counts);
+        } else {
+            overridden += 1;
         }
-    }
-    for l in &labels {
         state
             .metrics
             .feedback
@@ -385,11 +420,18 @@ pub async fn labels(
             is_fraud: l.is_fraud,
             fraud_scenario: l.fraud_scenario,
             labeled_at_us: now,
+            provenance: verdict.provenance,
         });
+    }
+    if book.is_full() {
+        // The lake has them once the writer has committed: then they can be forgotten.
+        state.writer.flush().await;
+        book.forget_accepted();
     }
     Ok(Json(LabelResponse {
         accepted: labels.len(),
         applied_online: applied,
+        overridden,
     }))
 }
 
@@ -444,14 +486,14 @@ pub async fn current_model(State(state): State<SharedState>) -> Json<ModelInfo> 
     })
 }
 
-/// Reload the champion from the registry now (bearer token).
+/// Reload the champion from the registry, and the API keys, now (scope `admin`).
 #[utoipa::path(post, path = "/admin/reload", responses((status = 200, body = ReloadResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn admin_reload(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    _caller: Caller<AdminScope>,
 ) -> Result<Json<ReloadResponse>, ApiError> {
-    authorize(&state, &headers)?;
+    state.auth.refresh(state.registry.lake()).await?;
     let outcome = super::reload::reload(&state).await;
     match outcome {
         Ok((reloaded, detail)) => Ok(Json(ReloadResponse {
@@ -464,37 +506,6 @@ pub async fn admin_reload(
             "reload_refused",
             e.to_string(),
         )),
-    }
-}
-
-fn authorize(state: &SharedState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = state.admin_token.as_deref() else {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "admin_disabled",
-            "admin endpoints are disabled: start the server with FRAUDLAKE_ADMIN_TOKEN or --admin-token-file",
-        ));
-    };
-    let given = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    // Compare without an early exit, so timing does not reveal a matching prefix.
-    let equal = given.len() == expected.len()
-        && given
-            .bytes()
-            .zip(expected.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if equal {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a valid bearer token is required",
-        ))
     }
 }
 

@@ -21,6 +21,9 @@ pub struct Metrics {
     pub writer_commit: HistogramVec,
     pub writer_failures: IntCounter,
     pub feedback: IntCounterVec,
+    /// Labels that said the opposite of the label that counted, by source and whether
+    /// they were applied (a more trusted source's label is not overridden).
+    pub label_flips: IntCounterVec,
     pub reloads: IntCounterVec,
     /// Event-time outcomes: refused_ahead, clamped, late, watermark_jump.
     pub event_time: IntCounterVec,
@@ -170,6 +173,13 @@ fn build() -> prometheus::Result<Metrics> {
         ),
         &["is_fraud"],
     )?;
+    let label_flips = IntCounterVec::new(
+        Opts::new(
+            "fraud_label_flips_total",
+            "labels received by POST /labels that contradict the label that counted, by source and applied",
+        ),
+        &["source", "applied"],
+    )?;
     let reloads = IntCounterVec::new(
         Opts::new(
             "fraud_model_reloads_total",
@@ -214,6 +224,7 @@ fn build() -> prometheus::Result<Metrics> {
     registry.register(Box::new(writer_commit.clone()))?;
     registry.register(Box::new(writer_failures.clone()))?;
     registry.register(Box::new(feedback.clone()))?;
+    registry.register(Box::new(label_flips.clone()))?;
     registry.register(Box::new(reloads.clone()))?;
     let drift = DriftGauges::new(&registry)?;
     Ok(Metrics {
@@ -229,6 +240,7 @@ fn build() -> prometheus::Result<Metrics> {
         writer_commit,
         writer_failures,
         feedback,
+        label_flips,
         reloads,
         event_time,
         watermark,

@@ -5,10 +5,12 @@
 //! the lake writer and the reload poller, serve until SIGINT/SIGTERM, then drain and commit.
 
 pub mod api;
+pub mod auth;
 pub mod error;
 pub mod handlers;
 pub mod json;
 pub mod metrics;
+pub mod provenance;
 pub mod reload;
 pub mod state;
 pub mod writer;
@@ -75,9 +77,12 @@ pub struct ServeConfig {
     pub flush_rows: usize,
     pub flush_interval: Duration,
     pub reload_interval: Duration,
-    pub admin_token: Option<String>,
     /// --max-event-skew, --event-skew-policy, --watermark-quorum.
     pub event_time: EventTimeRules,
+    /// Serve without API keys (every caller allowed); loopback addresses only.
+    pub insecure_no_auth: bool,
+    /// Which label counts when sources disagree (POST /labels).
+    pub label_policy: fraudlake_pipeline::labels::LabelPolicy,
 }
 
 impl ServeConfig {
@@ -99,14 +104,12 @@ impl ServeConfig {
                 "--max-event-skew must be positive and --watermark-quorum at least 1",
             ));
         }
-        if self
-            .admin_token
-            .as_deref()
-            .is_some_and(|t| t.trim().len() < 16)
-        {
-            return Err(Error::invalid(
-                "the admin token must be at least 16 characters",
-            ));
+        if self.insecure_no_auth && !auth::insecure_allowed(&self.addr) {
+            return Err(Error::invalid(format!(
+                "--insecure-no-auth is refused on {}: it is for loopback addresses only \
+                 (127.0.0.1, ::1); create a key with `fraudlake keys create` instead",
+                self.addr
+            )));
         }
         Ok(())
     }
@@ -120,6 +123,8 @@ pub async fn build_state(
     config: &ServeConfig,
 ) -> Result<(SharedState, std::thread::JoinHandle<()>)> {
     config.validate()?;
+    // Before the slow state rebuild: a server without keys fails at once.
+    let auth = auth::Auth::load(lake, config.insecure_no_auth).await?;
     let registry = Registry::new(lake.clone());
     let scorer = Scorer::load(&registry, CHAMPION, &plan).await?;
     let metrics = Arc::new(Metrics::new()?);
@@ -158,7 +163,8 @@ pub async fn build_state(
             max_batch: config.max_batch,
             max_body_bytes: config.max_body_bytes,
         },
-        admin_token: config.admin_token.clone(),
+        auth,
+        labels: tokio::sync::Mutex::new(provenance::LabelBook::new(config.label_policy.clone())),
         reload_lock: tokio::sync::Mutex::new(()),
         ready: AtomicBool::new(false),
     });

@@ -2,6 +2,7 @@
 //! `POST /admin/reload` asks at once. The new version is loaded and validated off to the side
 //! (artifact sha256, trees, feature set) and swapped in with one atomic store; a version
 //! trained on another feature SQL is refused with a clear log and the old model keeps serving.
+//! The same poll re-reads the API keys, so revocations take effect within one interval.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +69,10 @@ pub async fn poll(state: SharedState, every: Duration) {
         }
         if let Err(e) = refresh_drift(&state).await {
             tracing::debug!(error = %e, "drift poll");
+        }
+        // Keys too: a revoked key stops working within one poll interval.
+        if let Err(e) = state.auth.refresh(state.registry.lake()).await {
+            tracing::warn!(error = %e, "cannot re-read the API keys; the previous keys stay in force");
         }
     }
 }

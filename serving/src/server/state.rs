@@ -88,7 +88,11 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub thresholds: Thresholds,
     pub limits: Limits,
-    pub admin_token: Option<String>,
+    /// Who may call the write routes (API keys from the lake, or none with
+    /// `--insecure-no-auth`).
+    pub auth: super::auth::Auth,
+    /// Labels by provenance: serializes /labels and finds the label each one replaces.
+    pub labels: tokio::sync::Mutex<super::provenance::LabelBook>,
     /// Serializes reloads (the poller and /admin/reload).
     pub reload_lock: tokio::sync::Mutex<()>,
     pub ready: AtomicBool,

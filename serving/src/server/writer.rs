@@ -22,7 +22,7 @@ use deltalake::arrow::array::{
 };
 use deltalake::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use fraudlake_pipeline::lake::tables::{
-    utc_micros, LabelColumns, TransactionColumns, LABELS, MICROS_PER_DAY, TRANSACTIONS,
+    utc_micros, LabelColumns, Provenance, TransactionColumns, LABELS, MICROS_PER_DAY, TRANSACTIONS,
 };
 use fraudlake_pipeline::lake::{Lake, TableDef};
 use fraudlake_pipeline::Result;
@@ -76,6 +76,8 @@ pub struct Label {
     pub is_fraud: bool,
     pub fraud_scenario: Option<i32>,
     pub labeled_at_us: i64,
+    /// Its source (`api:<key_id>`), the label it replaced, and why it does not count if so.
+    pub provenance: Provenance,
 }
 
 enum Message {
@@ -288,11 +290,11 @@ impl Tables {
             Some(t) => t,
             None => lake.table(def).await?,
         };
-        let table = table
+        let write = table
             .write(batches)
             .with_save_mode(deltalake::protocol::SaveMode::Append)
-            .with_commit_properties(fraudlake_pipeline::lake::commit_note(operation))
-            .await?;
+            .with_commit_properties(fraudlake_pipeline::lake::commit_note(operation));
+        let table = fraudlake_pipeline::lake::evolve(def, write).await?;
         // Kept only after a successful commit: a failure reloads the table next time.
         self.0.insert(def.name, table);
         Ok(())
@@ -423,6 +425,7 @@ async fn commit(
             cols.is_fraud.push(l.is_fraud);
             cols.fraud_scenario.push(l.fraud_scenario);
             cols.labeled_at_us.push(l.labeled_at_us);
+            cols.provenance.push(l.provenance.clone());
         }
         let started = Instant::now();
         tables
