@@ -144,13 +144,13 @@ impl LabelPolicy {
         let key = self.key_sql();
         let rank = self.rank_sql();
         format!(
-            "WITH r AS (SELECT tx_id, source, is_fraud, {rank} AS rank, {key} AS k FROM labels), \
+            "WITH r AS (SELECT tx_id, source, is_fraud, {rank} AS trust, {key} AS k FROM labels), \
              b AS (SELECT tx_id, MAX(k) AS k FROM r GROUP BY tx_id), \
-             e AS (SELECT r.tx_id, MIN(r.source) AS source, bool_or(r.is_fraud) AS is_fraud, MAX(r.rank) AS rank \
+             e AS (SELECT r.tx_id, MIN(r.source) AS source, bool_or(r.is_fraud) AS is_fraud, MAX(r.trust) AS trust \
                    FROM r JOIN b ON r.tx_id = b.tx_id AND r.k = b.k GROUP BY r.tx_id) \
              SELECT r.source AS source, e.source AS kept, COUNT(*) AS n \
              FROM r JOIN e ON r.tx_id = e.tx_id \
-             WHERE r.rank < e.rank AND r.is_fraud <> e.is_fraud \
+             WHERE r.trust < e.trust AND r.is_fraud <> e.is_fraud \
              GROUP BY r.source, e.source ORDER BY n DESC, source, kept"
         )
     }

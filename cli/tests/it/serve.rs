@@ -1106,7 +1106,7 @@ fn write_routes_need_a_key_with_the_scope_and_a_revoked_key_stops_working() {
     // No key: 401, a JSON error that says how to get one.
     for (path, body) in [
         ("/score", tx.as_str()),
-        ("/score/batch", &batch),
+        ("/score/batch", batch.as_str()),
         ("/labels", label),
     ] {
         let (code, text) = post_json(port, path, body);
