@@ -2,6 +2,7 @@
 //! the real `fraudlake` binary and the real libraries on real Delta tables in temp folders.
 
 mod common;
+mod contract;
 mod dag;
 mod docs;
 mod drift;

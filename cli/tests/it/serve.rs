@@ -246,9 +246,16 @@ fn scores_explains_takes_labels_and_lands_everything_in_the_lake() {
     assert_eq!(code, 200, "{body}");
     let r = json(&body);
     assert_eq!(r["tx_id"], 9_000_001);
+    // The decision follows the risk and the default thresholds (review 0.3, decline 0.8).
     let p = r["risk_score"].as_f64().expect("score");
-    assert!((0.0..=1.0).contains(&p));
-    assert!(["approve", "review", "decline"].contains(&r["decision"].as_str().expect("decision")));
+    let decision = if p >= 0.8 {
+        "decline"
+    } else if p >= 0.3 {
+        "review"
+    } else {
+        "approve"
+    };
+    assert_eq!(r["decision"], decision, "{body}");
     assert_eq!(r["model_version"], 1);
     assert_eq!(r["feature_set"], current["feature_set"]);
     assert!(r.get("features").is_none());
@@ -273,6 +280,18 @@ fn scores_explains_takes_labels_and_lands_everything_in_the_lake() {
         .expect("feature");
     assert_eq!(nb_1d["value"], 2.0);
     assert_eq!(r["top_contributions"].as_array().map(Vec::len), Some(5));
+    // The risk is the champion's own prediction on those features, as libxgboost computes it
+    // (the server scores with its native tree walker: an independent evaluator).
+    let values: Vec<f64> = features
+        .iter()
+        .map(|f| f["value"].as_f64().expect("value"))
+        .collect();
+    let expected = libxgboost_probability(&lake, "champion", &values);
+    let risk = r["risk_score"].as_f64().expect("risk");
+    assert!(
+        (risk - expected).abs() < 1e-6,
+        "served risk {risk}, libxgboost {expected}"
+    );
 
     let batch = format!(
         r#"{{"transactions":[{},{},{}]}}"#,
@@ -539,7 +558,8 @@ fn ten_thousand_bad_bodies_get_4xx_and_the_server_stays_up() {
                         (r.next() % 600) as i64,
                         (r.next() % 500) as f64,
                     );
-                    let (path, body) = match r.next() % 10 {
+                    let arm = r.next() % 10;
+                    let (path, body) = match arm {
                         0..=5 => ("/score", mutate(&mut r, &valid)),
                         6 => (
                             "/score/batch",
@@ -560,7 +580,18 @@ fn ten_thousand_bad_bodies_get_4xx_and_the_server_stays_up() {
                             ]),
                             mutate(&mut r, &valid),
                         ),
-                        _ => ("/score?explain=true", valid.into_bytes()),
+                        // A tx_id no mutation of the others' ids (7,0xx,xxx) can reach.
+                        _ => (
+                            "/score?explain=true",
+                            tx_body(
+                                5_000_000_000_000 + id,
+                                &ts(i as i64),
+                                (i % 300) as i64,
+                                (i % 600) as i64,
+                                10.0,
+                            )
+                            .into_bytes(),
+                        ),
                     };
                     let method = if r.next().is_multiple_of(20) {
                         "PUT"
@@ -584,6 +615,10 @@ fn ten_thousand_bad_bodies_get_4xx_and_the_server_stays_up() {
                             .unwrap_or_else(|_| panic!("error body not JSON: {text}"));
                         assert!(e["error"].is_string(), "{text}");
                     }
+                    if arm == 9 && method == "POST" {
+                        // An unmutated valid transaction with a fresh tx_id is always scored.
+                        assert_eq!(code, 200, "{path} {text}");
+                    }
                     *statuses.lock().expect("lock").entry(code).or_default() += 1;
                 }
             })
@@ -595,7 +630,9 @@ fn ten_thousand_bad_bodies_get_4xx_and_the_server_stays_up() {
     let statuses = statuses.lock().expect("lock").clone();
     assert_eq!(statuses.values().sum::<usize>(), 10_000);
     assert!(statuses.get(&200).is_some_and(|n| *n > 500), "{statuses:?}");
-    assert!(statuses.keys().any(|c| *c >= 400), "{statuses:?}");
+    // Broken JSON is 400 and a body of the wrong shape 422; both must have been seen.
+    assert!(statuses.get(&400).is_some_and(|n| *n > 100), "{statuses:?}");
+    assert!(statuses.get(&422).is_some_and(|n| *n > 100), "{statuses:?}");
     // Still up and scoring.
     let (code, _) = post_json(port, "/score", &tx_body(7_999_999, &ts(3_000), 3, 4, 5.0));
     assert_eq!(code, 200);
@@ -1295,4 +1332,14 @@ fn an_api_label_cannot_flip_a_chargeback_and_training_keeps_the_chargeback() {
         )),
         "{card}"
     );
+}
+
+/// libxgboost's probability for one feature row of a registered model (`champion`, `2`, ...).
+fn libxgboost_probability(lake: &TempLake, which: &str, row: &[f64]) -> f64 {
+    let shown = json(&lake.ok(&["models", "show", which, "--format", "json"]));
+    let artifact = Path::new(&lake.lake()).join(shown["artifact"].as_str().expect("artifact"));
+    let bytes = std::fs::read(&artifact).expect("artifact");
+    let values: Vec<f32> = row.iter().map(|v| *v as f32).collect();
+    let p = fraudlake_model::booster::predict(&bytes, &values, values.len()).expect("predict");
+    f64::from(p[0])
 }
