@@ -7,7 +7,8 @@
 # e online/offline parity, f online engine (vs the seed's Python feature code), g training
 # (vs Python XGBoost on the same rows) and model quality (vs the handbook's published results),
 # h scoring API (`fraudlake serve` vs the seed's FastAPI stack under wrk; needs wrk), i drift
-# report (vs Evidently's DataDriftPreset on the same rows).
+# report (vs Evidently's DataDriftPreset on the same rows), j API keys (`fraudlake serve` with
+# keys checked vs --insecure-no-auth, on a small simulated lake; needs wrk, not the handbook).
 # c..h run on the lake section b ingests, so b runs whenever one of them is asked for; d needs
 # the pandas reference of c, and e, g and h need the features c builds (h trains a model on them).
 #
@@ -40,7 +41,7 @@ RESULTS="$BENCH_DIR/results"
 abs() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$START_DIR/$1" ;; esac; }
 
 # ---- which sections -------------------------------------------------------------------------
-SECTIONS=${*:-a b c d e f g h i}
+SECTIONS=${*:-a b c d e f g h i j}
 for s in $SECTIONS; do
   case "$s" in a|b|c|d|e|f|g|h|i) ;; *) echo "error: unknown section '$s' (a..i)" >&2; exit 2 ;; esac
 done
@@ -851,6 +852,77 @@ for l in open(sys.argv[1]):
     v4=$(verdict lt "$maxdiff" 0.000001)
     line "same method per column / same verdicts / max |diff|" "$same_m / $same_v / $maxdiff ($ncols columns)" "" "" "1e-6: $v4"
     row "i. drift" "agreement with Evidently ($ncols columns)" "methods equal: $same_m, verdicts equal: $same_v" "max abs diff $maxdiff" "—" "<= 1e-6: $v4"
+  fi
+fi
+
+# ---- j. API keys ----------------------------------------------------------------------------
+# The same server and requests with API keys checked and with --insecure-no-auth (issue #14:
+# auth on within 5 % of auth off). Runs alternate (off, on, off, on) so drift of the machine
+# hits both; the ratio is of the summed rates and of the worse p99 of each.
+if want j; then
+  header "j. API keys: fraudlake serve with keys vs --insecure-no-auth (wrk, 32 connections)" "no auth"
+  if ! command -v wrk >/dev/null 2>&1; then
+    skip "j. API keys" "needs wrk (sudo apt-get install wrk)"
+  elif port_busy "$FL_HTTP"; then
+    skip "j. API keys" "something already listens on $FL_HTTP"
+  else
+    LAKE_J="$WORK/lake_keys"
+    run j_sim "$BIN" --lake "$LAKE_J" --quiet simulate --customers 500 --terminals 1000 --days 60 --seed 7
+    [ "$RC" = 0 ] || failed j_sim "fraudlake simulate"
+    run j_feat "$BIN" --lake "$LAKE_J" --quiet features build
+    [ "$RC" = 0 ] || failed j_feat "fraudlake features build"
+    run j_train "$BIN" --lake "$LAKE_J" --quiet train --train-start 2018-04-15 --format json
+    [ "$RC" = 0 ] || failed j_train "fraudlake train"
+    run j_key "$BIN" --lake "$LAKE_J" --quiet keys create --scope score --name bench --format json
+    [ "$RC" = 0 ] || failed j_key "fraudlake keys create"
+    j_token=$(jget "$WORK/j_key.out" "0.token|token")
+    run j_last "$BIN" --lake "$LAKE_J" --quiet sql "SELECT CAST(MAX(tx_ts) AS BIGINT) / 1000000 AS s FROM transactions" --format json
+    j_ts0=$(jget "$WORK/j_last.out" 0.s)
+    if [ -z "$j_token" ] || ! isnum "$j_ts0"; then
+      skip "j. API keys" "could not make the lake, its model or its key (see above)"
+    else
+      declare -A j_rps j_p99
+      j_rps[off]=0 j_rps[on]=0 j_p99[off]=0 j_p99[on]=0
+      j_start=0 j_fail=""
+      for round in 1 2; do
+        for mode in off on; do
+          if [ "$mode" = off ]; then flags=(--insecure-no-auth); bearer=""; else flags=(); bearer=$j_token; fi
+          "$BIN" --lake "$LAKE_J" --quiet serve --addr "$FL_HTTP" --reload-secs 3600 "${flags[@]}" >"$WORK/j_serve_$mode$round.log" 2>&1 &
+          j_pid=$!
+          BG_PIDS="$BG_PIDS $j_pid"
+          wait_up "$j_pid" "http://$FL_HTTP/ready" 120
+          if [ "$UP" != 1 ]; then
+            j_fail="serve ($mode) did not start: $(tail -n 3 "$WORK/j_serve_$mode$round.log" | tr '\n' ' ')"
+            stop_server "$j_pid" 10
+            break 2
+          fi
+          run "j_wrk_$mode$round" env WRK_START="$j_start" WRK_TS0="$j_ts0" WRK_BEARER="$bearer" \
+            wrk -t2 -c32 -d"${HTTP_SECONDS}s" --latency -s "$BENCH_DIR/score_fraudlake.lua" "http://$FL_HTTP"
+          stop_server "$j_pid" 120
+          f="$WORK/j_wrk_$mode$round.out"
+          r=$(wrkres "$f" rps) p=$(wrkres "$f" p99_ms) bad=$(wrkres "$f" non2xx) last=$(wrkres "$f" last)
+          if ! isnum "$r" || [ "$bad" != 0 ]; then
+            j_fail="wrk ($mode, round $round): rps '$r', non-2xx '$bad' $(grep -h '^first non-2xx' "$f" | head -n 1)"
+            break 2
+          fi
+          echo "  round $round, auth $mode: $(fmt "$r" 0) requests/s, p99 $(fmt "$p" 2) ms"
+          j_rps[$mode]=$(calc "${j_rps[$mode]} + $r" 1)
+          gt "$p" "${j_p99[$mode]}" && j_p99[$mode]=$p
+          # The next run goes on with new tx_ids and later event times (the same lake).
+          j_start=$last
+        done
+      done
+      if [ -n "$j_fail" ]; then
+        skip "j. API keys" "$j_fail"
+      else
+        r=$(ratio "${j_rps[on]}" "${j_rps[off]}" 3); v=$(verdict ge "$r" 0.95)
+        line "requests/s, 2 runs summed" "$(fmt "${j_rps[on]}" 0)" "$(fmt "${j_rps[off]}" 0)" "$r" ">= 0.95: $v"
+        row "j. API keys" "requests/s with keys / without (2 alternating runs each)" "$(fmt "${j_rps[on]}" 0)" "$(fmt "${j_rps[off]}" 0)" "$r" ">= 0.95: $v"
+        r2=$(ratio "${j_p99[on]}" "${j_p99[off]}" 3)
+        line "p99 (ms), worse run" "$(fmt "${j_p99[on]}" 2)" "$(fmt "${j_p99[off]}" 2)" "$r2" ""
+        row "j. API keys" "p99 latency with keys / without (worse run)" "$(fmt "${j_p99[on]}" 2) ms" "$(fmt "${j_p99[off]}" 2) ms" "$r2" "—"
+      fi
+    fi
   fi
 fi
 

@@ -14,6 +14,8 @@
 --   WRK_START     first n minus 1 (default 0): a run after a warm-up starts where the warm-up
 --                 stopped (its RESULT line's `last`), so ids and event time go on, not repeat
 --   WRK_TS_FIELD  name of the time field (default tx_ts; bench/score_seed.lua sets ts)
+--   WRK_TS0       the first event time, Unix seconds (default 2018-10-01T00:00:00Z)
+--   WRK_BEARER    an API key, sent as `Authorization: Bearer ...` (section j)
 --
 -- At the end it prints one parseable line (latency from wrk's histogram, in ms):
 --   RESULT rps=... p50_ms=... p99_ms=... non2xx=... errors=... requests=... seconds=... last=...
@@ -23,9 +25,12 @@
 
 local TX_BASE = 10000000
 local THREAD_SPAN = 100000000
-local TS0 = 1538352000 -- 2018-10-01T00:00:00Z
+local TS0 = tonumber(os.getenv("WRK_TS0") or "") or 1538352000 -- 2018-10-01T00:00:00Z
 local STEP_S = 7       -- event time per request of a thread, as the seed's score.lua
 local HEADERS = { ["Content-Type"] = "application/json" }
+if os.getenv("WRK_BEARER") then
+  HEADERS["Authorization"] = "Bearer " .. os.getenv("WRK_BEARER")
+end
 local TS_FIELD = TS_FIELD or os.getenv("WRK_TS_FIELD") or "tx_ts"
 
 -- setup() and done() run in the main Lua state, the rest in each thread's own state.

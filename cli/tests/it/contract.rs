@@ -7,7 +7,7 @@
 
 use std::process::Command;
 
-use crate::common::python_with;
+use crate::common::{python_with, repo_root};
 use crate::serve::{create_key, lake_with_champion, Server};
 
 /// schemathesis configuration for this run (its `schemathesis.toml` format).
@@ -16,7 +16,9 @@ use crate::serve::{create_key, lake_with_champion, Server};
 /// routes. A schema-valid transaction can reuse a `tx_id` that an earlier generated request
 /// already scored with another body; answering 409 `conflict` is the idempotency contract
 /// (issue #14.3), which depends on the server's state, not on the body's shape, so no schema
-/// can exclude it. Every other check runs with its defaults.
+/// can exclude it. Every other check runs with its defaults. `date-time` values are drawn from
+/// the range the document's description states (tests/python/contract_hooks.py), as JSON
+/// Schema has no bound for dates.
 const CONFIG: &str = r#"
 [[operations]]
 include-path-regex = "^/score"
@@ -61,6 +63,10 @@ fn schemathesis_finds_the_server_true_to_its_openapi_document() {
         ])
         .arg(&report)
         .env("NO_COLOR", "1")
+        .env(
+            "SCHEMATHESIS_HOOKS",
+            repo_root().join("tests/python/contract_hooks.py"),
+        )
         .output()
         .expect("run schemathesis");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -190,14 +190,15 @@ impl EventClock {
 
 /// The anchor of a lake's history, robust to a few far-future rows: the newest of the newest
 /// `2 * quorum` event times that is no further ahead of their median than twice as far as the
-/// oldest of them is behind it, plus `max_skew` (rows beyond are outliers). Quiet hours (gaps
-/// wider than the skew) inside that window do not cut it short. `newest` is sorted ascending;
-/// `None` if empty.
-pub fn robust_anchor(newest: &[i64], max_skew: i64) -> Option<i64> {
+/// oldest of them is behind it, or `quiet` if that is more, plus `max_skew` (rows beyond are
+/// outliers). `quiet` (a day, in the caller's units) is the daily cycle: the newest rows of a
+/// lake with little traffic can be a busy morning and a thin evening, and the evening's last
+/// rows are not outliers. `newest` is sorted ascending; `None` if empty.
+pub fn robust_anchor(newest: &[i64], max_skew: i64, quiet: i64) -> Option<i64> {
     let median = *newest.get(newest.len().saturating_sub(1) / 2)?;
     let below = median.saturating_sub(newest[0]);
     let limit = median
-        .saturating_add(below.saturating_mul(2))
+        .saturating_add(below.saturating_mul(2).max(quiet))
         .saturating_add(max_skew);
     newest.iter().rev().find(|&&t| t <= limit).copied()
 }
@@ -260,17 +261,25 @@ mod tests {
         let mut times: Vec<i64> = (0..199).map(|i| 1_000_000 + i * 30).collect();
         times.push(1_000_000 + 3000 * day); // one row years ahead
         times.sort_unstable();
-        assert_eq!(robust_anchor(&times, 3600), Some(1_000_000 + 198 * 30));
+        assert_eq!(robust_anchor(&times, 3600, day), Some(1_000_000 + 198 * 30));
         // Without outliers the anchor is the newest time.
         times.pop();
-        assert_eq!(robust_anchor(&times, 3600), times.last().copied());
-        assert_eq!(robust_anchor(&[], 3600), None);
-        assert_eq!(robust_anchor(&[7], 3600), Some(7));
+        assert_eq!(robust_anchor(&times, 3600, day), times.last().copied());
+        assert_eq!(robust_anchor(&[], 3600, day), None);
+        assert_eq!(robust_anchor(&[7], 3600, day), Some(7));
         // A quiet night (a gap wider than the skew) among the newest rows is not an outlier.
         let gap: Vec<i64> = (0..150)
             .map(|i| i * 60)
             .chain((0..50).map(|i| 9_000 + 7_200 + i * 60))
             .collect();
-        assert_eq!(robust_anchor(&gap, 3600), gap.last().copied());
+        assert_eq!(robust_anchor(&gap, 3600, day), gap.last().copied());
+        // A busy morning then a thin evening (the newest rows of a small lake): the evening's
+        // last rows are not outliers, though far past twice the morning's spread.
+        let evening: Vec<i64> = (0..100)
+            .map(|i| i * 144)
+            .chain((0..100).map(|i| 14_400 + i * 360))
+            .collect();
+        assert_eq!(robust_anchor(&evening, 3600, day), evening.last().copied());
+        assert!(robust_anchor(&evening, 3600, 0) < evening.last().copied());
     }
 }

@@ -98,7 +98,7 @@ pub async fn bootstrap<S: EntityStore>(engine: &mut OnlineEngine<S>, lake: &Lake
     let rules = *engine.event_time_rules();
     let skew_us = rules.max_skew_ns / 1000;
     let newest = newest_tx_ts(lake, 2 * rules.quorum.max(1)).await?;
-    let Some(anchor_us) = robust_anchor(&newest, skew_us) else {
+    let Some(anchor_us) = robust_anchor(&newest, skew_us, 86_400_000_000) else {
         return Ok(0);
     };
     let outliers = newest.iter().filter(|&&t| t > anchor_us).count();

@@ -15,12 +15,19 @@ use crate::Transaction;
 #[serde(deny_unknown_fields)]
 pub struct ScoreRequest {
     /// Unique transaction id (>= 0).
+    #[schema(minimum = 0)]
     pub tx_id: i64,
-    /// Transaction time, RFC 3339 (e.g. 2018-09-30T12:00:00Z).
+    /// Transaction time, RFC 3339 (e.g. 2018-09-30T12:00:00Z), from 2000-01-01 to one day
+    /// after the server's clock; see the README's event-time rules for times ahead of the
+    /// server's event-time watermark.
+    #[schema(format = DateTime)]
     pub tx_ts: String,
+    #[schema(minimum = 0)]
     pub customer_id: i64,
+    #[schema(minimum = 0)]
     pub terminal_id: i64,
-    /// Amount, finite and >= 0.
+    /// Amount, from 0 to 1e9.
+    #[schema(minimum = 0.0, maximum = 1e9)]
     pub amount: f64,
 }
 
@@ -194,6 +201,7 @@ pub struct BatchResponse {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LabelRequest {
+    #[schema(minimum = 0)]
     pub tx_id: i64,
     pub is_fraud: bool,
     /// Optional scenario code (the handbook's 1-3, or your own).
