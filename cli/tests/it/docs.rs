@@ -6,7 +6,7 @@ use std::process::Command;
 
 use crate::common::repo_root;
 use crate::drift::chromium;
-use crate::serve::{lake_with_champion, tx_body, Server};
+use crate::serve::{create_key, lake_with_champion, tx_body, Server};
 
 /// JavaScript that drives the page; `key` and `body` are JSON string literals.
 fn try_score(key: &str, body: &str) -> String {
@@ -37,8 +37,9 @@ fn the_api_page_scores_a_transaction_from_a_real_browser() {
         return;
     }
     let lake = lake_with_champion();
-    let server = Server::start(&lake.lake(), &[]);
-    let key = String::new();
+    // A server that requires keys: the page's request carries the key the user typed.
+    let (_, key) = create_key(&lake, "score");
+    let server = Server::start_keyed(&lake.lake(), &[]);
     let body = tx_body(91_000_001, "2018-05-30T12:00:00Z", 3, 7, 42.5);
     let js = try_score(
         &serde_json::to_string(&key).expect("key"),
@@ -79,9 +80,11 @@ fn the_api_page_scores_a_transaction_from_a_real_browser() {
         serde_json::from_str(seen["answer"].as_str().unwrap_or("")).expect("answer JSON");
     assert_eq!(answer["tx_id"], 91_000_001, "{answer}");
     assert!(answer["risk_score"].is_f64(), "{answer}");
+    let curl = seen["curl"].as_str().unwrap_or("");
+    assert!(curl.contains("/score"), "{seen}");
     assert!(
-        seen["curl"].as_str().unwrap_or("").contains("/score"),
-        "{seen}"
+        curl.contains("Authorization: Bearer $FRAUDLAKE_KEY") && !curl.contains(&key),
+        "the curl line names the key's variable, never the key: {seen}"
     );
     server.stop();
 }
