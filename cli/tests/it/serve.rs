@@ -1116,6 +1116,8 @@ fn retries_are_idempotent_conflicts_are_409_and_the_lake_keeps_one_row() {
     server.stop();
     let rows = lake.sql_json("SELECT COUNT(*) AS n FROM transactions WHERE tx_id = 9100001");
     assert_eq!(num(&rows[0], "n"), 1.0);
+}
+
 #[test]
 fn serve_refuses_to_start_without_keys_and_insecure_mode_off_loopback() {
     let lake = TempLake::new();
