@@ -76,7 +76,12 @@ fn schemathesis_finds_the_server_true_to_its_openapi_document() {
         "schemathesis found differences between /openapi.json and the server:\n{stdout}\n{stderr}"
     );
     // It really ran the operations (not an empty or unreachable schema).
-    for route in ["POST /score", "POST /score/batch", "POST /labels", "GET /ready"] {
+    for route in [
+        "POST /score",
+        "POST /score/batch",
+        "POST /labels",
+        "GET /ready",
+    ] {
         assert!(stdout.contains(route), "{route} not tested:\n{stdout}");
     }
     server.stop();

@@ -284,7 +284,7 @@ fn scores_explains_takes_labels_and_lands_everything_in_the_lake() {
     // (the server scores with its native tree walker: an independent evaluator).
     let values: Vec<f64> = features
         .iter()
-        .map(|f| f["value"].as_f64().expect("value"))
+        .map(|f| f["value"].as_f64().unwrap_or(f64::NAN)) // null: missing
         .collect();
     let expected = libxgboost_probability(&lake, "champion", &values);
     let risk = r["risk_score"].as_f64().expect("risk");
@@ -1039,6 +1039,18 @@ fn retries_are_idempotent_conflicts_are_409_and_the_lake_keeps_one_row() {
     let (code, text) = post_json(port, "/score/batch", &conflicting);
     assert_eq!(code, 409, "{text}");
     assert!(text.contains("transactions[1].tx_id"), "{text}");
+    // The same tx_id twice in one batch conflicts too, and applies nothing (9100004 stays new).
+    let twice = format!(
+        r#"{{"transactions":[{},{},{}]}}"#,
+        tx_body(9_100_004, &ts(32), 18, 43, 5.0),
+        tx_body(9_100_005, &ts(33), 18, 43, 5.0),
+        tx_body(9_100_005, &ts(33), 18, 43, 5.0)
+    );
+    let (code, text) = post_json(port, "/score/batch", &twice);
+    assert_eq!(code, 409, "{text}");
+    assert!(text.contains("tx_id 9100005 appears twice"), "{text}");
+    let (code, text) = post_json(port, "/score", &tx_body(9_100_004, &ts(32), 18, 43, 6.0));
+    assert_eq!(code, 200, "not applied by the refused batch: {text}");
 
     // An old transaction of the lake, sent again: scored (late), not written again.
     let (code, text) = post_json(port, "/score", &old_body);

@@ -16,6 +16,7 @@ use crate::Transaction;
 pub struct ScoreRequest {
     /// Unique transaction id (>= 0).
     #[schema(minimum = 0)]
+    #[serde(deserialize_with = "integer::i64")]
     pub tx_id: i64,
     /// Transaction time, RFC 3339 (e.g. 2018-09-30T12:00:00Z), from 2000-01-01 to one day
     /// after the server's clock; see the README's event-time rules for times ahead of the
@@ -23,8 +24,10 @@ pub struct ScoreRequest {
     #[schema(format = DateTime)]
     pub tx_ts: String,
     #[schema(minimum = 0)]
+    #[serde(deserialize_with = "integer::i64")]
     pub customer_id: i64,
     #[schema(minimum = 0)]
+    #[serde(deserialize_with = "integer::i64")]
     pub terminal_id: i64,
     /// Amount, from 0 to 1e9.
     #[schema(minimum = 0.0, maximum = 1e9)]
@@ -149,7 +152,9 @@ impl TimeFlag {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct FeatureContribution {
     pub feature: String,
-    pub value: f64,
+    /// null when the feature has no value (an average over an empty window, say); the model
+    /// takes it as missing, as the offline features' NULL.
+    pub value: Option<f64>,
     pub contribution: f64,
 }
 
@@ -202,10 +207,11 @@ pub struct BatchResponse {
 #[serde(deny_unknown_fields)]
 pub struct LabelRequest {
     #[schema(minimum = 0)]
+    #[serde(deserialize_with = "integer::i64")]
     pub tx_id: i64,
     pub is_fraud: bool,
     /// Optional scenario code (the handbook's 1-3, or your own).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "integer::optional_i32")]
     pub fraud_scenario: Option<i32>,
 }
 
@@ -248,4 +254,129 @@ pub struct Health {
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+}
+
+/// Integers as JSON Schema defines them: a number with a zero fraction (`1331.0`) is an
+/// integer, so the document's `type: integer` accepts it and so must the server. Anything
+/// else (a fraction, out of range, a string) is the usual 422 naming the field.
+mod integer {
+    use std::fmt;
+
+    use serde::de::{Deserializer, Error, Unexpected, Visitor};
+
+    struct Integer<T>(std::marker::PhantomData<T>);
+
+    impl<'de, T> Visitor<'de> for Integer<T>
+    where
+        T: TryFrom<i64>,
+    {
+        type Value = T;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            write!(f, "an integer of {} bits", std::mem::size_of::<T>() * 8)
+        }
+
+        fn visit_i64<E: Error>(self, v: i64) -> Result<T, E> {
+            T::try_from(v).map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
+        }
+
+        fn visit_u64<E: Error>(self, v: u64) -> Result<T, E> {
+            i64::try_from(v)
+                .ok()
+                .and_then(|v| T::try_from(v).ok())
+                .ok_or_else(|| E::invalid_value(Unexpected::Unsigned(v), &self))
+        }
+
+        fn visit_f64<E: Error>(self, v: f64) -> Result<T, E> {
+            // serde_json's default float parsing (no `float_roundtrip`, which would rebuild
+            // most of the dependency tree) can land one unit in the last place off: a number
+            // sent as `2251799813685247.0` may arrive as ...247.25. Within one ulp of an
+            // integer is that integer; `1.5` or `1e-9` is not.
+            let r = v.round();
+            let ulp = f64::from_bits(v.abs().to_bits() + 1) - v.abs();
+            let integral = (v - r).abs() <= ulp;
+            // -2^63 is exact as an f64; 2^63 (the next f64 above i64::MAX) is out of range.
+            let in_range = (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&r);
+            if integral && in_range {
+                self.visit_i64(r as i64)
+            } else {
+                Err(E::invalid_value(Unexpected::Float(v), &self))
+            }
+        }
+    }
+
+    pub fn i64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        d.deserialize_any(Integer::<i64>(std::marker::PhantomData))
+    }
+
+    pub fn optional_i32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
+        struct Optional;
+        impl<'de> Visitor<'de> for Optional {
+            type Value = Option<i32>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("null or an integer of 32 bits")
+            }
+            fn visit_none<E: Error>(self) -> Result<Option<i32>, E> {
+                Ok(None)
+            }
+            fn visit_unit<E: Error>(self) -> Result<Option<i32>, E> {
+                Ok(None)
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<i32>, D::Error> {
+                d.deserialize_any(Integer::<i32>(std::marker::PhantomData))
+                    .map(Some)
+            }
+        }
+        d.deserialize_option(Optional)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[derive(Debug, serde::Deserialize)]
+        struct Row {
+            #[serde(deserialize_with = "super::i64")]
+            id: i64,
+            #[serde(default, deserialize_with = "super::optional_i32")]
+            code: Option<i32>,
+        }
+
+        fn parse(json: &str) -> Result<Row, String> {
+            serde_json::from_str(json).map_err(|e| e.to_string())
+        }
+
+        #[test]
+        fn a_number_with_a_zero_fraction_is_an_integer() {
+            assert_eq!(parse(r#"{"id": 1331.0}"#).map(|r| r.id), Ok(1331));
+            assert_eq!(parse(r#"{"id": -7}"#).map(|r| r.id), Ok(-7));
+            // Found by schemathesis: 17 significant digits, parsed one ulp high.
+            assert_eq!(
+                parse(r#"{"id": 2251799813685247.0}"#).map(|r| r.id),
+                Ok(2_251_799_813_685_247)
+            );
+            assert_eq!(
+                parse(r#"{"id": 9223372036854775807}"#).map(|r| r.id),
+                Ok(i64::MAX)
+            );
+            assert_eq!(
+                parse(r#"{"id": 1, "code": 2147483646.0}"#).map(|r| r.code),
+                Ok(Some(2_147_483_646))
+            );
+            assert_eq!(
+                parse(r#"{"id": 1, "code": null}"#).map(|r| r.code),
+                Ok(None)
+            );
+            assert_eq!(parse(r#"{"id": 1}"#).map(|r| r.code), Ok(None));
+            for bad in [
+                r#"{"id": 1.5}"#,
+                r#"{"id": 0.000001}"#,
+                r#"{"id": 9223372036854775808}"#,
+                r#"{"id": 9.3e18}"#,
+                r#"{"id": "1"}"#,
+                r#"{"id": 1, "code": 2147483648}"#,
+                r#"{"id": 1, "code": 1.25}"#,
+            ] {
+                assert!(parse(bad).is_err(), "{bad} must be refused");
+            }
+        }
+    }
 }

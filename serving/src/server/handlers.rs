@@ -201,7 +201,7 @@ fn respond(
             .map_err(|e| ApiError::internal(e.to_string()))?;
         let wire = |c: fraudlake_model::booster::Contribution| FeatureContribution {
             feature: c.feature,
-            value: c.value,
+            value: c.value.is_finite().then_some(c.value),
             contribution: c.contribution,
         };
         let top = fraudlake_model::booster::largest(all.clone(), 5);
@@ -264,11 +264,17 @@ fn require_ready(state: &SharedState) -> Result<(), ApiError> {
 
 /// Score one transaction (API key with scope `score`).
 #[utoipa::path(post, path = "/score", request_body = ScoreRequest, params(ScoreQuery),
-    responses((status = 200, body = ScoreResponse), (status = 400, body = ErrorBody),
+    responses((status = 200, body = ScoreResponse),
         (status = 409, description = "tx_id already scored with a different body", body = ErrorBody),
         (status = 422, description = "an invalid field, or tx_ts more than --max-event-skew ahead of the server's event time", body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 503, body = ErrorBody)),
+        (status = 400, description = "the body is not JSON, or a query parameter is invalid", body = ErrorBody),
+        (status = 401, description = "no valid API key (missing, malformed, unknown or revoked)", body = ErrorBody),
+        (status = 403, description = "the API key lacks this route's scope", body = ErrorBody),
+        (status = 408, description = "the request took longer than --timeout-ms", body = ErrorBody),
+        (status = 413, description = "the body is larger than --max-body-bytes, or more items than --max-batch", body = ErrorBody),
+        (status = 415, description = "the body is not sent as application/json", body = ErrorBody),
+        (status = 500, description = "the server failed (logged)", body = ErrorBody),
+        (status = 503, description = "not ready: model or online state still loading", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn score(
     State(state): State<SharedState>,
@@ -294,10 +300,16 @@ pub async fn score(
 /// Score transactions in order; the answers come in the same order (scope `score`).
 #[utoipa::path(post, path = "/score/batch", request_body = BatchRequest, params(ScoreQuery),
     responses((status = 200, body = BatchResponse),
-        (status = 409, description = "a tx_id already scored with a different body", body = ErrorBody),
-        (status = 413, body = ErrorBody),
+        (status = 409, description = "a tx_id already scored with a different body, or twice in this batch", body = ErrorBody),
         (status = 422, description = "an invalid field, or a tx_ts more than --max-event-skew ahead of the server's event time", body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+        (status = 400, description = "the body is not JSON, or a query parameter is invalid", body = ErrorBody),
+        (status = 401, description = "no valid API key (missing, malformed, unknown or revoked)", body = ErrorBody),
+        (status = 403, description = "the API key lacks this route's scope", body = ErrorBody),
+        (status = 408, description = "the request took longer than --timeout-ms", body = ErrorBody),
+        (status = 413, description = "the body is larger than --max-body-bytes, or more items than --max-batch", body = ErrorBody),
+        (status = 415, description = "the body is not sent as application/json", body = ErrorBody),
+        (status = 500, description = "the server failed (logged)", body = ErrorBody),
+        (status = 503, description = "not ready: model or online state still loading", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn score_batch(
     State(state): State<SharedState>,
@@ -325,11 +337,17 @@ pub async fn score_batch(
         .map(|(i, r)| r.validate(&format!("transactions[{i}].")))
         .collect::<Result<Vec<_>, _>>()?;
     let mut seen = std::collections::HashSet::with_capacity(txs.len());
+    // One tx_id names one transaction: two items with the same id conflict (409, as a reused
+    // id does across requests), whether or not their bodies agree.
     if let Some(dup) = txs.iter().find(|t| !seen.insert(t.tx_id)) {
-        return Err(ApiError::field(format!(
-            "transactions: tx_id {} appears twice in the batch",
-            dup.tx_id
-        )));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "transactions: tx_id {} appears twice in the batch; none of its items was applied",
+                dup.tx_id
+            ),
+        ));
     }
     require_ready(&state)?;
     if txs.is_empty() {
@@ -350,7 +368,16 @@ pub async fn score_batch(
 /// label it replaced; updates the online delayed aggregates unless a more trusted source's
 /// label says otherwise.
 #[utoipa::path(post, path = "/labels", request_body = Vec<LabelRequest>,
-    responses((status = 200, body = LabelResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)),
+    responses((status = 200, body = LabelResponse),
+        (status = 422, description = "an invalid field", body = ErrorBody),
+        (status = 400, description = "the body is not JSON, or a query parameter is invalid", body = ErrorBody),
+        (status = 401, description = "no valid API key (missing, malformed, unknown or revoked)", body = ErrorBody),
+        (status = 403, description = "the API key lacks this route's scope", body = ErrorBody),
+        (status = 408, description = "the request took longer than --timeout-ms", body = ErrorBody),
+        (status = 413, description = "the body is larger than --max-body-bytes, or more items than --max-batch", body = ErrorBody),
+        (status = 415, description = "the body is not sent as application/json", body = ErrorBody),
+        (status = 500, description = "the server failed (logged)", body = ErrorBody),
+        (status = 503, description = "not ready: model or online state still loading", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn labels(
     State(state): State<SharedState>,
@@ -487,7 +514,12 @@ pub async fn current_model(State(state): State<SharedState>) -> Json<ModelInfo> 
 }
 
 /// Reload the champion from the registry, and the API keys, now (scope `admin`).
-#[utoipa::path(post, path = "/admin/reload", responses((status = 200, body = ReloadResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+#[utoipa::path(post, path = "/admin/reload", responses((status = 200, body = ReloadResponse),
+        (status = 401, description = "no valid API key (missing, malformed, unknown or revoked)", body = ErrorBody),
+        (status = 403, description = "the API key lacks the admin scope", body = ErrorBody),
+        (status = 408, description = "the request took longer than --timeout-ms", body = ErrorBody),
+        (status = 409, description = "the champion cannot be loaded (the current model stays)", body = ErrorBody),
+        (status = 500, description = "the server failed (logged)", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn admin_reload(
     State(state): State<SharedState>,
