@@ -1081,7 +1081,7 @@ fn retries_are_idempotent_conflicts_are_409_and_the_lake_keeps_one_row() {
         ("fraud_event_time_total{outcome=\"clamped\"}", 1.0),
         ("fraud_event_time_total{outcome=\"late\"}", 1.0),
         // Transactions scored, not requests: the retries are not counted again.
-        ("fraud_risk_score_count", 9.0),
+        ("fraud_risk_score_count", 10.0),
     ] {
         assert_eq!(
             metric_value(&metrics, series),
