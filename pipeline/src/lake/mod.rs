@@ -3,6 +3,7 @@
 //! object_store, never `std::fs`, so an `s3://` root works by configuration.
 
 pub mod maintenance;
+pub mod s3;
 pub mod tables;
 
 use std::collections::HashMap;
@@ -45,6 +46,8 @@ pub const KNOWN_TABLES: &[&str] = &[
 pub struct Lake {
     root: Url,
     storage_options: HashMap<String, String>,
+    /// Set once a remote lake's store has answered (see [`s3::probe`]); shared by clones.
+    reachable: Arc<tokio::sync::OnceCell<()>>,
 }
 
 /// Pins one table of a SQL session to an older state (Delta time travel).
@@ -59,6 +62,7 @@ impl Lake {
     /// Opens a lake at a local path or a URL (`file:///...`, `s3://bucket/prefix`, ...).
     /// A local root is created if missing; nothing else is written until a table is used.
     pub fn open(location: &str) -> Result<Lake> {
+        s3::register();
         let location = location.trim();
         if location.is_empty() {
             return Err(Error::invalid("the lake location is empty"));
@@ -72,6 +76,9 @@ impl Lake {
                     })?;
                     local_root(&path)?
                 } else {
+                    if s3::is_s3(&url) {
+                        s3::check_url(&url)?;
+                    }
                     url
                 }
             }
@@ -85,13 +92,29 @@ impl Lake {
         Ok(Lake {
             root,
             storage_options: HashMap::new(),
+            reachable: Arc::default(),
         })
     }
 
     /// Adds object-store options (credentials, endpoint, region) for remote lakes.
     pub fn with_storage_options(mut self, options: HashMap<String, String>) -> Self {
         self.storage_options = options;
+        self.reachable = Arc::default();
         self
+    }
+
+    /// Before the first use of an `s3://` lake: one listing of its root, so that a wrong
+    /// endpoint, a missing bucket or refused credentials are one clear user error (exit 2)
+    /// rather than a storage error from inside a table operation. Once per `Lake` (and its
+    /// clones); local lakes skip it.
+    async fn ensure_reachable(&self) -> Result<()> {
+        if !s3::is_s3(&self.root) {
+            return Ok(());
+        }
+        self.reachable
+            .get_or_try_init(|| s3::probe(&self.root, &self.storage_options))
+            .await?;
+        Ok(())
     }
 
     /// The lake root, always ending in `/`.
@@ -122,6 +145,7 @@ impl Lake {
 
     /// Loads table `name` at its latest version, or `None` if it was never created.
     pub async fn load(&self, name: &str) -> Result<Option<DeltaTable>> {
+        self.ensure_reachable().await?;
         let mut table = self.builder(name)?.build()?;
         // Ask the object store first: loading a missing table logs errors on the way.
         if !table.verify_deltatable_existence().await? {
@@ -136,6 +160,7 @@ impl Lake {
 
     /// Loads table `name` as of a version or instant.
     pub async fn load_at(&self, name: &str, at: &TimeTravel) -> Result<DeltaTable> {
+        self.ensure_reachable().await?;
         let mut table = self.builder(name)?.build()?;
         match at {
             TimeTravel::Version(v) => table.load_version(*v).await,
@@ -197,6 +222,7 @@ impl Lake {
         partition_by: &[&str],
         description: &str,
     ) -> Result<DeltaTable> {
+        self.ensure_reachable().await?;
         let kernel: StructType = schema.try_into_kernel()?;
         let table = self.builder(name)?.build()?;
         table
@@ -315,12 +341,21 @@ pub fn new_session() -> SessionContext {
     SessionContext::new_with_config(config)
 }
 
-/// Commit metadata naming the fraudlake operation, visible in `DESCRIBE HISTORY`-style tools.
+/// How many times a commit may lose the race for the next table version before it fails.
+/// Losing that race is not a conflict (appends never conflict with appends; a real conflict
+/// still fails at once), and with many writers on one table, e.g. several servers or
+/// schedulers on one S3 lake, deltalake's default of 15 lost races can run out.
+pub const COMMIT_RETRIES: usize = 100;
+
+/// Commit metadata naming the fraudlake operation, visible in `DESCRIBE HISTORY`-style tools;
+/// every fraudlake commit retries lost version races up to [`COMMIT_RETRIES`] times.
 pub fn commit_note(operation: &str) -> CommitProperties {
-    CommitProperties::default().with_metadata([(
-        "fraudlake.operation".to_string(),
-        serde_json::Value::String(operation.to_string()),
-    )])
+    CommitProperties::default()
+        .with_metadata([(
+            "fraudlake.operation".to_string(),
+            serde_json::Value::String(operation.to_string()),
+        )])
+        .with_max_retries(COMMIT_RETRIES)
 }
 
 fn local_root(path: &std::path::Path) -> Result<Url> {
