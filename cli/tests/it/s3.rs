@@ -16,6 +16,7 @@ use fraudlake_pipeline::lake::tables::{rejections_batch, Rejection, TRANSACTIONS
 use fraudlake_pipeline::Lake;
 
 use crate::common::{num, read_with_python, S3Server, TempLake};
+use crate::serve::{create_key, post_key, ts, tx_body, Server};
 
 fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
@@ -273,4 +274,64 @@ fn unusable_s3_lakes_are_clear_errors_with_exit_code_2() {
     let (code, err, _) = tables("s3://no-such-bucket/lake", s3.env(), Some(locking));
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("AWS_S3_LOCKING_PROVIDER"), "{err}");
+}
+
+/// The scoring server on an S3 lake: start-up reads the model, the keys and the online state
+/// from the bucket; it scores with a key, takes labels, and on SIGTERM commits every
+/// transaction it answered to `transactions` and `predictions` in the bucket.
+#[test]
+fn the_server_scores_on_an_s3_lake_and_commits_all_it_answered() {
+    let Some(s3) = S3Server::start() else {
+        return;
+    };
+    let lake = TempLake::remote(&s3.lake_url(), s3.env());
+    lake.simulate_small(&[]);
+    lake.ok(&["features", "build"]);
+    lake.ok(&[
+        "train",
+        "--train-start",
+        "2018-05-01",
+        "--n-estimators",
+        "30",
+        "--threads",
+        "2",
+    ]);
+    let (_, key) = create_key(&lake, "score,label");
+    let server = Server::start_with_env(&lake.lake(), &[], &s3.env());
+    let answered = 300i64;
+    for i in 0..answered {
+        let body = tx_body(95_000_000 + i, &ts(i * 5), i % 50, i % 80, 10.0 + i as f64);
+        let (code, text) = post_key(server.port, "/score", &body, &key);
+        assert_eq!(code, 200, "{text}");
+    }
+    let labels: Vec<String> = (0..10)
+        .map(|i| {
+            format!(
+                r#"{{"tx_id":{},"is_fraud":{}}}"#,
+                95_000_000 + i,
+                i % 2 == 0
+            )
+        })
+        .collect();
+    let (code, text) = post_key(
+        server.port,
+        "/labels",
+        &format!("[{}]", labels.join(",")),
+        &key,
+    );
+    assert_eq!(code, 200, "{text}");
+    server.stop();
+    let count = |sql: &str| num(&lake.sql_json(sql)[0], "n");
+    assert_eq!(
+        count("SELECT COUNT(*) AS n FROM predictions WHERE tx_id >= 95000000"),
+        answered as f64
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) AS n FROM transactions WHERE tx_id >= 95000000"),
+        answered as f64
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) AS n FROM labels WHERE tx_id >= 95000000 AND source LIKE 'api:%'"),
+        10.0
+    );
 }

@@ -58,7 +58,7 @@ fn post_json(port: u16, path: &str, body: &str) -> (u16, String) {
 }
 
 /// POST JSON with `Authorization: Bearer <token>`.
-fn post_key(port: u16, path: &str, body: &str, token: &str) -> (u16, String) {
+pub fn post_key(port: u16, path: &str, body: &str, token: &str) -> (u16, String) {
     http(
         port,
         "POST",
@@ -112,6 +112,11 @@ impl Server {
 
     /// A server that requires the lake's API keys (create them first with [`create_key`]).
     pub fn start_keyed(lake: &str, extra: &[&str]) -> Server {
+        Self::start_with_env(lake, extra, &[])
+    }
+
+    /// A keyed server with extra environment variables (an S3 lake's endpoint and keys).
+    pub fn start_with_env(lake: &str, extra: &[&str], env: &[(String, String)]) -> Server {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let child = Command::new(env!("CARGO_BIN_EXE_fraudlake"))
@@ -129,6 +134,7 @@ impl Server {
                 "200",
             ])
             .args(extra)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -217,7 +223,7 @@ pub fn tx_body(tx_id: i64, ts: &str, customer: i64, terminal: i64, amount: f64) 
 
 /// Seconds after 2018-05-31T00:00:00Z as RFC 3339: the small lake's last transactions are in
 /// the last hour of 2018-05-30, so this is within the default --max-event-skew (1 h) of them.
-fn ts(seconds: i64) -> String {
+pub fn ts(seconds: i64) -> String {
     let t = chrono::DateTime::from_timestamp(1_527_724_800 + seconds, 0).expect("time");
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }

@@ -246,15 +246,39 @@ impl Lake {
         batches: Vec<RecordBatch>,
         operation: &str,
     ) -> Result<DeltaTable> {
-        let table = self.table(def).await?;
+        let mut table = self.table(def).await?;
         if batches.iter().all(|b| b.num_rows() == 0) {
             return Ok(table);
         }
-        let write = table
-            .write(batches)
-            .with_save_mode(SaveMode::Append)
-            .with_commit_properties(commit_note(operation));
-        Ok(evolve(def, write).await?)
+        // deltalake retries a lost version race itself, but every retry re-reads the winning
+        // commits; with many writers at once (servers, ingests, DAG runs on one S3 lake) the
+        // same writers keep losing. After `COMMIT_RETRIES` lost races the whole append starts
+        // again after a random pause that grows each time, so the writers spread out (the
+        // data files of the failed attempt stay unreferenced until `lake vacuum`).
+        let mut pause_ms = 50.0;
+        for attempt in 1..=APPEND_ATTEMPTS {
+            let write = table
+                .clone()
+                .write(batches.clone())
+                .with_save_mode(SaveMode::Append)
+                .with_commit_properties(commit_note(operation));
+            match evolve(def, write).await {
+                Err(e) if attempt < APPEND_ATTEMPTS && lost_every_race(&e) => {
+                    let wait = pause_ms * (0.5 + rand::random::<f64>());
+                    tracing::warn!(
+                        table = def.name,
+                        attempt,
+                        wait_ms = wait as u64,
+                        "commit lost {COMMIT_RETRIES} version races to other writers; appending again"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(wait as u64)).await;
+                    pause_ms = (pause_ms * 2.0).min(5_000.0);
+                    table = self.table(def).await?;
+                }
+                other => return Ok(other?),
+            }
+        }
+        unreachable!("the last attempt returns")
     }
 
     /// A session with only the named tables registered (those that exist; check with
@@ -339,6 +363,20 @@ pub fn new_session() -> SessionContext {
         .with_information_schema(true)
         .set_str("datafusion.execution.time_zone", "+00:00");
     SessionContext::new_with_config(config)
+}
+
+/// How many times [`Lake::append`] starts an append again after its commit lost
+/// `COMMIT_RETRIES` version races in a row.
+pub const APPEND_ATTEMPTS: u32 = 8;
+
+/// Whether a write failed only because other writers kept committing first.
+fn lost_every_race(e: &DeltaTableError) -> bool {
+    matches!(
+        e,
+        DeltaTableError::Transaction {
+            source: deltalake::kernel::transaction::TransactionError::MaxCommitAttempts(_)
+        }
+    )
 }
 
 /// How many times a commit may lose the race for the next table version before it fails.

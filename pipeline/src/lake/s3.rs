@@ -57,7 +57,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Retries of a failed request, and the time after which no retry starts: an unreachable
 /// endpoint fails after about `RETRY_TIMEOUT + CONNECT_TIMEOUT` at worst (object_store's
 /// defaults, 10 retries within 3 minutes, look like a hang to a person at a terminal).
-const MAX_RETRIES: usize = 3;
+const MAX_RETRIES: usize = 10;
 const RETRY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// deltalake's names for object_store's retry settings. deltalake itself reads them only with
