@@ -462,6 +462,14 @@ impl S3Server {
             .collect()
     }
 
+    /// The text of one object of the bucket (a plain, unsigned GET).
+    pub fn object(&self, key: &str) -> String {
+        let (status, body) = http_request(self.port, "GET", &format!("/{}/{key}", self.bucket))
+            .expect("get an object");
+        assert_eq!(status, 200, "{key}: {body}");
+        body
+    }
+
     fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(self.dir.path().join("weed.log")).unwrap_or_default();
         let start = log.len().saturating_sub(3000);
@@ -500,7 +508,8 @@ fn http_request(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+        // HTTP/1.0: the answer has no chunked encoding to undo.
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
          Content-Length: 0\r\n\r\n"
     );
     s.write_all(request.as_bytes()).ok()?;

@@ -16,6 +16,12 @@ fn json(out: &str) -> serde_json::Value {
 /// 75 days from 2018-04-01, amounts x3 from 2018-06-01; champion trained on 2018-05-01..07.
 pub fn drifted_lake() -> TempLake {
     let lake = TempLake::new();
+    make_drifted(&lake);
+    lake
+}
+
+/// Fills `lake` (local or remote): 75 days with drift from June, features, a champion.
+pub fn make_drifted(lake: &TempLake) {
     lake.simulate_small(&[
         "--days",
         "75",
@@ -26,7 +32,6 @@ pub fn drifted_lake() -> TempLake {
     ]);
     lake.ok(&["features", "build"]);
     lake.ok(&["train", "--train-start", "2018-05-01", "--threads", "2"]);
-    lake
 }
 
 fn column<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
