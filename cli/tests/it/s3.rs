@@ -16,7 +16,7 @@ use fraudlake_pipeline::lake::tables::{rejections_batch, Rejection, TRANSACTIONS
 use fraudlake_pipeline::Lake;
 
 use crate::common::{num, read_with_python, S3Server, TempLake};
-use crate::serve::{create_key, post_key, ts, tx_body, Server};
+use crate::serve::{create_key, fill_with_champion, post_key, ts, tx_body, Server};
 
 fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
@@ -285,17 +285,7 @@ fn the_server_scores_on_an_s3_lake_and_commits_all_it_answered() {
         return;
     };
     let lake = TempLake::remote(&s3.lake_url(), s3.env());
-    lake.simulate_small(&[]);
-    lake.ok(&["features", "build"]);
-    lake.ok(&[
-        "train",
-        "--train-start",
-        "2018-05-01",
-        "--n-estimators",
-        "30",
-        "--threads",
-        "2",
-    ]);
+    fill_with_champion(&lake);
     let (_, key) = create_key(&lake, "score,label");
     let server = Server::start_with_env(&lake.lake(), &[], &s3.env());
     let answered = 300i64;

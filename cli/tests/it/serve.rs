@@ -201,6 +201,12 @@ impl Drop for Server {
 /// A small lake with features and a champion model (trained on 2018-05-01..07).
 pub fn lake_with_champion() -> TempLake {
     let lake = TempLake::new();
+    fill_with_champion(&lake);
+    lake
+}
+
+/// Fills `lake` (local or remote) as [`lake_with_champion`] does.
+pub fn fill_with_champion(lake: &TempLake) {
     lake.simulate_small(&[]);
     lake.ok(&["features", "build"]);
     lake.ok(&[
@@ -212,7 +218,6 @@ pub fn lake_with_champion() -> TempLake {
         "--threads",
         "2",
     ]);
-    lake
 }
 
 pub fn tx_body(tx_id: i64, ts: &str, customer: i64, terminal: i64, amount: f64) -> String {
