@@ -162,9 +162,7 @@ impl Settings {
             features_sql: std::env::var_os("FRAUDLAKE_FEATURES_SQL")
                 .map(PathBuf::from)
                 .or(file.features_sql)
-                .unwrap_or_else(|| {
-                    PathBuf::from(fraudlake_pipeline::features::definition::DEFAULT_PATH)
-                }),
+                .unwrap_or_else(|| PathBuf::from(fraudlake_features::definition::DEFAULT_PATH)),
             storage_options: file.storage_options,
             train: file.train,
             gate: file.gate,
@@ -191,7 +189,9 @@ fn load_file(path: &std::path::Path) -> Result<FileConfig> {
 pub fn init_logging(settings: &Settings) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("warn,fraudlake=info,fraudlake_pipeline=info,fraudlake_serving=info")
+        EnvFilter::new(
+            "warn,fraudlake=info,fraudlake_pipeline=info,fraudlake_features=info,fraudlake_serving=info",
+        )
     });
     // Colour only on a terminal: logs piped to a file, journald or a collector stay plain text
     // (and NO_COLOR is honoured, https://no-color.org).

@@ -6,13 +6,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use chrono::{Duration, NaiveDate};
+use fraudlake_features::{compile, offline, FeatureSet};
 use fraudlake_model::booster::TrainParams;
 use fraudlake_model::protocol::Periods;
 use fraudlake_model::registry::gate::{self, GatePolicy};
 use fraudlake_model::registry::{actor, metric_map, NewVersion, Registry};
 use fraudlake_model::train::{self, FeatureSpec, TestWindow};
-use fraudlake_pipeline::features::compile::compile;
-use fraudlake_pipeline::features::definition::FeatureSet;
 use fraudlake_pipeline::lake::Lake;
 use fraudlake_pipeline::{Error, Result};
 use serde_json::{json, Value};
@@ -119,7 +118,7 @@ pub async fn run(args: &OpArgs, ctx: &mut OpCtx<'_>) -> Result<Value> {
         OpArgs::FeaturesBuild(FeaturesBuildArgs { sql }) => {
             let path = env.sql_dir.join(sql);
             let plan = compile(&FeatureSet::load(&path)?).await?;
-            let s = fraudlake_pipeline::features::offline::build(lake, &plan, None, None).await?;
+            let s = offline::build(lake, &plan, None, None).await?;
             ctx.note(format!(
                 "features built from {}: {} rows in {:.2} s",
                 path.display(),
@@ -343,7 +342,8 @@ pub async fn run(args: &OpArgs, ctx: &mut OpCtx<'_>) -> Result<Value> {
             let path = env.sql_dir.join(file);
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
-            let session = lake.session(&[]).await?;
+            // With `tx_labeled`, as in `fraudlake sql`.
+            let session = fraudlake_features::session(lake, &[]).await?;
             let batches = fraudlake_pipeline::sql::query(&session, &text).await?;
             let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
             let mut table = Vec::new();

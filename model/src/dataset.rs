@@ -11,7 +11,7 @@ use chrono::NaiveDate;
 use deltalake::arrow::array::{Array, RecordBatch};
 use deltalake::datafusion::datasource::MemTable;
 use deltalake::datafusion::prelude::SessionContext;
-use fraudlake_pipeline::features::offline::FEATURES_TABLE;
+use fraudlake_features::offline::FEATURES_TABLE;
 use fraudlake_pipeline::labels::LabelPolicy;
 use fraudlake_pipeline::lake::{register, tables, Lake};
 use serde::{Deserialize, Serialize};

@@ -12,7 +12,7 @@
 //! one and equal among themselves. Default: `ingest > api > everything else`.
 //!
 //! The SQL keeps the one-integer-MAX trick of the feature view (one MAX per tx_id instead of a
-//! window function, see `features::definition::view_sql`): the key is
+//! window function, see `fraudlake_features::definition::view_sql`): the key is
 //! `rank * 2^55 + labeled_at_us * 2 + is_fraud`. `labeled_at * 2` stays below 2^55 until the
 //! year 2255, and up to 255 ranks fit in an i64.
 

@@ -1,9 +1,10 @@
-//! The batch side of fraudlake: the lake's Delta tables, the simulator and the ingester that
-//! fill them, SQL over them, and the offline feature build. The `fraudlake` binary only wires
-//! these together; the online server reuses the lake and feature definitions from here.
+//! The bottom of fraudlake: the lake's Delta tables, the simulator and the ingester that fill
+//! them, label precedence, API keys and SQL over the lake. Every other crate builds on it;
+//! the feature language (the `tx_labeled` view, the offline build, the online engine) lives
+//! one level up, in `fraudlake-features`, and adds its view to SQL sessions through
+//! [`lake::LakeView`].
 
 pub mod error;
-pub mod features;
 pub mod ingest;
 pub mod keys;
 pub mod labels;

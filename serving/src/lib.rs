@@ -1,9 +1,7 @@
-//! The online side of fraudlake: the feature SQL compiled into per-entity incremental state
-//! (`online`), which the scoring server uses to compute, per transaction and in
-//! microseconds, exactly the features the offline engine writes to the lake; and the
-//! scoring server (`server`) that answers `POST /score` with them and the champion model.
+//! The HTTP scoring service of fraudlake (`server`): `POST /score` answers with the features
+//! the online engine of `fraudlake-features` computes for the transaction (the same feature
+//! SQL the offline build and training use) and the champion model's risk and decision; plus
+//! labels, health, metrics, model reload and the lake writer. The feature engine itself lives
+//! in `fraudlake-features`; this crate only serves it.
 
-pub mod online;
 pub mod server;
-
-pub use online::{OnlineEngine, Transaction};

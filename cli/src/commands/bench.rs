@@ -11,9 +11,8 @@ use anyhow::Result;
 use clap::Subcommand;
 use deltalake::arrow::array::{Array, AsArray};
 use deltalake::arrow::datatypes::Int64Type;
-use fraudlake_pipeline::features::{compile, FeatureSet};
-use fraudlake_serving::online::history;
-use fraudlake_serving::{OnlineEngine, Transaction};
+use fraudlake_features::online::history;
+use fraudlake_features::{compile, FeatureSet, OnlineEngine, Transaction};
 
 use crate::config::Settings;
 use crate::output::{print_rows, Format};

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use chrono::NaiveDate;
 use clap::{Args, Subcommand};
-use fraudlake_pipeline::features::{compile, offline, FeatureSet};
-use fraudlake_serving::online::parity;
+use fraudlake_features::{compile, offline, parity, FeatureSet};
 
 use crate::config::Settings;
 use crate::exit;

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args;
-use fraudlake_pipeline::features::{compile, FeatureSet};
-use fraudlake_serving::online::{EventTimeRules, SkewPolicy};
+use fraudlake_features::{compile, EventTimeRules, FeatureSet, SkewPolicy};
 use fraudlake_serving::server::{self, ServeConfig};
 
 use crate::config::Settings;

@@ -51,7 +51,8 @@ pub async fn run(args: SqlArgs, settings: &Settings) -> Result<u8> {
         _ => return Err(crate::bad_input("give a query or -f FILE.sql")),
     };
     let lake = settings.open_lake()?;
-    let ctx = lake.session(&args.at).await?;
+    // Every lake table and the `tx_labeled` view the feature SQL reads.
+    let ctx = fraudlake_features::session(&lake, &args.at).await?;
     let frames = plan_statements(&ctx, &sql).await?;
     let last = frames.len() - 1;
     for (i, df) in frames.into_iter().enumerate() {

@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use anyhow::Result;
 use chrono::{Duration, NaiveDate};
 use clap::Args;
+use fraudlake_features::{compile, FeatureSet};
 use fraudlake_model::booster::TrainParams;
 use fraudlake_model::protocol::{Metrics, Periods};
 use fraudlake_model::registry::{actor, metric_map, NewVersion, Registry};
 use fraudlake_model::train::{self, FeatureSpec, TestWindow};
-use fraudlake_pipeline::features::{compile, FeatureSet};
 use serde::Serialize;
 
 use crate::config::Settings;

@@ -2,10 +2,9 @@
 
 use std::sync::Arc;
 
-use fraudlake_pipeline::features::{compile, FeatureSet};
+use fraudlake_features::online::history;
+use fraudlake_features::{compile, feature_rows, FeatureSet, OnlineEngine, Transaction};
 use fraudlake_pipeline::Lake;
-use fraudlake_serving::online::{feature_rows, history};
-use fraudlake_serving::{OnlineEngine, Transaction};
 
 use crate::common::{num, repo_root, TempLake};
 
@@ -241,12 +240,12 @@ fn tx(id: i64, day: f64, customer: i64, terminal: i64, amount: f64) -> Transacti
     }
 }
 
-async fn default_plan() -> Arc<fraudlake_pipeline::features::FeaturePlan> {
+async fn default_plan() -> Arc<fraudlake_features::FeaturePlan> {
     let fs = FeatureSet::load(&repo_root().join("sql/features.sql")).unwrap();
     Arc::new(compile(&fs).await.unwrap())
 }
 
-fn feature(plan: &fraudlake_pipeline::features::FeaturePlan, values: &[f64], name: &str) -> f64 {
+fn feature(plan: &fraudlake_features::FeaturePlan, values: &[f64], name: &str) -> f64 {
     let i = plan.feature_names().iter().position(|n| n == name).unwrap();
     values[i]
 }

@@ -295,8 +295,21 @@ impl Lake {
     }
 
     /// A DataFusion session with every existing lake table registered under its name.
-    /// `pins` time-travels some tables (e.g. `transactions` at version 3).
+    /// `pins` time-travels some tables (e.g. `transactions` at version 3). Views defined
+    /// above the lake, like the feature view `tx_labeled`, are not in it: see
+    /// [`Lake::session_with`].
     pub async fn session(&self, pins: &[(String, TimeTravel)]) -> Result<SessionContext> {
+        self.session_with(pins, &[]).await
+    }
+
+    /// [`Lake::session`] plus `views`, each registered when the tables it reads exist.
+    /// `fraudlake_features::session` passes `tx_labeled` here, so `fraudlake sql -f
+    /// sql/features.sql` runs as the offline engine does.
+    pub async fn session_with(
+        &self,
+        pins: &[(String, TimeTravel)],
+        views: &[&dyn LakeView],
+    ) -> Result<SessionContext> {
         let ctx = new_session();
         for (name, _) in pins {
             if !KNOWN_TABLES.contains(&name.as_str()) {
@@ -316,16 +329,38 @@ impl Lake {
                 register(&ctx, name, &table).await?;
             }
         }
-        // The feature view, so `fraudlake sql -f sql/features.sql` runs as the offline engine does.
-        if ctx.table_exist("transactions")? && ctx.table_exist("labels")? {
-            let view = ctx
-                .sql(&crate::features::definition::view_sql(""))
-                .await?
-                .into_view();
-            ctx.register_table(crate::features::definition::VIEW_NAME, view)?;
-        }
+        register_views(&ctx, views).await?;
         Ok(ctx)
     }
+}
+
+/// A named SQL view over lake tables that a crate above this one contributes to a session,
+/// in DataFusion's extension style (a `TableProvider` registered by name): the lake registers
+/// what it is given and knows nothing of what it means. `fraudlake-features` contributes the
+/// feature view `tx_labeled` this way; this crate sits below it and cannot name it.
+pub trait LakeView: Send + Sync {
+    /// The name queries use.
+    fn name(&self) -> &str;
+    /// The tables the view reads: it is registered only when all of them exist.
+    fn tables(&self) -> &[&str];
+    /// The SELECT that defines the view.
+    fn sql(&self) -> String;
+}
+
+/// Registers each of `views` whose tables all exist in `ctx`, in order (so a view may read
+/// an earlier one).
+pub async fn register_views(ctx: &SessionContext, views: &[&dyn LakeView]) -> Result<()> {
+    for view in views {
+        let mut ready = true;
+        for table in view.tables() {
+            ready &= ctx.table_exist(*table)?;
+        }
+        if ready {
+            let provider = ctx.sql(&view.sql()).await?.into_view();
+            ctx.register_table(view.name(), provider)?;
+        }
+    }
+    Ok(())
 }
 
 /// How appends treat the table's schema: `labels` gained nullable provenance columns, and a

@@ -4,11 +4,11 @@
 //! server is configured to clamp, is said in the answer).
 
 use chrono::{DateTime, Utc};
+use fraudlake_features::Transaction;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::ApiError;
-use crate::Transaction;
 
 /// One transaction to score.
 #[derive(Debug, Clone, Deserialize, ToSchema)]

@@ -8,6 +8,8 @@ use std::time::Instant;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
+use fraudlake_features::online::clock::Ahead;
+use fraudlake_features::{feature_rows, Answer, Seen, Timing, Transaction};
 
 use super::api::*;
 use super::auth::{AdminScope, Caller, LabelScope, ScoreScope};
@@ -15,9 +17,6 @@ use super::error::{ApiError, ErrorBody};
 use super::json::{explain_flag, Json};
 use super::state::{Scorer, SharedState};
 use super::writer::Scored;
-use crate::online::clock::Ahead;
-use crate::online::{feature_rows, Answer, Seen, Timing};
-use crate::Transaction;
 
 fn decide(state: &SharedState, p: f64) -> Decision {
     if p >= state.thresholds.decline {

@@ -26,8 +26,9 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
+use fraudlake_features::online::{history, EventTimeRules};
+use fraudlake_features::{FeaturePlan, OnlineEngine};
 use fraudlake_model::registry::{Registry, CHAMPION};
-use fraudlake_pipeline::features::FeaturePlan;
 use fraudlake_pipeline::{Error, Lake, Result};
 use parking_lot::Mutex;
 use utoipa::OpenApi;
@@ -35,8 +36,6 @@ use utoipa::OpenApi;
 use self::metrics::Metrics;
 use self::state::{AppState, Limits, Scorer, SharedState, Thresholds};
 use self::writer::{LakeWriter, WriterConfig};
-use crate::online::{history, EventTimeRules};
-use crate::OnlineEngine;
 
 #[derive(OpenApi)]
 #[openapi(

@@ -6,16 +6,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use fraudlake_features::{FeaturePlan, OnlineEngine};
 use fraudlake_model::booster::Explainer;
 use fraudlake_model::registry::{ModelVersion, Registry};
 use fraudlake_model::trees::Forest;
-use fraudlake_pipeline::features::FeaturePlan;
 use fraudlake_pipeline::{Error, Result};
 use parking_lot::Mutex;
 
 use super::metrics::Metrics;
 use super::writer::LakeWriter;
-use crate::OnlineEngine;
 
 /// A loaded model version.
 pub struct Scorer {

@@ -21,6 +21,7 @@ use deltalake::arrow::array::{
     StringArray, TimestampMicrosecondArray,
 };
 use deltalake::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+use fraudlake_features::Transaction;
 use fraudlake_pipeline::lake::tables::{
     utc_micros, LabelColumns, Provenance, TransactionColumns, LABELS, MICROS_PER_DAY, TRANSACTIONS,
 };
@@ -29,7 +30,6 @@ use fraudlake_pipeline::Result;
 use tokio::sync::{mpsc, oneshot};
 
 use super::metrics::Metrics;
-use crate::Transaction;
 
 /// Served predictions, one row per scored transaction.
 pub const PREDICTIONS: TableDef = TableDef {

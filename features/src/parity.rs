@@ -10,13 +10,13 @@ use std::sync::Arc;
 use deltalake::arrow::array::{Array, AsArray};
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::{DataType, Float64Type, Int64Type};
-use fraudlake_pipeline::features::compile::{FeaturePlan, Step};
-use fraudlake_pipeline::features::offline::FEATURES_TABLE;
 use fraudlake_pipeline::{Error, Lake, Result};
 use serde::Serialize;
 
-use super::engine::{feature_rows, OnlineEngine, Transaction};
-use super::history;
+use crate::compile::{FeaturePlan, Step};
+use crate::offline::FEATURES_TABLE;
+use crate::online::engine::{feature_rows, OnlineEngine, Transaction};
+use crate::online::history;
 
 /// Relative tolerance for real-valued features.
 pub const REL_TOLERANCE: f64 = 1e-9;

@@ -3,12 +3,12 @@
 
 use deltalake::arrow::array::{Array, AsArray};
 use deltalake::arrow::datatypes::{Float64Type, Int64Type};
-use fraudlake_pipeline::features::definition::event_time_ns;
 use fraudlake_pipeline::{Lake, Result};
 
 use super::clock::robust_anchor;
 use super::engine::{OnlineEngine, Transaction};
 use super::state::EntityStore;
+use crate::definition::event_time_ns;
 
 /// One transaction with its latest label, if any.
 #[derive(Debug, Clone, Copy)]

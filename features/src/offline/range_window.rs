@@ -34,7 +34,7 @@ use deltalake::datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt};
 
-use super::compile::{bound_ns, AggKind};
+use crate::compile::{bound_ns, AggKind};
 
 /// Replaces eligible `BoundedWindowAggExec` nodes with [`RangeWindowExec`].
 #[derive(Debug, Default)]

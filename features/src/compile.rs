@@ -22,10 +22,10 @@ use deltalake::datafusion::logical_expr::{
     Expr, LogicalPlan, WindowFrameBound, WindowFrameUnits, WindowFunctionDefinition,
 };
 use deltalake::datafusion::physical_plan::PhysicalExpr;
+use fraudlake_pipeline::{Error, Result};
 use serde::Serialize;
 
-use super::definition::{view_schema, FeatureSet, KEY_COLUMNS, VIEW_NAME};
-use crate::error::{Error, Result};
+use crate::definition::{view_schema, FeatureSet, KEY_COLUMNS, VIEW_NAME};
 
 const NANOS_PER_DAY: i64 = 86_400_000_000_000;
 
@@ -141,7 +141,7 @@ impl FeaturePlan {
 
 /// Compiles a feature set. Needs no lake: the view is an empty in-memory table.
 pub async fn compile(feature_set: &FeatureSet) -> Result<FeaturePlan> {
-    let ctx = crate::lake::new_session();
+    let ctx = fraudlake_pipeline::lake::new_session();
     let empty = MemTable::try_new(view_schema().await?, vec![vec![]])?;
     ctx.register_table(VIEW_NAME, Arc::new(empty))?;
     let df = ctx

@@ -1,6 +1,8 @@
 //! A feature set is one SQL file (by default `sql/features.sql`): a SELECT over the view
 //! `tx_labeled`. This module loads it, fingerprints it, and owns the view both engines read,
 //! so offline (DataFusion over the lake) and online (per-entity state) see the same input.
+//! The same view is offered to SQL sessions over the lake ([`TxLabeled`], see
+//! [`crate::session`]), so an analyst's query sees what the features see.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,8 +11,8 @@ use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::datafusion::datasource::MemTable;
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, Result};
-use crate::lake::tables;
+use fraudlake_pipeline::lake::{tables, LakeView};
+use fraudlake_pipeline::{Error, Result};
 
 /// The view every feature SQL selects from.
 pub const VIEW_NAME: &str = "tx_labeled";
@@ -29,10 +31,10 @@ pub const DEFAULT_PATH: &str = "sql/features.sql";
 ///   transaction in (tx_ts, tx_id) order" in both engines: the online engine cannot see a
 ///   same-instant peer that has not arrived yet, and offline SQL must not see it either.
 /// * `is_fraud` is 1 when the label that counts says fraud, 0 when genuine or not labeled
-///   (yet). The label that counts is the default precedence policy's (`crate::labels`: the
-///   most trusted source, latest within it), found with one integer MAX per tx_id: an order
-///   of magnitude faster in DataFusion than `last_value(is_fraud ORDER BY ...)` on 1.75 M
-///   labels (0.45 s vs several seconds).
+///   (yet). The label that counts is the default precedence policy's
+///   (`fraudlake_pipeline::labels`: the most trusted source, latest within it), found with
+///   one integer MAX per tx_id: an order of magnitude faster in DataFusion than
+///   `last_value(is_fraud ORDER BY ...)` on 1.75 M labels (0.45 s vs several seconds).
 pub fn view_sql(filter: &str) -> String {
     format!(
         "SELECT t.tx_id, t.tx_ts, \
@@ -42,8 +44,27 @@ pub fn view_sql(filter: &str) -> String {
          FROM transactions t \
          LEFT JOIN ({}) l ON t.tx_id = l.tx_id \
          {filter}",
-        crate::labels::LabelPolicy::default().effective_sql()
+        fraudlake_pipeline::labels::LabelPolicy::default().effective_sql()
     )
+}
+
+/// `tx_labeled` over the whole lake, as a view the lake registers in a SQL session when
+/// `transactions` and `labels` exist (see [`crate::session`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TxLabeled;
+
+impl LakeView for TxLabeled {
+    fn name(&self) -> &str {
+        VIEW_NAME
+    }
+
+    fn tables(&self) -> &[&str] {
+        &["transactions", "labels"]
+    }
+
+    fn sql(&self) -> String {
+        view_sql("")
+    }
 }
 
 /// `event_time` of a transaction in nanoseconds, exactly as [`view_sql`] computes it.
@@ -54,7 +75,7 @@ pub fn event_time_ns(tx_ts_us: i64, tx_id: i64) -> i64 {
 /// The Arrow schema of `tx_labeled`, exactly as DataFusion types the view: planned over
 /// empty `transactions` and `labels` tables, so the online engine reads the same types.
 pub async fn view_schema() -> Result<SchemaRef> {
-    let ctx = crate::lake::new_session();
+    let ctx = fraudlake_pipeline::lake::new_session();
     for def in [&tables::TRANSACTIONS, &tables::LABELS] {
         let empty = MemTable::try_new((def.schema)(), vec![vec![]])?;
         ctx.register_table(def.name, Arc::new(empty))?;

@@ -15,12 +15,12 @@ use deltalake::arrow::array::{
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef, TimeUnit};
 use deltalake::datafusion::physical_plan::PhysicalExpr;
-use fraudlake_pipeline::features::compile::{AggKind, FeaturePlan, Step, WindowSpec};
-use fraudlake_pipeline::features::definition::event_time_ns;
 use fraudlake_pipeline::{Error, Result};
 
 use super::clock::{Ahead, EventClock, EventTimeRules, SkewPolicy, Timing};
 use super::state::{EntityKey, EntityStore, MemoryStore};
+use crate::compile::{AggKind, FeaturePlan, Step, WindowSpec};
+use crate::definition::event_time_ns;
 
 /// A transaction as the online engine receives it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -853,7 +853,7 @@ fn window_step<S: EntityStore>(
 mod tests {
     use super::*;
     use crate::online::clock::HOUR_NS;
-    use fraudlake_pipeline::features::{compile, FeatureSet};
+    use crate::{compile, FeatureSet};
 
     const T0_US: i64 = 1_522_540_800_000_000; // 2018-04-01T00:00:00Z
     const MINUTE_US: i64 = 60_000_000;

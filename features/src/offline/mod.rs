@@ -2,6 +2,9 @@
 //! `features` table. Point-in-time correct by construction (every window ends at the
 //! transaction, or a label delay before it). A day range reads only the lookback it needs
 //! and replaces exactly those days in one Delta commit, so re-running is idempotent.
+//! [`range_window`] is its operator for the RANGE window aggregates feature SQL is made of.
+
+pub mod range_window;
 
 use std::sync::Arc;
 
@@ -14,12 +17,12 @@ use deltalake::operations::write::SchemaMode;
 use deltalake::parquet::basic::Compression;
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::SaveMode;
+use fraudlake_pipeline::lake::{commit_note, register, Lake};
+use fraudlake_pipeline::{Error, Result};
 use serde::Serialize;
 
-use super::compile::FeaturePlan;
-use super::definition::{view_sql, VIEW_NAME};
-use crate::error::{Error, Result};
-use crate::lake::{commit_note, register, Lake};
+use crate::compile::FeaturePlan;
+use crate::definition::{view_sql, VIEW_NAME};
 
 /// The table the offline build writes.
 pub const FEATURES_TABLE: &str = "features";
@@ -37,18 +40,18 @@ pub struct BuildSummary {
 }
 
 /// Set to run the feature SQL on DataFusion's stock window operator instead of
-/// [`RangeWindowExec`](super::range_window::RangeWindowExec) (for comparison).
+/// [`RangeWindowExec`](range_window::RangeWindowExec) (for comparison).
 pub const STOCK_WINDOWS_ENV: &str = "FRAUDLAKE_STOCK_WINDOWS";
 
 /// The offline engine's session: fraudlake's defaults plus the RANGE window operator.
 pub fn session() -> deltalake::datafusion::prelude::SessionContext {
-    let base = crate::lake::new_session();
+    let base = fraudlake_pipeline::lake::new_session();
     if std::env::var_os(STOCK_WINDOWS_ENV).is_some() {
         return base;
     }
     let state =
         deltalake::datafusion::execution::SessionStateBuilder::new_from_existing(base.state())
-            .with_physical_optimizer_rule(Arc::new(super::range_window::RangeWindowRule))
+            .with_physical_optimizer_rule(Arc::new(range_window::RangeWindowRule))
             .build();
     deltalake::datafusion::prelude::SessionContext::new_with_state(state)
 }
@@ -58,7 +61,7 @@ pub async fn transaction_days(lake: &Lake) -> Result<Option<(NaiveDate, NaiveDat
     let Some(t) = lake.load("transactions").await? else {
         return Ok(None);
     };
-    let ctx = crate::lake::new_session();
+    let ctx = fraudlake_pipeline::lake::new_session();
     register(&ctx, "transactions", &t).await?;
     let batches = ctx
         .sql("SELECT MIN(tx_date), MAX(tx_date) FROM transactions")
@@ -81,7 +84,7 @@ async fn existing_feature_set(lake: &Lake) -> Result<Option<String>> {
     let Some(t) = lake.load(FEATURES_TABLE).await? else {
         return Ok(None);
     };
-    let ctx = crate::lake::new_session();
+    let ctx = fraudlake_pipeline::lake::new_session();
     register(&ctx, FEATURES_TABLE, &t).await?;
     let batches = ctx
         .sql("SELECT DISTINCT feature_set FROM features LIMIT 2")
@@ -128,7 +131,7 @@ pub async fn build(
             Some(t) => register(&ctx, name, &t).await?,
             None if name == "labels" => {
                 let empty = deltalake::datafusion::datasource::MemTable::try_new(
-                    (crate::lake::tables::LABELS.schema)(),
+                    (fraudlake_pipeline::lake::tables::LABELS.schema)(),
                     vec![vec![]],
                 )?;
                 ctx.register_table("labels", Arc::new(empty))?;
