@@ -29,7 +29,8 @@ help:
 	@echo "               + notebooks)"
 	@echo "make monitoring-test - promtool/amtool checks, alert rule unit tests, end-to-end alert delivery,"
 	@echo "               dashboard queries against a real Prometheus, compose schema, Dockerfile lint"
-	@echo "make notebooks-test - run every notebook of notebooks/ with nbclient against a small simulated lake"
+	@echo "make notebooks-test - run every notebook of notebooks/ with nbclient against a small simulated lake,"
+	@echo "               in a folder and in an S3 bucket (SeaweedFS weed mini on loopback)"
 	@echo "make lint   - rustfmt check and clippy -D warnings"
 	@echo "make bench  - side-by-side benchmarks against the peers (needs ../shared)"
 
@@ -76,7 +77,9 @@ monitoring-test: deps build $(MONITORING_STAMP)
 
 # Issue #9: every notebook of notebooks/ executed with nbclient against a small simulated lake
 # (the real binary: simulate, features, train, drift, serve), plus a check that the committed
-# notebooks carry no outputs. A temporary folder and a free port (notebooks/README.md).
+# notebooks carry no outputs; then the same lake written by the binary to a bucket of a
+# SeaweedFS `weed mini` (from tests/python/requirements.txt) and the notebooks again on it.
+# A temporary folder and free ports (notebooks/README.md).
 notebooks-test: build $(NOTEBOOKS_STAMP)
 	FRAUDLAKE_BIN=$(abspath $(BIN)) $(PY) notebooks/test_notebooks.py
 

@@ -1,10 +1,21 @@
 """What the notebooks share: where the lake is, its Delta tables as polars frames, the latest
 label of each transaction, and the model registry (versions with their JSON record, aliases).
 
-Reads the lake with the `deltalake` package only: no fraudlake code is involved.
-The lake root is env FRAUDLAKE_LAKE, else `../lake` from the notebook's folder (the repo's
-lake/). Local folders, file:// URLs and the object-store URLs deltalake reads (s3://...,
-credentials from the usual environment variables) are accepted.
+Reads the lake with the `deltalake` package only (and pyarrow for the model artifacts): no
+fraudlake code is involved. The lake root is env FRAUDLAKE_LAKE, else `../lake` from the
+notebook's folder (the repo's lake/). Accepted: a local folder, a file:// URL, or an s3:// URL
+(s3://bucket/prefix, e.g. a lake fraudlake wrote to S3 or to an S3-compatible server).
+
+For s3:// lakes the connection is given explicitly, built from the standard environment
+variables (`s3_settings`): AWS_ENDPOINT_URL (an S3-compatible server, e.g.
+http://127.0.0.1:8333; unset for AWS itself), AWS_ALLOW_HTTP (true for a plain-http endpoint),
+AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN (temporary keys) and AWS_REGION.
+Every deltalake call gets them as `storage_options`; `read_bytes` opens a
+pyarrow.fs.S3FileSystem with the same endpoint, scheme, keys and region (pyarrow's
+`FileSystem.from_uri` does not reliably honour AWS_ENDPOINT_URL). Variables that are unset are
+left out (deltalake and pyarrow then fall back to their own defaults, e.g. ~/.aws for the
+keys). Other object-store URLs (gs://, az://, ...) are handed to deltalake as they are, with
+no explicit options. Nothing here prints the keys.
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import polars as pl
 import pyarrow.fs as pafs
@@ -52,8 +64,36 @@ def table_uri(name: str) -> str:
     return f"{lake_root()}/{name}"
 
 
+# The environment variables an s3:// lake is read with; each is passed on only when set.
+S3_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ALLOW_HTTP", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                "AWS_SESSION_TOKEN", "AWS_REGION")
+
+
+def is_s3(root: str) -> bool:
+    return root.startswith("s3://")
+
+
+def s3_settings(environ=None) -> dict[str, str]:
+    """The S3 connection from the environment (`environ`, default os.environ): the variables of
+    S3_VARIABLES that are set, under their own names, which are also deltalake's storage
+    option keys. It holds the secret key: do not print it."""
+    environ = os.environ if environ is None else environ
+    return {k: environ[k] for k in S3_VARIABLES if environ.get(k)}
+
+
+def storage_options() -> dict[str, str] | None:
+    """What every deltalake call gets as `storage_options`: the S3 settings for an s3:// lake,
+    None for a local one (and for other object stores, which deltalake configures itself)."""
+    return s3_settings() if is_s3(lake_root()) else None
+
+
+def delta_table(name: str, version: int | None = None) -> DeltaTable:
+    """Table `name` of the lake as a deltalake DeltaTable (at Delta version `version`)."""
+    return DeltaTable(table_uri(name), version=version, storage_options=storage_options())
+
+
 def has_table(name: str) -> bool:
-    return DeltaTable.is_deltatable(table_uri(name))
+    return DeltaTable.is_deltatable(table_uri(name), storage_options=storage_options())
 
 
 def read(name: str, columns: list[str] | None = None, required: bool = True,
@@ -65,7 +105,7 @@ def read(name: str, columns: list[str] | None = None, required: bool = True,
     `required=False` (for tables that are legitimately absent, like `predictions` before the
     server has scored anything)."""
     uri = table_uri(name)
-    if not DeltaTable.is_deltatable(uri):
+    if not has_table(name):
         if not required:
             return None
         hint = WRITERS.get(name, "fraudlake")
@@ -74,16 +114,15 @@ def read(name: str, columns: list[str] | None = None, required: bool = True,
             f"{hint}. Lake root: {lake_root()} (set FRAUDLAKE_LAKE to read another lake; the "
             "default is ../lake from notebooks/)."
         )
-    return pl.from_arrow(DeltaTable(uri, version=version).to_pyarrow_table(columns=columns))
+    return pl.from_arrow(delta_table(name, version=version).to_pyarrow_table(columns=columns))
 
 
 def table_summary() -> pl.DataFrame:
     """Every known table: present or not, Delta version, rows, partition columns."""
     rows = []
     for name in WRITERS:
-        uri = table_uri(name)
-        if DeltaTable.is_deltatable(uri):
-            dt = DeltaTable(uri)
+        if has_table(name):
+            dt = delta_table(name)
             n = dt.to_pyarrow_dataset().count_rows()
             rows.append({"table": name, "version": dt.version(), "rows": n,
                          "partitioned_by": ", ".join(dt.metadata().partition_columns)})
@@ -160,7 +199,31 @@ def record(versions: pl.DataFrame, version: int) -> dict:
 
 
 def read_bytes(relative: str) -> bytes:
-    """A file under the lake root (e.g. a model artifact, `models/artifacts/<sha256>.json`)."""
-    fs, path = pafs.FileSystem.from_uri(f"{lake_root()}/{relative}")
+    """A file under the lake root (e.g. a model artifact, `models/artifacts/<sha256>.json`),
+    read with pyarrow.fs: for an s3:// lake an S3FileSystem built from `s3_settings()`."""
+    root = lake_root()
+    if is_s3(root):
+        fs, path = s3_filesystem(s3_settings()), f"{root.split('://', 1)[1]}/{relative}"
+    else:
+        fs, path = pafs.FileSystem.from_uri(f"{root}/{relative}")
     with fs.open_input_stream(path) as f:
         return f.read()
+
+
+def s3_filesystem(settings: dict[str, str]) -> pafs.S3FileSystem:
+    """A pyarrow S3FileSystem for these settings: AWS_ENDPOINT_URL's host:port and scheme as
+    endpoint_override and scheme (unset: AWS itself, https), the keys and the region."""
+    kwargs: dict = {}
+    endpoint = settings.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+        kwargs["endpoint_override"] = parts.netloc
+        kwargs["scheme"] = parts.scheme
+    if settings.get("AWS_ACCESS_KEY_ID") and settings.get("AWS_SECRET_ACCESS_KEY"):
+        kwargs["access_key"] = settings["AWS_ACCESS_KEY_ID"]
+        kwargs["secret_key"] = settings["AWS_SECRET_ACCESS_KEY"]
+        if settings.get("AWS_SESSION_TOKEN"):
+            kwargs["session_token"] = settings["AWS_SESSION_TOKEN"]
+    if settings.get("AWS_REGION"):
+        kwargs["region"] = settings["AWS_REGION"]
+    return pafs.S3FileSystem(**kwargs)
