@@ -268,15 +268,19 @@ pub fn weed() -> Option<PathBuf> {
 }
 
 /// A SeaweedFS S3 server (`weed mini`) on loopback with a data folder of its own; every port
-/// it opens is a free one chosen here, so tests run side by side. Stopped by its PID on drop.
+/// it opens is a free one chosen here, so tests run side by side. Stopped by its PID on drop;
+/// [`S3Server::stop`] and [`S3Server::restart`] make an outage that keeps the data.
 pub struct S3Server {
     child: Option<Child>,
+    weed: PathBuf,
     /// The S3 port.
     pub port: u16,
     /// A bucket that exists (servers started with keys have none).
     pub bucket: String,
     key_id: String,
     secret: String,
+    /// Whether the server requires `key_id`/`secret` (else it accepts any keys).
+    keyed: bool,
     /// Every port it opens, in the order of [`WEED_PORT_FLAGS`].
     ports: Vec<u16>,
     dir: tempfile::TempDir,
@@ -331,7 +335,6 @@ impl S3Server {
         // A port chosen free can be taken by another test before weed binds it: try again.
         for _ in 0..3 {
             let dir = tempfile::tempdir().expect("tempdir");
-            let log = std::fs::File::create(dir.path().join("weed.log")).expect("log file");
             // All listeners held at once, so the ports are distinct.
             let listeners: Vec<TcpListener> = WEED_PORT_FLAGS
                 .iter()
@@ -342,84 +345,149 @@ impl S3Server {
                 .map(|l| l.local_addr().expect("addr").port())
                 .collect();
             drop(listeners);
-            let mut cmd = Command::new(&weed);
-            cmd.arg("mini")
-                .arg(format!("-dir={}", dir.path().join("data").display()))
-                .args([
-                    "-ip=127.0.0.1",
-                    "-ip.bind=127.0.0.1",
-                    "-admin.ui=false",
-                    "-webdav=false",
-                    "-s3.port.iceberg=0",
-                    "-s3.port.lance=0",
-                    "-master.telemetry=false",
-                ])
-                // Unix sockets default to /tmp/seaweedfs-*-<port>.sock: keep them in the folder.
-                .arg(format!(
-                    "-filer.localSocket={}",
-                    dir.path().join("filer.sock").display()
-                ))
-                .arg(format!(
-                    "-s3.localSocket={}",
-                    dir.path().join("s3.sock").display()
-                ))
-                .args(
-                    WEED_PORT_FLAGS
-                        .iter()
-                        .zip(&ports)
-                        .map(|(flag, port)| format!("{flag}={port}")),
-                )
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("log"))
-                .stderr(log);
-            // weed mini turns AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and S3_BUCKET) of its
-            // environment into credentials (and a bucket): only what the test asks for.
-            without_aws_env(&mut cmd);
-            cmd.env_remove("S3_BUCKET");
-            // Its own log files (weed.INFO, ...) go to TMPDIR: the server's folder, not /tmp.
-            cmd.env("TMPDIR", dir.path());
-            if let Some((key_id, secret)) = keys {
-                cmd.env("AWS_ACCESS_KEY_ID", key_id)
-                    .env("AWS_SECRET_ACCESS_KEY", secret);
-            }
             std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
-            let child = cmd.spawn().expect("start weed mini");
             let (key_id, secret) = keys.unwrap_or(("fraudlake-test", "fraudlake-test-secret"));
             let mut server = S3Server {
-                child: Some(child),
+                child: None,
+                weed: weed.clone(),
                 port: ports[0],
                 bucket: String::new(),
                 key_id: key_id.to_string(),
                 secret: secret.to_string(),
+                keyed: keys.is_some(),
                 ports,
                 dir,
             };
-            // Ready when the S3 port answers HTTP at all (any status).
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                if http_status(server.port, "GET", "/").is_some() {
-                    return Some(server);
-                }
-                let exited = server
-                    .child
-                    .as_mut()
-                    .and_then(|c| c.try_wait().ok().flatten());
-                if let Some(status) = exited {
-                    // Reaped: its PID is no longer ours to signal on drop.
-                    server.child = None;
-                    last_log = format!("weed mini exited ({status}): {}", server.log_tail());
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "weed mini not answering on {} after 60 s: {}",
-                    server.port,
-                    server.log_tail()
-                );
-                std::thread::sleep(Duration::from_millis(100));
+            match server.spawn_and_wait() {
+                Ok(()) => return Some(server),
+                Err(log) => last_log = log,
             }
         }
         panic!("weed mini did not start in 3 tries; last: {last_log}");
+    }
+
+    /// Starts `weed mini` on this server's ports and folder; waits until the S3 port answers
+    /// HTTP at all (any status). `Err(log)` when it exits first.
+    fn spawn_and_wait(&mut self) -> Result<(), String> {
+        let dir = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("weed.log"))
+            .expect("log file");
+        let mut cmd = Command::new(&self.weed);
+        cmd.arg("mini")
+            .arg(format!("-dir={}", dir.join("data").display()))
+            .args([
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                "-admin.ui=false",
+                "-webdav=false",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+                "-master.telemetry=false",
+            ])
+            // Unix sockets default to /tmp/seaweedfs-*-<port>.sock: keep them in the folder.
+            .arg(format!(
+                "-filer.localSocket={}",
+                dir.join("filer.sock").display()
+            ))
+            .arg(format!("-s3.localSocket={}", dir.join("s3.sock").display()))
+            .args(
+                WEED_PORT_FLAGS
+                    .iter()
+                    .zip(&self.ports)
+                    .map(|(flag, port)| format!("{flag}={port}")),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        // weed mini turns AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and S3_BUCKET) of its
+        // environment into credentials (and a bucket): only what the test asks for.
+        without_aws_env(&mut cmd);
+        cmd.env_remove("S3_BUCKET");
+        // Its own log files (weed.INFO, ...) go to TMPDIR: the server's folder, not /tmp.
+        cmd.env("TMPDIR", dir);
+        if self.keyed {
+            cmd.env("AWS_ACCESS_KEY_ID", &self.key_id)
+                .env("AWS_SECRET_ACCESS_KEY", &self.secret);
+        }
+        self.child = Some(cmd.spawn().expect("start weed mini"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if http_status(self.port, "GET", "/").is_some() {
+                return Ok(());
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                // Reaped: its PID is no longer ours to signal on drop.
+                self.child = None;
+                return Err(format!("weed mini exited ({status}): {}", self.log_tail()));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "weed mini not answering on {} after 60 s: {}",
+                self.port,
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the server (SIGTERM, SIGKILL if it lingers) and keeps its data: an outage.
+    /// Clients then get connection refused.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && !matches!(child.try_wait(), Ok(Some(_))) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if !matches!(child.try_wait(), Ok(Some(_))) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        // The gRPC sockets are always in /tmp, named by port; some outlive the process.
+        for port in &self.ports {
+            for component in ["s3", "master", "volume", "filer", "admin"] {
+                let _ =
+                    std::fs::remove_file(format!("/tmp/seaweedfs-{component}-grpc-{port}.sock"));
+            }
+        }
+        for socket in ["filer.sock", "s3.sock"] {
+            let _ = std::fs::remove_file(self.dir.path().join(socket));
+        }
+    }
+
+    /// Starts a [`S3Server::stop`]ped server again on the same ports and data; returns when
+    /// its bucket lists again (the S3 port answers before the volume and filer are back).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart of a running server");
+        if let Err(log) = self.spawn_and_wait() {
+            panic!("weed mini did not restart: {log}");
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.bucket.is_empty()
+            && http_status(
+                self.port,
+                "GET",
+                &format!("/{}?list-type=2&max-keys=1", self.bucket),
+            ) != Some(200)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "bucket {} not listable 60 s after a restart: {}",
+                self.bucket,
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -470,7 +538,7 @@ impl S3Server {
         body
     }
 
-    fn log_tail(&self) -> String {
+    pub fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(self.dir.path().join("weed.log")).unwrap_or_default();
         let start = log.len().saturating_sub(3000);
         log.get(start..).unwrap_or(&log).to_string()
@@ -479,27 +547,7 @@ impl S3Server {
 
 impl Drop for S3Server {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SIGTERM first (weed then removes most of its sockets), SIGKILL if it lingers.
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline && !matches!(child.try_wait(), Ok(Some(_))) {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            if !matches!(child.try_wait(), Ok(Some(_))) {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-        // The gRPC sockets are always in /tmp, named by port; some outlive the process.
-        for port in &self.ports {
-            for component in ["s3", "master", "volume", "filer", "admin"] {
-                let _ =
-                    std::fs::remove_file(format!("/tmp/seaweedfs-{component}-grpc-{port}.sock"));
-            }
-        }
+        self.stop();
     }
 }
 

@@ -2,11 +2,15 @@
 //! loopback ports. The whole flow through the binary, with the same counts as a local lake
 //! and the Python `deltalake` package reading the result; 16 writers appending to one table
 //! at once through the library (every row kept, versions contiguous: the conditional-put
-//! commits at work); and the mistakes a user makes (endpoint, bucket, credentials, URL,
-//! options) as clear errors with exit code 2 that never print a secret.
+//! commits at work); the mistakes a user makes (endpoint, bucket, credentials, URL,
+//! options) as clear errors with exit code 2 that never print a secret; and the faults of
+//! production: the S3 server stopped under a running `serve` (and under `ingest`), SIGTERM in
+//! the middle of concurrent load.
 
 use std::collections::HashMap;
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deltalake::arrow::array::AsArray;
@@ -16,7 +20,9 @@ use fraudlake_pipeline::lake::tables::{rejections_batch, Rejection, TRANSACTIONS
 use fraudlake_pipeline::Lake;
 
 use crate::common::{num, read_with_python, S3Server, TempLake};
-use crate::serve::{create_key, fill_with_champion, post_key, ts, tx_body, Server};
+use crate::serve::{
+    create_key, fill_with_champion, http, metric_value, post_key, try_http, ts, tx_body, Server,
+};
 
 fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
@@ -324,4 +330,180 @@ fn the_server_scores_on_an_s3_lake_and_commits_all_it_answered() {
         count("SELECT COUNT(*) AS n FROM labels WHERE tx_id >= 95000000 AND source LIKE 'api:%'"),
         10.0
     );
+}
+
+/// Polls `check` every 200 ms until it holds; panics with `what` (and the last value seen)
+/// after `within`.
+fn wait_until<T: std::fmt::Debug>(
+    within: Duration,
+    what: &str,
+    mut check: impl FnMut() -> (bool, T),
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        let (ok, seen) = check();
+        if ok {
+            return seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {within:?} (last seen {seen:?})"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Issue #15's faults, on a real S3 server stopped and started again with its data:
+/// - the bucket is down for more than 10 s while `serve` runs: scoring goes on (200s, `/ready`
+///   stays 200), the writer's backlog grows and is the `fraud_lake_writer_pending_rows` gauge,
+///   failed commits are counted, and the backlog drains once S3 is back;
+/// - `ingest` against the stopped server fails cleanly (exit 2, no panic, bounded time) and
+///   none of its rows lands, then or later;
+/// - SIGTERM while four clients are scoring at full speed: the server drains and commits every
+///   transaction it answered 200, exactly once, to `transactions` and `predictions`.
+#[test]
+fn the_server_rides_out_an_s3_outage_and_a_sigterm_mid_load_losing_nothing() {
+    let Some(mut s3) = S3Server::start() else {
+        return;
+    };
+    let lake = TempLake::remote(&s3.lake_url(), s3.env());
+    fill_with_champion(&lake);
+    let (_, key) = create_key(&lake, "score,label");
+    let server = Server::start_with_env(&lake.lake(), &[], &s3.env());
+    let port = server.port;
+    let metric = |series: &str| metric_value(&http(port, "GET", "/metrics", &[], b"").1, series);
+    let body =
+        |id: i64, second: i64| tx_body(id, &ts(second), id % 50, id % 80, 12.5 + (id % 97) as f64);
+    const BASE: i64 = 96_000_000;
+    let mut answered: Vec<i64> = Vec::new();
+
+    // Traffic that commits, so the tables' writers are warm before the outage.
+    for i in 0..50 {
+        let (code, text) = post_key(port, "/score", &body(BASE + i, i * 5), &key);
+        assert_eq!(code, 200, "{text}");
+        answered.push(BASE + i);
+    }
+    wait_until(Duration::from_secs(60), "the first rows committed", || {
+        let pending = metric("fraud_lake_writer_pending_rows");
+        (pending == 0.0, pending)
+    });
+    let failures_before = metric("fraud_lake_writer_failures_total");
+
+    // The outage.
+    s3.stop();
+    let outage = Instant::now();
+    for i in 50..150 {
+        let (code, text) = post_key(port, "/score", &body(BASE + i, i * 5), &key);
+        assert_eq!(code, 200, "scoring during the outage: {text}");
+        answered.push(BASE + i);
+    }
+    assert_eq!(http(port, "GET", "/ready", &[], b"").0, 200);
+
+    // `ingest` against the stopped server.
+    let csv = lake.path().join("during-outage.csv");
+    let mut text = String::from("tx_id,tx_ts,customer_id,terminal_id,amount,is_fraud\n");
+    for i in 0..20 {
+        text.push_str(&format!(
+            "{},2018-05-30 12:00:{i:02},7,9,10.0,0\n",
+            97_000_000 + i
+        ));
+    }
+    std::fs::write(&csv, text).expect("csv");
+    let started = Instant::now();
+    let out = lake.run(&["ingest", csv.to_str().expect("path")]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("cannot reach the S3 endpoint"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Keep the bucket away for at least 10 s; the backlog is there and commits are failing.
+    let mut i = 150;
+    while outage.elapsed() < Duration::from_secs(10)
+        || metric("fraud_lake_writer_failures_total") <= failures_before
+    {
+        assert!(
+            outage.elapsed() < Duration::from_secs(90),
+            "no failed commit counted in 90 s of outage"
+        );
+        let (code, text) = post_key(port, "/score", &body(BASE + i, i * 5), &key);
+        assert_eq!(code, 200, "scoring during the outage: {text}");
+        answered.push(BASE + i);
+        i += 1;
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let backlog = metric("fraud_lake_writer_pending_rows");
+    // One pending row per transaction answered since the bucket went away.
+    let scored_in_outage = (i - 50) as f64;
+    assert!(backlog >= scored_in_outage, "backlog {backlog} < {scored_in_outage}");
+    assert_eq!(http(port, "GET", "/ready", &[], b"").0, 200);
+
+    s3.restart();
+    wait_until(
+        Duration::from_secs(120),
+        "the backlog drained after S3 came back",
+        || {
+            let pending = metric("fraud_lake_writer_pending_rows");
+            (pending == 0.0, pending)
+        },
+    );
+
+    // SIGTERM in the middle of concurrent load.
+    let done = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..4i64)
+        .map(|t| {
+            let (key, done) = (key.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut ok = Vec::new();
+                for n in 0..5_000i64 {
+                    let id = 98_000_000 + t * 100_000 + n;
+                    let req = tx_body(id, &ts(1_000 + n), id % 50, id % 80, 20.0);
+                    let headers = [
+                        ("Content-Type", "application/json"),
+                        ("Authorization", &format!("Bearer {key}") as &str),
+                    ];
+                    match try_http(port, "POST", "/score", &headers, req.as_bytes()) {
+                        Ok((200, _)) => {
+                            ok.push(id);
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                        // Shutting down: 503s, then the listener is gone.
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    wait_until(Duration::from_secs(60), "load under way", || {
+        let n = done.load(Ordering::Relaxed);
+        (n >= 400, n)
+    });
+    server.stop();
+    for client in clients {
+        answered.extend(client.join().expect("client thread"));
+    }
+    let mid_load = answered.iter().filter(|&&id| id >= 98_000_000).count();
+    assert!(mid_load >= 400, "{mid_load}");
+
+    let counts = |table: &str| {
+        let rows = lake.sql_json(&format!(
+            "SELECT COUNT(*) AS n, COUNT(DISTINCT tx_id) AS d, SUM(tx_id) AS ids FROM {table} \
+             WHERE tx_id >= {BASE} AND (tx_id < 97000000 OR tx_id >= 98000000)"
+        ));
+        (num(&rows[0], "n"), num(&rows[0], "d"), num(&rows[0], "ids"))
+    };
+    let ids: f64 = answered.iter().map(|&id| id as f64).sum();
+    let want = (answered.len() as f64, answered.len() as f64, ids);
+    assert_eq!(counts("predictions"), want);
+    assert_eq!(counts("transactions"), want);
+    let ingested = lake.sql_json(
+        "SELECT COUNT(*) AS n FROM transactions WHERE tx_id BETWEEN 97000000 AND 97999999",
+    );
+    assert_eq!(num(&ingested[0], "n"), 0.0);
 }

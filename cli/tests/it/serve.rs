@@ -20,9 +20,22 @@ pub fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    try_http(port, method, path, headers, body)
+        .unwrap_or_else(|e| panic!("{method} {path} on port {port}: {e}"))
+}
+
+/// [`http`] for a server that may be gone (a load running into a shutdown): `Err` when the
+/// connection is refused or the answer has no status line.
+pub fn try_http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<(u16, String), String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
+        .map_err(|e| format!("timeout: {e}"))?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
@@ -39,12 +52,12 @@ pub fn http(
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
+        .ok_or_else(|| format!("no HTTP status in {text:?}"))?;
     let body = text
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
-    (status, body)
+    Ok((status, body))
 }
 
 fn post_json(port: u16, path: &str, body: &str) -> (u16, String) {
@@ -896,7 +909,8 @@ fn explained(port: u16, body: &str) -> (Vec<f64>, serde_json::Value) {
     (values, r)
 }
 
-fn metric_value(metrics: &str, series: &str) -> f64 {
+/// The value of one series in a Prometheus text scrape (0 when absent).
+pub fn metric_value(metrics: &str, series: &str) -> f64 {
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
