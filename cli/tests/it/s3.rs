@@ -439,10 +439,15 @@ fn the_server_rides_out_an_s3_outage_and_a_sigterm_mid_load_losing_nothing() {
     let backlog = metric("fraud_lake_writer_pending_rows");
     // One pending row per transaction answered since the bucket went away.
     let scored_in_outage = (i - 50) as f64;
-    assert!(backlog >= scored_in_outage, "backlog {backlog} < {scored_in_outage}");
+    assert!(
+        backlog >= scored_in_outage,
+        "backlog {backlog} < {scored_in_outage}"
+    );
     assert_eq!(http(port, "GET", "/ready", &[], b"").0, 200);
 
+    let outage_took = outage.elapsed();
     s3.restart();
+    let back = Instant::now();
     wait_until(
         Duration::from_secs(120),
         "the backlog drained after S3 came back",
@@ -450,6 +455,12 @@ fn the_server_rides_out_an_s3_outage_and_a_sigterm_mid_load_losing_nothing() {
             let pending = metric("fraud_lake_writer_pending_rows");
             (pending == 0.0, pending)
         },
+    );
+
+    eprintln!(
+        "outage {outage_took:?}: {scored_in_outage} scored, backlog {backlog}, ingest failed in \
+         {ingest_took:?}; drained {:?} after S3 was back",
+        back.elapsed()
     );
 
     // SIGTERM in the middle of concurrent load.
@@ -490,6 +501,7 @@ fn the_server_rides_out_an_s3_outage_and_a_sigterm_mid_load_losing_nothing() {
     }
     let mid_load = answered.iter().filter(|&&id| id >= 98_000_000).count();
     assert!(mid_load >= 400, "{mid_load}");
+    eprintln!("SIGTERM mid-load: {mid_load} answered 200 by four clients");
 
     let counts = |table: &str| {
         let rows = lake.sql_json(&format!(
