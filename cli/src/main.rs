@@ -1,5 +1,7 @@
 //! `fraudlake`: the one binary. It parses the command line, loads configuration, sets up
 //! logging, and hands each subcommand to the library crates; no business logic lives here.
+//!
+//! Guide: docs/operations.md in the repository.
 
 mod commands;
 mod config;
@@ -12,7 +14,7 @@ use clap::Parser;
 use crate::commands::Command;
 
 /// mimalloc: the online engine allocates many small Arrow arrays per transaction, and
-/// glibc's malloc/free were the top of the profile (see README, Performance).
+/// glibc's malloc/free were the top of the profile (see docs/features.md, Performance).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use crate::config::GlobalArgs;

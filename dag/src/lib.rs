@@ -9,6 +9,8 @@
 //! - [`history`]: `dag_runs` / `task_runs` in the lake; [`claim`]: the lease and run claims
 //!   (compare-and-swap by generation objects) and task logs;
 //!   [`metrics`]: Prometheus metrics of runs and tasks.
+//!
+//! Guide: docs/dags.md in the repository.
 
 pub mod claim;
 pub mod condition;

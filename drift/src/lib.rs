@@ -3,6 +3,8 @@
 //! DataDriftPreset does), [`compute`] reads the periods from the lake and builds a
 //! [`report::DriftReport`], [`report`] renders it (self-contained HTML and JSON) and
 //! [`history`] keeps it: report files in the lake and one row per column in `drift_reports`.
+//!
+//! Guide: docs/drift.md in the repository.
 
 pub mod compute;
 pub mod history;

@@ -18,6 +18,8 @@
 //! `fraudlake-drift` <- `fraudlake-serving` (the HTTP scoring service), `fraudlake-dag` <-
 //! `fraudlake` (the CLI). The pipeline crate cannot name `tx_labeled`, so this crate hands
 //! it to the lake's sessions through pipeline's `LakeView` extension point ([`session`]).
+//!
+//! Guide: docs/features.md in the repository.
 
 pub mod compile;
 pub mod definition;

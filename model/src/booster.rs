@@ -13,7 +13,7 @@ use crate::xgboost::{Booster, DMatrix, Prediction};
 
 /// XGBoost parameters fraudlake exposes. Defaults (depth 3, 200 rounds, learning rate 0.1)
 /// were chosen by prequential validation on the handbook data over folds that end before its
-/// chapter 3 test period (README, "Model quality"); XGBoost's own defaults (6, 100, 0.3)
+/// chapter 3 test period (docs/models.md, "Model quality"); XGBoost's own defaults (6, 100, 0.3)
 /// scored lower there. Early stopping is available but off by default: a one-day validation
 /// slice holds too few frauds to pick the round count reliably (measured: AP 0.614 vs 0.637).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -9,6 +9,8 @@
 //! * [`trees`]: the native scorer of the saved JSON model.
 //! * [`registry`]: versions, lineage, aliases, promotion gate, audit, model cards.
 //! * [`train`]: the `fraudlake train` / `evaluate` workflows over the above.
+//!
+//! Guide: docs/models.md in the repository.
 
 pub mod booster;
 pub mod columns;

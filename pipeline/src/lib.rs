@@ -3,6 +3,8 @@
 //! the feature language (the `tx_labeled` view, the offline build, the online engine) lives
 //! one level up, in `fraudlake-features`, and adds its view to SQL sessions through
 //! [`lake::LakeView`].
+//!
+//! Guide: docs/lake.md in the repository.
 
 pub mod error;
 pub mod ingest;

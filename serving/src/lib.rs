@@ -3,5 +3,7 @@
 //! SQL the offline build and training use) and the champion model's risk and decision; plus
 //! labels, health, metrics, model reload and the lake writer. The feature engine itself lives
 //! in `fraudlake-features`; this crate only serves it.
+//!
+//! Guide: docs/serving.md in the repository.
 
 pub mod server;

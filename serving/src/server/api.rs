@@ -19,7 +19,7 @@ pub struct ScoreRequest {
     #[serde(deserialize_with = "integer::i64")]
     pub tx_id: i64,
     /// Transaction time, RFC 3339 (e.g. 2018-09-30T12:00:00Z), from 2000-01-01 to one day
-    /// after the server's clock; see the README's event-time rules for times ahead of the
+    /// after the server's clock; see docs/serving.md, "Event-time rules", for times ahead of the
     /// server's event-time watermark.
     #[schema(format = DateTime)]
     pub tx_ts: String,
@@ -116,8 +116,8 @@ impl Decision {
     }
 }
 
-/// How the transaction's time was taken, when not simply on time (see the README's
-/// "Event-time rules").
+/// How the transaction's time was taken, when not simply on time (see
+/// docs/serving.md, "Event-time rules").
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum TimeFlag {
