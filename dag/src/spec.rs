@@ -8,14 +8,15 @@
 //! runner then works only with typed, validated values ([`DagSpec`], [`OpArgs`]) and never
 //! re-checks a TOML table.
 //!
-//! Schedules are parsed with `croner` 3, the parser tokio-cron-scheduler 0.15 uses. Two
-//! differences from tokio-cron-scheduler matter to the runner:
-//! * tokio-cron-scheduler requires the seconds field (`Seconds::Required`); DAG files may omit
-//!   it. [`Schedule::six_field`] gives the form to hand to tokio-cron-scheduler.
-//! * tokio-cron-scheduler's `Job::new_tz` turns the time zone into the *fixed* UTC offset of
-//!   the moment the job is created, so it drifts by an hour across DST changes. The fire
-//!   times here ([`DagSpec::next_fire_times`]) follow the zone's rules (`chrono-tz`); prefer
-//!   them, or schedule in UTC.
+//! Schedules are parsed with `croner` 3 (seconds optional; [`Schedule::six_field`] gives the
+//! form with seconds). Fire times ([`DagSpec::next_fire_times`]) are croner's matches turned
+//! into instants by the rules of the DAG's time zone (`chrono-tz`) at each date, so they are
+//! right across DST changes: a fixed time in the spring gap fires once at the end of the gap,
+//! one in the repeated autumn hour fires once, the first time, and interval patterns keep
+//! their real-time interval. The scheduler fires exactly these instants (it sleeps until the
+//! next one and computes the one after at each fire). It used to hand the six-field form to
+//! tokio-cron-scheduler 0.15, whose `Job::new_tz` froze the zone's UTC offset of the moment
+//! the job was created, an hour off after each DST change (issue #22).
 //!
 //! Fire times are the instants the schedule matches ([`DagSpec::fire_times_between`] for
 //! catch-up and backfill); the runner turns each into a run, with the data interval
@@ -1265,7 +1266,8 @@ impl Schedule {
         &self.expr
     }
 
-    /// The 6-field form (`sec min hour dom mon dow`) tokio-cron-scheduler requires.
+    /// The 6-field form (`sec min hour dom mon dow`), as `dag show` prints it and as cron
+    /// implementations that require seconds read it.
     pub fn six_field(&self) -> &str {
         &self.six_field
     }
@@ -3623,8 +3625,9 @@ tasks (in run order):
         assert!(five.next_fire_times(after, 0).is_empty());
     }
 
-    /// What tokio-cron-scheduler 0.15 does with the 6-field form: croner with seconds
-    /// required and day-of-month AND day-of-week. Same instants as ours.
+    /// What a seconds-required cron reads in the 6-field form (tokio-cron-scheduler 0.15, which
+    /// the scheduler used before issue #22: croner with seconds required and day-of-month AND
+    /// day-of-week). Same instants as ours.
     #[test]
     fn six_field_form_parses_like_tokio_cron_scheduler() {
         let tcs = CronParser::builder()
