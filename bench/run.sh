@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmarks: fraudlake against its peers, same data, same machine, one run.
 #
-#   bench/run.sh [SECTION...]      # sections a..k (default: all); `make bench` builds first
+#   bench/run.sh [SECTION...]      # sections a..l (default: all); `make bench` builds first
 #
 # Sections: a simulate, b ingest, c offline features (vs DuckDB, pandas), d handbook match,
 # e online/offline parity, f online engine (vs the seed's Python feature code), g training
@@ -10,7 +10,9 @@
 # report (vs Evidently's DataDriftPreset on the same rows), j API keys (`fraudlake serve` with
 # keys checked vs --insecure-no-auth, on a small simulated lake; needs wrk, not the handbook), k S3
 # lake vs local folder (ingest, features, train, drift, three sql/ queries, lake optimize; needs
-# the repo venv's SeaweedFS `weed`, or WEED_BIN; runs on its own lakes).
+# the repo venv's SeaweedFS `weed`, or WEED_BIN; runs on its own lakes), l memory at a realistic
+# rate (`fraudlake serve` with event time advancing with the wall clock, RSS sampled every 5 s for
+# BENCH_RSS_SECONDS; needs wrk, not the handbook: its own simulated lake).
 # c..h run on the lake section b ingests, so b runs whenever one of them is asked for; d needs
 # the pandas reference of c, and e, g and h need the features c builds (h trains a model on them).
 #
@@ -20,7 +22,10 @@
 #   FRAUDLAKE_HANDBOOK   the handbook file (default ../shared/data/handbook/transactions.parquet)
 #   BENCH_ONLINE_PEER=0  skip the Python online peer of section f (about half a minute)
 #   BENCH_HTTP_SECONDS   duration of each measured wrk run of section h (default 60; plus 5 s
-#                        of warm-up for each of the two servers)
+#                        of warm-up for each of the two servers) and of each of section j's six runs
+#   BENCH_RSS_SECONDS    duration of section l's load (default 120, at least 35: the goal is
+#                        judged on the samples after the first 30 s)
+#   BENCH_RSS_RATE       section l's request rate, requests/s (default 100; 0 = as fast as wrk goes)
 #   BENCH_KEEP=1         keep the work directory (lakes, Parquet outputs, logs)
 #   TMPDIR               where the work directory goes (needs about 1 GB)
 #
@@ -43,9 +48,9 @@ RESULTS="$BENCH_DIR/results"
 abs() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$START_DIR/$1" ;; esac; }
 
 # ---- which sections -------------------------------------------------------------------------
-SECTIONS=${*:-a b c d e f g h i j k}
+SECTIONS=${*:-a b c d e f g h i j k l}
 for s in $SECTIONS; do
-  case "$s" in a|b|c|d|e|f|g|h|i|j|k) ;; *) echo "error: unknown section '$s' (a..k)" >&2; exit 2 ;; esac
+  case "$s" in a|b|c|d|e|f|g|h|i|j|k|l) ;; *) echo "error: unknown section '$s' (a..l)" >&2; exit 2 ;; esac
 done
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 WANT_HB_LAKE=0; for s in b c d e f g h i; do want "$s" && WANT_HB_LAKE=1; done
@@ -53,6 +58,16 @@ WANT_FEATURES=0; for s in c d e g h i; do want "$s" && WANT_FEATURES=1; done
 HTTP_SECONDS=${BENCH_HTTP_SECONDS:-60}
 if ! [[ "$HTTP_SECONDS" =~ ^[1-9][0-9]*$ ]]; then
   echo "error: BENCH_HTTP_SECONDS must be a whole number of seconds (got '$HTTP_SECONDS')" >&2
+  exit 2
+fi
+RSS_SECONDS=${BENCH_RSS_SECONDS:-120}
+if ! [[ "$RSS_SECONDS" =~ ^[1-9][0-9]*$ ]] || [ "$RSS_SECONDS" -lt 35 ]; then
+  echo "error: BENCH_RSS_SECONDS must be a whole number of seconds, at least 35 (got '$RSS_SECONDS')" >&2
+  exit 2
+fi
+RSS_RATE=${BENCH_RSS_RATE:-100}
+if ! [[ "$RSS_RATE" =~ ^(0|[1-9][0-9]*)$ ]]; then
+  echo "error: BENCH_RSS_RATE must be a whole number of requests/s, 0 for full speed (got '$RSS_RATE')" >&2
   exit 2
 fi
 WANT_PANDAS=0; for s in c d; do want "$s" && WANT_PANDAS=1; done
@@ -1041,6 +1056,141 @@ print("\n".join(str(s.getsockname()[1]) for s in ss))')
     fi
     stop_server "$k_weed" 20
     BG_PIDS=${BG_PIDS/ $k_weed/}
+  fi
+fi
+
+# ---- l. memory at a realistic rate ----------------------------------------------------------
+# Issue #24. Sections h and j advance event time 7 s per request of each wrk thread (3.5 s per
+# request with two), so 20 s of load is a month of traffic and the online state, which holds
+# every transaction of the feature lookback (37 days of event time: 30-day windows + the 7-day
+# label delay), grows by design. Here event time advances with the wall clock
+# (score_fraudlake.lua with WRK_REALTIME=1, from the lake's last transaction on): no window
+# evicts anything during the run, so the state grows only by the transactions scored, and
+# whatever else grows (the lake writer's table state, the reload poll, allocator drift) shows.
+# The lake: its own 60 simulated days of 5,000 customers and 10,000 terminals (the ranges the
+# requests use; the server starts holding the last 37 days, about 357k transactions: the steady
+# state of a lake at the handbook's rate). `serve` runs with its defaults (API keys, the 30 s
+# reload poll, the lake writer), like a deployment.
+# The load is rate-limited, not full speed: wrk -t2 -c32 with the script's delay() hook, each
+# connection waiting 32,000 / BENCH_RSS_RATE ms after an answer (default 100 requests/s, already
+# about 900x this lake's average rate of 0.11 transactions/s). The state is per transaction, not
+# per entity: at full speed (BENCH_RSS_RATE=0, ~15k requests/s here) every second adds ~15k
+# transactions to hold for 37 days (about 360 B each), and RSS grows linearly by design (see
+# docs/serving.md, Performance).
+# RSS (VmRSS) and the /metrics gauges `fraud_online_entities` and the scored count are sampled
+# every 5 s into $WORK/l_samples.txt (t_s rss_kb entities scored).
+l_sample() { # PID SECONDS FILE
+  local pid=$1 secs=$2 file=$3 t0 i d m rss ent scored
+  t0=$(now)
+  for ((i = 0; i <= secs; i += 5)); do
+    d=$(calc "$t0 + $i - $(now)" 3)
+    if gt "$d" 0; then sleep "$d"; fi
+    rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || true)
+    m=$(curl -s --max-time 2 "http://$FL_HTTP/metrics" || true)
+    ent=$(awk '$1 == "fraud_online_entities" { print $2 }' <<<"$m")
+    scored=$(awk '$1 == "fraud_requests_total{endpoint=\"/score\",status=\"200\"}" { print $2 }' <<<"$m")
+    echo "$i ${rss:-n/a} ${ent:-n/a} ${scored:-0}" >>"$file"
+  done
+}
+if want l; then
+  if [ "$RSS_RATE" = 0 ]; then l_rate_txt="full speed"; else l_rate_txt="$RSS_RATE req/s"; fi
+  header "l. memory at a realistic rate: event time = wall clock, $l_rate_txt, ${RSS_SECONDS} s (wrk, 32 connections)"
+  if ! command -v wrk >/dev/null 2>&1; then
+    skip "l. memory" "needs wrk (sudo apt-get install wrk)"
+  elif port_busy "$FL_HTTP"; then
+    skip "l. memory" "something already listens on $FL_HTTP"
+  else
+    LAKE_L="$WORK/lake_rss"
+    run l_sim "$BIN" --lake "$LAKE_L" --quiet simulate --customers 5000 --terminals 10000 --days 60 --seed 7
+    [ "$RC" = 0 ] || failed l_sim "fraudlake simulate"
+    run l_feat "$BIN" --lake "$LAKE_L" --quiet features build
+    [ "$RC" = 0 ] || failed l_feat "fraudlake features build"
+    run l_train "$BIN" --lake "$LAKE_L" --quiet train --train-start 2018-04-15 --format json
+    [ "$RC" = 0 ] || failed l_train "fraudlake train"
+    run l_key "$BIN" --lake "$LAKE_L" --quiet keys create --scope score --name bench-rss --format json
+    [ "$RC" = 0 ] || failed l_key "fraudlake keys create"
+    l_token=$(jget "$WORK/l_key.out" "0.token|token")
+    run l_last "$BIN" --lake "$LAKE_L" --quiet sql "SELECT CAST(MAX(tx_ts) AS BIGINT) / 1000000 AS s FROM transactions" --format json
+    l_ts0=$(jget "$WORK/l_last.out" 0.s)
+    l_fail=""
+    if [ -z "$l_token" ] || ! isnum "$l_ts0"; then
+      l_fail="could not make the lake, its model or its key (see above)"
+    else
+      "$BIN" --lake "$LAKE_L" --quiet serve --addr "$FL_HTTP" >"$WORK/l_serve.log" 2>&1 &
+      l_pid=$!
+      BG_PIDS="$BG_PIDS $l_pid"
+      wait_up "$l_pid" "http://$FL_HTTP/ready" 120
+      if [ "$UP" != 1 ]; then
+        l_fail="serve did not start: $(tail -n 3 "$WORK/l_serve.log" | tr '\n' ' ')"
+        stop_server "$l_pid" 10
+      else
+        l_held=$(sed -n 's/.*online state rebuilt from the lake.* transactions=\([0-9]*\).*/\1/p' "$WORK/l_serve.log" | head -n 1)
+        l_delay=()
+        if [ "$RSS_RATE" != 0 ]; then
+          l_delay=(WRK_DELAY_MS="$(calc "32000 / $RSS_RATE" 0)")
+        fi
+        rm -f -- "$WORK/l_samples.txt"
+        l_sample "$l_pid" "$RSS_SECONDS" "$WORK/l_samples.txt" &
+        l_sampler=$!
+        BG_PIDS="$BG_PIDS $l_sampler"
+        run l_wrk env WRK_START=0 WRK_TS0="$l_ts0" WRK_REALTIME=1 WRK_CLOCK0="$(date +%s)" \
+          WRK_BEARER="$l_token" "${l_delay[@]}" \
+          wrk -t2 -c32 -d"${RSS_SECONDS}s" --latency -s "$BENCH_DIR/score_fraudlake.lua" "http://$FL_HTTP"
+        [ "$RC" = 0 ] || failed l_wrk "wrk against http://$FL_HTTP"
+        for _ in $(seq 1 100); do proc_alive "$l_sampler" || break; sleep 0.1; done
+        stop_server "$l_sampler" 5 >/dev/null
+        stop_server "$l_pid" 120
+        f="$WORK/l_wrk.out"
+        l_rps=$(wrkres "$f" rps) l_p99=$(wrkres "$f" p99_ms) l_bad=$(wrkres "$f" non2xx) l_err=$(wrkres "$f" errors)
+        grep -h '^first non-2xx' "$f" 2>/dev/null | sed 's/^/  /' || true
+        if ! isnum "$l_rps" || [ "$l_bad" != 0 ]; then
+          l_fail="wrk: rps '$l_rps', non-2xx '$l_bad' $(grep -h '^first non-2xx' "$f" | head -n 1)"
+        elif [ ! -s "$WORK/l_samples.txt" ]; then
+          l_fail="no RSS samples"
+        fi
+      fi
+    fi
+    if [ -n "$l_fail" ]; then
+      skip "l. memory" "$l_fail"
+    else
+      S="$WORK/l_samples.txt"
+      l_r0=$(awk 'NR == 1 { printf("%.1f", $2 / 1024) }' "$S")
+      l_r30=$(awk '$1 == 30 { printf("%.1f", $2 / 1024) }' "$S")
+      l_rend=$(awk 'END { printf("%.1f", $2 / 1024) }' "$S")
+      l_tend=$(awk 'END { print $1 }' "$S")
+      l_ent=$(awk 'END { print $3 }' "$S")
+      l_sc30=$(awk '$1 == 30 { print $4 }' "$S")
+      l_scend=$(awk 'END { print $4 }' "$S")
+      l_min=$(awk '$1 >= 30 && (m == "" || $2 < m) { m = $2 } END { printf("%.1f", m / 1024) }' "$S")
+      l_max=$(awk '$1 >= 30 && $2 > m { m = $2 } END { printf("%.1f", m / 1024) }' "$S")
+      l_spread=n/a l_per_k=n/a l_n=n/a l_btx=n/a
+      if isnum "$l_min" && isnum "$l_max"; then l_spread=$(ratio "$(calc "($l_max - $l_min) * 100" 1)" "$l_r30" 1); fi
+      l_v=$(verdict ge 10 "$l_spread")
+      if isnum "$l_rend"; then l_per_k=$(ratio "$(calc "$l_rend * 1000" 1)" "$l_ent" 2); fi
+      if isnum "$l_scend" && isnum "$l_sc30"; then l_n=$(calc "$l_scend - $l_sc30" 0); fi
+      # Trend after 30 s, least squares over the samples (RSS moves a few % with each writer
+      # commit, so two samples alone say little): MB per minute, and bytes per transaction scored.
+      l_slope() { # X-COLUMN: slope of RSS (KB) against that column of the samples after 30 s
+        awk -v c="$1" '$1 >= 30 { n++; x = $c; y = $2; sx += x; sy += y; sxx += x * x; sxy += x * y }
+          END { d = n * sxx - sx * sx; if (n > 2 && d != 0) printf("%.6f", (n * sxy - sx * sy) / d); else print "n/a" }' "$S"
+      }
+      l_mbmin=n/a l_btx=n/a
+      l_s=$(l_slope 1); isnum "$l_s" && l_mbmin=$(calc "$l_s * 60 / 1024" 2)
+      l_s=$(l_slope 4); isnum "$l_s" && l_btx=$(calc "$l_s * 1024" 0)
+      echo "  RSS (MB) every 10 s: $(awk '$1 % 10 == 0 { printf("%s%.0f", sep, $2 / 1024); sep = " " }' "$S")"
+      line "requests/s (target), p99 (ms)" "$(fmt "$l_rps" 0) ($l_rate_txt), $(fmt "$l_p99" 2)" "—" "—" "non-2xx $l_bad, errors $l_err"
+      line "RSS at start / 30 s / ${l_tend} s (MB)" "$l_r0 / $l_r30 / $l_rend" "—" "—" ""
+      line "RSS max - min after 30 s (% of 30 s)" "$l_spread % ($l_min..$l_max)" "—" "—" "<= 10 %: $l_v"
+      line "RSS per 1,000 entities at the end (MB)" "$l_per_k" "—" "—" "$l_ent entities"
+      line "RSS trend after 30 s: MB/min, B per tx" "$l_mbmin, $l_btx" "—" "—" "least squares, $l_n scored"
+      line "transactions held at start (bootstrap)" "${l_held:-n/a}" "—" "—" "37 days of the lake"
+      row "l. memory" "load: event time = wall clock, ${RSS_SECONDS} s, wrk -t2 -c32 at $l_rate_txt: requests/s, p99" \
+        "$(fmt "$l_rps" 0) req/s, p99 $(fmt "$l_p99" 2) ms" "—" "—" "non-2xx $l_bad, errors $l_err"
+      row "l. memory" "RSS at start / 30 s / end (${l_held:-?} transactions held at start)" "$l_r0 / $l_r30 / $l_rend MB" "—" "—" "—"
+      row "l. memory" "RSS max - min after the first 30 s, % of the 30 s RSS" "$l_spread % ($l_min..$l_max MB)" "—" "—" "<= 10 %: $l_v"
+      row "l. memory" "RSS per 1,000 entities at the end" "$l_per_k MB ($l_ent entities)" "—" "—" "—"
+      row "l. memory" "RSS trend after the first 30 s (least squares over the 5 s samples)" "$l_mbmin MB/min, $l_btx B per transaction scored ($l_n scored)" "—" "—" "—"
+    fi
   fi
 fi
 

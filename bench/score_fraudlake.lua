@@ -1,5 +1,5 @@
 -- wrk script for `fraudlake serve`: POST /score with the seed's request mix
--- (../shared/peers/fastapi_seed/score.lua), used by section h of bench/run.sh.
+-- (../shared/peers/fastapi_seed/score.lua), used by sections h, j and l of bench/run.sh.
 --
 --   wrk -t2 -c32 -d60s --latency -s bench/score_fraudlake.lua http://127.0.0.1:18080
 --
@@ -8,6 +8,7 @@
 --               lake (< 1,754,155) and never the same in two threads, so every request is a new
 --               transaction (a repeated tx_id is scored again but takes another path)
 --   tx_ts       2018-10-01T00:00:00Z + 7 s * n: after the lake's last transaction (2018-09-30)
+--               (with WRK_REALTIME=1: that start + the wall-clock seconds since WRK_CLOCK0)
 --   customer_id n % 5000, terminal_id (n * 7919) % 10000, amount 10 + n % 200
 --
 -- Environment:
@@ -15,7 +16,15 @@
 --                 stopped (its RESULT line's `last`), so ids and event time go on, not repeat
 --   WRK_TS_FIELD  name of the time field (default tx_ts; bench/score_seed.lua sets ts)
 --   WRK_TS0       the first event time, Unix seconds (default 2018-10-01T00:00:00Z)
---   WRK_BEARER    an API key, sent as `Authorization: Bearer ...` (section j)
+--   WRK_BEARER    an API key, sent as `Authorization: Bearer ...` (sections j, l)
+--   WRK_REALTIME  1: event time advances with the wall clock, not 7 s per request of a thread:
+--                 tx_ts = WRK_TS0 + (now - WRK_CLOCK0), in whole seconds (os.time(): all requests
+--                 of one second share it; the server orders ties by tx_id) (section l)
+--   WRK_CLOCK0    with WRK_REALTIME: the Unix time at which event time is WRK_TS0 (default: when
+--                 the script loads; pass it so every thread and run shares one origin)
+--   WRK_DELAY_MS  milliseconds each connection waits between an answer and its next request
+--                 (wrk's delay() hook; the delay is not counted in the latency): a rate limit of
+--                 about connections * 1000 / WRK_DELAY_MS requests/s. Unset: full speed
 --
 -- At the end it prints one parseable line (latency from wrk's histogram, in ms):
 --   RESULT rps=... p50_ms=... p99_ms=... non2xx=... errors=... requests=... seconds=... last=...
@@ -27,6 +36,9 @@ local TX_BASE = 10000000
 local THREAD_SPAN = 100000000
 local TS0 = tonumber(os.getenv("WRK_TS0") or "") or 1538352000 -- 2018-10-01T00:00:00Z
 local STEP_S = 7       -- event time per request of a thread, as the seed's score.lua
+local REALTIME = os.getenv("WRK_REALTIME") == "1"
+local CLOCK0 = tonumber(os.getenv("WRK_CLOCK0") or "") or os.time()
+local DELAY_MS = tonumber(os.getenv("WRK_DELAY_MS") or "")
 local HEADERS = { ["Content-Type"] = "application/json" }
 if os.getenv("WRK_BEARER") then
   HEADERS["Authorization"] = "Bearer " .. os.getenv("WRK_BEARER")
@@ -52,11 +64,24 @@ end
 
 function request()
   counter = counter + 1
+  local ts
+  if REALTIME then
+    ts = TS0 + (os.time() - CLOCK0)
+  else
+    ts = TS0 + counter * STEP_S
+  end
   local body = string.format(
     '{"tx_id":%d,"%s":"%s","customer_id":%d,"terminal_id":%d,"amount":%.2f}',
-    id_base + counter, TS_FIELD, os.date("!%Y-%m-%dT%H:%M:%SZ", TS0 + counter * STEP_S),
+    id_base + counter, TS_FIELD, os.date("!%Y-%m-%dT%H:%M:%SZ", ts),
     counter % 5000, (counter * 7919) % 10000, 10 + counter % 200)
   return wrk.format("POST", "/score", HEADERS, body)
+end
+
+-- Defined only when asked for: wrk calls delay() before every request once it exists.
+if DELAY_MS then
+  function delay()
+    return DELAY_MS
+  end
 end
 
 function response(status, headers, body)
