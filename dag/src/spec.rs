@@ -29,7 +29,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chrono::{DateTime, LocalResult, NaiveDate, Offset, TimeZone, Utc};
+use chrono::{DateTime, LocalResult, NaiveDate, Offset, SubsecRound, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds, Year};
 use croner::{Cron, JobType};
@@ -1285,7 +1285,12 @@ impl Schedule {
     /// Fire times strictly after `after`, increasing, as an endless iterator (it ends only
     /// if the schedule does).
     pub fn iter_after(&self, after: DateTime<Utc>) -> FireTimes<'_> {
-        let start = after.checked_sub_signed(self.lookahead).unwrap_or(after);
+        // Whole seconds: croner keeps the cursor's fraction of a second in what it finds, and
+        // a fire time is a whole second (the loop in `scheduler` starts from `Utc::now()`).
+        let start = after
+            .checked_sub_signed(self.lookahead)
+            .unwrap_or(after)
+            .trunc_subsecs(0);
         FireTimes {
             schedule: self,
             cursor: Some(start.with_timezone(&self.timezone)),
