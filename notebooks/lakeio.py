@@ -70,7 +70,8 @@ S3_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ALLOW_HTTP", "AWS_ACCESS_KEY_ID", "AWS_
 
 
 def is_s3(root: str) -> bool:
-    return root.startswith("s3://")
+    """s3:// or s3a:// (the CLI takes both; deltalake reads both)."""
+    return root.startswith(("s3://", "s3a://"))
 
 
 def s3_settings(environ=None) -> dict[str, str]:
