@@ -29,6 +29,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,11 +92,17 @@ pub(crate) fn wake(dag: &DagSpec, due: DateTime<Utc>, now: DateTime<Utc>) -> Wak
         return Wake::Sleep(left.min(MAX_SLEEP));
     }
     // The latest fire time <= now (fire times are whole seconds; `previous_before` is strict).
-    let latest = dag
-        .schedule
-        .previous_before(now + chrono::TimeDelta::nanoseconds(1))
-        .filter(|t| *t > due)
-        .unwrap_or(due);
+    // Searched only when the next one after `due` has passed too: the usual wake-up on time
+    // costs one forward search, not a backward one (several hours of seconds in a DST zone).
+    let passed_more = next_fire_after(dag, due).is_some_and(|next| next <= now);
+    let latest = if passed_more {
+        dag.schedule
+            .previous_before(now + chrono::TimeDelta::nanoseconds(1))
+            .filter(|t| *t > due)
+            .unwrap_or(due)
+    } else {
+        due
+    };
     Wake::Fire {
         fire: latest,
         missed_from: (latest > due).then_some(due),
@@ -242,6 +249,9 @@ async fn schedule(
     let runner = Arc::new(runner);
     let mut slots: HashMap<String, (Arc<Semaphore>, u32)> = HashMap::new();
     let mut fire_loops: Vec<JoinHandle<()>> = Vec::new();
+    // Set at shutdown: a catch-up run waiting for a slot does not start after that (it is
+    // not aborted, so one already running finishes and is waited for below).
+    let stopping = Arc::new(AtomicBool::new(false));
     // Catch-up runs the fire times up to `started`, the fire loops the ones after it.
     let started = Utc::now();
     for dag in dags.into_iter().filter(|d| !d.paused) {
@@ -267,11 +277,16 @@ async fn schedule(
                     tracing::info!(dag = %dag.name, runs = missed.len(), "catching up missed schedules");
                 }
                 let (r, d, s, l) = (runner.clone(), dag.clone(), slot.clone(), lease.clone());
+                let stop = stopping.clone();
                 tokio::spawn(async move {
                     for fire in missed {
                         let Ok(_permit) = s.acquire().await else {
                             return;
                         };
+                        if stop.load(Ordering::SeqCst) {
+                            tracing::info!(dag = %d.name, "catch-up stopped: the scheduler is stopping");
+                            return;
+                        }
                         if let Some(why) = l.lost_reason() {
                             tracing::error!(dag = %d.name, "catch-up stopped: lost the scheduler lease: {why}");
                             return;
@@ -305,6 +320,7 @@ async fn schedule(
              running ones (each holds its own claim), then exiting with an error"
         ),
     }
+    stopping.store(true, Ordering::SeqCst);
     // No fire after this point: each loop is stopped at its sleep (firing does not await).
     for handle in &fire_loops {
         handle.abort();
@@ -313,8 +329,10 @@ async fn schedule(
         let _ = handle.await;
     }
     for (name, (slot, permits)) in slots {
-        if slot.acquire_many(permits).await.is_err() {
-            tracing::warn!(dag = %name, "run slots closed early");
+        match slot.acquire_many(permits).await {
+            // Every slot is free: nothing runs. Closed, so no queued catch-up gets one later.
+            Ok(_all) => slot.close(),
+            Err(_) => tracing::warn!(dag = %name, "run slots closed early"),
         }
     }
     match lost {

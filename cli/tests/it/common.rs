@@ -469,8 +469,13 @@ impl S3Server {
     /// its bucket lists again (the S3 port answers before the volume and filer are back).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "restart of a running server");
-        if let Err(log) = self.spawn_and_wait() {
-            panic!("weed mini did not restart: {log}");
+        // Its ports were free while it was down: another test's free-port probe or an
+        // outgoing connection may hold one for a moment. Try again before giving up.
+        let mut tries = 0;
+        while let Err(log) = self.spawn_and_wait() {
+            tries += 1;
+            assert!(tries < 5, "weed mini did not restart in 5 tries: {log}");
+            std::thread::sleep(Duration::from_secs(1));
         }
         let deadline = Instant::now() + Duration::from_secs(60);
         while !self.bucket.is_empty()

@@ -427,9 +427,9 @@ mod tests {
 
     #[test]
     fn a_missing_score_never_passes() {
-        assert_eq!(verdict(Some(0.5), Some(0.4), 0.0).0, true);
-        assert_eq!(verdict(Some(0.39), Some(0.4), 0.02).0, true);
-        assert_eq!(verdict(Some(0.3), Some(0.4), 0.02).0, false);
+        assert!(verdict(Some(0.5), Some(0.4), 0.0).0);
+        assert!(verdict(Some(0.39), Some(0.4), 0.02).0);
+        assert!(!verdict(Some(0.3), Some(0.4), 0.02).0);
         let (passed, why) = verdict(Some(0.5), None, 0.0);
         assert!(!passed);
         assert!(why.is_some_and(|w| w.contains("champion's score could not be computed")));
