@@ -873,6 +873,24 @@ for l in open(sys.argv[1]):
   fi
 fi
 
+# keyed_lake NAME LAKE CUSTOMERS TERMINALS KEY_NAME: a simulated lake (60 days) with features,
+# a champion model and a `score` key, for the serving sections j and l; sets KL_TOKEN (the key)
+# and KL_TS0 (the lake's last event time, epoch seconds), empty when a step failed.
+keyed_lake() {
+  local n=$1 lake=$2
+  run "${n}_sim" "$BIN" --lake "$lake" --quiet simulate --customers "$3" --terminals "$4" --days 60 --seed 7
+  [ "$RC" = 0 ] || failed "${n}_sim" "fraudlake simulate"
+  run "${n}_feat" "$BIN" --lake "$lake" --quiet features build
+  [ "$RC" = 0 ] || failed "${n}_feat" "fraudlake features build"
+  run "${n}_train" "$BIN" --lake "$lake" --quiet train --train-start 2018-04-15 --format json
+  [ "$RC" = 0 ] || failed "${n}_train" "fraudlake train"
+  run "${n}_key" "$BIN" --lake "$lake" --quiet keys create --scope score --name "$5" --format json
+  [ "$RC" = 0 ] || failed "${n}_key" "fraudlake keys create"
+  KL_TOKEN=$(jget "$WORK/${n}_key.out" "0.token|token")
+  run "${n}_last" "$BIN" --lake "$lake" --quiet sql "SELECT CAST(MAX(tx_ts) AS BIGINT) / 1000000 AS s FROM transactions" --format json
+  KL_TS0=$(jget "$WORK/${n}_last.out" 0.s)
+}
+
 # ---- j. API keys ----------------------------------------------------------------------------
 # The same server and requests with API keys checked and with --insecure-no-auth (issue #14:
 # auth on within 5 % of auth off). Both send the same `Authorization` header (the server
@@ -887,17 +905,8 @@ if want j; then
     skip "j. API keys" "something already listens on $FL_HTTP"
   else
     LAKE_J="$WORK/lake_keys"
-    run j_sim "$BIN" --lake "$LAKE_J" --quiet simulate --customers 500 --terminals 1000 --days 60 --seed 7
-    [ "$RC" = 0 ] || failed j_sim "fraudlake simulate"
-    run j_feat "$BIN" --lake "$LAKE_J" --quiet features build
-    [ "$RC" = 0 ] || failed j_feat "fraudlake features build"
-    run j_train "$BIN" --lake "$LAKE_J" --quiet train --train-start 2018-04-15 --format json
-    [ "$RC" = 0 ] || failed j_train "fraudlake train"
-    run j_key "$BIN" --lake "$LAKE_J" --quiet keys create --scope score --name bench --format json
-    [ "$RC" = 0 ] || failed j_key "fraudlake keys create"
-    j_token=$(jget "$WORK/j_key.out" "0.token|token")
-    run j_last "$BIN" --lake "$LAKE_J" --quiet sql "SELECT CAST(MAX(tx_ts) AS BIGINT) / 1000000 AS s FROM transactions" --format json
-    j_ts0=$(jget "$WORK/j_last.out" 0.s)
+    keyed_lake j "$LAKE_J" 500 1000 bench
+    j_token=$KL_TOKEN j_ts0=$KL_TS0
     if [ -z "$j_token" ] || ! isnum "$j_ts0"; then
       skip "j. API keys" "could not make the lake, its model or its key (see above)"
     else
@@ -1102,17 +1111,8 @@ if want l; then
     skip "l. memory" "something already listens on $FL_HTTP"
   else
     LAKE_L="$WORK/lake_rss"
-    run l_sim "$BIN" --lake "$LAKE_L" --quiet simulate --customers 5000 --terminals 10000 --days 60 --seed 7
-    [ "$RC" = 0 ] || failed l_sim "fraudlake simulate"
-    run l_feat "$BIN" --lake "$LAKE_L" --quiet features build
-    [ "$RC" = 0 ] || failed l_feat "fraudlake features build"
-    run l_train "$BIN" --lake "$LAKE_L" --quiet train --train-start 2018-04-15 --format json
-    [ "$RC" = 0 ] || failed l_train "fraudlake train"
-    run l_key "$BIN" --lake "$LAKE_L" --quiet keys create --scope score --name bench-rss --format json
-    [ "$RC" = 0 ] || failed l_key "fraudlake keys create"
-    l_token=$(jget "$WORK/l_key.out" "0.token|token")
-    run l_last "$BIN" --lake "$LAKE_L" --quiet sql "SELECT CAST(MAX(tx_ts) AS BIGINT) / 1000000 AS s FROM transactions" --format json
-    l_ts0=$(jget "$WORK/l_last.out" 0.s)
+    keyed_lake l "$LAKE_L" 5000 10000 bench-rss
+    l_token=$KL_TOKEN l_ts0=$KL_TS0
     l_fail=""
     if [ -z "$l_token" ] || ! isnum "$l_ts0"; then
       l_fail="could not make the lake, its model or its key (see above)"
