@@ -14,6 +14,10 @@ SYSTEM_PACKAGES := cmake ninja-build libclang-dev g++ python3-venv
 TEST_PACKAGES := chromium
 # The monitoring checks (monitoring/tests/run.py): promtool, prometheus, amtool, alertmanager.
 MONITORING_PACKAGES := prometheus prometheus-alertmanager
+# Several replicas on one shared online state (cli/tests/it/replicas.rs, bench/run.sh m): a Redis
+# server and the HAProxy balancer of deploy/haproxy/haproxy.cfg, both started by the tests on free
+# ports (Debian also starts their system services on install; the tests do not use those).
+REPLICA_PACKAGES := redis-server haproxy
 # PyYAML, jsonschema, hadolint for the monitoring checks, in the same venv.
 MONITORING_REQS := monitoring/tests/requirements.txt
 MONITORING_STAMP := $(VENV)/.monitoring-requirements
@@ -36,7 +40,7 @@ help:
 
 # System packages (Debian/Ubuntu): installed only when missing.
 deps:
-	@missing=""; for p in $(SYSTEM_PACKAGES) $(TEST_PACKAGES) $(MONITORING_PACKAGES); do \
+	@missing=""; for p in $(SYSTEM_PACKAGES) $(TEST_PACKAGES) $(MONITORING_PACKAGES) $(REPLICA_PACKAGES); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
