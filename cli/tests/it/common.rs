@@ -581,3 +581,442 @@ fn http_request(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
 fn http_status(port: u16, method: &str, path: &str) -> Option<u16> {
     http_request(port, method, path).map(|(status, _)| status)
 }
+
+/// A free port on loopback (free when chosen: a server that fails to bind it is started again
+/// on another, see [`RedisServer::start`] and [`Haproxy::start`]).
+fn free_loopback_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// Whether `make test` or CI runs us: there a missing test dependency is a failure, never a
+/// silent skip (as with [`python_with`] and [`weed`]).
+fn dependencies_required() -> bool {
+    std::env::var_os("CI").is_some() || std::env::var_os("FRAUDLAKE_TEST_PYTHON").is_some()
+}
+
+/// A system program the replica tests start: `$env_var` when set (it must exist), else `name`
+/// on the PATH or in /usr/sbin and /usr/local/sbin (Debian puts `haproxy` in /usr/sbin, which an
+/// ordinary user's PATH lacks). Absent: a failure under `make test` and CI, a skip elsewhere.
+fn system_program(name: &str, env_var: &str) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(env_var).filter(|v| !v.is_empty()) {
+        let path = PathBuf::from(path);
+        assert!(path.is_file(), "{env_var}={} is not a file", path.display());
+        return Some(path);
+    }
+    let path_dirs = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let found = path_dirs
+        .into_iter()
+        .chain(["/usr/sbin", "/usr/local/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file());
+    if found.is_some() {
+        return found;
+    }
+    if dependencies_required() {
+        panic!(
+            "make test and CI must provide `{name}` (`make deps` installs the Debian package; \
+             or set {env_var})"
+        );
+    }
+    eprintln!("SKIP: no `{name}` on the PATH (`make deps` installs it; or set {env_var})");
+    None
+}
+
+/// `redis-server` (Debian package redis-server; $FRAUDLAKE_REDIS_SERVER overrides).
+pub fn redis_server_bin() -> Option<PathBuf> {
+    system_program("redis-server", "FRAUDLAKE_REDIS_SERVER")
+}
+
+/// `haproxy` (Debian package haproxy; $FRAUDLAKE_HAPROXY overrides).
+pub fn haproxy_bin() -> Option<PathBuf> {
+    system_program("haproxy", "FRAUDLAKE_HAPROXY")
+}
+
+/// The last `max` bytes of a text file (on a character boundary), empty when unreadable.
+fn file_tail(path: &Path, max: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut start = text.len().saturating_sub(max);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    text[start..].to_string()
+}
+
+/// A Redis server on a free loopback port with a folder of its own and persistence off (no RDB
+/// snapshots, no append-only file): a restart loses every key, which is the failure the replica
+/// tests make on purpose. Stopped by its PID on drop.
+pub struct RedisServer {
+    child: Option<Child>,
+    bin: PathBuf,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// A fresh, empty server; `None` when `redis-server` is absent outside `make test`.
+    pub fn start() -> Option<RedisServer> {
+        let bin = redis_server_bin()?;
+        let mut last_log = String::new();
+        // A port chosen free can be taken by another test before redis binds it: try again.
+        for _ in 0..3 {
+            let mut server = RedisServer {
+                child: None,
+                bin: bin.clone(),
+                port: free_loopback_port(),
+                dir: tempfile::tempdir().expect("tempdir"),
+            };
+            match server.spawn_and_wait() {
+                Ok(()) => return Some(server),
+                Err(log) => last_log = log,
+            }
+        }
+        panic!("redis-server did not start in 3 tries; last: {last_log}");
+    }
+
+    /// Starts `redis-server` on this port and folder; waits until `PING` answers `PONG`.
+    /// `Err(log)` when it exits first (its port was taken, say).
+    fn spawn_and_wait(&mut self) -> Result<(), String> {
+        let dir = self.dir.path();
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("redis.stderr"))
+            .expect("stderr file");
+        let child = Command::new(&self.bin)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            // Persistence off: no snapshot, no append-only file; a restart starts empty.
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .arg("--logfile")
+            .arg(dir.join("redis.log"))
+            .args(["--daemonize", "no"])
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if matches!(redis_command(self.port, &["PING"]), Ok(pong) if pong == "PONG") {
+                return Ok(());
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                // Reaped: its PID is no longer ours to signal on drop.
+                self.child = None;
+                return Err(format!(
+                    "redis-server exited ({status}): {}",
+                    self.log_tail()
+                ));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server not answering PING on {} after 30 s: {}",
+                self.port,
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `redis://127.0.0.1:<port>/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Kills the server (SIGKILL, by its PID) and reaps it: an outage, and with persistence
+    /// off every key is gone. Clients then get connection refused.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a [`RedisServer::stop`]ped server again on the same port, empty; returns when
+    /// it answers `PING`.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart of a running redis-server");
+        // Its port was free while it was down: another test's free-port probe or an outgoing
+        // connection may hold it for a moment. Try again before giving up.
+        let mut tries = 0;
+        while let Err(log) = self.spawn_and_wait() {
+            tries += 1;
+            assert!(tries < 5, "redis-server did not restart in 5 tries: {log}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Sends one command; its reply as text (see [`redis_command`]). Panics when the server
+    /// does not answer or answers an error.
+    pub fn command(&self, args: &[&str]) -> String {
+        redis_command(self.port, args).unwrap_or_else(|e| {
+            panic!(
+                "redis {args:?} on port {}: {e}\n{}",
+                self.port,
+                self.log_tail()
+            )
+        })
+    }
+
+    /// `INFO commandstats` as command name -> calls (`evalsha`, `eval`, `get`, ...; Redis 7
+    /// names subcommands `script|load`).
+    pub fn commandstats(&self) -> std::collections::HashMap<String, u64> {
+        parse_commandstats(&self.command(&["INFO", "commandstats"]))
+    }
+
+    /// The last lines of its log (and of its stderr, where a failed start says why).
+    pub fn log_tail(&self) -> String {
+        format!(
+            "{}{}",
+            file_tail(&self.dir.path().join("redis.stderr"), 1000),
+            file_tail(&self.dir.path().join("redis.log"), 3000)
+        )
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `cmdstat_evalsha:calls=12,usec=...` lines of `INFO commandstats` as name -> calls.
+pub fn parse_commandstats(info: &str) -> std::collections::HashMap<String, u64> {
+    info.lines()
+        .filter_map(|line| {
+            let (name, fields) = line.trim().strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = fields
+                .split(',')
+                .find_map(|f| f.strip_prefix("calls="))?
+                .parse()
+                .ok()?;
+            Some((name.to_string(), calls))
+        })
+        .collect()
+}
+
+/// One Redis command over a fresh connection, in RESP (the protocol is simple enough that the
+/// tests need no client crate). The reply as text: a status (`PONG`, `OK`) or bulk string as
+/// is, an integer in decimal, nil as empty, an array as its elements' texts, one per line
+/// (nested arrays flattened). `Err` when nothing answers or the reply is an error (`-ERR ...`).
+pub fn redis_command(port: u16, args: &[&str]) -> Result<String, String> {
+    let stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| format!("timeout: {e}"))?;
+    let mut request = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        request.extend_from_slice(arg.as_bytes());
+        request.extend_from_slice(b"\r\n");
+    }
+    (&stream)
+        .write_all(&request)
+        .map_err(|e| format!("send: {e}"))?;
+    let mut reader = std::io::BufReader::new(&stream);
+    let mut lines = Vec::new();
+    read_resp_reply(&mut reader, &mut lines)?;
+    Ok(lines.join("\n"))
+}
+
+/// Reads one RESP reply, appending its text to `out` (arrays: one entry per element).
+fn read_resp_reply(
+    reader: &mut impl std::io::BufRead,
+    out: &mut Vec<String>,
+) -> Result<(), String> {
+    let mut line = String::new();
+    reader
+        .read_line(&mut line)
+        .map_err(|e| format!("read: {e}"))?;
+    let line = line.trim_end_matches(['\r', '\n']);
+    let (kind, rest) = line
+        .split_at_checked(1)
+        .ok_or_else(|| "connection closed before a reply".to_string())?;
+    match kind {
+        "+" | ":" => out.push(rest.to_string()),
+        "-" => return Err(format!("-{rest}")),
+        "$" => {
+            let len: i64 = rest
+                .parse()
+                .map_err(|_| format!("bad bulk length {rest:?}"))?;
+            if len < 0 {
+                out.push(String::new());
+            } else {
+                // The bytes and their CRLF.
+                let mut data = vec![0u8; len as usize + 2];
+                reader
+                    .read_exact(&mut data)
+                    .map_err(|e| format!("read: {e}"))?;
+                data.truncate(len as usize);
+                out.push(String::from_utf8_lossy(&data).into_owned());
+            }
+        }
+        "*" => {
+            let n: i64 = rest
+                .parse()
+                .map_err(|_| format!("bad array length {rest:?}"))?;
+            for _ in 0..n.max(0) {
+                read_resp_reply(reader, out)?;
+            }
+        }
+        other => return Err(format!("unexpected RESP type {other:?} in {line:?}")),
+    }
+    Ok(())
+}
+
+/// The load balancer config shipped in the repository (deploy/haproxy/haproxy.cfg).
+pub fn shipped_haproxy_config() -> PathBuf {
+    repo_root().join("deploy/haproxy/haproxy.cfg")
+}
+
+/// The shipped HAProxy config with other ports: its one `bind` line listens on 127.0.0.1:
+/// `frontend_port`, and its `server replicaN ...` lines become one line per backend port, each
+/// a copy of the first with its name and address replaced. Everything else (balancing, health
+/// checks, retries, timeouts) stays as shipped. Panics when the file lost that shape.
+pub fn render_haproxy_config(template: &str, frontend_port: u16, backends: &[u16]) -> String {
+    let indent_of = |line: &str| line[..line.len() - line.trim_start().len()].to_string();
+    let mut out = Vec::new();
+    let mut binds = 0;
+    let mut servers_written = false;
+    for line in template.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["bind", _address, rest @ ..] => {
+                binds += 1;
+                let rest = rest.iter().map(|w| format!(" {w}")).collect::<String>();
+                out.push(format!(
+                    "{}bind 127.0.0.1:{frontend_port}{rest}",
+                    indent_of(line)
+                ));
+            }
+            ["server", name, _address, rest @ ..] if name.starts_with("replica") => {
+                if !servers_written {
+                    let rest = rest.iter().map(|w| format!(" {w}")).collect::<String>();
+                    for (i, port) in backends.iter().enumerate() {
+                        out.push(format!(
+                            "{}server replica{} 127.0.0.1:{port}{rest}",
+                            indent_of(line),
+                            i + 1
+                        ));
+                    }
+                    servers_written = true;
+                }
+            }
+            _ => out.push(line.to_string()),
+        }
+    }
+    assert_eq!(binds, 1, "the HAProxy config must have one `bind` line");
+    assert!(
+        servers_written,
+        "the HAProxy config must have `server replicaN ADDRESS ...` lines"
+    );
+    out.join("\n") + "\n"
+}
+
+/// HAProxy in the foreground (`-db`) with the shipped config rendered for these backends
+/// ([`render_haproxy_config`]), listening on a free loopback port. Stopped by its PID on drop.
+pub struct Haproxy {
+    child: Option<Child>,
+    /// The frontend port clients send to.
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Haproxy {
+    /// `None` when `haproxy` is absent outside `make test`. The rendered config is checked
+    /// with `haproxy -c` first: a shipped file HAProxy refuses fails the test.
+    pub fn start(backends: &[u16]) -> Option<Haproxy> {
+        let bin = haproxy_bin()?;
+        let template = std::fs::read_to_string(shipped_haproxy_config()).expect("haproxy.cfg");
+        let mut last_log = String::new();
+        for _ in 0..3 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let port = free_loopback_port();
+            let config = dir.path().join("haproxy.cfg");
+            std::fs::write(&config, render_haproxy_config(&template, port, backends))
+                .expect("write haproxy.cfg");
+            let check = Command::new(&bin)
+                .arg("-c")
+                .arg("-f")
+                .arg(&config)
+                .output()
+                .expect("run haproxy -c");
+            assert!(
+                check.status.success(),
+                "haproxy -c refuses the rendered deploy/haproxy/haproxy.cfg:\n{}{}",
+                String::from_utf8_lossy(&check.stdout),
+                String::from_utf8_lossy(&check.stderr)
+            );
+            let log = std::fs::File::create(dir.path().join("haproxy.log")).expect("log file");
+            let child = Command::new(&bin)
+                .arg("-f")
+                .arg(&config)
+                .arg("-db")
+                .current_dir(dir.path())
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .spawn()
+                .expect("start haproxy");
+            let mut balancer = Haproxy {
+                child: Some(child),
+                port,
+                dir,
+            };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Some(balancer);
+                }
+                let exited = balancer
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten());
+                if let Some(status) = exited {
+                    // Its port was taken, most likely: try another.
+                    balancer.child = None;
+                    last_log = format!("haproxy exited ({status}): {}", balancer.log_tail());
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "haproxy not listening on {port} after 30 s: {}",
+                    balancer.log_tail()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        panic!("haproxy did not start in 3 tries; last: {last_log}");
+    }
+
+    /// Its log (stdout and stderr: server state changes, alerts).
+    pub fn log_tail(&self) -> String {
+        file_tail(&self.dir.path().join("haproxy.log"), 3000)
+    }
+
+    /// Stops it (SIGKILL by its PID: it holds no state worth a graceful stop) and reaps it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
