@@ -638,7 +638,7 @@ pub fn haproxy_bin() -> Option<PathBuf> {
 }
 
 /// The last `max` bytes of a text file (on a character boundary), empty when unreadable.
-fn file_tail(path: &Path, max: usize) -> String {
+pub fn file_tail(path: &Path, max: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut start = text.len().saturating_sub(max);
     while !text.is_char_boundary(start) {

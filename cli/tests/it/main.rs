@@ -1,6 +1,6 @@
 //! Integration tests: one test binary (link time matters here), one module per area. They run
 //! the real `fraudlake` binary and the real libraries on real Delta tables in temp folders (and,
-//! in `s3`, in a local S3 server).
+//! in `s3`, in a local S3 server; in `replicas`, with a local Redis and HAProxy).
 
 mod common;
 mod contract;
@@ -11,6 +11,7 @@ mod features;
 mod handbook;
 mod lake;
 mod models;
+mod replicas;
 mod s3;
 mod serve;
 mod system;
