@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmarks: fraudlake against its peers, same data, same machine, one run.
 #
-#   bench/run.sh [SECTION...]      # sections a..l (default: all); `make bench` builds first
+#   bench/run.sh [SECTION...]      # sections a..m (default: all); `make bench` builds first
 #
 # Sections: a simulate, b ingest, c offline features (vs DuckDB, pandas), d handbook match,
 # e online/offline parity, f online engine (vs the seed's Python feature code), g training
@@ -12,7 +12,9 @@
 # lake vs local folder (ingest, features, train, drift, three sql/ queries, lake optimize; needs
 # the repo venv's SeaweedFS `weed`, or WEED_BIN; runs on its own lakes), l memory at a realistic
 # rate (`fraudlake serve` with event time advancing with the wall clock, RSS sampled every 5 s for
-# BENCH_RSS_SECONDS; needs wrk, not the handbook: its own simulated lake).
+# BENCH_RSS_SECONDS; needs wrk, not the handbook: its own simulated lake), m replicas (`fraudlake
+# serve` behind HAProxy: one replica with its state in memory vs one and two on one Redis; needs
+# the handbook, wrk, redis-server and haproxy; its own lake).
 # c..h run on the lake section b ingests, so b runs whenever one of them is asked for; d needs
 # the pandas reference of c, and e, g and h need the features c builds (h trains a model on them).
 #
@@ -22,7 +24,9 @@
 #   FRAUDLAKE_HANDBOOK   the handbook file (default ../shared/data/handbook/transactions.parquet)
 #   BENCH_ONLINE_PEER=0  skip the Python online peer of section f (about half a minute)
 #   BENCH_HTTP_SECONDS   duration of each measured wrk run of section h (default 60; plus 5 s
-#                        of warm-up for each of the two servers) and of each of section j's six runs
+#                        of warm-up for each of the two servers), of each of section j's six runs
+#                        and of each of section m's three setups (plus 5 s of warm-up each)
+#   FRAUDLAKE_REDIS_SERVER, FRAUDLAKE_HAPROXY  section m's programs (default: from the PATH)
 #   BENCH_RSS_SECONDS    duration of section l's load (default 120, at least 35: the goal is
 #                        judged on the samples after the first 30 s)
 #   BENCH_RSS_RATE       section l's request rate, requests/s (default 100; 0 = as fast as wrk goes)
@@ -48,9 +52,9 @@ RESULTS="$BENCH_DIR/results"
 abs() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$START_DIR/$1" ;; esac; }
 
 # ---- which sections -------------------------------------------------------------------------
-SECTIONS=${*:-a b c d e f g h i j k l}
+SECTIONS=${*:-a b c d e f g h i j k l m}
 for s in $SECTIONS; do
-  case "$s" in a|b|c|d|e|f|g|h|i|j|k|l) ;; *) echo "error: unknown section '$s' (a..l)" >&2; exit 2 ;; esac
+  case "$s" in a|b|c|d|e|f|g|h|i|j|k|l|m) ;; *) echo "error: unknown section '$s' (a..m)" >&2; exit 2 ;; esac
 done
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 WANT_HB_LAKE=0; for s in b c d e f g h i; do want "$s" && WANT_HB_LAKE=1; done
@@ -1192,6 +1196,317 @@ if want l; then
       row "l. memory" "RSS per 1,000 entities at the end" "$l_per_k MB ($l_ent entities)" "—" "—" "—"
       row "l. memory" "RSS trend after the first 30 s (least squares over the 5 s samples)" "$l_mbmin MB/min, $l_btx B per transaction scored ($l_n scored)" "—" "—" "—"
     fi
+  fi
+fi
+
+# ---- m. replicas on Redis -------------------------------------------------------------------
+# Issue #16. The scoring API through HAProxy (the shipped deploy/haproxy/haproxy.cfg, rendered
+# with free ports as cli/tests/it/common.rs renders it) in three setups, one after the other,
+# each on a fresh copy of one handbook lake with one champion (trained as in h) and with the
+# same wrk requests (score_fraudlake.lua, -t2 -c32, 5 s of warm-up then BENCH_HTTP_SECONDS):
+#   mem1    one replica, online state in its memory (as h, but behind the balancer)
+#   redis1  one replica on Redis
+#   redis2  two replicas on one Redis
+# Redis: `redis-server` on a free port, persistence off, bootstrapped from each setup's lake copy
+# with `fraudlake online bootstrap` (its rows/s reported). Per setup, over the measured run: req/s,
+# p50/p99, errors; CPU seconds (utime + stime from /proc/PID/stat) of the fraudlake processes,
+# redis-server and haproxy, and the rest of the machine's busy time (/proc/stat: mostly wrk);
+# Redis Lua calls (EVAL/EVALSHA/FCALL) and all commands per request (INFO commandstats before and
+# after); the replicas' own mean of model_inference_latency_seconds (features with the store's
+# round trip, and the model: the in-process cost of a request). Then a projection from the CPU
+# per request: where one Redis core saturates and what N replicas on N machines would reach.
+# All five processes share this machine's cores with wrk: the figures are of one box.
+m_cpu_ticks() { # PID...: utime + stime of these processes, in clock ticks (0 for a gone one)
+  local p t sum=0
+  for p in "$@"; do
+    t=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13 }') || t=0
+    sum=$((sum + ${t:-0}))
+  done
+  echo "$sum"
+}
+# m_busy_ticks: the whole machine's busy time (user, nice, system, irq, softirq, steal), ticks.
+m_busy_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+# m_redis_calls PORT: "LUA TOTAL": calls of EVAL/EVALSHA(_RO)/FCALL(_RO), and of every command
+# but INFO (this probe), from INFO commandstats; "n/a n/a" when Redis does not answer.
+m_redis_calls() {
+  "$JSON_PY" - "$1" <<'EOF' 2>/dev/null || echo "n/a n/a"
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+s.sendall(b"*2\r\n$4\r\nINFO\r\n$12\r\ncommandstats\r\n")
+data = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+    head, _, rest = data.partition(b"\r\n")
+    if head.startswith(b"$") and len(rest) >= int(head[1:]) + 2:
+        break
+lua = total = 0
+for line in data.decode().splitlines():
+    if line.startswith("cmdstat_"):
+        name, _, fields = line[len("cmdstat_"):].partition(":")
+        calls = int(dict(f.split("=", 1) for f in fields.split(","))["calls"])
+        if name in ("eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"):
+            lua += calls
+        if name != "info":
+            total += calls
+print(lua, total)
+EOF
+}
+# m_metric_sum NAME PORT...: a metric's value summed over the replicas' /metrics.
+m_metric_sum() {
+  local name=$1 p v sum=0
+  shift
+  for p in "$@"; do
+    v=$(curl -s --max-time 5 "http://127.0.0.1:$p/metrics" | awk -v n="$name" '$1 == n { print $2 }') || v=""
+    if isnum "$v"; then sum=$(calc "$sum + $v" 9); fi
+  done
+  echo "$sum"
+}
+# m_haproxy_cfg OUT FRONTEND_PORT BACKEND_PORT...: the shipped config, listening on the frontend
+# port, with one `server replicaN` line per backend (a copy of the first); all else as shipped.
+m_haproxy_cfg() {
+  "$JSON_PY" - "$REPO/deploy/haproxy/haproxy.cfg" "$@" <<'EOF'
+import sys
+src, out, front, backends = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+lines, servers_done = [], False
+for line in open(src).read().splitlines():
+    words = line.split()
+    indent = line[:len(line) - len(line.lstrip())]
+    if len(words) >= 2 and words[0] == "bind":
+        lines.append(f"{indent}bind 127.0.0.1:{front} {' '.join(words[2:])}".rstrip())
+    elif len(words) >= 3 and words[0] == "server" and words[1].startswith("replica"):
+        if not servers_done:
+            lines += [f"{indent}server replica{i} 127.0.0.1:{port} {' '.join(words[3:])}".rstrip()
+                      for i, port in enumerate(backends, 1)]
+            servers_done = True
+    else:
+        lines.append(line)
+open(out, "w").write("\n".join(lines) + "\n")
+EOF
+}
+# m_program NAME ENV_VAR: the program's path ($ENV_VAR, else the PATH, /usr/sbin, /usr/local/sbin).
+m_program() {
+  local override=${!2:-} d
+  if [ -n "$override" ]; then abs "$override"; return; fi
+  if command -v "$1" >/dev/null 2>&1; then command -v "$1"; return; fi
+  for d in /usr/sbin /usr/local/sbin; do if [ -x "$d/$1" ]; then echo "$d/$1"; return; fi; done
+}
+declare -A m_rps m_p50 m_p99 m_bad m_req m_fl m_rd m_ha m_other m_lua m_cmds m_rt m_cost m_boot m_fail
+# m_setup NAME STORE N: N replicas of a fresh copy of $M_LAKE with --online-store STORE, HAProxy
+# in front, wrk through it; results in the m_* arrays under NAME (m_fail[NAME] when it failed).
+m_setup() {
+  local name=$1 store=$2 n=$3 lake="$WORK/m_lake_$1" i cfg ha start f tick
+  local pids=() ports=("${M_PORTS[@]:0:$3}")
+  local fl0 rd0 ha0 busy0 calls0 lat_s0 lat_n0 rt0 fl1 rd1 ha1 busy1 calls1 lat_s1 lat_n1 rt1
+  rm -rf -- "$lake"
+  cp -a "$M_LAKE" "$lake"
+  if [ "$store" != memory ]; then
+    run "m_boot_$name" "$BIN" --lake "$lake" --quiet online bootstrap --online-store "$store" --output json
+    if [ "$RC" != 0 ]; then failed "m_boot_$name" "fraudlake online bootstrap"; m_fail[$name]="online bootstrap failed"; return; fi
+    f="$WORK/m_boot_$name.out"
+    m_boot[$name]="$(fmt "$(jget "$f" 0.rows_per_s)" 0) rows/s ($(jget "$f" 0.transactions) transactions, $(fmt "$(jget "$f" 0.seconds)") s)"
+    echo "  $name: online bootstrap of the lookback: ${m_boot[$name]}"
+  fi
+  for ((i = 0; i < n; i++)); do
+    "$BIN" --lake "$lake" --quiet serve --addr "127.0.0.1:${ports[$i]}" --insecure-no-auth --reload-secs 3600 \
+      --online-store "$store" >"$WORK/m_serve_${name}_$i.log" 2>&1 &
+    pids+=("$!")
+    BG_PIDS="$BG_PIDS $!"
+  done
+  for ((i = 0; i < n; i++)); do
+    wait_up "${pids[$i]}" "http://127.0.0.1:${ports[$i]}/ready" 180
+    if [ "$UP" != 1 ]; then
+      m_fail[$name]="replica $i not ready: $(tail -n 3 "$WORK/m_serve_${name}_$i.log" | tr '\n' ' ' | cut -c1-200)"
+    else
+      echo "  $name: replica $((i + 1)) ready in $UP_S s"
+    fi
+  done
+  cfg="$WORK/m_haproxy_$name.cfg"
+  if [ -z "${m_fail[$name]:-}" ]; then
+    m_haproxy_cfg "$cfg" "$M_FRONT" "${ports[@]}"
+    if ! "$HAPROXY_BIN" -c -f "$cfg" >"$WORK/m_haproxy_check.out" 2>&1; then
+      m_fail[$name]="haproxy -c refuses the rendered config: $(tail -n 2 "$WORK/m_haproxy_check.out" | tr '\n' ' ')"
+    fi
+  fi
+  if [ -z "${m_fail[$name]:-}" ]; then
+    "$HAPROXY_BIN" -f "$cfg" -db >"$WORK/m_haproxy_$name.log" 2>&1 &
+    ha=$!
+    BG_PIDS="$BG_PIDS $ha"
+    wait_up "$ha" "http://127.0.0.1:$M_FRONT/ready" 30
+    if [ "$UP" != 1 ]; then
+      m_fail[$name]="haproxy not routing: $(tail -n 2 "$WORK/m_haproxy_$name.log" | tr '\n' ' ' | cut -c1-200)"
+    else
+      run "m_wrk_${name}_warm" env WRK_START=0 wrk -t2 -c32 -d5s -s "$BENCH_DIR/score_fraudlake.lua" "http://127.0.0.1:$M_FRONT"
+      start=$(wrkres "$WORK/m_wrk_${name}_warm.out" last)
+      isnum "$start" || start=5000000
+      fl0=$(m_cpu_ticks "${pids[@]}"); rd0=$(m_cpu_ticks "$M_REDIS"); ha0=$(m_cpu_ticks "$ha"); busy0=$(m_busy_ticks)
+      calls0=$(m_redis_calls "$M_REDIS_PORT")
+      lat_s0=$(m_metric_sum model_inference_latency_seconds_sum "${ports[@]}")
+      lat_n0=$(m_metric_sum model_inference_latency_seconds_count "${ports[@]}")
+      rt0=$(m_metric_sum fraud_online_store_round_trips_total "${ports[@]}")
+      run "m_wrk_$name" env WRK_START="$start" wrk -t2 -c32 -d"${HTTP_SECONDS}s" --latency -s "$BENCH_DIR/score_fraudlake.lua" "http://127.0.0.1:$M_FRONT"
+      fl1=$(m_cpu_ticks "${pids[@]}"); rd1=$(m_cpu_ticks "$M_REDIS"); ha1=$(m_cpu_ticks "$ha"); busy1=$(m_busy_ticks)
+      calls1=$(m_redis_calls "$M_REDIS_PORT")
+      lat_s1=$(m_metric_sum model_inference_latency_seconds_sum "${ports[@]}")
+      lat_n1=$(m_metric_sum model_inference_latency_seconds_count "${ports[@]}")
+      rt1=$(m_metric_sum fraud_online_store_round_trips_total "${ports[@]}")
+      f="$WORK/m_wrk_$name.out"
+      grep -h '^first non-2xx' "$WORK/m_wrk_${name}_warm.out" "$f" 2>/dev/null | sed 's/^/  /' || true
+      m_rps[$name]=$(wrkres "$f" rps); m_p50[$name]=$(wrkres "$f" p50_ms); m_p99[$name]=$(wrkres "$f" p99_ms)
+      m_bad[$name]="$(wrkres "$f" non2xx) / $(wrkres "$f" errors)"; m_req[$name]=$(wrkres "$f" requests)
+      isnum "${m_rps[$name]}" || m_fail[$name]="wrk failed (see $f)"
+      tick=$TICKS_PER_S
+      m_fl[$name]=$(calc "($fl1 - $fl0) / $tick" 2); m_rd[$name]=$(calc "($rd1 - $rd0) / $tick" 2)
+      m_ha[$name]=$(calc "($ha1 - $ha0) / $tick" 2)
+      m_other[$name]=$(calc "($busy1 - $busy0 - ($fl1 - $fl0) - ($rd1 - $rd0) - ($ha1 - $ha0)) / $tick" 2)
+      m_lua[$name]=$(ratio "$(calc "${calls1% *} - ${calls0% *}" 0)" "${m_req[$name]}" 3)
+      m_cmds[$name]=$(ratio "$(calc "${calls1#* } - ${calls0#* }" 0)" "${m_req[$name]}" 3)
+      m_rt[$name]=$(ratio "$(calc "$rt1 - $rt0" 0)" "${m_req[$name]}" 3)
+      m_cost[$name]=$(ratio "$(calc "($lat_s1 - $lat_s0) * 1000000" 3)" "$(calc "$lat_n1 - $lat_n0" 0)" 1)
+      echo "  $name: $(fmt "${m_rps[$name]}" 0) req/s, p50 $(fmt "${m_p50[$name]}" 3) ms, p99 $(fmt "${m_p99[$name]}" 3) ms," \
+        "non-2xx / errors ${m_bad[$name]}; CPU s fraudlake ${m_fl[$name]}, redis ${m_rd[$name]}, haproxy ${m_ha[$name]}, other ${m_other[$name]}"
+    fi
+    if [ -n "${ha:-}" ]; then stop_server "$ha" 10; fi
+  fi
+  for ((i = 0; i < ${#pids[@]}; i++)); do
+    stop_server "${pids[$i]}" 120
+    if [ "$STOP_RC" != 0 ]; then
+      echo "  $name: replica $((i + 1)) exited with $STOP_RC after SIGTERM; last lines of its log:"
+      tail -n 8 "$WORK/m_serve_${name}_$i.log" | cut -c1-200 | sed 's/^/    | /'
+    fi
+  done
+  if [ -n "${m_fail[$name]:-}" ]; then echo "  $name FAILED: ${m_fail[$name]}"; fi
+  [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf -- "$lake"
+}
+if want m; then
+  header "m. replicas on Redis behind HAProxy: 1 in memory vs 1 and 2 on Redis (wrk, 32 connections)" "1 in memory"
+  REDIS_BIN=$(m_program redis-server FRAUDLAKE_REDIS_SERVER)
+  HAPROXY_BIN=$(m_program haproxy FRAUDLAKE_HAPROXY)
+  TICKS_PER_S=$(getconf CLK_TCK 2>/dev/null || echo 100)
+  if [ "$HB_OK" != 1 ]; then
+    skip "m. replicas" "$HB_HINT"
+  elif ! command -v wrk >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then
+    skip "m. replicas" "needs wrk and curl (sudo apt-get install wrk curl)"
+  elif [ -z "$REDIS_BIN" ] || [ -z "$HAPROXY_BIN" ]; then
+    skip "m. replicas" "needs redis-server and haproxy (\`make deps\`; or FRAUDLAKE_REDIS_SERVER / FRAUDLAKE_HAPROXY)"
+  elif [ ! -r /proc/stat ]; then
+    skip "m. replicas" "needs /proc (Linux) for the CPU split"
+  elif ! "$BIN" online --help >/dev/null 2>&1; then
+    skip "m. replicas" "this binary has no \`fraudlake online\` (rebuild)"
+  else
+    # Free loopback ports: Redis, the balancer, two replicas.
+    mapfile -t m_ports < <("$JSON_PY" -c 'import socket
+ss=[socket.socket() for _ in range(4)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print("\n".join(str(s.getsockname()[1]) for s in ss))')
+    M_REDIS_PORT=${m_ports[0]} M_FRONT=${m_ports[1]} M_PORTS=("${m_ports[2]}" "${m_ports[3]}")
+    M_LAKE="$WORK/m_lake"
+    m_ready=0
+    run m_ingest "$BIN" --lake "$M_LAKE" --quiet ingest --preset handbook "$HANDBOOK"
+    if [ "$RC" != 0 ]; then failed m_ingest "fraudlake ingest"; else
+      run m_features "$BIN" --lake "$M_LAKE" --quiet features build
+      if [ "$RC" != 0 ]; then failed m_features "fraudlake features build"; else
+        run m_train "$BIN" --lake "$M_LAKE" --quiet train --train-start 2018-07-25 --format json
+        if [ "$RC" != 0 ]; then failed m_train "fraudlake train"; else m_ready=1; fi
+      fi
+    fi
+    mkdir -p "$WORK/m_redis"
+    "$REDIS_BIN" --port "$M_REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK/m_redis" \
+      --logfile "$WORK/m_redis/redis.log" >/dev/null 2>&1 &
+    M_REDIS=$!
+    BG_PIDS="$BG_PIDS $M_REDIS"
+    m_redis_up=0
+    for _ in $(seq 1 100); do
+      if [ "$(m_redis_calls "$M_REDIS_PORT")" != "n/a n/a" ]; then m_redis_up=1; break; fi
+      proc_alive "$M_REDIS" || break
+      sleep 0.1
+    done
+    if [ "$m_ready" != 1 ]; then
+      skip "m. replicas" "could not make the handbook lake and its champion (see above)"
+    elif [ "$m_redis_up" != 1 ]; then
+      skip "m. replicas" "redis-server did not answer: $(tail -n 3 "$WORK/m_redis/redis.log" 2>/dev/null | tr '\n' ' ')"
+    else
+      echo "  the same handbook lake (champion v1, trained on the ch. 3 week) copied for each setup;"
+      echo "  wrk -t2 -c32 through HAProxy, 5 s warm-up then ${HTTP_SECONDS} s, the same requests for every setup;"
+      echo "  everything on this machine's $(nproc 2>/dev/null || echo '?') cores"
+      M_URL="redis://127.0.0.1:$M_REDIS_PORT/0"
+      m_setup mem1 memory 1
+      m_setup redis1 "$M_URL" 1
+      m_setup redis2 "$M_URL" 2
+      # The side-by-side table, printed and saved.
+      m_table="$WORK/replicas.md"
+      {
+        echo "| setup | req/s | p50 ms | p99 ms | non-2xx / errors | CPU s: fraudlake / redis / haproxy / other | Lua calls per request | Redis commands per request | round trips per request (replicas' count) | in-process cost per request (mean, us) | bootstrap |"
+        echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        for s in mem1 redis1 redis2; do
+          case $s in mem1) label="1 replica, state in memory" ;; redis1) label="1 replica on Redis" ;; redis2) label="2 replicas on Redis" ;; esac
+          if [ -n "${m_fail[$s]:-}" ]; then
+            echo "| $label | failed: ${m_fail[$s]//|/\\|} | | | | | | | | | |"
+          else
+            echo "| $label | $(fmt "${m_rps[$s]:-}" 0) | $(fmt "${m_p50[$s]:-}" 3) | $(fmt "${m_p99[$s]:-}" 3) | ${m_bad[$s]:-n/a} |" \
+              "${m_fl[$s]:-n/a} / ${m_rd[$s]:-n/a} / ${m_ha[$s]:-n/a} / ${m_other[$s]:-n/a} | ${m_lua[$s]:-n/a} | ${m_cmds[$s]:-n/a} |" \
+              "${m_rt[$s]:-n/a} | ${m_cost[$s]:-n/a} | ${m_boot[$s]:-—} |"
+          fi
+        done
+      } >"$m_table"
+      mkdir -p "$RESULTS"
+      cp "$m_table" "$RESULTS/replicas.md"
+      echo
+      sed 's/^/  /' "$m_table"
+      echo "  (saved to $RESULTS/replicas.md)"
+      for s in mem1 redis1 redis2; do
+        case $s in mem1) label="1 replica in memory" ;; redis1) label="1 replica on Redis" ;; redis2) label="2 replicas on Redis" ;; esac
+        if [ -n "${m_fail[$s]:-}" ]; then
+          row "m. replicas" "$label" "failed: ${m_fail[$s]//|/\\|}" "—" "—" "—"
+          continue
+        fi
+        base=""; r="—"; goal="—"
+        if [ "$s" != mem1 ] && [ -z "${m_fail[mem1]:-}" ]; then
+          base="$(fmt "${m_rps[mem1]:-}" 0) req/s, p99 $(fmt "${m_p99[mem1]:-}" 3) ms"
+          r=$(ratio "${m_rps[$s]:-}" "${m_rps[mem1]:-}" 2)
+        fi
+        if [ "$s" != mem1 ]; then
+          goal="p99 < 5 ms: $(verdict lt "${m_p99[$s]:-}" 5); 1 Lua call per request: $(verdict le "${m_lua[$s]:-}" 1.01)"
+        fi
+        line "$label: req/s, p99 (ms)" "$(fmt "${m_rps[$s]:-}" 0), $(fmt "${m_p99[$s]:-}" 3)" "${base:-—}" "$r" "$goal"
+        row "m. replicas" "$label, through HAProxy: req/s, p50 / p99, non-2xx / errors" \
+          "$(fmt "${m_rps[$s]:-}" 0) req/s, $(fmt "${m_p50[$s]:-}" 3) / $(fmt "${m_p99[$s]:-}" 3) ms, ${m_bad[$s]:-}" "${base:-—}" "$r" "$goal"
+        row "m. replicas" "$label: CPU s over ${HTTP_SECONDS} s, fraudlake / redis / haproxy / other (wrk, kernel)" \
+          "${m_fl[$s]:-} / ${m_rd[$s]:-} / ${m_ha[$s]:-} / ${m_other[$s]:-}" "—" "—" "—"
+        row "m. replicas" "$label: Lua calls / Redis commands / replica-counted round trips per request; in-process cost" \
+          "${m_lua[$s]:-} / ${m_cmds[$s]:-} / ${m_rt[$s]:-}; $(fmt "${m_cost[$s]:-}" 1) us" "—" "—" "—"
+      done
+      if [ -n "${m_boot[redis1]:-}" ]; then
+        line "bootstrap of the lookback into Redis" "${m_boot[redis1]}" "—" "—" ""
+        row "m. replicas" "online bootstrap of the handbook lookback into Redis" "${m_boot[redis1]}" "—" "—" "—"
+      fi
+      # Projection from CPU per request: Redis runs commands on one thread, so one Redis core
+      # saturates at 1 / (its CPU per request); a replica on a machine of its own at cores /
+      # (fraudlake CPU per request); the balancer likewise on its own machine.
+      p=redis2
+      [ -z "${m_fail[$p]:-}" ] || p=redis1
+      if [ -z "${m_fail[$p]:-}" ] && isnum "${m_req[$p]:-}"; then
+        cores=$(nproc 2>/dev/null || echo 2)
+        us_fl=$(ratio "$(calc "${m_fl[$p]} * 1000000" 1)" "${m_req[$p]}" 1)
+        us_rd=$(ratio "$(calc "${m_rd[$p]} * 1000000" 1)" "${m_req[$p]}" 1)
+        us_ha=$(ratio "$(calc "${m_ha[$p]} * 1000000" 1)" "${m_req[$p]}" 1)
+        sat_rd=$(ratio 1000000 "$us_rd" 0)
+        per_machine=$(ratio "$(calc "$cores * 1000000" 0)" "$us_fl" 0)
+        sat_ha=$(ratio "$(calc "$cores * 1000000" 0)" "$us_ha" 0)
+        n_sat=$(ratio "$sat_rd" "$per_machine" 1)
+        echo "  projection from $p: CPU per request fraudlake $us_fl us, redis $us_rd us, haproxy $us_ha us;"
+        echo "    one replica alone on a $cores-core machine ~ $per_machine req/s; one Redis core saturates at ~ $sat_rd req/s"
+        echo "    (about $n_sat such replicas); HAProxy on a $cores-core machine of its own ~ $sat_ha req/s."
+        echo "    Beyond: Redis Cluster, keys hashed by entity ({c:123}): docs/serving.md, Several replicas on Redis."
+        row "m. replicas" "projection ($p CPU per request: fraudlake $us_fl us, redis $us_rd us, haproxy $us_ha us)" \
+          "1 replica per $cores-core machine ~ $per_machine req/s; Redis (one core) saturates at ~ $sat_rd req/s (~ $n_sat replicas)" \
+          "—" "—" "HAProxy alone on $cores cores ~ $sat_ha req/s"
+      fi
+    fi
+    stop_server "$M_REDIS" 10
+    [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf -- "$M_LAKE"
   fi
 fi
 

@@ -718,7 +718,8 @@ fn run_client(
                     if answer.body.contains("online_store_unavailable") {
                         "503 online_store_unavailable".to_string()
                     } else {
-                        format!("503 from the balancer: {}", answer.body.trim())
+                        // HAProxy's own page: no replica in service.
+                        "503 from the balancer".to_string()
                     }
                 }
                 Ok(answer) if matches!(answer.status, 502 | 504) => {
