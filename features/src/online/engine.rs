@@ -136,6 +136,57 @@ pub struct Answer {
     pub time_flag: u8,
 }
 
+/// One window group as a shared store needs to know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupInfo {
+    pub id: u32,
+    /// The longest frame's reach behind a transaction.
+    pub horizon_ns: i64,
+    /// History kept behind an entity's newest event (horizon plus the lateness tolerance).
+    pub keep_ns: i64,
+    /// Stored arguments per event.
+    pub width: usize,
+}
+
+/// One entity's share of applying a transaction: the event its history gains.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateWrite {
+    pub key: EntityKey,
+    pub time_ns: i64,
+    pub tx_id: i64,
+    pub args: Vec<Option<f64>>,
+}
+
+/// A store that keeps nothing and records the writes (see [`OnlineEngine::writes_for`]).
+#[derive(Debug, Default)]
+struct Recorder {
+    writes: Vec<StateWrite>,
+}
+
+impl EntityStore for Recorder {
+    fn history(&self, _key: EntityKey) -> Option<&super::state::History> {
+        None
+    }
+    fn insert(&mut self, key: EntityKey, time_ns: i64, tx_id: i64, args: &[Option<f64>], _: i64) {
+        self.writes.push(StateWrite {
+            key,
+            time_ns,
+            tx_id,
+            args: args.to_vec(),
+        });
+    }
+    fn update_args(&mut self, _: EntityKey, _: i64, _: i64, _: &[Option<f64>]) -> bool {
+        false
+    }
+    fn evict(&mut self, _: u32, _: i64) {}
+    fn entities(&self) -> usize {
+        0
+    }
+    fn events(&self) -> usize {
+        0
+    }
+}
+
 /// Whether a transaction id was seen before, as far as this engine remembers (the lookback).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Seen {
@@ -460,6 +511,132 @@ impl<S: EntityStore> OnlineEngine<S> {
         Ok(true)
     }
 
+    /// The window groups of the plan (one per window step and entity column), for a store
+    /// that keeps their histories elsewhere.
+    pub fn groups(&self) -> Vec<GroupInfo> {
+        self.groups
+            .iter()
+            .flatten()
+            .map(|g| GroupInfo {
+                id: g.id,
+                horizon_ns: g.horizon_ns,
+                keep_ns: g.keep_ns,
+                width: g.slot_keys.len(),
+            })
+            .collect()
+    }
+
+    /// The first window whose argument or entity is computed from another window's result,
+    /// if any. A shared store computes a transaction's window arguments before it reads any
+    /// history, so it serves only plans where none is (DataFusion makes one window step per
+    /// entity; those are independent, as in sql/features.sql).
+    pub fn window_over_window(&self) -> Option<String> {
+        use deltalake::datafusion::physical_expr::utils::collect_columns;
+        // Per column of the current step's input: whether it derives from a window.
+        let mut derived: Vec<bool> = vec![false; self.plan.input_schema.fields().len()];
+        let depends = |expr: &Arc<dyn PhysicalExpr>, derived: &[bool]| {
+            collect_columns(expr)
+                .iter()
+                .any(|c| derived.get(c.index()).copied().unwrap_or(true))
+        };
+        for step in &self.plan.steps {
+            match step {
+                Step::Project { exprs, .. } => {
+                    derived = exprs.iter().map(|e| depends(e, &derived)).collect();
+                }
+                Step::Window { windows, .. } => {
+                    for w in windows {
+                        let arg = w.arg.as_ref().is_some_and(|a| depends(a, &derived));
+                        let entity = derived.get(w.partition_index).copied().unwrap_or(true);
+                        if arg || entity {
+                            return Some(w.column.clone());
+                        }
+                    }
+                    derived.extend(std::iter::repeat_n(true, windows.len()));
+                }
+            }
+        }
+        None
+    }
+
+    /// What applying `txs` would store, per transaction and entity, with their label taken
+    /// as `is_fraud`: the first half of a shared store's round (the second is
+    /// [`OnlineEngine::features_stored`]). Nothing here changes.
+    pub fn writes_for(&self, txs: &[Transaction], is_fraud: bool) -> Result<Vec<Vec<StateWrite>>> {
+        let mut recorder = Recorder::default();
+        let input = self.input_batch_with(txs, |_| is_fraud)?;
+        run_steps(
+            &self.plan,
+            &self.groups,
+            Store::Write(&mut recorder),
+            input,
+            txs,
+            Mode::Apply,
+        )?;
+        let mut out: Vec<Vec<StateWrite>> = vec![Vec::new(); txs.len()];
+        let index: FastMap<i64, usize> =
+            txs.iter().enumerate().map(|(i, t)| (t.tx_id, i)).collect();
+        for w in recorder.writes {
+            match index.get(&w.tx_id) {
+                Some(&i) => out[i].push(w),
+                None => return Err(Error::invalid("a window wrote for an unknown tx_id")),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The output row of a transaction already stored in `store` (its histories, read back
+    /// from a shared store, include it and whatever arrived before it).
+    pub fn features_stored(
+        &self,
+        tx: &Transaction,
+        is_fraud: bool,
+        store: &MemoryStore,
+    ) -> Result<RecordBatch> {
+        let txs = std::slice::from_ref(tx);
+        let input = self.input_batch_with(txs, |_| is_fraud)?;
+        run_steps(
+            &self.plan,
+            &self.groups,
+            Store::Read(store),
+            input,
+            txs,
+            Mode::Recompute,
+        )
+    }
+
+    /// The output row of a transaction from itself alone, no history (a degraded answer when
+    /// the shared store is out of reach): each window sees only this transaction.
+    pub fn features_alone(&self, tx: &Transaction) -> Result<RecordBatch> {
+        let txs = std::slice::from_ref(tx);
+        let input = self.input_batch_with(txs, |_| false)?;
+        let empty = MemoryStore::default();
+        run_steps(
+            &self.plan,
+            &self.groups,
+            Store::Read(&empty),
+            input,
+            txs,
+            Mode::Peek,
+        )
+    }
+
+    /// Records transactions a shared store applied: this engine's watermark and its memory of
+    /// recent tx_ids (retries, answers) follow them; its own store is not touched.
+    pub fn note_applied(&mut self, txs: &[Transaction]) {
+        for tx in txs {
+            if !self.recent.contains_key(&tx.tx_id) {
+                self.remember(*tx);
+            }
+        }
+    }
+
+    /// Moves the event-time watermark to at least `ns` (a shared store's watermark, read at
+    /// start-up instead of replaying the lake).
+    pub fn advance_watermark(&mut self, ns: i64) {
+        self.clock.advance(ns);
+    }
+
     fn remember(&mut self, tx: Transaction) {
         let is_fraud = self.pending_labels.remove(&tx.tx_id).unwrap_or(false);
         let t = tx.event_time_ns();
@@ -501,6 +678,14 @@ impl<S: EntityStore> OnlineEngine<S> {
     }
 
     fn input_batch(&self, txs: &[Transaction]) -> Result<RecordBatch> {
+        self.input_batch_with(txs, |t| self.is_fraud_of(t))
+    }
+
+    fn input_batch_with(
+        &self,
+        txs: &[Transaction],
+        is_fraud: impl Fn(&Transaction) -> bool,
+    ) -> Result<RecordBatch> {
         let schema = &self.plan.input_schema;
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
         for field in schema.fields() {
@@ -514,7 +699,7 @@ impl<S: EntityStore> OnlineEngine<S> {
                 )),
                 "amount" => Arc::new(Float64Array::from_iter_values(txs.iter().map(|t| t.amount))),
                 "is_fraud" => Arc::new(Int64Array::from_iter_values(
-                    txs.iter().map(|t| self.is_fraud_of(t) as i64),
+                    txs.iter().map(|t| is_fraud(t) as i64),
                 )),
                 "tx_ts" => timestamp(
                     field.data_type(),
@@ -1049,6 +1234,35 @@ mod tests {
             for (p, q) in rx.iter().zip(ry) {
                 assert!((p - q).abs() <= 1e-9 * p.abs().max(1.0), "{rx:?} vs {ry:?}");
             }
+        }
+    }
+
+    /// What a shared store does in two passes (writes first, then features from histories
+    /// read back) gives what the engine gives in one, and features.sql qualifies for it.
+    #[tokio::test]
+    async fn writes_then_stored_histories_give_the_engine_features() {
+        let plan = plan().await;
+        let mut engine = OnlineEngine::new(plan.clone());
+        assert_eq!(engine.window_over_window(), None);
+        let mut shared = MemoryStore::default();
+        let txs: Vec<Transaction> = (0..3_000).map(normal).collect();
+        let want = rows(&mut engine, &txs);
+        let bookkeeping = OnlineEngine::new(plan.clone());
+        for (tx, want) in txs.iter().zip(&want) {
+            let writes = bookkeeping
+                .writes_for(std::slice::from_ref(tx), false)
+                .unwrap();
+            assert_eq!(writes[0].len(), 2, "one write per entity");
+            for w in &writes[0] {
+                shared.insert(w.key, w.time_ns, w.tx_id, &w.args, i64::MAX);
+            }
+            let got = bookkeeping.features_stored(tx, false, &shared).unwrap();
+            assert_eq!(
+                &feature_rows(&plan, &got).unwrap()[0],
+                want,
+                "tx {}",
+                tx.tx_id
+            );
         }
     }
 

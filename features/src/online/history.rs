@@ -95,11 +95,31 @@ pub async fn load(
 /// load nothing. Rows past the anchor (see [`robust_anchor`]) are outliers: not loaded (they
 /// stay in the lake), counted in a warning.
 pub async fn bootstrap<S: EntityStore>(engine: &mut OnlineEngine<S>, lake: &Lake) -> Result<usize> {
+    let (rows, _) = lookback(engine, lake).await?;
+    for chunk in rows.chunks(8192) {
+        let txs: Vec<Transaction> = chunk.iter().map(|r| r.tx).collect();
+        for r in chunk {
+            if let Some((is_fraud, _)) = r.label {
+                engine.apply_label(r.tx.tx_id, is_fraud)?; // held until the tx is applied
+            }
+        }
+        engine.score_and_apply(&txs)?;
+    }
+    Ok(rows.len())
+}
+
+/// The rows [`bootstrap`] applies: the lake's last lookback (the windows' plus the engine's
+/// lateness tolerance) before the robust anchor, in event-time order, with the anchor (µs;
+/// `None` for an empty lake). A shared store loads the same rows.
+pub async fn lookback<S: EntityStore>(
+    engine: &OnlineEngine<S>,
+    lake: &Lake,
+) -> Result<(Vec<HistoryRow>, Option<i64>)> {
     let rules = *engine.event_time_rules();
     let skew_us = rules.max_skew_ns / 1000;
     let newest = newest_tx_ts(lake, 2 * rules.quorum.max(1)).await?;
     let Some(anchor_us) = robust_anchor(&newest, skew_us, 86_400_000_000) else {
-        return Ok(0);
+        return Ok((Vec::new(), None));
     };
     let outliers = newest.iter().filter(|&&t| t > anchor_us).count();
     if outliers > 0 {
@@ -118,16 +138,7 @@ pub async fn bootstrap<S: EntityStore>(engine: &mut OnlineEngine<S>, lake: &Lake
         Some(anchor_us),
     )
     .await?;
-    for chunk in rows.chunks(8192) {
-        let txs: Vec<Transaction> = chunk.iter().map(|r| r.tx).collect();
-        for r in chunk {
-            if let Some((is_fraud, _)) = r.label {
-                engine.apply_label(r.tx.tx_id, is_fraud)?; // held until the tx is applied
-            }
-        }
-        engine.score_and_apply(&txs)?;
-    }
-    Ok(rows.len())
+    Ok((rows, Some(anchor_us)))
 }
 
 /// The `n` newest `tx_ts` (microseconds), oldest first.

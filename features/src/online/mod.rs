@@ -9,8 +9,9 @@
 pub mod clock;
 pub mod engine;
 pub mod history;
+pub mod redis_store;
 pub mod state;
 
 pub use clock::{EventTimeRules, SkewPolicy, Timing};
-pub use engine::{feature_rows, Answer, OnlineEngine, Seen, Transaction};
+pub use engine::{feature_rows, Answer, GroupInfo, OnlineEngine, Seen, StateWrite, Transaction};
 pub use state::{EntityKey, EntityStore, History, MemoryStore};
