@@ -55,6 +55,19 @@ pub struct FileConfig {
     /// `[labels]`: which label source wins (precedence, most trusted first).
     #[serde(default)]
     pub labels: LabelsConfig,
+    /// `[online]`: where the scoring server keeps its online state.
+    #[serde(default)]
+    pub online: OnlineConfig,
+}
+
+/// `[online]` in fraudlake.toml (`--online-store`/`FRAUDLAKE_ONLINE_STORE` win).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OnlineConfig {
+    /// `memory` (default) or `redis://[user:password@]host:port/db`.
+    pub store: Option<String>,
+    /// `closed` (default: 503 while the store fails) or `open` (score without history).
+    pub on_store_failure: Option<String>,
 }
 
 /// `[event_time]` in fraudlake.toml (flags and `FRAUDLAKE_*` variables of `serve` win).
@@ -119,6 +132,7 @@ pub struct Settings {
     pub drift: DriftConfig,
     pub event_time: EventTimeConfig,
     pub labels: LabelsConfig,
+    pub online: OnlineConfig,
 }
 
 impl Settings {
@@ -169,6 +183,7 @@ impl Settings {
             drift: file.drift,
             event_time: file.event_time,
             labels: file.labels,
+            online: file.online,
         })
     }
 

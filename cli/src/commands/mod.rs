@@ -8,6 +8,7 @@ mod ingest;
 mod keys;
 mod lake;
 mod models;
+mod online;
 mod serve;
 mod simulate;
 mod sql;
@@ -42,6 +43,9 @@ pub enum Command {
     Explain(train::ExplainArgs),
     /// The scoring API: POST /score with live features and the champion model.
     Serve(serve::ServeArgs),
+    /// The shared online store (Redis) of several `serve` replicas: bootstrap, stats.
+    #[command(subcommand)]
+    Online(online::OnlineCommand),
     /// API keys for the server's write routes: create, list, revoke.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -74,6 +78,7 @@ pub async fn run(command: Command, settings: &Settings) -> Result<u8> {
         Command::Explain(a) => train::explain(a, settings).await,
         Command::Models(c) => models::run(c, settings).await,
         Command::Serve(a) => serve::run(a, settings).await,
+        Command::Online(c) => online::run(c, settings).await,
         Command::Keys(c) => keys::run(c, settings).await,
         Command::Drift(a) => drift::run(a, settings).await,
         Command::Dag(c) => dag::run(c, settings).await,

@@ -69,11 +69,53 @@ pub struct ServeArgs {
     /// resuming after a gap). Default 100 ([event_time] watermark_quorum).
     #[arg(long, env = "FRAUDLAKE_WATERMARK_QUORUM")]
     watermark_quorum: Option<usize>,
+    /// Where the online feature state lives: `memory` (this process; rebuilt from the lake at
+    /// start) or `redis://[user:password@]host:port/db`, shared by every replica pointed at
+    /// it (bootstrapped from the lake once). Default memory ([online] store).
+    #[arg(long, env = "FRAUDLAKE_ONLINE_STORE", value_name = "URL")]
+    online_store: Option<String>,
+    /// While the shared online store fails: `closed` answers 503 (default), `open` scores
+    /// from the transaction alone, flagged `"degraded": true` ([online] on_store_failure).
+    #[arg(long, env = "FRAUDLAKE_ON_STORE_FAILURE", value_enum)]
+    on_store_failure: Option<StoreFailure>,
     /// Also run the DAGs of --dags on their schedules in this process (one process for all).
     #[arg(long, env = "FRAUDLAKE_SCHEDULER")]
     scheduler: bool,
     #[command(flatten)]
     dags: super::dag::DagsDir,
+}
+
+/// What a replica does while the shared online store fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreFailure {
+    Closed,
+    Open,
+}
+
+/// `--online-store` or `[online] store`: `None` for the in-process store.
+pub(crate) fn online_store(flag: Option<String>, settings: &Settings) -> Result<Option<String>> {
+    let value = flag.or_else(|| settings.online.store.clone());
+    match value.as_deref().map(str::trim) {
+        None | Some("") | Some("memory") => Ok(None),
+        Some(url) if url.starts_with("redis://") || url.starts_with("redis+unix://") => {
+            Ok(Some(url.to_string()))
+        }
+        Some(other) => anyhow::bail!(
+            "--online-store '{}': expected `memory` or redis://[user:password@]host:port/db",
+            other.split('@').next_back().unwrap_or(other)
+        ),
+    }
+}
+
+fn store_fail_open(flag: Option<StoreFailure>, settings: &Settings) -> Result<bool> {
+    Ok(match (flag, settings.online.on_store_failure.as_deref()) {
+        (Some(f), _) => f == StoreFailure::Open,
+        (None, None | Some("closed")) => false,
+        (None, Some("open")) => true,
+        (None, Some(other)) => {
+            anyhow::bail!("fraudlake.toml [online] on_store_failure '{other}': closed or open")
+        }
+    })
 }
 
 pub async fn run(a: ServeArgs, settings: &Settings) -> Result<u8> {
@@ -96,6 +138,8 @@ pub async fn run(a: ServeArgs, settings: &Settings) -> Result<u8> {
         event_time: event_time_rules(&a, settings)?,
         insecure_no_auth: a.insecure_no_auth,
         label_policy: settings.label_policy(a.label_precedence.as_deref())?,
+        online_store: online_store(a.online_store.clone(), settings)?,
+        store_fail_open: store_fail_open(a.on_store_failure, settings)?,
     };
     config.validate()?;
     let path = a.sql.unwrap_or_else(|| settings.features_sql.clone());
@@ -154,15 +198,30 @@ pub async fn run(a: ServeArgs, settings: &Settings) -> Result<u8> {
 
 /// Flag or environment variable, else `[event_time]` in fraudlake.toml, else the defaults.
 fn event_time_rules(a: &ServeArgs, settings: &Settings) -> Result<EventTimeRules> {
+    event_time_rules_from(
+        a.max_event_skew,
+        a.event_skew_policy,
+        a.watermark_quorum,
+        settings,
+    )
+}
+
+/// [`event_time_rules`] from the values of the flags (also used by `fraudlake online`).
+pub(crate) fn event_time_rules_from(
+    max_event_skew: Option<Duration>,
+    event_skew_policy: Option<SkewPolicy>,
+    watermark_quorum: Option<usize>,
+    settings: &Settings,
+) -> Result<EventTimeRules> {
     let file = &settings.event_time;
     let defaults = EventTimeRules::default();
-    let skew = match (a.max_event_skew, &file.max_skew) {
+    let skew = match (max_event_skew, &file.max_skew) {
         (Some(d), _) => d,
         (None, Some(text)) => parse_span(text)
             .map_err(|e| anyhow::anyhow!("fraudlake.toml [event_time] max_skew: {e}"))?,
         (None, None) => Duration::from_nanos(defaults.max_skew_ns.unsigned_abs()),
     };
-    let policy = match (a.event_skew_policy, &file.skew_policy) {
+    let policy = match (event_skew_policy, &file.skew_policy) {
         (Some(p), _) => p,
         (None, Some(text)) => text
             .parse()
@@ -172,15 +231,14 @@ fn event_time_rules(a: &ServeArgs, settings: &Settings) -> Result<EventTimeRules
     Ok(EventTimeRules {
         max_skew_ns: i64::try_from(skew.as_nanos()).unwrap_or(i64::MAX),
         policy,
-        quorum: a
-            .watermark_quorum
+        quorum: watermark_quorum
             .or(file.watermark_quorum)
             .unwrap_or(defaults.quorum),
     })
 }
 
 /// A positive span: a number followed by s, m, h or d (e.g. 90s, 30m, 1h, 2d).
-fn parse_span(text: &str) -> std::result::Result<Duration, String> {
+pub(crate) fn parse_span(text: &str) -> std::result::Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (number, unit) = t.split_at(split);

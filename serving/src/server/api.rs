@@ -180,6 +180,10 @@ pub struct ScoreResponse {
     /// With `?explain=true`: the largest contributions, by magnitude.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub top_contributions: Option<Vec<FeatureContribution>>,
+    /// `true` when the shared online store failed and the server runs with
+    /// `--on-store-failure open`: the windows saw no history, only this transaction.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]

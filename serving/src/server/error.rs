@@ -13,7 +13,7 @@ use super::json::Json;
 pub struct ErrorBody {
     /// A stable kind: invalid_json, invalid_field, event_time_ahead, too_large, batch_too_large,
     /// not_found, unauthorized (no valid API key), forbidden (the key lacks the route's scope),
-    /// not_ready, conflict, timeout, internal.
+    /// not_ready, online_store_unavailable, conflict, timeout, internal.
     pub error: String,
     /// What exactly is wrong, naming the field when there is one.
     pub detail: String,

@@ -9,7 +9,8 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use fraudlake_features::online::clock::Ahead;
-use fraudlake_features::{feature_rows, Answer, Seen, Timing, Transaction};
+use fraudlake_features::online::redis_store::StoredAs;
+use fraudlake_features::{feature_rows, Answer, OnlineEngine, Seen, Timing, Transaction};
 
 use super::api::*;
 use super::auth::{AdminScope, Caller, LabelScope, ScoreScope};
@@ -34,22 +35,46 @@ enum Outcome {
     /// New: admitted by event time, stored in the online state, queued for the lake.
     Fresh(Timing),
     /// The same transaction again: nothing stored or written; the answer given before, once
-    /// it was recorded (a retry racing its original, or one of a transaction loaded from the
-    /// lake at start-up, is scored again from its recomputed features).
+    /// it was recorded (a retry racing its original, one through another replica, or one of
+    /// a transaction loaded from the lake at start-up, is scored again from its recomputed
+    /// features).
     Retry(Option<Answer>),
+    /// Recorded in the shared store before, but not by this process (through another
+    /// replica, maybe one killed before it answered or committed): answered from its
+    /// recomputed features and queued for the lake again, which drops it if it holds it.
+    Recorded,
+    /// New, but the shared online store failed and `--on-store-failure open`: scored from the
+    /// transaction alone (no history), not stored in the online state, queued for the lake.
+    Degraded(Timing),
 }
 
-/// Features for `txs` in order (each seeing the ones before). A tx_id remembered with the same
-/// body is a retry (its stored form is used, nothing is stored again); with another body the
-/// request is refused (409). New transactions are admitted by event time (422 when too far
-/// ahead of the watermark, or clamped), then stored. `at(i)` names item `i` in messages.
-fn features(
+fn conflict(state: &SharedState, at: &str, tx_id: i64, field: &str) -> ApiError {
+    state
+        .metrics
+        .tx_id_reuse
+        .with_label_values(&["conflict"])
+        .inc();
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "conflict",
+        format!(
+            "{at}tx_id: {tx_id} was already scored with a different {field}; a retry must \
+             repeat the same transaction, a new transaction needs a new tx_id"
+        ),
+    )
+}
+
+/// Judges `txs` against what this process remembers: a tx_id remembered with the same body
+/// is a retry (its stored form replaces it), with another body the request is refused (409);
+/// new transactions are admitted by event time (422 when too far ahead of the watermark, or
+/// clamped).
+fn judge(
     state: &SharedState,
+    engine: &mut OnlineEngine,
     txs: &mut [Transaction],
-    at: impl Fn(usize) -> String,
-) -> Result<(Vec<Vec<f64>>, Vec<Outcome>), ApiError> {
+    at: &impl Fn(usize) -> String,
+) -> Result<Vec<Outcome>, ApiError> {
     let metrics = &state.metrics;
-    let mut engine = state.engine.lock();
     let mut outcomes = Vec::with_capacity(txs.len());
     let mut fresh = Vec::with_capacity(txs.len());
     for (i, tx) in txs.iter_mut().enumerate() {
@@ -62,19 +87,7 @@ fn features(
                 *tx = stored;
                 outcomes.push(Outcome::Retry(answer));
             }
-            Seen::Conflict { field } => {
-                metrics.tx_id_reuse.with_label_values(&["conflict"]).inc();
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "conflict",
-                    format!(
-                        "{}tx_id: {} was already scored with a different {field}; a retry must \
-                         repeat the same transaction, a new transaction needs a new tx_id",
-                        at(i),
-                        tx.tx_id
-                    ),
-                ));
-            }
+            Seen::Conflict { field } => return Err(conflict(state, &at(i), tx.tx_id, field)),
         }
     }
     if !fresh.is_empty() {
@@ -105,21 +118,116 @@ fn features(
             }
         }
     }
-    let batch = engine.score_and_apply(txs)?;
-    for (tx, outcome) in txs.iter().zip(&outcomes) {
+    Ok(outcomes)
+}
+
+/// After the state took `txs`: clamped times remembered for retries, retries counted,
+/// gauges updated.
+fn after_apply(
+    state: &SharedState,
+    engine: &mut OnlineEngine,
+    txs: &[Transaction],
+    outcomes: &[Outcome],
+) {
+    for (tx, outcome) in txs.iter().zip(outcomes) {
         match outcome {
             Outcome::Fresh(Timing::Clamped { requested_ts_us }) => {
                 engine.record_requested_ts(tx.tx_id, *requested_ts_us);
             }
-            Outcome::Retry(_) => metrics.tx_id_reuse.with_label_values(&["replayed"]).inc(),
-            Outcome::Fresh(_) => {}
+            Outcome::Retry(_) | Outcome::Recorded => state
+                .metrics
+                .tx_id_reuse
+                .with_label_values(&["replayed"])
+                .inc(),
+            _ => {}
         }
     }
-    metrics.entities.set(engine.entities() as i64);
-    if let Some(w) = engine.watermark_ns() {
-        metrics.watermark.set(w as f64 / 1e9);
+    if state.shared.is_none() {
+        state.metrics.entities.set(engine.entities() as i64);
     }
+    if let Some(w) = engine.watermark_ns() {
+        state.metrics.watermark.set(w as f64 / 1e9);
+    }
+}
+
+/// Features for `txs` in order (each seeing the ones before), from the in-memory state or
+/// the shared store. `at(i)` names item `i` in messages.
+async fn features(
+    state: &SharedState,
+    txs: &mut [Transaction],
+    at: impl Fn(usize) -> String,
+) -> Result<(Vec<Vec<f64>>, Vec<Outcome>), ApiError> {
+    let Some(shared) = state.shared.as_ref() else {
+        let mut engine = state.engine.lock();
+        let outcomes = judge(state, &mut engine, txs, &at)?;
+        let batch = engine.score_and_apply(txs)?;
+        after_apply(state, &mut engine, txs, &outcomes);
+        drop(engine);
+        return Ok((feature_rows(&state.plan, &batch)?, outcomes));
+    };
+    let requested: Vec<Transaction> = txs.to_vec();
+    let (mut outcomes, unlabeled, fraud) = {
+        let mut engine = state.engine.lock();
+        let outcomes = judge(state, &mut engine, txs, &at)?;
+        let unlabeled = engine.writes_for(txs, false)?;
+        let fraud = engine.writes_for(txs, true)?;
+        (outcomes, unlabeled, fraud)
+    };
+    state.metrics.store.round_trips.inc();
+    let stored = match shared
+        .store
+        .score(txs, &requested, &unlabeled, &fraud)
+        .await
+    {
+        Ok(stored) => stored,
+        Err(e) => {
+            shared.failed(state, &e);
+            if !shared.fail_open {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "online_store_unavailable",
+                    e.to_string(),
+                ));
+            }
+            tracing::warn!(error = %e, "online store failed: scoring without history (degraded)");
+            let engine = state.engine.lock();
+            let mut batches = Vec::with_capacity(txs.len());
+            for (tx, outcome) in txs.iter().zip(outcomes.iter_mut()) {
+                batches.push(engine.features_alone(tx)?);
+                if let Outcome::Fresh(timing) = *outcome {
+                    *outcome = Outcome::Degraded(timing);
+                    state.metrics.store.degraded.inc();
+                }
+            }
+            drop(engine);
+            let batch =
+                deltalake::arrow::compute::concat_batches(&state.plan.output_schema, &batches)
+                    .map_err(|e| ApiError::internal(e.to_string()))?;
+            return Ok((feature_rows(&state.plan, &batch)?, outcomes));
+        }
+    };
+    let mut engine = state.engine.lock();
+    let mut batches = Vec::with_capacity(txs.len());
+    let mut applied = Vec::with_capacity(txs.len());
+    for (i, s) in stored.iter().enumerate() {
+        match s.stored_as {
+            StoredAs::Conflict { field } => {
+                return Err(conflict(state, &at(i), txs[i].tx_id, field));
+            }
+            StoredAs::Retry => {
+                if let Outcome::Fresh(_) = outcomes[i] {
+                    outcomes[i] = Outcome::Recorded;
+                }
+            }
+            StoredAs::New => applied.push(txs[i]),
+        }
+        batches.push(engine.features_stored(&txs[i], s.is_fraud, &s.state)?);
+    }
+    engine.note_applied(&applied);
+    after_apply(state, &mut engine, txs, &outcomes);
     drop(engine);
+    let batch = deltalake::arrow::compute::concat_batches(&state.plan.output_schema, &batches)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     Ok((feature_rows(&state.plan, &batch)?, outcomes))
 }
 
@@ -168,9 +276,14 @@ fn respond(
     started: Instant,
 ) -> Result<ScoreResponse, ApiError> {
     let time_flag = match outcome {
-        Outcome::Fresh(Timing::OnTime) | Outcome::Retry(None) => None,
-        Outcome::Fresh(Timing::Late) => Some(TimeFlag::Late),
-        Outcome::Fresh(Timing::Clamped { .. }) => Some(TimeFlag::Clamped),
+        Outcome::Fresh(Timing::OnTime)
+        | Outcome::Degraded(Timing::OnTime)
+        | Outcome::Retry(None)
+        | Outcome::Recorded => None,
+        Outcome::Fresh(Timing::Late) | Outcome::Degraded(Timing::Late) => Some(TimeFlag::Late),
+        Outcome::Fresh(Timing::Clamped { .. }) | Outcome::Degraded(Timing::Clamped { .. }) => {
+            Some(TimeFlag::Clamped)
+        }
         Outcome::Retry(Some(a)) => TimeFlag::from_code(a.time_flag),
     };
     let (p, decision, model_version) = match outcome {
@@ -211,14 +324,16 @@ fn respond(
     } else {
         (None, None)
     };
-    if let Outcome::Fresh(_) = outcome {
+    if let Outcome::Fresh(_) | Outcome::Degraded(_) | Outcome::Recorded = outcome {
         // Scores and decisions of transactions, not of requests: a retry is not counted again.
-        state.metrics.risk.observe(p);
-        state
-            .metrics
-            .decisions
-            .with_label_values(&[decision.as_str()])
-            .inc();
+        if !matches!(outcome, Outcome::Recorded) {
+            state.metrics.risk.observe(p);
+            state
+                .metrics
+                .decisions
+                .with_label_values(&[decision.as_str()])
+                .inc();
+        }
         state.engine.lock().record_answer(
             tx.tx_id,
             Answer {
@@ -248,12 +363,32 @@ fn respond(
         scored_tx_ts: (time_flag == Some(TimeFlag::Clamped)).then(|| rfc3339(tx.tx_ts_us)),
         features,
         top_contributions: top,
+        degraded: matches!(outcome, Outcome::Degraded(_)).then_some(true),
     })
+}
+
+/// Ready to score: as [`require_ready`], but with `--on-store-failure open` a failing shared
+/// store is no reason to refuse (the answer is degraded instead).
+fn require_ready_to_score(state: &SharedState) -> Result<(), ApiError> {
+    match state.shared.as_ref() {
+        Some(shared)
+            if shared.fail_open && state.ready.load(std::sync::atomic::Ordering::Acquire) =>
+        {
+            Ok(())
+        }
+        _ => require_ready(state),
+    }
 }
 
 fn require_ready(state: &SharedState) -> Result<(), ApiError> {
     if state.is_ready() {
         Ok(())
+    } else if state.shared.as_ref().is_some_and(|s| !s.is_up()) {
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "online_store_unavailable",
+            "the shared online store is unreachable or being re-bootstrapped from the lake",
+        ))
     } else {
         Err(ApiError::not_ready(
             "the online state is still loading from the lake",
@@ -284,9 +419,10 @@ pub async fn score(
     let started = Instant::now();
     let explain = explain_flag(query.as_deref())?;
     let mut tx = req.validate("")?;
-    require_ready(&state)?;
+    require_ready_to_score(&state)?;
     let scorer = state.scorer.load_full();
-    let (mut rows, outcomes) = features(&state, std::slice::from_mut(&mut tx), |_| String::new())?;
+    let (mut rows, outcomes) =
+        features(&state, std::slice::from_mut(&mut tx), |_| String::new()).await?;
     let (row, outcome) = rows
         .pop()
         .zip(outcomes.first().copied())
@@ -348,12 +484,12 @@ pub async fn score_batch(
             ),
         ));
     }
-    require_ready(&state)?;
+    require_ready_to_score(&state)?;
     if txs.is_empty() {
         return Ok(Json(BatchResponse { results: vec![] }));
     }
     let scorer = state.scorer.load_full();
-    let (rows, outcomes) = features(&state, &mut txs, |i| format!("transactions[{i}]."))?;
+    let (rows, outcomes) = features(&state, &mut txs, |i| format!("transactions[{i}].")).await?;
     let results = txs
         .iter()
         .zip(rows)
@@ -422,7 +558,25 @@ pub async fn labels(
                 .inc();
         }
         if verdict.applies {
-            if state.engine.lock().apply_label(l.tx_id, l.is_fraud)? {
+            let changed = match state.shared.as_ref() {
+                None => state.engine.lock().apply_label(l.tx_id, l.is_fraud)?,
+                Some(shared) => {
+                    state.metrics.store.round_trips.inc();
+                    shared.store.label(l.tx_id, l.is_fraud).await.map_err(|e| {
+                        shared.failed(&state, &e);
+                        ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "online_store_unavailable",
+                            format!(
+                                "{e}; the labels before tx_id {} in this request were applied, \
+                                     retrying the request is safe",
+                                l.tx_id
+                            ),
+                        )
+                    })?
+                }
+            };
+            if changed {
                 applied += 1;
             }
             let now_counts = super::provenance::Current {

@@ -32,6 +32,61 @@ pub struct Metrics {
     pub tx_id_reuse: IntCounterVec,
     pub writer_duplicates: IntCounter,
     pub drift: DriftGauges,
+    pub store: StoreMetrics,
+}
+
+/// The shared online store (`--online-store redis://...`); all zero with the in-memory store.
+pub struct StoreMetrics {
+    pub up: IntGauge,
+    pub round_trips: IntCounter,
+    pub errors: IntCounter,
+    pub degraded: IntCounter,
+    pub rebootstraps: IntCounter,
+    pub entities: IntGauge,
+    pub bytes: IntGauge,
+}
+
+impl StoreMetrics {
+    fn new(registry: &Registry) -> prometheus::Result<StoreMetrics> {
+        let m = StoreMetrics {
+            up: IntGauge::new(
+                "fraud_online_store_up",
+                "1 while the shared online store answers with the generation this replica serves",
+            )?,
+            round_trips: IntCounter::new(
+                "fraud_online_store_round_trips_total",
+                "pipelines sent to the shared online store by requests (one per /score)",
+            )?,
+            errors: IntCounter::new(
+                "fraud_online_store_errors_total",
+                "requests the shared online store failed (unreachable, or its state lost)",
+            )?,
+            degraded: IntCounter::new(
+                "fraud_online_degraded_total",
+                "transactions scored without history because the online store failed (--on-store-failure open)",
+            )?,
+            rebootstraps: IntCounter::new(
+                "fraud_online_rebootstraps_total",
+                "bootstraps of the shared online store from the lake run by this replica after the store lost its state",
+            )?,
+            entities: IntGauge::new(
+                "fraud_online_store_entities",
+                "entities in the shared online store (refreshed every 15 s)",
+            )?,
+            bytes: IntGauge::new(
+                "fraud_online_store_bytes",
+                "memory the shared online store's Redis uses (refreshed every 15 s)",
+            )?,
+        };
+        registry.register(Box::new(m.up.clone()))?;
+        registry.register(Box::new(m.round_trips.clone()))?;
+        registry.register(Box::new(m.errors.clone()))?;
+        registry.register(Box::new(m.degraded.clone()))?;
+        registry.register(Box::new(m.rebootstraps.clone()))?;
+        registry.register(Box::new(m.entities.clone()))?;
+        registry.register(Box::new(m.bytes.clone()))?;
+        Ok(m)
+    }
 }
 
 /// The latest drift report (`drift_reports` in the lake), so alert rules can fire on it.
@@ -227,6 +282,7 @@ fn build() -> prometheus::Result<Metrics> {
     registry.register(Box::new(label_flips.clone()))?;
     registry.register(Box::new(reloads.clone()))?;
     let drift = DriftGauges::new(&registry)?;
+    let store = StoreMetrics::new(&registry)?;
     Ok(Metrics {
         registry,
         requests,
@@ -247,6 +303,7 @@ fn build() -> prometheus::Result<Metrics> {
         tx_id_reuse,
         writer_duplicates,
         drift,
+        store,
     })
 }
 

@@ -12,6 +12,7 @@ pub mod json;
 pub mod metrics;
 pub mod provenance;
 pub mod reload;
+pub mod shared;
 pub mod state;
 pub mod writer;
 
@@ -82,6 +83,12 @@ pub struct ServeConfig {
     pub insecure_no_auth: bool,
     /// Which label counts when sources disagree (POST /labels).
     pub label_policy: fraudlake_pipeline::labels::LabelPolicy,
+    /// `--online-store`: `None` keeps the state in this process; `redis://...` shares it with
+    /// other replicas.
+    pub online_store: Option<String>,
+    /// `--on-store-failure open`: score without history (flagged `degraded`) while the shared
+    /// store fails, instead of answering 503.
+    pub store_fail_open: bool,
 }
 
 impl ServeConfig {
@@ -130,14 +137,29 @@ pub async fn build_state(
     let started = Instant::now();
     let mut engine = OnlineEngine::new(plan.clone());
     engine.set_event_time_rules(config.event_time);
-    let replayed = history::bootstrap(&mut engine, lake).await?;
-    tracing::info!(
-        transactions = replayed,
-        entities = engine.entities(),
-        seconds = started.elapsed().as_secs_f64(),
-        "online state rebuilt from the lake"
-    );
-    metrics.entities.set(engine.entities() as i64);
+    let shared = match &config.online_store {
+        None => {
+            let replayed = history::bootstrap(&mut engine, lake).await?;
+            tracing::info!(
+                transactions = replayed,
+                entities = engine.entities(),
+                seconds = started.elapsed().as_secs_f64(),
+                "online state rebuilt from the lake"
+            );
+            metrics.entities.set(engine.entities() as i64);
+            None
+        }
+        Some(url) => {
+            let shared = shared::open(url, config.store_fail_open, &mut engine, lake).await?;
+            metrics.store.up.set(1);
+            tracing::info!(
+                seconds = started.elapsed().as_secs_f64(),
+                "online state shared in {}",
+                shared.store.shown()
+            );
+            Some(shared)
+        }
+    };
     let (writer, writer_thread) = LakeWriter::start(
         lake.clone(),
         WriterConfig {
@@ -149,6 +171,7 @@ pub async fn build_state(
     )?;
     let state = Arc::new(AppState {
         engine: Mutex::new(engine),
+        shared,
         plan,
         scorer: ArcSwap::from_pointee(scorer),
         registry,
@@ -265,12 +288,18 @@ pub async fn serve(
         .map_err(|e| Error::io("cannot read the listening address", e))?;
     tracing::info!(addr = %local, model_version = state.scorer.load().number(), "serving; API page at http://{local}/docs");
     let poller = tokio::spawn(reload::poll(state.clone(), config.reload_interval));
+    let watcher = tokio::spawn(shared::watch(
+        state.clone(),
+        state.plan.clone(),
+        config.flush_interval,
+    ));
     let app = router(state.clone(), &config);
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|e| Error::io("the server failed", e));
     poller.abort();
+    watcher.abort();
     state.ready.store(false, Ordering::Release);
     tracing::info!("draining the lake writer");
     state.writer.flush().await;

@@ -1,4 +1,5 @@
-//! What the server shares between requests: the online feature state behind one lock, the
+//! What the server shares between requests: the online feature state behind one lock (or a
+//! shared store and this replica's bookkeeping), the
 //! model behind an atomic pointer (a reload swaps it whole, so a request sees the old model or
 //! the new one, never half of each), the lake writer and the metrics.
 
@@ -79,7 +80,11 @@ pub struct Limits {
 }
 
 pub struct AppState {
+    /// With the in-memory store, the online state; with a shared store, this replica's
+    /// bookkeeping (event-time watermark, recent tx_ids and their answers).
     pub engine: Mutex<OnlineEngine>,
+    /// The shared online store (`--online-store redis://...`), if any.
+    pub shared: Option<super::shared::SharedOnline>,
     pub plan: Arc<FeaturePlan>,
     pub scorer: ArcSwap<Scorer>,
     pub registry: Registry,
@@ -99,7 +104,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && self.shared.as_ref().is_none_or(|s| s.is_up())
     }
 
     /// Publishes `fraud_model_info` for the model being served.
