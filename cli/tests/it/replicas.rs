@@ -37,7 +37,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    file_tail, handbook_parquet, haproxy_bin, num, repo_root, Haproxy, RedisServer, TempLake, BIN,
+    file_tail, handbook_parquet, haproxy_bin, num, repo_root, wait_for, Haproxy, RedisServer,
+    TempLake, BIN,
 };
 use crate::serve::{free_port, metric_value, try_http};
 
@@ -325,29 +326,21 @@ impl Replica {
     /// Waits until `GET /ready` answers 200; the time since the process started. Panics (with
     /// the log) when it exits first or is not ready within `limit`.
     fn wait_ready(&mut self, limit: Duration) -> Duration {
-        loop {
-            if matches!(try_http(self.port, "GET", "/ready", &[], b""), Ok((200, _))) {
-                return self.spawned_at.elapsed();
-            }
-            let exited = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            if let Some(status) = exited {
-                self.child = None;
-                panic!(
-                    "{} exited ({status}) before it was ready:\n{}",
-                    self.name,
-                    self.log_tail()
-                );
-            }
-            assert!(
-                self.spawned_at.elapsed() < limit,
+        let port = self.port;
+        match wait_for(&mut self.child, limit, || {
+            matches!(try_http(port, "GET", "/ready", &[], b""), Ok((200, _)))
+        }) {
+            Ok(()) => self.spawned_at.elapsed(),
+            Err(Some(status)) => panic!(
+                "{} exited ({status}) before it was ready:\n{}",
+                self.name,
+                self.log_tail()
+            ),
+            Err(None) => panic!(
                 "{} not ready {limit:?} after its start:\n{}",
                 self.name,
                 self.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+            ),
         }
     }
 
@@ -1553,4 +1546,71 @@ fn online_stats_reports_entities_and_bytes() {
     assert_eq!(num(&restats, "events"), num(&stats, "events"), "{restats}");
     let keys_again: f64 = redis.command(&["DBSIZE"]).parse().expect("DBSIZE");
     assert_eq!(keys_again, keys, "a second bootstrap must not add keys");
+}
+
+/// Labels committed to the lake (a chargeback file ingested while the replicas serve) reach
+/// the shared store by themselves, applied once: the transaction's record says fraud, and the
+/// same label through `/labels` then changes nothing more.
+#[test]
+fn lake_labels_reach_the_shared_store_once() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let lake = TempLake::new();
+    crate::serve::fill_with_champion(&lake);
+    bootstrap(&lake, &redis);
+    let mut replica = Replica::new("replica1", &lake, &redis.url(), &[]);
+    replica.spawn();
+    replica.wait_ready(Duration::from_secs(120));
+    let genuine = lake.sql_json(
+        "SELECT t.tx_id FROM transactions t LEFT JOIN labels l ON t.tx_id = l.tx_id \
+         WHERE l.tx_id IS NULL OR NOT l.is_fraud ORDER BY t.tx_ts DESC LIMIT 1",
+    );
+    let tx_id = num(&genuine[0], "tx_id") as i64;
+    let record = first_key(&redis, &format!("fl:*:tx:{tx_id}"))
+        .unwrap_or_else(|| panic!("the bootstrap left no record of tx {tx_id}"));
+    assert_eq!(redis.command(&["HGET", &record, "f"]).trim(), "0");
+
+    let file = lake.path().join("chargebacks.csv");
+    std::fs::write(
+        &file,
+        format!("tx_id,is_fraud,fraud_scenario\n{tx_id},1,2\n"),
+    )
+    .expect("csv");
+    let started = Instant::now();
+    lake.ok(&["ingest", file.to_str().expect("a UTF-8 path")]);
+    while redis.command(&["HGET", &record, "f"]).trim() != "1" {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the lake's label did not reach the store in 60 s:\n{}",
+            replica.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "a label ingested into the lake reached the shared store in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    // Applied by the replica's watcher (which swaps the entities' members too: the same
+    // script as /labels).
+    assert!(
+        replica
+            .log_tail()
+            .contains("lake labels applied to the online store"),
+        "{}",
+        replica.log_tail()
+    );
+    // The same label through the API: accepted, nothing more to apply online.
+    let (code, body) = try_http(
+        replica.port,
+        "POST",
+        "/labels",
+        &[("Content-Type", "application/json")],
+        format!(r#"[{{"tx_id":{tx_id},"is_fraud":true}}]"#).as_bytes(),
+    )
+    .expect("POST /labels");
+    assert_eq!(code, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(answer["applied_online"], 0, "{answer}");
+    replica.terminate();
 }
