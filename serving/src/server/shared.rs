@@ -126,7 +126,8 @@ pub async fn watch(state: SharedState, plan: Arc<FeaturePlan>, flush_interval: D
         return;
     };
     let mut last_stats: Option<Instant> = None;
-    let mut last_label_sync = Instant::now();
+    let policy = state.labels.lock().await.policy.effective_sql();
+    spawn_label_sync(state.clone(), policy);
     loop {
         tokio::time::sleep(WATCH_EVERY).await;
         match shared.store.stored_generation().await {
@@ -156,21 +157,6 @@ pub async fn watch(state: SharedState, plan: Arc<FeaturePlan>, flush_interval: D
                 continue;
             }
         }
-        if last_label_sync.elapsed() >= LABEL_SYNC_EVERY {
-            last_label_sync = Instant::now();
-            let policy = state.labels.lock().await.policy.effective_sql();
-            match shared
-                .store
-                .sync_lake_labels(state.registry.lake(), &policy)
-                .await
-            {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(labels = n, "lake labels applied to the online store"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "applying the lake's new labels to the online store")
-                }
-            }
-        }
         if last_stats.is_none_or(|t| t.elapsed() >= STATS_EVERY) {
             last_stats = Some(Instant::now());
             match shared.store.stats().await {
@@ -181,6 +167,54 @@ pub async fn watch(state: SharedState, plan: Arc<FeaturePlan>, flush_interval: D
                 Err(e) => tracing::warn!(error = %e, "online store stats"),
             }
         }
+    }
+}
+
+/// Applies the lake's new labels to the store every [`LABEL_SYNC_EVERY`], on a thread and
+/// runtime of its own: the lake query (DataFusion) must not take the request path's worker
+/// threads (`bench/run.sh m` at ~1,800 req/s: p99 41.7 ms with the sync on the serving
+/// runtime, 4.5 ms with it here).
+fn spawn_label_sync(state: SharedState, policy: String) {
+    let spawned = std::thread::Builder::new()
+        .name("label-sync".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "no runtime for the lake-label sync; lake labels reach the store at the next bootstrap only");
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                loop {
+                    tokio::time::sleep(LABEL_SYNC_EVERY).await;
+                    let Some(shared) = state.shared.as_ref() else {
+                        return;
+                    };
+                    if !shared.is_up() {
+                        continue;
+                    }
+                    match shared
+                        .store
+                        .sync_lake_labels(state.registry.lake(), &policy)
+                        .await
+                    {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            tracing::info!(labels = n, "lake labels applied to the online store")
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "applying the lake's new labels to the online store")
+                        }
+                    }
+                }
+            });
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the lake-label sync thread");
     }
 }
 
