@@ -684,7 +684,7 @@ impl RedisStore {
             let txs: Vec<Transaction> = chunk.iter().map(|r| r.tx).collect();
             let w0 = engine.writes_for(&txs, false)?;
             let w1 = engine.writes_for(&txs, true)?;
-            let mut by_key: HashMap<String, Vec<(i64, Vec<u8>)>> = HashMap::new();
+            let mut by_key: HashMap<EntityKey, Vec<(i64, Vec<u8>)>> = HashMap::new();
             let mut pipe = redis::pipe();
             for (i, row) in chunk.iter().enumerate() {
                 let tx = &row.tx;
@@ -714,7 +714,7 @@ impl RedisStore {
                         .arg(format!("m{}1", j + 1))
                         .arg(&m1);
                     by_key
-                        .entry(key)
+                        .entry(a.key)
                         .or_default()
                         .push((score_us, if fraud { m1 } else { m0 }));
                     events += 1;
@@ -724,13 +724,12 @@ impl RedisStore {
                     .arg(self.tx_ttl_ms)
                     .ignore();
             }
-            for (key, members) in by_key {
-                let group = key
-                    .rsplit(':')
-                    .nth(1)
-                    .and_then(|g| g.parse::<usize>().ok())
-                    .and_then(|g| self.groups.get(g))
-                    .ok_or_else(|| malformed("entity key"))?;
+            for (entity, members) in by_key {
+                let group = self
+                    .groups
+                    .get(entity.group as usize)
+                    .ok_or_else(|| malformed("unknown window group"))?;
+                let key = self.entity_key(entity);
                 let cmd = pipe.cmd("ZADD").arg(&key);
                 for (score, member) in &members {
                     cmd.arg(*score).arg(member);
@@ -739,7 +738,7 @@ impl RedisStore {
                     .arg(&key)
                     .arg(ms(group.keep_ns))
                     .ignore();
-                entities.insert(key);
+                entities.insert(entity);
             }
             let _: Vec<Value> = pipe.query_async(&mut c).await?;
         }
