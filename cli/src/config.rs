@@ -58,6 +58,20 @@ pub struct FileConfig {
     /// `[online]`: where the scoring server keeps its online state.
     #[serde(default)]
     pub online: OnlineConfig,
+    /// `[stream]`: the Kafka brokers of `fraudlake stream` and the server's scoring log.
+    #[serde(default)]
+    pub stream: StreamConfig,
+}
+
+/// `[stream]` in fraudlake.toml (`--brokers`/`FRAUDLAKE_KAFKA_BROKERS` and
+/// `--scoring-log`/`FRAUDLAKE_SCORING_LOG` win).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamConfig {
+    /// `host:port[,host:port...]` for `fraudlake stream`.
+    pub brokers: Option<String>,
+    /// `kafka://host:port/topic[?partitions=N&group=G]` for `fraudlake serve`.
+    pub scoring_log: Option<String>,
 }
 
 /// `[online]` in fraudlake.toml (`--online-store`/`FRAUDLAKE_ONLINE_STORE` win).
@@ -133,6 +147,7 @@ pub struct Settings {
     pub event_time: EventTimeConfig,
     pub labels: LabelsConfig,
     pub online: OnlineConfig,
+    pub stream: StreamConfig,
 }
 
 impl Settings {
@@ -184,6 +199,7 @@ impl Settings {
             event_time: file.event_time,
             labels: file.labels,
             online: file.online,
+            stream: file.stream,
         })
     }
 

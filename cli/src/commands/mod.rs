@@ -12,6 +12,7 @@ mod online;
 mod serve;
 mod simulate;
 mod sql;
+mod stream;
 mod train;
 
 use anyhow::Result;
@@ -43,6 +44,8 @@ pub enum Command {
     Explain(train::ExplainArgs),
     /// The scoring API: POST /score with live features and the champion model.
     Serve(serve::ServeArgs),
+    /// Transactions and labels from Kafka topics into the lake, exactly once (and scored).
+    Stream(stream::StreamArgs),
     /// The shared online store (Redis) of several `serve` replicas: bootstrap, stats.
     #[command(subcommand)]
     Online(online::OnlineCommand),
@@ -78,6 +81,7 @@ pub async fn run(command: Command, settings: &Settings) -> Result<u8> {
         Command::Explain(a) => train::explain(a, settings).await,
         Command::Models(c) => models::run(c, settings).await,
         Command::Serve(a) => serve::run(a, settings).await,
+        Command::Stream(a) => stream::run(a, settings).await,
         Command::Online(c) => online::run(c, settings).await,
         Command::Keys(c) => keys::run(c, settings).await,
         Command::Drift(a) => drift::run(a, settings).await,

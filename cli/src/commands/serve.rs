@@ -9,7 +9,11 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 use fraudlake_features::{compile, EventTimeRules, FeatureSet, SkewPolicy};
+use fraudlake_pipeline::Lake;
+use fraudlake_serving::server::scoring_log::ScoringLog as _;
 use fraudlake_serving::server::{self, ServeConfig};
+use fraudlake_stream::metrics::StreamMetrics;
+use fraudlake_stream::scoring_log::{KafkaScoringLog, LogLander, LogTarget};
 
 use crate::config::Settings;
 
@@ -78,6 +82,13 @@ pub struct ServeArgs {
     /// from the transaction alone, flagged `"degraded": true` ([online] on_store_failure).
     #[arg(long, env = "FRAUDLAKE_ON_STORE_FAILURE", value_enum)]
     on_store_failure: Option<StoreFailure>,
+    /// A durable scoring log, `kafka://HOST:PORT[,HOST:PORT]/TOPIC[?partitions=N&group=G]`:
+    /// every answered transaction is acknowledged by the broker (acks=all) before the answer
+    /// is sent, and a consumer in this process lands the log in the lake exactly once; a kill
+    /// then loses nothing answered. The topic is created if missing (3 partitions). Default:
+    /// none, the in-process writer ([stream] scoring_log).
+    #[arg(long, env = "FRAUDLAKE_SCORING_LOG", value_name = "URL")]
+    scoring_log: Option<String>,
     /// Also run the DAGs of --dags on their schedules in this process (one process for all).
     #[arg(long, env = "FRAUDLAKE_SCHEDULER")]
     scheduler: bool,
@@ -161,7 +172,26 @@ pub async fn run(a: ServeArgs, settings: &Settings) -> Result<u8> {
         None
     };
     let stop_for_scheduler = stop_rx.clone();
-    let served = server::serve(lake, plan, config, super::dag::wait(stop_rx), |registry| {
+    let log = match a
+        .scoring_log
+        .clone()
+        .or_else(|| settings.stream.scoring_log.clone())
+    {
+        Some(url) => Some(ScoringLogParts::start(&url, &lake, &config).await?),
+        None => None,
+    };
+    let served = server::serve(
+        lake.clone(),
+        plan,
+        config,
+        log.as_ref().map(|l| l.log.clone() as Arc<dyn server::scoring_log::ScoringLog>),
+        super::dag::wait(stop_rx),
+        |registry| {
+        if let Some(l) = &log {
+            if let Err(e) = l.metrics.register(registry) {
+                tracing::error!(error = %e, "scoring log metrics are not registered");
+            }
+        }
         let Some((dags, env)) = start_scheduler else {
             return;
         };
@@ -182,6 +212,9 @@ pub async fn run(a: ServeArgs, settings: &Settings) -> Result<u8> {
         }
     })
     .await;
+    if let Some(log) = log {
+        log.stop(&lake).await;
+    }
     if let Some(handle) = scheduler {
         match handle.await {
             Ok(Err(e)) => {
@@ -194,6 +227,61 @@ pub async fn run(a: ServeArgs, settings: &Settings) -> Result<u8> {
     }
     served?;
     Ok(0)
+}
+
+/// `--scoring-log`: the producer the answers wait for, and the consumer landing the log.
+struct ScoringLogParts {
+    target: LogTarget,
+    log: Arc<KafkaScoringLog>,
+    lander: LogLander,
+    metrics: StreamMetrics,
+}
+
+/// How long a starting server waits for the lake to hold what the log holds.
+const CATCH_UP_AT_START: Duration = Duration::from_secs(300);
+/// ... and a stopping one (what it leaves, the next start lands).
+const CATCH_UP_AT_STOP: Duration = Duration::from_secs(30);
+
+impl ScoringLogParts {
+    /// Connects, starts landing, and returns once the lake holds everything the log held: the
+    /// online state, rebuilt from the lake next, then includes what a killed server answered.
+    async fn start(url: &str, lake: &Lake, config: &ServeConfig) -> Result<ScoringLogParts> {
+        let target = LogTarget::parse(url)?;
+        let metrics = StreamMetrics::new()?;
+        let log = KafkaScoringLog::open(target.clone(), metrics.clone()).await?;
+        let lander = LogLander::start(
+            lake.clone(),
+            &target,
+            config.flush_rows,
+            config.flush_interval,
+            metrics.clone(),
+        )?;
+        let started = std::time::Instant::now();
+        let partitions =
+            fraudlake_stream::scoring_log::catch_up(lake, &target, CATCH_UP_AT_START).await?;
+        tracing::info!(
+            log = %log.shown(),
+            partitions,
+            seconds = started.elapsed().as_secs_f64(),
+            "the lake holds everything the scoring log held"
+        );
+        Ok(ScoringLogParts {
+            target,
+            log,
+            lander,
+            metrics,
+        })
+    }
+
+    /// Lands what the log holds (bounded wait), then stops the consumer.
+    async fn stop(self, lake: &Lake) {
+        if let Err(e) =
+            fraudlake_stream::scoring_log::catch_up(lake, &self.target, CATCH_UP_AT_STOP).await
+        {
+            tracing::warn!(error = %e, "stopping before the lake holds the whole scoring log; the next start lands the rest");
+        }
+        self.lander.stop();
+    }
 }
 
 /// Flag or environment variable, else `[event_time]` in fraudlake.toml, else the defaults.

@@ -266,6 +266,14 @@ fn ahead_error(at: &str, a: &Ahead) -> ApiError {
     )
 }
 
+/// An answered transaction as it goes to the lake (or the scoring log). `fresh` is false for a
+/// retry answered from memory: the lake has it or will, so only a durable log (which a killed
+/// process may not have reached) gets it again; its consumer drops what the lake holds.
+pub struct Answered {
+    pub row: Scored,
+    pub fresh: bool,
+}
+
 fn respond(
     state: &SharedState,
     scorer: &Scorer,
@@ -274,7 +282,7 @@ fn respond(
     outcome: Outcome,
     explain: bool,
     started: Instant,
-) -> Result<ScoreResponse, ApiError> {
+) -> Result<(ScoreResponse, Answered), ApiError> {
     let time_flag = match outcome {
         Outcome::Fresh(Timing::OnTime)
         | Outcome::Degraded(Timing::OnTime)
@@ -324,7 +332,11 @@ fn respond(
     } else {
         (None, None)
     };
-    if let Outcome::Fresh(_) | Outcome::Degraded(_) | Outcome::Recorded = outcome {
+    let fresh = matches!(
+        outcome,
+        Outcome::Fresh(_) | Outcome::Degraded(_) | Outcome::Recorded
+    );
+    if fresh {
         // Scores and decisions of transactions, not of requests: a retry is not counted again.
         if !matches!(outcome, Outcome::Recorded) {
             state.metrics.risk.observe(p);
@@ -343,7 +355,9 @@ fn respond(
                 time_flag: TimeFlag::code(time_flag),
             },
         );
-        state.writer.scored(Scored {
+    }
+    let answered = Answered {
+        row: Scored {
             tx: *tx,
             scored_at_us: chrono::Utc::now().timestamp_micros(),
             model_version,
@@ -351,9 +365,10 @@ fn respond(
             risk_score: p,
             decision: decision.as_str(),
             features: row,
-        });
-    }
-    Ok(ScoreResponse {
+        },
+        fresh,
+    };
+    let response = ScoreResponse {
         tx_id: tx.tx_id,
         risk_score: p,
         decision,
@@ -364,7 +379,54 @@ fn respond(
         features,
         top_contributions: top,
         degraded: matches!(outcome, Outcome::Degraded(_)).then_some(true),
-    })
+    };
+    Ok((response, answered))
+}
+
+/// Hands answered transactions to the lake: to the durable scoring log when there is one (the
+/// answer waits for its acknowledgement: no answer without a durable record), else to the
+/// in-process writer (new ones only).
+pub async fn land(state: &SharedState, answered: Vec<Answered>) -> Result<(), ApiError> {
+    match state.scoring_log.as_ref() {
+        None => {
+            for a in answered.into_iter().filter(|a| a.fresh) {
+                state.writer.scored(a.row);
+            }
+            Ok(())
+        }
+        Some(log) => {
+            let rows: Vec<Scored> = answered.into_iter().map(|a| a.row).collect();
+            log.append(&rows).await.map_err(|e| {
+                state.metrics.scoring_log_errors.inc();
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "scoring_log_unavailable",
+                    format!(
+                        "the scoring log did not acknowledge the answer, so it is not given: \
+                         {e}; retrying the same transaction is safe"
+                    ),
+                )
+            })
+        }
+    }
+}
+
+/// Scores transactions outside HTTP (`fraudlake stream --score`): the same judgement, features,
+/// model and decision as `/score/batch`, but the caller lands the rows (with its own offsets).
+/// An error refuses all of `txs`; callers that must keep going per message pass one at a time.
+pub async fn score_transactions(
+    state: &SharedState,
+    txs: &mut [Transaction],
+) -> Result<Vec<(ScoreResponse, Answered)>, ApiError> {
+    let started = Instant::now();
+    require_ready_to_score(state)?;
+    let scorer = state.scorer.load_full();
+    let (rows, outcomes) = features(state, txs, |_| String::new()).await?;
+    txs.iter()
+        .zip(rows)
+        .zip(outcomes)
+        .map(|((tx, row), outcome)| respond(state, &scorer, tx, row, outcome, false, started))
+        .collect()
 }
 
 /// Ready to score: as [`require_ready`], but with `--on-store-failure open` a failing shared
@@ -372,7 +434,9 @@ fn respond(
 fn require_ready_to_score(state: &SharedState) -> Result<(), ApiError> {
     match state.shared.as_ref() {
         Some(shared)
-            if shared.fail_open && state.ready.load(std::sync::atomic::Ordering::Acquire) =>
+            if shared.fail_open
+                && state.ready.load(std::sync::atomic::Ordering::Acquire)
+                && state.scoring_log.as_ref().is_none_or(|l| l.is_up()) =>
         {
             Ok(())
         }
@@ -383,6 +447,15 @@ fn require_ready_to_score(state: &SharedState) -> Result<(), ApiError> {
 fn require_ready(state: &SharedState) -> Result<(), ApiError> {
     if state.is_ready() {
         Ok(())
+    } else if let Some(log) = state.scoring_log.as_ref().filter(|l| !l.is_up()) {
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "scoring_log_unavailable",
+            format!(
+                "the scoring log ({}) is unreachable: no answer is given without a durable record",
+                log.shown()
+            ),
+        ))
     } else if state.shared.as_ref().is_some_and(|s| !s.is_up()) {
         Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -427,9 +500,9 @@ pub async fn score(
         .pop()
         .zip(outcomes.first().copied())
         .ok_or_else(|| ApiError::internal("no feature row"))?;
-    Ok(Json(respond(
-        &state, &scorer, &tx, row, outcome, explain, started,
-    )?))
+    let (response, answered) = respond(&state, &scorer, &tx, row, outcome, explain, started)?;
+    land(&state, vec![answered]).await?;
+    Ok(Json(response))
 }
 
 /// Score transactions in order; the answers come in the same order (scope `score`).
@@ -490,12 +563,15 @@ pub async fn score_batch(
     }
     let scorer = state.scorer.load_full();
     let (rows, outcomes) = features(&state, &mut txs, |i| format!("transactions[{i}].")).await?;
-    let results = txs
+    let (results, answered): (Vec<_>, Vec<_>) = txs
         .iter()
         .zip(rows)
         .zip(outcomes)
         .map(|((tx, row), outcome)| respond(&state, &scorer, tx, row, outcome, explain, started))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .unzip();
+    land(&state, answered).await?;
     Ok(Json(BatchResponse { results }))
 }
 
@@ -537,14 +613,37 @@ pub async fn labels(
         )));
     }
     require_ready(&state)?;
+    let writer = state.writer.clone();
+    let (response, _) = accept_labels(
+        &state,
+        &labels,
+        &caller.label_source(),
+        Some(&mut |row| writer.label(row)),
+    )
+    .await?;
+    Ok(Json(response))
+}
+
+/// Judges labels by provenance and applies the ones that count to the online state (in order:
+/// each sees the ones before). The rows for the `labels` table go to `land` while the label
+/// book is held (so the book never forgets a label before the writer has it), or, with `None`,
+/// are returned for the caller to land with its own commit (`fraudlake stream`, which then
+/// calls `forget_accepted` on the book once they are in the lake).
+pub async fn accept_labels(
+    state: &SharedState,
+    labels: &[LabelRequest],
+    source: &str,
+    mut land: Option<&mut (dyn FnMut(super::writer::Label) + Send)>,
+) -> Result<(LabelResponse, Vec<super::writer::Label>), ApiError> {
     let now = chrono::Utc::now().timestamp_micros();
-    let source = caller.label_source();
+    let source = source.to_string();
     let ids: Vec<i64> = labels.iter().map(|l| l.tx_id).collect();
     // One /labels at a time: each sees the labels the one before accepted.
     let mut book = state.labels.lock().await;
     let mut current = book.current(state.registry.lake(), &ids).await?;
     let (mut applied, mut overridden) = (0, 0);
-    for l in &labels {
+    let mut rows = Vec::with_capacity(labels.len());
+    for l in labels {
         let verdict =
             super::provenance::judge(&book.policy, current.get(&l.tx_id), l.is_fraud, &source);
         if verdict.flips {
@@ -563,7 +662,7 @@ pub async fn labels(
                 Some(shared) => {
                     state.metrics.store.round_trips.inc();
                     shared.store.label(l.tx_id, l.is_fraud).await.map_err(|e| {
-                        shared.failed(&state, &e);
+                        shared.failed(state, &e);
                         ApiError::new(
                             StatusCode::SERVICE_UNAVAILABLE,
                             "online_store_unavailable",
@@ -595,24 +694,31 @@ pub async fn labels(
             .feedback
             .with_label_values(&[if l.is_fraud { "true" } else { "false" }])
             .inc();
-        state.writer.label(super::writer::Label {
+        let row = super::writer::Label {
             tx_id: l.tx_id,
             is_fraud: l.is_fraud,
             fraud_scenario: l.fraud_scenario,
             labeled_at_us: now,
             provenance: verdict.provenance,
-        });
+        };
+        match land.as_mut() {
+            Some(land) => land(row),
+            None => rows.push(row),
+        }
     }
-    if book.is_full() {
+    if land.is_some() && book.is_full() {
         // The lake has them once the writer has committed: then they can be forgotten.
         state.writer.flush().await;
         book.forget_accepted();
     }
-    Ok(Json(LabelResponse {
-        accepted: labels.len(),
-        applied_online: applied,
-        overridden,
-    }))
+    Ok((
+        LabelResponse {
+            accepted: labels.len(),
+            applied_online: applied,
+            overridden,
+        },
+        rows,
+    ))
 }
 
 /// Liveness: the process answers.

@@ -20,6 +20,8 @@ pub struct Metrics {
     pub writer_pending: IntGauge,
     pub writer_commit: HistogramVec,
     pub writer_failures: IntCounter,
+    /// Answers refused because the scoring log did not acknowledge them.
+    pub scoring_log_errors: IntCounter,
     pub feedback: IntCounterVec,
     /// Labels that said the opposite of the label that counted, by source and whether
     /// they were applied (a more trusted source's label is not overridden).
@@ -217,6 +219,10 @@ fn build() -> prometheus::Result<Metrics> {
         .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
         &["table"],
     )?;
+    let scoring_log_errors = IntCounter::new(
+        "fraud_scoring_log_errors_total",
+        "answers refused (503) because the scoring log did not acknowledge them",
+    )?;
     let writer_failures = IntCounter::new(
         "fraud_lake_writer_failures_total",
         "failed lake commits (retried with backoff)",
@@ -278,6 +284,7 @@ fn build() -> prometheus::Result<Metrics> {
     registry.register(Box::new(writer_pending.clone()))?;
     registry.register(Box::new(writer_commit.clone()))?;
     registry.register(Box::new(writer_failures.clone()))?;
+    registry.register(Box::new(scoring_log_errors.clone()))?;
     registry.register(Box::new(feedback.clone()))?;
     registry.register(Box::new(label_flips.clone()))?;
     registry.register(Box::new(reloads.clone()))?;
@@ -295,6 +302,7 @@ fn build() -> prometheus::Result<Metrics> {
         writer_pending,
         writer_commit,
         writer_failures,
+        scoring_log_errors,
         feedback,
         label_flips,
         reloads,

@@ -12,6 +12,7 @@ pub mod json;
 pub mod metrics;
 pub mod provenance;
 pub mod reload;
+pub mod scoring_log;
 pub mod shared;
 pub mod state;
 pub mod writer;
@@ -127,6 +128,7 @@ pub async fn build_state(
     lake: &Lake,
     plan: Arc<FeaturePlan>,
     config: &ServeConfig,
+    scoring_log: Option<Arc<dyn scoring_log::ScoringLog>>,
 ) -> Result<(SharedState, std::thread::JoinHandle<()>)> {
     config.validate()?;
     // Before the slow state rebuild: a server without keys fails at once.
@@ -176,6 +178,7 @@ pub async fn build_state(
         scorer: ArcSwap::from_pointee(scorer),
         registry,
         writer,
+        scoring_log,
         metrics,
         thresholds: Thresholds {
             review: config.review_threshold,
@@ -274,10 +277,11 @@ pub async fn serve(
     lake: Lake,
     plan: Arc<FeaturePlan>,
     config: ServeConfig,
+    scoring_log: Option<Arc<dyn scoring_log::ScoringLog>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     on_start: impl FnOnce(&prometheus::Registry),
 ) -> Result<()> {
-    let (state, _writer_thread) = build_state(&lake, plan, &config).await?;
+    let (state, _writer_thread) = build_state(&lake, plan, &config, scoring_log).await?;
     // Other parts of the process (the embedded DAG scheduler) publish on the same /metrics.
     on_start(state.metrics.registry());
     let listener = tokio::net::TcpListener::bind(config.addr)

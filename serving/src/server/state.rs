@@ -89,6 +89,8 @@ pub struct AppState {
     pub scorer: ArcSwap<Scorer>,
     pub registry: Registry,
     pub writer: LakeWriter,
+    /// `--scoring-log`: answers wait for it, and its consumer (not `writer`) lands them.
+    pub scoring_log: Option<Arc<dyn super::scoring_log::ScoringLog>>,
     pub metrics: Arc<Metrics>,
     pub thresholds: Thresholds,
     pub limits: Limits,
@@ -104,7 +106,9 @@ pub struct AppState {
 
 impl AppState {
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && self.shared.as_ref().is_none_or(|s| s.is_up())
+        self.ready.load(Ordering::Acquire)
+            && self.shared.as_ref().is_none_or(|s| s.is_up())
+            && self.scoring_log.as_ref().is_none_or(|l| l.is_up())
     }
 
     /// Publishes `fraud_model_info` for the model being served.

@@ -303,20 +303,20 @@ impl Tables {
 
 /// tx_ids among `rows` that `table` already holds: one query over the days the rows fall on
 /// (partition pruning) and their tx_id range (file statistics), reading only `tx_id`.
-async fn existing_tx_ids(
+pub async fn existing_tx_ids(
     table: &deltalake::DeltaTable,
-    rows: &[Scored],
+    rows: &[Transaction],
 ) -> Result<std::collections::HashSet<i64>> {
     use deltalake::datafusion::prelude::{col, lit};
     use deltalake::datafusion::scalar::ScalarValue;
     let mut out = std::collections::HashSet::new();
     let (Some(min), Some(max)) = (
-        rows.iter().map(|r| r.tx.tx_id).min(),
-        rows.iter().map(|r| r.tx.tx_id).max(),
+        rows.iter().map(|r| r.tx_id).min(),
+        rows.iter().map(|r| r.tx_id).max(),
     ) else {
         return Ok(out);
     };
-    let days: std::collections::BTreeSet<i32> = rows.iter().map(|r| tx_date(&r.tx)).collect();
+    let days: std::collections::BTreeSet<i32> = rows.iter().map(tx_date).collect();
     let ctx = fraudlake_pipeline::lake::new_session();
     fraudlake_pipeline::lake::register(&ctx, TRANSACTIONS.name, table).await?;
     let filter = col("tx_date")
@@ -340,7 +340,7 @@ async fn existing_tx_ids(
     Ok(out)
 }
 
-fn tx_date(tx: &Transaction) -> i32 {
+pub fn tx_date(tx: &Transaction) -> i32 {
     tx.tx_ts_us.div_euclid(MICROS_PER_DAY) as i32
 }
 
@@ -353,7 +353,8 @@ async fn drop_existing(
     metrics: &Metrics,
 ) -> Result<()> {
     let table = tables.current(lake, &TRANSACTIONS).await?;
-    let existing = existing_tx_ids(table, &buf.scored).await?;
+    let txs: Vec<Transaction> = buf.scored.iter().map(|s| s.tx).collect();
+    let existing = existing_tx_ids(table, &txs).await?;
     let mut seen = std::collections::HashSet::with_capacity(buf.scored.len());
     let before = buf.scored.len();
     buf.scored
@@ -446,7 +447,8 @@ async fn commit(
     Ok(())
 }
 
-fn predictions_batch(rows: &[Scored]) -> Result<RecordBatch> {
+/// Builds one `predictions` batch.
+pub fn predictions_batch(rows: &[Scored]) -> Result<RecordBatch> {
     let mut features = ListBuilder::new(Float64Builder::new());
     for r in rows {
         features.values().append_slice(&r.features);

@@ -1,0 +1,225 @@
+//! The wire formats of the topics. A transaction message is exactly a `POST /score` body and a
+//! label message one `POST /labels` item, checked by the same validation, so a payment system
+//! can switch between HTTP and a topic without changing what it sends. The scoring log carries
+//! everything the lake's `transactions` and `predictions` rows need; the scores topic only the
+//! answer.
+
+use fraudlake_features::Transaction;
+use fraudlake_serving::server::api::{LabelRequest, ScoreRequest};
+use fraudlake_serving::server::writer::Scored;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// At most this much of a bad payload is kept in `transactions_rejected` (the dead-letter
+/// topic gets it whole).
+const MAX_RAW: usize = 64 * 1024;
+
+/// A payload as text for `transactions_rejected.raw_record`: invalid UTF-8 replaced, cut at
+/// [`MAX_RAW`] bytes on a character boundary.
+pub fn raw_text(payload: &[u8]) -> String {
+    let text = String::from_utf8_lossy(payload);
+    if text.len() <= MAX_RAW {
+        return text.into_owned();
+    }
+    let mut end = MAX_RAW;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &text[..end], payload.len())
+}
+
+/// JSON text of a payload, or why it is not.
+fn utf8(payload: Option<&[u8]>) -> Result<&str, String> {
+    let bytes = payload.ok_or("empty message (no value)")?;
+    if bytes.is_empty() {
+        return Err("empty message (no value)".into());
+    }
+    std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8 text: {e}"))
+}
+
+/// A transaction message, checked as `POST /score` checks its body.
+pub fn transaction(payload: Option<&[u8]>) -> Result<Transaction, String> {
+    let text = utf8(payload)?;
+    let req: ScoreRequest =
+        serde_json::from_str(text).map_err(|e| format!("not a transaction: {e}"))?;
+    req.validate("").map_err(|e| e.detail)
+}
+
+/// A label message, checked as one `POST /labels` item.
+pub fn label(payload: Option<&[u8]>) -> Result<LabelRequest, String> {
+    let text = utf8(payload)?;
+    let req: LabelRequest = serde_json::from_str(text).map_err(|e| format!("not a label: {e}"))?;
+    if req.tx_id < 0 {
+        return Err(format!("tx_id: must be >= 0, got {}", req.tx_id));
+    }
+    Ok(req)
+}
+
+/// One answered transaction in the scoring log: the transaction, the answer and the feature
+/// vector. Times in microseconds since the epoch (UTC); a missing feature value is `null`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggedScore {
+    pub tx_id: i64,
+    pub tx_ts_us: i64,
+    pub customer_id: i64,
+    pub terminal_id: i64,
+    pub amount: f64,
+    pub scored_at_us: i64,
+    pub model_version: i64,
+    pub feature_set: String,
+    pub risk_score: f64,
+    pub decision: String,
+    pub features: Vec<Option<f64>>,
+}
+
+impl LoggedScore {
+    pub fn of(row: &Scored) -> LoggedScore {
+        LoggedScore {
+            tx_id: row.tx.tx_id,
+            tx_ts_us: row.tx.tx_ts_us,
+            customer_id: row.tx.customer_id,
+            terminal_id: row.tx.terminal_id,
+            amount: row.tx.amount,
+            scored_at_us: row.scored_at_us,
+            model_version: row.model_version,
+            feature_set: row.feature_set.to_string(),
+            risk_score: row.risk_score,
+            decision: row.decision.to_string(),
+            features: row
+                .features
+                .iter()
+                .map(|v| v.is_finite().then_some(*v))
+                .collect(),
+        }
+    }
+
+    /// Back to a row for the lake; `feature_sets` interns the feature-set names.
+    pub fn into_scored(self, feature_sets: &mut Vec<Arc<str>>) -> Result<Scored, String> {
+        let decision = match self.decision.as_str() {
+            "approve" => "approve",
+            "review" => "review",
+            "decline" => "decline",
+            other => return Err(format!("decision: unknown value '{other}'")),
+        };
+        let feature_set = match feature_sets
+            .iter()
+            .find(|f| &***f == self.feature_set.as_str())
+        {
+            Some(f) => f.clone(),
+            None => {
+                let f: Arc<str> = Arc::from(self.feature_set.as_str());
+                feature_sets.push(f.clone());
+                f
+            }
+        };
+        Ok(Scored {
+            tx: Transaction {
+                tx_id: self.tx_id,
+                tx_ts_us: self.tx_ts_us,
+                customer_id: self.customer_id,
+                terminal_id: self.terminal_id,
+                amount: self.amount,
+            },
+            scored_at_us: self.scored_at_us,
+            model_version: self.model_version,
+            feature_set,
+            risk_score: self.risk_score,
+            decision,
+            features: self
+                .features
+                .into_iter()
+                .map(|v| v.unwrap_or(f64::NAN))
+                .collect(),
+        })
+    }
+}
+
+/// What the scores topic carries for the payment system.
+#[derive(Debug, Serialize)]
+pub struct ScoreMessage<'a> {
+    pub tx_id: i64,
+    pub risk_score: f64,
+    pub decision: &'a str,
+    pub model_version: i64,
+    pub feature_set: &'a str,
+    pub scored_at: String,
+}
+
+impl<'a> ScoreMessage<'a> {
+    pub fn of(row: &'a Scored) -> ScoreMessage<'a> {
+        ScoreMessage {
+            tx_id: row.tx.tx_id,
+            risk_score: row.risk_score,
+            decision: row.decision,
+            model_version: row.model_version,
+            feature_set: &row.feature_set,
+            scored_at: chrono::DateTime::from_timestamp_micros(row.scored_at_us)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+                .unwrap_or_default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_transactions_say_what_is_wrong() {
+        let cases: [(&[u8], &str); 7] = [
+            (b"", "empty message"),
+            (b"{not json", "not a transaction"),
+            (b"[1,2]", "not a transaction"),
+            (
+                br#"{"tx_id":1,"tx_ts":"2018-06-01T00:00:00Z","customer_id":1,"terminal_id":2,"amount":"12"}"#,
+                "not a transaction",
+            ),
+            (
+                br#"{"tx_id":1,"tx_ts":"2018-06-01T00:00:00Z","customer_id":1,"terminal_id":2,"amount":-1}"#,
+                "amount",
+            ),
+            (
+                br#"{"tx_id":1,"tx_ts":"9999-06-01T00:00:00Z","customer_id":1,"terminal_id":2,"amount":1}"#,
+                "tx_ts",
+            ),
+            (b"\xff\xfe", "not UTF-8"),
+        ];
+        for (payload, expected) in cases {
+            let err = transaction(Some(payload)).expect_err("refused");
+            assert!(err.contains(expected), "{payload:?}: {err}");
+        }
+        let ok = transaction(Some(
+            br#"{"tx_id":7,"tx_ts":"2018-06-01T00:00:31Z","customer_id":12,"terminal_id":34,"amount":57.16}"#,
+        ))
+        .expect("valid");
+        assert_eq!((ok.tx_id, ok.customer_id, ok.terminal_id), (7, 12, 34));
+    }
+
+    #[test]
+    fn a_logged_score_round_trips_with_missing_values() {
+        let row = Scored {
+            tx: Transaction {
+                tx_id: 1,
+                tx_ts_us: 2,
+                customer_id: 3,
+                terminal_id: 4,
+                amount: 5.5,
+            },
+            scored_at_us: 6,
+            model_version: 7,
+            feature_set: Arc::from("fs"),
+            risk_score: 0.25,
+            decision: "review",
+            features: vec![1.0, f64::NAN],
+        };
+        let json = serde_json::to_string(&LoggedScore::of(&row)).expect("json");
+        let back: LoggedScore = serde_json::from_str(&json).expect("parse");
+        let mut sets = Vec::new();
+        let back = back.into_scored(&mut sets).expect("row");
+        assert_eq!(back.tx.tx_id, 1);
+        assert_eq!(back.decision, "review");
+        assert_eq!(back.features[0], 1.0);
+        assert!(back.features[1].is_nan());
+    }
+}
