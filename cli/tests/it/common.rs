@@ -1307,16 +1307,14 @@ pub struct Produced {
     pub offsets: Vec<(i32, i64)>,
 }
 
-impl Produced {
-    /// The last offset of each partition that received a message.
-    pub fn last_offsets(&self) -> std::collections::BTreeMap<i32, i64> {
-        let mut last = std::collections::BTreeMap::new();
-        for &(partition, offset) in &self.offsets {
-            let entry = last.entry(partition).or_insert(offset);
-            *entry = (*entry).max(offset);
-        }
-        last
+/// The last offset of each partition among `(partition, offset)` pairs.
+pub fn last_offsets(offsets: &[(i32, i64)]) -> std::collections::BTreeMap<i32, i64> {
+    let mut last = std::collections::BTreeMap::new();
+    for &(partition, offset) in offsets {
+        let entry = last.entry(partition).or_insert(offset);
+        *entry = (*entry).max(offset);
     }
+    last
 }
 
 /// Produces the messages of `file` to `topic` with kafka_tool.py (acks=all, one request in
