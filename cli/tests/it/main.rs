@@ -14,4 +14,5 @@ mod models;
 mod replicas;
 mod s3;
 mod serve;
+mod stream;
 mod system;

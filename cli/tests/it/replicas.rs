@@ -56,23 +56,26 @@ const HANDBOOK_CUT_US: i64 = 1_527_811_200_000_000;
 const HANDBOOK_REPLAY: usize = 50_000;
 /// Without the handbook: the last 10,000 of a simulated lake (2,000 customers, 40 days: about
 /// 2.6 days of its traffic).
-const SIMULATED_REPLAY: usize = 10_000;
+pub(crate) const SIMULATED_REPLAY: usize = 10_000;
 /// `features parity`'s tolerance for real features (counts must be equal).
 const REL_TOLERANCE: f64 = 1e-9;
 /// The terminal windows' delay: a replay must span less (see the top of this file).
-const TERMINAL_DELAY_US: i64 = 7 * 86_400 * 1_000_000;
+pub(crate) const TERMINAL_DELAY_US: i64 = 7 * 86_400 * 1_000_000;
 /// Customer and terminal ids of the probe transactions: no replayed transaction has them, so a
 /// probe changes no replayed transaction's features.
 const PROBE_ENTITY: i64 = 1_000_000_000;
 
-/// A transaction to replay, as the source lake held it.
+/// A transaction to replay, as the source lake held it (also the stream tests' messages).
 #[derive(Debug, Clone)]
-struct ReplayTx {
-    tx_id: i64,
-    ts_us: i64,
-    customer_id: i64,
-    terminal_id: i64,
-    amount: f64,
+pub(crate) struct ReplayTx {
+    pub(crate) tx_id: i64,
+    pub(crate) ts_us: i64,
+    pub(crate) customer_id: i64,
+    pub(crate) terminal_id: i64,
+    pub(crate) amount: f64,
+    /// Its label in the source lake (`tx_labeled.is_fraud`): what the stream tests send to the
+    /// labels topic.
+    pub(crate) is_fraud: bool,
 }
 
 impl ReplayTx {
@@ -83,11 +86,12 @@ impl ReplayTx {
             customer_id: num(row, "customer_id") as i64,
             terminal_id: num(row, "terminal_id") as i64,
             amount: num(row, "amount"),
+            is_fraud: num(row, "is_fraud") != 0.0,
         }
     }
 
     /// The `POST /score` body: `tx_ts` to the microsecond and the amount as the lake holds them.
-    fn body(&self) -> String {
+    pub(crate) fn body(&self) -> String {
         let tx_ts = chrono::DateTime::from_timestamp_micros(self.ts_us)
             .expect("a valid time")
             .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
@@ -103,21 +107,26 @@ impl ReplayTx {
 
     /// The order of both feature engines: `event_time` (tx_ts in nanoseconds plus
     /// `tx_id % 1000`, features/src/definition.rs), then tx_id.
-    fn event_order(&self) -> (i64, i64) {
+    pub(crate) fn event_order(&self) -> (i64, i64) {
         (self.ts_us * 1000 + self.tx_id % 1000, self.tx_id)
     }
 }
 
 /// A lake with a champion model, and transactions to replay that the lake does not hold yet.
-struct Scenario {
-    lake: TempLake,
-    replay: Vec<ReplayTx>,
+pub(crate) struct Scenario {
+    pub(crate) lake: TempLake,
+    pub(crate) replay: Vec<ReplayTx>,
     /// What it is, for the test's output.
-    what: String,
+    pub(crate) what: String,
 }
 
-/// The handbook's first 61 days as the lake, the next 50,000 transactions as the replay.
-fn handbook_scenario(file: &Path) -> Scenario {
+/// The handbook's first 61 days as the lake, the next `replay` transactions as the replay
+/// (`within_terminal_delay`: see [`split_lake`]).
+pub(crate) fn handbook_scenario(
+    file: &Path,
+    replay: usize,
+    within_terminal_delay: bool,
+) -> Scenario {
     let source = TempLake::new();
     source.ok(&[
         "ingest",
@@ -128,14 +137,15 @@ fn handbook_scenario(file: &Path) -> Scenario {
     split_lake(
         &source,
         HANDBOOK_CUT_US,
-        Some(HANDBOOK_REPLAY),
+        Some(replay),
         "the handbook",
+        within_terminal_delay,
     )
 }
 
 /// A simulated lake (2,000 customers, 4,000 terminals, 40 days) without its last `replay`
-/// transactions, which are the replay.
-fn simulated_scenario(replay: usize) -> Scenario {
+/// transactions, which are the replay (`within_terminal_delay`: see [`split_lake`]).
+pub(crate) fn simulated_scenario(replay: usize, within_terminal_delay: bool) -> Scenario {
     let source = TempLake::new();
     source.simulate_small(&["--customers", "2000", "--terminals", "4000", "--days", "40"]);
     let cut = source.sql_json(&format!(
@@ -143,13 +153,29 @@ fn simulated_scenario(replay: usize) -> Scenario {
          ORDER BY tx_ts DESC, tx_id DESC LIMIT 1 OFFSET {}",
         replay - 1
     ));
-    split_lake(&source, num(&cut[0], "us") as i64, None, "a simulated lake")
+    split_lake(
+        &source,
+        num(&cut[0], "us") as i64,
+        None,
+        "a simulated lake",
+        within_terminal_delay,
+    )
 }
 
 /// The test's lake: `source`'s transactions before `cut_us`, each with the label that counts
 /// (through `tx_labeled`), ingested from a Parquet file; its offline features and a champion.
-/// The replay: `source`'s transactions from `cut_us` on (at most `limit`), in event time order.
-fn split_lake(source: &TempLake, cut_us: i64, limit: Option<usize>, what: &str) -> Scenario {
+/// The replay: `source`'s transactions from `cut_us` on (at most `limit`), in event time order,
+/// with their labels. `within_terminal_delay`: the replay must span less than the terminal
+/// windows' delay (asserted), as a comparison of every feature needs when the arrival order
+/// across clients is not event-time order; the stream test compares the terminal features only
+/// where that holds, so it may replay more.
+fn split_lake(
+    source: &TempLake,
+    cut_us: i64,
+    limit: Option<usize>,
+    what: &str,
+    within_terminal_delay: bool,
+) -> Scenario {
     let lake = TempLake::new();
     let history = lake.path().join("history.parquet");
     let history = history.to_str().expect("a UTF-8 path");
@@ -166,8 +192,8 @@ fn split_lake(source: &TempLake, cut_us: i64, limit: Option<usize>, what: &str) 
     let limit = limit.map_or(String::new(), |n| format!(" LIMIT {n}"));
     let replay: Vec<ReplayTx> = source
         .sql_json(&format!(
-            "SELECT tx_id, CAST(tx_ts AS BIGINT) AS us, customer_id, terminal_id, amount \
-             FROM transactions WHERE CAST(tx_ts AS BIGINT) >= {cut_us} ORDER BY tx_ts, tx_id{limit}"
+            "SELECT tx_id, CAST(tx_ts AS BIGINT) AS us, customer_id, terminal_id, amount, is_fraud \
+             FROM tx_labeled WHERE CAST(tx_ts AS BIGINT) >= {cut_us} ORDER BY tx_ts, tx_id{limit}"
         ))
         .iter()
         .map(ReplayTx::from_row)
@@ -178,7 +204,7 @@ fn split_lake(source: &TempLake, cut_us: i64, limit: Option<usize>, what: &str) 
     );
     let span_us = last.ts_us - first.ts_us;
     assert!(
-        span_us < TERMINAL_DELAY_US,
+        !within_terminal_delay || span_us < TERMINAL_DELAY_US,
         "the replay spans {:.1} days: terminal windows (7 days back) would read replayed \
          transactions, whose arrival order across clients is not event-time order",
         span_us as f64 / 86_400e6
@@ -195,7 +221,7 @@ fn split_lake(source: &TempLake, cut_us: i64, limit: Option<usize>, what: &str) 
 }
 
 /// The one row a `--output json` command prints (an array of one object).
-fn first_row(out: &str) -> serde_json::Value {
+pub(crate) fn first_row(out: &str) -> serde_json::Value {
     let value: serde_json::Value =
         serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
     value
@@ -252,12 +278,13 @@ fn online_stats(lake: &TempLake, redis: &RedisServer) -> serde_json::Value {
 }
 
 /// One `fraudlake serve` replica on a fixed port (a restart keeps it: the balancer's config names
-/// it), logging to a file of the lake's test folder.
-struct Replica {
+/// it), logging to a file of the lake's test folder. (The stream tests use it too, for a server
+/// they SIGKILL and restart.)
+pub(crate) struct Replica {
     /// Its name in the balancer's config (`replica1`, ...), which HAProxy returns in
     /// `X-Served-By`.
-    name: String,
-    port: u16,
+    pub(crate) name: String,
+    pub(crate) port: u16,
     args: Vec<String>,
     log: PathBuf,
     child: Option<Child>,
@@ -266,7 +293,7 @@ struct Replica {
 
 impl Replica {
     /// A replica of `lake` on the store at `store_url` (not started: [`Replica::spawn`]).
-    fn new(name: &str, lake: &TempLake, store_url: &str, extra: &[&str]) -> Replica {
+    pub(crate) fn new(name: &str, lake: &TempLake, store_url: &str, extra: &[&str]) -> Replica {
         let port = free_port();
         let mut args: Vec<String> = vec![
             "--lake".into(),
@@ -297,7 +324,7 @@ impl Replica {
     }
 
     /// Starts the process (again, after [`Replica::kill`]: same port, same arguments).
-    fn spawn(&mut self) {
+    pub(crate) fn spawn(&mut self) {
         assert!(self.child.is_none(), "{} is already running", self.name);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -314,6 +341,7 @@ impl Replica {
             .env_remove("FRAUDLAKE_FEATURES_SQL")
             .env_remove("FRAUDLAKE_ONLINE_STORE")
             .env_remove("FRAUDLAKE_ON_STORE_FAILURE")
+            .env_remove("FRAUDLAKE_SCORING_LOG")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -325,7 +353,7 @@ impl Replica {
 
     /// Waits until `GET /ready` answers 200; the time since the process started. Panics (with
     /// the log) when it exits first or is not ready within `limit`.
-    fn wait_ready(&mut self, limit: Duration) -> Duration {
+    pub(crate) fn wait_ready(&mut self, limit: Duration) -> Duration {
         let port = self.port;
         match wait_for(&mut self.child, limit, || {
             matches!(try_http(port, "GET", "/ready", &[], b""), Ok((200, _)))
@@ -345,7 +373,7 @@ impl Replica {
     }
 
     /// SIGKILL: no drain. What its lake writer had queued since its last commit is lost.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let mut child = self.child.take().expect("a running replica");
         child.kill().expect("SIGKILL");
         let _ = child.wait();
@@ -353,7 +381,7 @@ impl Replica {
 
     /// SIGTERM, then a clean exit: it stops accepting, answers what is in flight and commits
     /// everything its lake writer queued.
-    fn terminate(&mut self) {
+    pub(crate) fn terminate(&mut self) {
         let mut child = self.child.take().expect("a running replica");
         let status = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
@@ -385,14 +413,14 @@ impl Replica {
     }
 
     /// Its `/metrics` scrape.
-    fn metrics(&self) -> String {
+    pub(crate) fn metrics(&self) -> String {
         let (code, body) = try_http(self.port, "GET", "/metrics", &[], b"")
             .unwrap_or_else(|e| panic!("GET /metrics of {}: {e}", self.name));
         assert_eq!(code, 200, "GET /metrics of {}: {body}", self.name);
         body
     }
 
-    fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         file_tail(&self.log, 4000)
     }
 }
@@ -765,6 +793,7 @@ fn probe(tx_id: i64, first: &ReplayTx, entity: i64) -> ReplayTx {
         customer_id: PROBE_ENTITY + entity,
         terminal_id: PROBE_ENTITY + entity,
         amount: 42.5,
+        is_fraud: false,
     }
 }
 
@@ -824,17 +853,17 @@ fn store_traffic(redis: &RedisServer, replicas: &[Replica]) -> StoreTraffic {
 }
 
 /// A row of `predictions` beside the offline features of its transaction.
-struct OnlineAndOffline {
-    tx_id: i64,
+pub(crate) struct OnlineAndOffline {
+    pub(crate) tx_id: i64,
     /// `predictions.features` (null: a missing value).
-    online: Vec<Option<f64>>,
+    pub(crate) online: Vec<Option<f64>>,
     /// The `features` table's columns in the same order; `None` without a row there.
-    offline: Option<Vec<serde_json::Value>>,
+    pub(crate) offline: Option<Vec<serde_json::Value>>,
 }
 
 /// Every row of `predictions` with the offline features of its transaction (`features` must
 /// have been built after the replicas stopped).
-fn online_and_offline(lake: &TempLake, names: &[String]) -> Vec<OnlineAndOffline> {
+pub(crate) fn online_and_offline(lake: &TempLake, names: &[String]) -> Vec<OnlineAndOffline> {
     let columns: Vec<String> = names.iter().map(|n| format!("f.\"{n}\"")).collect();
     let rows = lake.sql_json(&format!(
         "SELECT p.tx_id, p.features AS online, f.tx_id AS offline_tx_id, {} \
@@ -876,7 +905,7 @@ fn agrees(online: Option<f64>, offline: &serde_json::Value) -> bool {
 
 /// The rows whose online features differ from the offline ones, described (all of them
 /// counted, the first 10 shown), skipping the rows `exempt` names.
-fn feature_mismatches(
+pub(crate) fn feature_mismatches(
     rows: &[OnlineAndOffline],
     names: &[String],
     exempt: impl Fn(i64) -> bool,
@@ -914,7 +943,7 @@ fn feature_mismatches(
 }
 
 /// The first 10 of `items`, one per line, for a failure message.
-fn first_ten(items: &[String]) -> String {
+pub(crate) fn first_ten(items: &[String]) -> String {
     items
         .iter()
         .take(10)
@@ -932,8 +961,8 @@ fn three_replicas_on_one_redis_behind_haproxy_give_the_offline_features() {
         return;
     }
     let scenario = match handbook_parquet() {
-        Some(file) => handbook_scenario(&file),
-        None => simulated_scenario(SIMULATED_REPLAY),
+        Some(file) => handbook_scenario(&file, HANDBOOK_REPLAY, true),
+        None => simulated_scenario(SIMULATED_REPLAY, true),
     };
     eprintln!("replicas: {}", scenario.what);
     let lake = &scenario.lake;
@@ -1109,7 +1138,7 @@ fn a_killed_replica_is_routed_around_and_a_redis_restart_rebootstraps() {
     if haproxy_bin().is_none() {
         return;
     }
-    let scenario = simulated_scenario(SIMULATED_REPLAY);
+    let scenario = simulated_scenario(SIMULATED_REPLAY, true);
     eprintln!("replicas: {}", scenario.what);
     let lake = &scenario.lake;
     let n = scenario.replay.len();

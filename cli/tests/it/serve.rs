@@ -417,10 +417,11 @@ fn scores_explains_takes_labels_and_lands_everything_in_the_lake() {
     assert_eq!(rows[0]["is_fraud"], true);
 }
 
-/// A deterministic stream of small numbers (no RNG crate needed).
-struct Lcg(u64);
+/// A deterministic stream of small numbers (no RNG crate needed; the stream tests draw their
+/// kill points from it too).
+pub(crate) struct Lcg(pub(crate) u64);
 impl Lcg {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self
             .0
             .wrapping_mul(6364136223846793005)
