@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use fraudlake_features::Transaction;
 use fraudlake_pipeline::lake::tables::{Provenance, Rejection};
 use fraudlake_pipeline::Lake;
+use fraudlake_serving::server::api::LabelRequest;
 use fraudlake_serving::server::handlers::{accept_labels, score_transactions, Answered};
 use fraudlake_serving::server::state::SharedState;
 use fraudlake_serving::server::writer::Label;
@@ -55,6 +56,9 @@ pub struct ConsumeOptions {
     pub max_commit_failures: Option<u32>,
     /// `fraudlake.operation` in the commits.
     pub operation: &'static str,
+    /// Event-time alignment: a partition whose newest event is more than this ahead of the
+    /// slowest partition's is paused until the others catch up (see [`Alignment`]).
+    pub max_partition_skew: Option<Duration>,
 }
 
 /// What a run consumed and landed.
@@ -69,9 +73,15 @@ pub struct Summary {
 /// Turns messages into rows.
 #[allow(async_fn_in_trait)]
 pub trait Decode {
-    /// The rows of one message into `batch`, tagged `at`. A bad message becomes a rejection,
-    /// never an error; an error stops the consumer (nothing of the batch is landed).
-    async fn decode(&mut self, msg: &OwnedMessage, at: At, batch: &mut Batch) -> Result<()>;
+    /// The rows of one message into `batch`, tagged `at`; returns the message's event time
+    /// (µs) when it has one that partitions should be aligned on. A bad message becomes a
+    /// rejection, never an error; an error stops the consumer (nothing of the batch lands).
+    async fn decode(
+        &mut self,
+        msg: &OwnedMessage,
+        at: At,
+        batch: &mut Batch,
+    ) -> Result<Option<i64>>;
     /// Finishes what `decode` held back, before the batch is landed.
     async fn before_commit(&mut self, _batch: &mut Batch) -> Result<()> {
         Ok(())
@@ -204,6 +214,11 @@ pub async fn run<D: Decode>(
     let mut deadline = Instant::now() + options.batch_interval;
     let mut last_message = Instant::now();
     let mut failures = 0u32;
+    let mut alignment = options.max_partition_skew.map(|skew| Alignment {
+        skew_us: skew.as_micros() as i64,
+        topic: options.topics[0].0.clone(),
+        partitions: HashMap::new(),
+    });
     tokio::pin!(shutdown);
     loop {
         let wait = deadline
@@ -217,6 +232,9 @@ pub async fn run<D: Decode>(
             match change {
                 Change::Revoked(gone) => {
                     batch.forget(&gone);
+                    if let Some(align) = alignment.as_mut() {
+                        align.forget(&gone);
+                    }
                     for tp in &gone {
                         assigned.remove(tp);
                         let _ = metrics.lag.remove_label_values(&[&tp.0, &tp.1.to_string()]);
@@ -233,9 +251,17 @@ pub async fn run<D: Decode>(
         match received {
             Ok(Ok(msg)) => {
                 let at = batch.consumed(msg.topic(), msg.partition(), msg.offset());
-                decoder.decode(&msg, at, &mut batch).await?;
+                let event_us = decoder.decode(&msg, at, &mut batch).await?;
+                if let (Some(align), Some(t)) = (alignment.as_mut(), event_us) {
+                    align.saw(&consumer, (msg.topic().to_string(), msg.partition()), t);
+                }
                 summary.messages += 1;
                 last_message = Instant::now();
+            }
+            Ok(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                if let Some(align) = alignment.as_mut() {
+                    align.at_end(&consumer, p);
+                }
             }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "consumer error (retrying)");
@@ -305,6 +331,89 @@ pub async fn run<D: Decode>(
     consumer.unsubscribe();
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// Event-time alignment of the partitions of one topic. Partitions are consumed side by side
+/// but not at the same pace (a broker may serve one ahead of the others), and with scoring,
+/// a transaction that arrives after events far later than it (in another partition) is late:
+/// beyond the engine's out-of-order tolerance its frames have lost their oldest events. So a
+/// partition more than `skew_us` ahead of the slowest one is paused until it is not; a
+/// partition at its end, or not heard from yet, holds nobody back.
+struct Alignment {
+    skew_us: i64,
+    topic: String,
+    partitions: HashMap<i32, PartitionClock>,
+}
+
+#[derive(Default)]
+struct PartitionClock {
+    newest_us: Option<i64>,
+    at_end: bool,
+    paused: bool,
+}
+
+impl Alignment {
+    fn saw(&mut self, consumer: &StreamConsumer<Rebalances>, tp: TopicPartition, event_us: i64) {
+        if tp.0 != self.topic {
+            return;
+        }
+        let clock = self.partitions.entry(tp.1).or_default();
+        clock.at_end = false;
+        let newest = clock.newest_us.map_or(event_us, |n| n.max(event_us));
+        let moved = clock.newest_us != Some(newest);
+        clock.newest_us = Some(newest);
+        if moved {
+            self.apply(consumer);
+        }
+    }
+
+    fn at_end(&mut self, consumer: &StreamConsumer<Rebalances>, partition: i32) {
+        self.partitions.entry(partition).or_default().at_end = true;
+        self.apply(consumer);
+    }
+
+    fn forget(&mut self, gone: &[TopicPartition]) {
+        for (topic, p) in gone {
+            if *topic == self.topic {
+                self.partitions.remove(p);
+            }
+        }
+    }
+
+    /// Pauses the partitions too far ahead of the slowest one still consuming; resumes the rest.
+    fn apply(&mut self, consumer: &StreamConsumer<Rebalances>) {
+        let Some(slowest) = self
+            .partitions
+            .values()
+            .filter(|c| !c.at_end)
+            .filter_map(|c| c.newest_us)
+            .min()
+        else {
+            return;
+        };
+        let (mut pause, mut resume) = (TopicPartitionList::new(), TopicPartitionList::new());
+        for (p, c) in self.partitions.iter_mut() {
+            let ahead = !c.at_end && c.newest_us.is_some_and(|n| n > slowest + self.skew_us);
+            if ahead != c.paused {
+                c.paused = ahead;
+                if ahead {
+                    pause.add_partition(&self.topic, *p);
+                } else {
+                    resume.add_partition(&self.topic, *p);
+                }
+            }
+        }
+        if pause.count() > 0 {
+            if let Err(e) = consumer.pause(&pause) {
+                tracing::warn!(error = %e, "cannot pause a partition ahead of the others");
+            }
+        }
+        if resume.count() > 0 {
+            if let Err(e) = consumer.resume(&resume) {
+                tracing::warn!(error = %e, "cannot resume a partition");
+            }
+        }
+    }
 }
 
 /// Lands the batch, then tells the broker (asynchronously; the lake already decides).
@@ -385,6 +494,9 @@ pub struct StreamDecoder {
     /// a feature batch each).
     held: Vec<Held>,
     held_ids: HashSet<i64>,
+    /// Valid labels waiting to be judged together (each judgement reads the lake's labels for
+    /// its tx_ids: one query per group, not per message).
+    held_labels: Vec<HeldLabel>,
     deliveries: Vec<rdkafka::producer::DeliveryFuture>,
 }
 
@@ -394,8 +506,16 @@ struct Held {
     msg: Arc<OwnedMessage>,
 }
 
+struct HeldLabel {
+    at: At,
+    label: LabelRequest,
+    msg: Arc<OwnedMessage>,
+}
+
 /// Transactions scored in one call at most.
 const SCORE_CHUNK: usize = 256;
+/// Labels judged in one call at most.
+const LABEL_CHUNK: usize = 2_000;
 
 impl StreamDecoder {
     pub fn new(
@@ -413,6 +533,7 @@ impl StreamDecoder {
             metrics,
             held: Vec::new(),
             held_ids: HashSet::new(),
+            held_labels: Vec::new(),
             deliveries: Vec::new(),
         }
     }
@@ -522,11 +643,60 @@ impl StreamDecoder {
     }
 }
 
+impl StreamDecoder {
+    /// Judges the held labels and applies those that count to the online state (after the
+    /// transactions held before them are scored); together, or one by one when the group is
+    /// refused, so one bad label rejects only itself.
+    async fn judge_held_labels(&mut self, batch: &mut Batch) -> Result<()> {
+        let Some(state) = self.scoring.clone() else {
+            return Ok(());
+        };
+        if self.held_labels.is_empty() {
+            return Ok(());
+        }
+        self.score_held(batch).await?;
+        let held = std::mem::take(&mut self.held_labels);
+        let Some(topic) = self.labels_topic.clone() else {
+            return Ok(());
+        };
+        let source = format!("kafka:{topic}");
+        let labels: Vec<LabelRequest> = held.iter().map(|h| h.label.clone()).collect();
+        match accept_labels(&state, &labels, &source, None).await {
+            Ok((_, rows)) if rows.len() == held.len() => {
+                batch.labels.extend(held.iter().map(|h| h.at).zip(rows));
+            }
+            Ok(_) => return Err(Error::invalid("labels and their rows do not match")),
+            Err(_) => {
+                for h in held {
+                    match accept_labels(&state, std::slice::from_ref(&h.label), &source, None).await
+                    {
+                        Ok((_, rows)) => batch.labels.extend(rows.into_iter().map(|r| (h.at, r))),
+                        Err(e) if e.status.is_server_error() => {
+                            return Err(Error::invalid(format!(
+                                "judging labels failed: {} ({})",
+                                e.detail, e.kind
+                            )))
+                        }
+                        Err(e) => self.reject(&h.msg, h.at, e.detail, batch),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Decode for StreamDecoder {
-    async fn decode(&mut self, msg: &OwnedMessage, at: At, batch: &mut Batch) -> Result<()> {
+    async fn decode(
+        &mut self,
+        msg: &OwnedMessage,
+        at: At,
+        batch: &mut Batch,
+    ) -> Result<Option<i64>> {
         if msg.topic() == self.transactions_topic {
             match message::transaction(msg.payload()) {
                 Ok(tx) if self.scoring.is_some() => {
+                    let event_us = tx.tx_ts_us;
                     if !self.held_ids.insert(tx.tx_id) {
                         // The same tx_id twice in one scoring call would both count as new.
                         self.score_held(batch).await?;
@@ -540,42 +710,45 @@ impl Decode for StreamDecoder {
                     if self.held.len() >= SCORE_CHUNK {
                         self.score_held(batch).await?;
                     }
+                    return Ok(Some(event_us));
                 }
                 Ok(tx) => batch.transactions.push((at, tx)),
                 Err(reason) => self.reject(msg, at, reason, batch),
             }
         } else if Some(msg.topic()) == self.labels_topic.as_deref() {
-            // A label after the transactions before it, as they arrived.
-            self.score_held(batch).await?;
-            let source = format!("kafka:{}", msg.topic());
             match message::label(msg.payload()) {
-                Ok(label) => match &self.scoring {
-                    Some(state) => match accept_labels(state, &[label], &source, None).await {
-                        Ok((_, rows)) => batch.labels.extend(rows.into_iter().map(|r| (at, r))),
-                        Err(e) => self.reject(msg, at, e.detail, batch),
-                    },
-                    None => batch.labels.push((
+                Ok(label) if self.scoring.is_some() => {
+                    self.held_labels.push(HeldLabel {
                         at,
-                        Label {
-                            tx_id: label.tx_id,
-                            is_fraud: label.is_fraud,
-                            fraud_scenario: label.fraud_scenario,
-                            labeled_at_us: chrono::Utc::now().timestamp_micros(),
-                            provenance: Provenance {
-                                source,
-                                ..Provenance::default()
-                            },
+                        label,
+                        msg: Arc::new(msg.clone()),
+                    });
+                    if self.held_labels.len() >= LABEL_CHUNK {
+                        self.judge_held_labels(batch).await?;
+                    }
+                }
+                Ok(label) => batch.labels.push((
+                    at,
+                    Label {
+                        tx_id: label.tx_id,
+                        is_fraud: label.is_fraud,
+                        fraud_scenario: label.fraud_scenario,
+                        labeled_at_us: chrono::Utc::now().timestamp_micros(),
+                        provenance: Provenance {
+                            source: format!("kafka:{}", msg.topic()),
+                            ..Provenance::default()
                         },
-                    )),
-                },
+                    },
+                )),
                 Err(reason) => self.reject(msg, at, reason, batch),
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     async fn before_commit(&mut self, batch: &mut Batch) -> Result<()> {
         self.score_held(batch).await?;
+        self.judge_held_labels(batch).await?;
         // What was produced for these messages is delivered before their offsets land: a
         // crash re-reads them and produces again (at least once for the output topics).
         for d in std::mem::take(&mut self.deliveries) {

@@ -39,7 +39,8 @@ pub fn consumer_config(brokers: &str, group: &str, session_timeout_ms: u32) -> C
             "heartbeat.interval.ms",
             (session_timeout_ms / 5).max(100).to_string(),
         )
-        .set("enable.partition.eof", "false")
+        // End-of-partition events: a partition at its end holds back no other (alignment).
+        .set("enable.partition.eof", "true")
         // Feeds `fraud_stream_lag_messages` (see `consume::Rebalances`).
         .set("statistics.interval.ms", "5000");
     c

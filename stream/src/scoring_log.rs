@@ -9,8 +9,8 @@
 //!
 //! [`LogLander`] is the lake writer of this mode: a consumer of the topic (group
 //! `fraudlake-scoring-log`) landing it through the same exactly-once commit as `fraudlake
-//! stream`, on its own thread. [`catch_up`] waits until the lake holds everything the log held
-//! when it was called: a server starts serving only after that, so a SIGKILLed server's
+//! stream`, on its own thread. [`catch_up`] lands the rest of the log directly, from the lake's
+//! offsets to the log's end: a server starts serving only after that, so a SIGKILLed server's
 //! answered transactions are in the lake (and in the rebuilt online state) before the new one
 //! answers; a graceful stop calls it again before leaving.
 
@@ -211,7 +211,12 @@ struct LogDecoder {
 }
 
 impl Decode for LogDecoder {
-    async fn decode(&mut self, msg: &OwnedMessage, at: At, batch: &mut Batch) -> Result<()> {
+    async fn decode(
+        &mut self,
+        msg: &OwnedMessage,
+        at: At,
+        batch: &mut Batch,
+    ) -> Result<Option<i64>> {
         let payload = msg.payload().unwrap_or_default();
         let row = serde_json::from_slice::<LoggedScore>(payload)
             .map_err(|e| format!("not a scoring-log record: {e}"))
@@ -231,7 +236,7 @@ impl Decode for LogDecoder {
                 },
             )),
         }
-        Ok(())
+        Ok(None)
     }
 }
 
@@ -260,6 +265,7 @@ impl LogLander {
             until_idle: None,
             max_commit_failures: None,
             operation: "serve: scoring log",
+            max_partition_skew: None,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -314,49 +320,17 @@ impl Drop for LogLander {
     }
 }
 
-/// Waits until the lake holds every message the log held when called, or fails after
-/// `timeout`. The log's end is found by reading it (from what the lake holds, so only the
-/// unlanded tail) up to each partition's end-of-partition event: asking the broker for the end
-/// offset instead is wrong on Tansu 0.6.
+/// Lands everything the log holds beyond what the lake records, directly (no group join, so
+/// no wait for a killed member's session to expire), and returns the messages it landed. The
+/// log's end is where each partition's end-of-partition event comes: asking the broker for
+/// the end offset instead is wrong on Tansu 0.6. The group's lander may land the same
+/// messages at the same time: both commit through [`Landing`], whose per-table offsets (and
+/// Delta's conflict check on the same application ids) keep every message once.
 pub async fn catch_up(lake: &Lake, target: &LogTarget, timeout: Duration) -> Result<usize> {
-    let started = Instant::now();
-    let feeds = HashMap::from([(target.topic.clone(), Feeds::Transactions)]);
-    let mut landing = Landing::new(lake.clone(), &target.group, feeds, "serve: scoring log");
-    let ends = log_ends(&mut landing, target, timeout).await?;
-    let parts: Vec<_> = ends.keys().cloned().collect();
-    loop {
-        let resume = landing.resume_offsets(&parts).await?;
-        let missing: i64 = ends
-            .iter()
-            .map(|(tp, last)| last + 1 - resume.get(tp).copied().flatten().unwrap_or(0))
-            .filter(|m| *m > 0)
-            .sum();
-        if missing == 0 {
-            return Ok(ends.len());
-        }
-        if started.elapsed() >= timeout {
-            return Err(Error::invalid(format!(
-                "the scoring log {} holds {missing} answered transactions the lake does not \
-                 have yet, and they were not landed within {} s (is the lander's group \
-                 '{}' stuck?)",
-                target.topic,
-                timeout.as_secs(),
-                target.group
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// The last offset of every non-empty partition of the log (beyond what the lake holds), by
-/// reading to the end of each partition without joining the group.
-async fn log_ends(
-    landing: &mut Landing,
-    target: &LogTarget,
-    timeout: Duration,
-) -> Result<HashMap<(String, i32), i64>> {
     use rdkafka::consumer::StreamConsumer;
     use rdkafka::{Offset, TopicPartitionList};
+    let feeds = HashMap::from([(target.topic.clone(), Feeds::Transactions)]);
+    let mut landing = Landing::new(lake.clone(), &target.group, feeds, "serve: scoring log");
     let mut config = kafka::base_config(&target.brokers);
     // A group id librdkafka wants for a consumer; nothing joins or commits under it.
     config
@@ -372,13 +346,9 @@ async fn log_ends(
         .map(|p| (target.topic.clone(), p))
         .collect();
     let resume = landing.resume_offsets(&parts).await?;
-    let mut ends = HashMap::new();
     let mut tpl = TopicPartitionList::new();
     for tp in &parts {
         let next = resume.get(tp).copied().flatten().unwrap_or(0);
-        if next > 0 {
-            ends.insert(tp.clone(), next - 1);
-        }
         tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(next))
             .map_err(|e| Error::kafka("bad offset", e))?;
     }
@@ -387,21 +357,33 @@ async fn log_ends(
         .map_err(|e| Error::kafka("cannot read the scoring log", e))?;
     let mut open: std::collections::HashSet<i32> = parts.iter().map(|(_, p)| *p).collect();
     let deadline = Instant::now() + timeout;
-    while !open.is_empty() {
+    let mut decoder = LogDecoder {
+        feature_sets: Vec::new(),
+    };
+    let mut batch = Batch::default();
+    let mut landed = 0;
+    loop {
+        let done = open.is_empty();
+        if done || batch.messages() >= 50_000 {
+            landed += batch.messages();
+            land_with_retries(&mut landing, &mut batch).await?;
+            if done {
+                return Ok(landed);
+            }
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(Error::invalid(format!(
-                "cannot read the scoring log {} to its end within {} s",
+                "cannot land the scoring log {} within {} s ({landed} messages landed so far)",
                 target.topic,
                 timeout.as_secs()
             )));
         }
         match tokio::time::timeout(left, reader.recv()).await {
             Ok(Ok(m)) => {
-                let last = ends
-                    .entry((target.topic.clone(), m.partition()))
-                    .or_insert(-1);
-                *last = (*last).max(m.offset());
+                let m = m.detach();
+                let at = batch.consumed(m.topic(), m.partition(), m.offset());
+                decoder.decode(&m, at, &mut batch).await?;
             }
             Ok(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
                 open.remove(&p);
@@ -413,7 +395,23 @@ async fn log_ends(
             Err(_) => {}
         }
     }
-    Ok(ends)
+}
+
+/// A landing retried a few times: a conflict with the group's lander landing the same
+/// messages is expected, and the retry lands only what is still missing.
+async fn land_with_retries(landing: &mut Landing, batch: &mut Batch) -> Result<()> {
+    let mut tries = 0;
+    loop {
+        match landing.commit(batch).await {
+            Ok(_) => return Ok(()),
+            Err(e) if tries >= 5 => return Err(e),
+            Err(e) => {
+                tries += 1;
+                tracing::info!(error = %e, "landing the scoring log again");
+                tokio::time::sleep(Duration::from_millis(100 * tries)).await;
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -237,7 +237,7 @@ struct ScoringLogParts {
     metrics: StreamMetrics,
 }
 
-/// How long a starting server waits for the lake to hold what the log holds.
+/// How long a starting server may take to land what the log holds beyond the lake.
 const CATCH_UP_AT_START: Duration = Duration::from_secs(300);
 /// ... and a stopping one (what it leaves, the next start lands).
 const CATCH_UP_AT_STOP: Duration = Duration::from_secs(30);
@@ -257,11 +257,11 @@ impl ScoringLogParts {
             metrics.clone(),
         )?;
         let started = std::time::Instant::now();
-        let partitions =
+        let landed =
             fraudlake_stream::scoring_log::catch_up(lake, &target, CATCH_UP_AT_START).await?;
         tracing::info!(
             log = %log.shown(),
-            partitions,
+            landed,
             seconds = started.elapsed().as_secs_f64(),
             "the lake holds everything the scoring log held"
         );
@@ -273,14 +273,15 @@ impl ScoringLogParts {
         })
     }
 
-    /// Lands what the log holds (bounded wait), then stops the consumer.
+    /// Stops the group's consumer (it lands what it holds), then lands the rest of the log
+    /// directly (bounded; what is left, the next start lands).
     async fn stop(self, lake: &Lake) {
+        self.lander.stop();
         if let Err(e) =
             fraudlake_stream::scoring_log::catch_up(lake, &self.target, CATCH_UP_AT_STOP).await
         {
             tracing::warn!(error = %e, "stopping before the lake holds the whole scoring log; the next start lands the rest");
         }
-        self.lander.stop();
     }
 }
 

@@ -75,6 +75,11 @@ pub struct StreamArgs {
     /// With --score: as `serve --watermark-quorum`.
     #[arg(long)]
     watermark_quorum: Option<usize>,
+    /// With --score: pause a partition whose newest transaction is more than this ahead of
+    /// the slowest partition's (event-time alignment), so no transaction arrives later than
+    /// the online state keeps history for. Default: half of --max-event-skew.
+    #[arg(long, value_parser = super::serve::parse_span)]
+    max_partition_skew: Option<Duration>,
     /// With --score: the feature SQL (default sql/features.sql).
     #[arg(long = "sql")]
     sql: Option<PathBuf>,
@@ -108,7 +113,18 @@ pub async fn run(a: StreamArgs, settings: &Settings) -> Result<u8> {
             .await
             .with_context(|| format!("cannot serve metrics on {addr}"))?;
     }
+    let mut max_partition_skew = None;
     let scoring = if a.score {
+        let event_time = super::serve::event_time_rules_from(
+            a.max_event_skew,
+            a.event_skew_policy,
+            a.watermark_quorum,
+            settings,
+        )?;
+        max_partition_skew =
+            Some(a.max_partition_skew.unwrap_or_else(|| {
+                Duration::from_nanos(event_time.max_skew_ns.unsigned_abs() / 2)
+            }));
         let config = ServeConfig {
             // Not listened on: the scoring state is the server's, without HTTP.
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -121,12 +137,7 @@ pub async fn run(a: StreamArgs, settings: &Settings) -> Result<u8> {
             flush_rows: a.batch_rows,
             flush_interval: Duration::from_millis(a.batch_ms.max(10)),
             reload_interval: Duration::from_secs(30),
-            event_time: super::serve::event_time_rules_from(
-                a.max_event_skew,
-                a.event_skew_policy,
-                a.watermark_quorum,
-                settings,
-            )?,
+            event_time,
             insecure_no_auth: true,
             label_policy: settings.label_policy(None)?,
             online_store: None,
@@ -171,6 +182,7 @@ pub async fn run(a: StreamArgs, settings: &Settings) -> Result<u8> {
         until_idle,
         max_commit_failures: Some(8),
         operation: "stream",
+        max_partition_skew,
     };
     let mut decoder = StreamDecoder::new(
         &a.transactions_topic,
