@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fraudlake_features::Transaction;
-use fraudlake_pipeline::lake::tables::{Provenance, Rejection};
+use fraudlake_pipeline::lake::tables::Provenance;
 use fraudlake_pipeline::Lake;
 use fraudlake_serving::server::api::LabelRequest;
 use fraudlake_serving::server::handlers::{accept_labels, score_transactions, Answered};
@@ -35,7 +35,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use crate::kafka;
 use crate::landing::{At, Batch, Feeds, Landed, Landing};
 use crate::ledger::TopicPartition;
-use crate::message::{self, raw_text, ScoreMessage};
+use crate::message::{self, ScoreMessage};
 use crate::metrics::StreamMetrics;
 use crate::{Error, Result};
 
@@ -112,6 +112,10 @@ fn list(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
 }
 
 impl ClientContext for Rebalances {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        kafka::report(error, reason);
+    }
+
     fn stats(&self, statistics: rdkafka::Statistics) {
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
@@ -570,15 +574,7 @@ impl StreamDecoder {
                 }
             }
         }
-        batch.rejected.push((
-            at,
-            Rejection {
-                source: format!("kafka:{}/{}", msg.topic(), msg.partition()),
-                row_number: msg.offset(),
-                raw_record: raw_text(payload),
-                reason,
-            },
-        ));
+        batch.rejected.push((at, message::rejection(msg, reason)));
     }
 
     /// An answered transaction into the batch (and the scores topic).

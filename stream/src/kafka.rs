@@ -7,6 +7,8 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{Client, ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::{Error, Result};
@@ -57,6 +59,31 @@ pub fn producer_config(brokers: &str) -> ClientConfig {
         .set("enable.idempotence", "false");
     c
 }
+
+/// What librdkafka reports outside any call: an end-of-partition "error" is how a consumer
+/// with `enable.partition.eof` learns it is caught up, not a fault (librdkafka's default
+/// handler logs each one as an error); the rest is logged as a warning (the calls that fail
+/// because of it return their own errors).
+pub fn report(error: KafkaError, reason: &str) {
+    let eof = matches!(
+        error,
+        KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+    );
+    if !eof {
+        tracing::warn!(error = %error, reason, "kafka client");
+    }
+}
+
+/// A consumer context that only quiets end-of-partition reports (see [`report`]).
+pub struct Quiet;
+
+impl ClientContext for Quiet {
+    fn error(&self, error: KafkaError, reason: &str) {
+        report(error, reason);
+    }
+}
+
+impl ConsumerContext for Quiet {}
 
 /// The partitions of `topic`, or an error saying the topic does not exist.
 pub fn partitions<C: ClientContext>(client: &Client<C>, topic: &str) -> Result<Vec<i32>> {

@@ -5,6 +5,7 @@
 //! answer.
 
 use fraudlake_features::Transaction;
+use fraudlake_pipeline::lake::tables::Rejection;
 use fraudlake_serving::server::api::{LabelRequest, ScoreRequest};
 use fraudlake_serving::server::writer::Scored;
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,18 @@ pub fn raw_text(payload: &[u8]) -> String {
         end -= 1;
     }
     format!("{}... ({} bytes)", &text[..end], payload.len())
+}
+
+/// The `transactions_rejected` row of a refused message: where it was (topic/partition as the
+/// source, the offset as the row number), its bytes, and why.
+pub fn rejection(msg: &rdkafka::message::OwnedMessage, reason: String) -> Rejection {
+    use rdkafka::message::Message;
+    Rejection {
+        source: format!("kafka:{}/{}", msg.topic(), msg.partition()),
+        row_number: msg.offset(),
+        raw_record: raw_text(msg.payload().unwrap_or_default()),
+        reason,
+    }
 }
 
 /// JSON text of a payload, or why it is not.

@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use fraudlake_pipeline::lake::tables::Rejection;
 use fraudlake_pipeline::Lake;
 use fraudlake_serving::server::scoring_log::ScoringLog;
 use fraudlake_serving::server::writer::Scored;
@@ -33,7 +32,7 @@ use tokio::sync::oneshot;
 use crate::consume::{self, ConsumeOptions, Decode};
 use crate::kafka;
 use crate::landing::{At, Batch, Feeds, Landing};
-use crate::message::{raw_text, LoggedScore};
+use crate::message::{rejection, LoggedScore};
 use crate::metrics::StreamMetrics;
 use crate::{Error, Result};
 
@@ -226,15 +225,7 @@ impl Decode for LogDecoder {
                 batch.transactions.push((at, row.tx));
                 batch.predictions.push((at, row));
             }
-            Err(reason) => batch.rejected.push((
-                at,
-                Rejection {
-                    source: format!("kafka:{}/{}", msg.topic(), msg.partition()),
-                    row_number: msg.offset(),
-                    raw_record: raw_text(payload),
-                    reason,
-                },
-            )),
+            Err(reason) => batch.rejected.push((at, rejection(msg, reason))),
         }
         Ok(None)
     }
@@ -338,8 +329,8 @@ pub async fn catch_up(lake: &Lake, target: &LogTarget, timeout: Duration) -> Res
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest");
-    let reader: StreamConsumer = config
-        .create()
+    let reader: StreamConsumer<kafka::Quiet> = config
+        .create_with_context(kafka::Quiet)
         .map_err(|e| Error::kafka(format!("cannot connect to {}", target.brokers), e))?;
     let parts: Vec<(String, i32)> = kafka::partitions(reader.client(), &target.topic)?
         .into_iter()
