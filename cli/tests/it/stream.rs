@@ -439,6 +439,8 @@ fn stream_score_lands_every_message_once_with_the_offline_features() {
         "--labels-topic",
         labels_topic,
         "--score",
+        "--scores-topic",
+        "scores",
         "--max-event-skew",
         "10d",
         "--until-idle",
@@ -532,6 +534,39 @@ fn stream_score_lands_every_message_once_with_the_offline_features() {
         "all {compared} scored transactions have exactly the offline features ({} each)",
         names.len()
     );
+
+    // The scores topic: one answer per transaction, as `predictions` holds it.
+    let decided: HashMap<i64, (String, f64)> = lake
+        .sql_json("SELECT tx_id, decision, risk_score FROM predictions")
+        .iter()
+        .map(|row| {
+            let decision = row["decision"].as_str().expect("decision").to_string();
+            (num(row, "tx_id") as i64, (decision, num(row, "risk_score")))
+        })
+        .collect();
+    let scores = broker.consume_all("scores");
+    assert_eq!(scores.len(), n, "messages in the scores topic");
+    let mut answered = HashSet::with_capacity(n);
+    for m in &scores {
+        let v: serde_json::Value = serde_json::from_slice(&m.value).expect("a score is JSON");
+        let tx_id = num(&v, "tx_id") as i64;
+        assert_eq!(
+            m.key.as_deref(),
+            Some(tx_id.to_string().as_str()),
+            "key of {v}"
+        );
+        assert!(
+            answered.insert(tx_id),
+            "tx {tx_id} answered twice on the scores topic"
+        );
+        let (decision, risk) = decided.get(&tx_id).expect("a score for a predicted tx_id");
+        assert_eq!(v["decision"].as_str(), Some(decision.as_str()), "{v}");
+        assert!(
+            (num(&v, "risk_score") - risk).abs() < 1e-12,
+            "{v} vs {risk}"
+        );
+    }
+    eprintln!("the scores topic holds one answer per transaction, equal to `predictions`");
 
     // Exactly once across runs: the lake's offsets say everything is in.
     let (second, seconds) =
