@@ -247,9 +247,6 @@ pub async fn run<D: Decode>(
                 }
                 Change::Assigned(got) => {
                     tracing::info!(partitions = ?got, "partitions assigned");
-                    if let Some(align) = alignment.as_mut() {
-                        align.assigned(&got);
-                    }
                     assigned.extend(got);
                     last_message = Instant::now();
                 }
@@ -274,12 +271,7 @@ pub async fn run<D: Decode>(
                 tracing::warn!(error = %e, "consumer error (retrying)");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            Err(_) => {
-                // Nothing arrived: an unheard partition's grace may have run out.
-                if let Some(align) = alignment.as_mut() {
-                    align.apply(&consumer);
-                }
-            }
+            Err(_) => {}
         }
         let now = Instant::now();
         if batch.messages() >= options.batch_rows || now >= deadline {
@@ -357,13 +349,8 @@ struct Alignment {
     partitions: HashMap<i32, PartitionClock>,
 }
 
-/// How long a partition not heard from yet may hold the others back.
-const UNHEARD_GRACE: Duration = Duration::from_secs(10);
-
 #[derive(Default)]
 struct PartitionClock {
-    /// When it was assigned (it holds the others back while unheard, for a while).
-    assigned_at: Option<Instant>,
     newest_us: Option<i64>,
     at_end: bool,
     paused: bool,
@@ -389,18 +376,6 @@ impl Alignment {
         self.apply(consumer);
     }
 
-    /// Newly assigned partitions are not heard from yet: until each delivers a transaction or
-    /// reports its end (or [`UNHEARD_GRACE`] passes), the others wait for it, so a first fetch
-    /// of one partition cannot run ahead of partitions that have not answered yet.
-    fn assigned(&mut self, got: &[TopicPartition]) {
-        let now = Instant::now();
-        for (topic, p) in got {
-            if *topic == self.topic {
-                self.partitions.entry(*p).or_default().assigned_at = Some(now);
-            }
-        }
-    }
-
     fn forget(&mut self, gone: &[TopicPartition]) {
         for (topic, p) in gone {
             if *topic == self.topic {
@@ -411,26 +386,18 @@ impl Alignment {
 
     /// Pauses the partitions too far ahead of the slowest one still consuming; resumes the rest.
     fn apply(&mut self, consumer: &StreamConsumer<Rebalances>) {
-        let waiting = self.partitions.values().any(|c| {
-            !c.at_end
-                && c.newest_us.is_none()
-                && c.assigned_at.is_some_and(|t| t.elapsed() < UNHEARD_GRACE)
-        });
-        let slowest = self
+        let Some(slowest) = self
             .partitions
             .values()
             .filter(|c| !c.at_end)
             .filter_map(|c| c.newest_us)
-            .min();
-        let Some(slowest) = slowest else {
+            .min()
+        else {
             return;
         };
         let (mut pause, mut resume) = (TopicPartitionList::new(), TopicPartitionList::new());
         for (p, c) in self.partitions.iter_mut() {
-            // An unheard partition may be anywhere: while one is, every heard one waits.
-            let ahead = !c.at_end
-                && c.newest_us
-                    .is_some_and(|n| waiting || n > slowest + self.skew_us);
+            let ahead = !c.at_end && c.newest_us.is_some_and(|n| n > slowest + self.skew_us);
             if ahead != c.paused {
                 c.paused = ahead;
                 if ahead {
