@@ -516,6 +516,20 @@ struct HeldLabel {
     msg: Arc<OwnedMessage>,
 }
 
+/// What the server's code said of one message: a refusal of the message (4xx: it is rejected
+/// with this reason) or a failure of the server's own (5xx: the consumer stops, nothing of the
+/// batch lands, and a restart reads it again).
+fn refusal(e: fraudlake_serving::server::error::ApiError, doing: &str) -> Result<String> {
+    if e.status.is_server_error() {
+        Err(Error::invalid(format!(
+            "{doing} failed: {} ({})",
+            e.detail, e.kind
+        )))
+    } else {
+        Ok(e.detail)
+    }
+}
+
 /// Transactions scored in one call at most.
 const SCORE_CHUNK: usize = 256;
 /// Labels judged in one call at most.
@@ -624,13 +638,10 @@ impl StreamDecoder {
                             Some((_, answered)) => self.answered(h.at, answered, batch),
                             None => self.reject(&h.msg, h.at, "no answer".into(), batch),
                         },
-                        Err(e) if e.status.is_server_error() => {
-                            return Err(Error::invalid(format!(
-                                "scoring failed: {} ({})",
-                                e.detail, e.kind
-                            )))
+                        Err(e) => {
+                            let reason = refusal(e, "scoring")?;
+                            self.reject(&h.msg, h.at, reason, batch)
                         }
-                        Err(e) => self.reject(&h.msg, h.at, e.detail, batch),
                     }
                 }
             }
@@ -667,13 +678,10 @@ impl StreamDecoder {
                     match accept_labels(&state, std::slice::from_ref(&h.label), &source, None).await
                     {
                         Ok((_, rows)) => batch.labels.extend(rows.into_iter().map(|r| (h.at, r))),
-                        Err(e) if e.status.is_server_error() => {
-                            return Err(Error::invalid(format!(
-                                "judging labels failed: {} ({})",
-                                e.detail, e.kind
-                            )))
+                        Err(e) => {
+                            let reason = refusal(e, "judging labels")?;
+                            self.reject(&h.msg, h.at, reason, batch)
                         }
-                        Err(e) => self.reject(&h.msg, h.at, e.detail, batch),
                     }
                 }
             }

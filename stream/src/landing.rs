@@ -131,6 +131,11 @@ impl Batch {
     }
 }
 
+/// Whether a table whose recorded offsets are `versions` holds (partition, offset).
+fn holder(versions: BTreeMap<TopicPartition, i64>) -> impl Fn(&TopicPartition, i64) -> bool {
+    move |tp: &TopicPartition, offset: i64| versions.get(tp).is_some_and(|v| *v >= offset)
+}
+
 /// What one commit landed.
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct Landed {
@@ -275,7 +280,10 @@ impl Landing {
         }
 
         // tx_ids the lake holds: dropped from transactions and predictions alike.
-        let holds_tx = self.holds(&TRANSACTIONS, &tx_parts).await?;
+        // One look at `transactions` for both its offsets and the tx_ids it holds.
+        let group = self.group.clone();
+        let table = self.current(&TRANSACTIONS).await?;
+        let holds_tx = holder(ledger::versions(table, &group, &tx_parts).await?);
         let fresh: Vec<(At, Transaction)> = batch
             .transactions
             .iter()
@@ -287,7 +295,7 @@ impl Landing {
         let existing = if txs.is_empty() {
             HashSet::new()
         } else {
-            existing_tx_ids(self.current(&TRANSACTIONS).await?, &txs).await?
+            existing_tx_ids(table, &txs).await?
         };
         let mut seen = HashSet::with_capacity(txs.len());
         let transactions: Vec<Transaction> = txs
@@ -373,8 +381,9 @@ impl Landing {
         parts: &[TopicPartition],
     ) -> Result<impl Fn(&TopicPartition, i64) -> bool> {
         let group = self.group.clone();
-        let versions = ledger::versions(self.current(def).await?, &group, parts).await?;
-        Ok(move |tp: &TopicPartition, offset: i64| versions.get(tp).is_some_and(|v| *v >= offset))
+        Ok(holder(
+            ledger::versions(self.current(def).await?, &group, parts).await?,
+        ))
     }
 
     /// One commit of `rows` (maybe none) with the offsets `last` as `txn` actions.

@@ -52,10 +52,14 @@ fn utf8(payload: Option<&[u8]>) -> Result<&str, String> {
 
 /// `text` as a `T`, or a reason that names the field at fault: serde's own message says
 /// "expected f64 at line 1 column 95", which a person fixing a producer cannot act on. When the
-/// whole object fails, each field is tried alone; the first whose failure is not a missing
-/// field is the culprit.
+/// object fails, each field is tried alone; the first whose failure is not a missing field is
+/// the culprit.
 fn decode<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, String> {
     use serde_json::Value;
+    // The valid message, the usual case, is read once; only a bad one is taken apart.
+    if let Ok(t) = serde_json::from_str::<T>(text) {
+        return Ok(t);
+    }
     let value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
     let Value::Object(fields) = &value else {
         let got = match value {
