@@ -69,6 +69,24 @@ fn worker_threads(command: &commands::Command) -> usize {
     }
 }
 
+/// Whether one error of a chain is the user's to fix (exit 2): each crate's error type says so
+/// of itself, this is the one place that asks them all.
+fn is_bad_input(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.is::<BadInput>()
+        || e.downcast_ref::<fraudlake_pipeline::Error>()
+            .is_some_and(|e| e.is_bad_input())
+        || e.downcast_ref::<fraudlake_model::Error>()
+            .is_some_and(|e| e.is_bad_input())
+        || e.downcast_ref::<fraudlake_drift::Error>()
+            .is_some_and(|e| e.is_bad_input())
+        || e.downcast_ref::<fraudlake_serving::Error>()
+            .is_some_and(|e| e.is_bad_input())
+        || e.downcast_ref::<fraudlake_dag::Error>()
+            .is_some_and(|e| e.is_bad_input())
+        || e.downcast_ref::<fraudlake_stream::Error>()
+            .is_some_and(|e| e.is_bad_input())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let settings = match config::Settings::resolve(&cli.global) {
@@ -94,16 +112,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
-            let bad_input = e.chain().any(|c| {
-                c.is::<BadInput>()
-                    || matches!(
-                        c.downcast_ref::<fraudlake_pipeline::Error>(),
-                        Some(
-                            fraudlake_pipeline::Error::Invalid(_)
-                                | fraudlake_pipeline::Error::DataFusion(_)
-                        )
-                    )
-            });
+            let bad_input = e.chain().any(is_bad_input);
             ExitCode::from(if bad_input {
                 exit::BAD_INPUT
             } else {

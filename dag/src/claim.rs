@@ -24,13 +24,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::error::{Error, Result};
 use chrono::{DateTime, Utc};
 use deltalake::logstore::object_store::{
     path::Path as StorePath, ObjectStoreExt, PutMode, PutOptions, PutPayload,
 };
 use deltalake::logstore::ObjectStoreRef;
 use fraudlake_pipeline::lake::Lake;
-use fraudlake_pipeline::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// The lake folder for scheduler state that is not a table (claims, task logs).
@@ -227,7 +227,7 @@ pub(crate) async fn acquire_without_heartbeat(
     what: &str,
     ttl: Duration,
 ) -> std::result::Result<Claim, Refused> {
-    let store = lake.files(SCHEDULER_FOLDER)?;
+    let store = lake.files(SCHEDULER_FOLDER).map_err(Error::from)?;
     let owner = owner_id();
     for _ in 0..ATTEMPTS {
         let started = Instant::now();

@@ -5,15 +5,15 @@
 
 use std::sync::Arc;
 
+use crate::error::{Error, Result};
 use chrono::{DateTime, NaiveDate, Utc};
 use deltalake::arrow::array::{
     Array, ArrayRef, Date32Array, Int32Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use fraudlake_model::columns;
+use fraudlake_pipeline::columns;
 use fraudlake_pipeline::lake::tables::{utc_micros, TableDef};
 use fraudlake_pipeline::lake::Lake;
-use fraudlake_pipeline::{Error, Result};
 use serde::Serialize;
 
 /// One row per state change of a DAG run; the latest `recorded_at` per `run_id` wins.
@@ -115,9 +115,7 @@ pub async fn record_run(lake: &Lake, r: &RunRecord) -> Result<()> {
     let cols: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from(vec![r.run_id.as_str()])),
         Arc::new(StringArray::from(vec![r.dag.as_str()])),
-        Arc::new(Date32Array::from(vec![
-            fraudlake_model::dataset::day_number(r.logical_date),
-        ])),
+        Arc::new(Date32Array::from(vec![columns::day_number(r.logical_date)])),
         micros_col(vec![Some(ts(r.data_interval_start))]),
         micros_col(vec![Some(ts(r.data_interval_end))]),
         Arc::new(StringArray::from(vec![r.trigger.as_str()])),
@@ -166,7 +164,7 @@ fn date(days: i32) -> NaiveDate {
 }
 
 async fn query(lake: &Lake, def: &TableDef, sql: &str) -> Result<Vec<RecordBatch>> {
-    let ctx = lake.session_of(&[def.name]).await?;
+    let ctx = lake.session(&[]).await?;
     if !ctx.table_exist(def.name)? {
         return Ok(Vec::new());
     }

@@ -14,6 +14,7 @@
 
 pub mod claim;
 pub mod condition;
+pub mod error;
 pub mod history;
 pub mod metrics;
 pub mod ops;
@@ -22,6 +23,7 @@ pub mod scheduler;
 pub mod spec;
 pub mod transient;
 
+pub use error::{Error, Result};
 pub use metrics::DagMetrics;
 pub use ops::OpEnv;
 pub use runner::{RunOutcome, RunRequest, Runner};

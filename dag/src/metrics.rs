@@ -69,11 +69,11 @@ pub async fn serve(
     addr: std::net::SocketAddr,
     registry: Registry,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> fraudlake_pipeline::Result<tokio::task::JoinHandle<()>> {
+) -> crate::Result<tokio::task::JoinHandle<()>> {
     use axum::routing::get;
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        fraudlake_pipeline::Error::io(format!("cannot listen on {addr} for metrics"), e)
-    })?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| crate::Error::io(format!("cannot listen on {addr} for metrics"), e))?;
     let app = axum::Router::new()
         .route(
             "/metrics",

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use crate::error::{Error, Result};
 use chrono::{Duration, NaiveDate};
 use fraudlake_features::{compile, offline, FeatureSet};
 use fraudlake_model::booster::TrainParams;
@@ -13,7 +14,6 @@ use fraudlake_model::registry::gate::{self, GatePolicy};
 use fraudlake_model::registry::{actor, metric_map, NewVersion, Registry};
 use fraudlake_model::train::{self, FeatureSpec, TestWindow};
 use fraudlake_pipeline::lake::Lake;
-use fraudlake_pipeline::{Error, Result};
 use serde_json::{json, Value};
 
 use crate::spec::{
@@ -266,7 +266,7 @@ pub async fn run(args: &OpArgs, ctx: &mut OpCtx<'_>) -> Result<Value> {
             // An external model has no training run here: its metrics come from evaluating it
             // on the week before the logical date, like a candidate.
             let forest = fraudlake_model::trees::Forest::from_json(&bytes)
-                .map_err(|e| Error::Model(format!("{path}: {e}")))?;
+                .map_err(|e| Error::model(format!("{path}: {e}")))?;
             let periods = Periods {
                 train_start: ctx.logical_date - Duration::days(20),
                 train_days: 7,

@@ -12,9 +12,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::error::{Error, Result};
 use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
 use fraudlake_pipeline::lake::Lake;
-use fraudlake_pipeline::{Error, Result};
 use serde_json::{json, Value};
 
 use crate::claim::{self, ClaimWatch, Refused};
@@ -483,23 +483,23 @@ pub(crate) mod tests {
         };
         for (e, transient) in [
             (Error::invalid("there is no champion yet"), false),
-            (Error::Model("bad artifact".into()), false),
+            (Error::model("bad artifact"), false),
             (io(std::io::ErrorKind::TimedOut), true),
             (io(std::io::ErrorKind::ConnectionRefused), true),
             (io(std::io::ErrorKind::NotFound), false),
             (io(std::io::ErrorKind::PermissionDenied), false),
             (
-                Error::Delta(DeltaTableError::ObjectStore { source: store() }),
+                Error::from(DeltaTableError::ObjectStore { source: store() }),
                 true,
             ),
-            (Error::Delta(DeltaTableError::VersionAlreadyExists(3)), true),
+            (Error::from(DeltaTableError::VersionAlreadyExists(3)), true),
             (
-                Error::Delta(DeltaTableError::Transaction {
+                Error::from(DeltaTableError::Transaction {
                     source: TransactionError::MaxCommitAttempts(15),
                 }),
                 true,
             ),
-            (Error::Delta(DeltaTableError::NotATable("x".into())), false),
+            (Error::from(DeltaTableError::NotATable("x".into())), false),
             (
                 Error::from(deltalake::datafusion::error::DataFusionError::Plan(
                     "no column amount".into(),

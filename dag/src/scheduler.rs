@@ -33,8 +33,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::error::{Error, Result};
 use chrono::{DateTime, Utc};
-use fraudlake_pipeline::{Error, Result};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 

@@ -4,17 +4,23 @@
 //! so the task fails at once with its message. Kept here rather than on the pipeline's error
 //! type: only the DAG runner asks.
 
+use crate::error::Error;
 use deltalake::arrow::error::ArrowError;
 use deltalake::datafusion::error::DataFusionError;
 use deltalake::DeltaTableError;
-use fraudlake_pipeline::Error;
 
 /// Whether the same call may succeed if tried again: I/O and object-store failures, Delta
 /// commit conflicts. Bad input, a missing champion, SQL and plan errors, model errors are
 /// permanent: a retry gives the same answer. (The DAG runner retries only the former.)
 pub fn is_transient(e: &Error) -> bool {
+    // Only the lake's failures can pass; a model or drift error of their own is permanent.
+    e.lake().is_some_and(lake_transient)
+}
+
+fn lake_transient(e: &fraudlake_pipeline::Error) -> bool {
+    use fraudlake_pipeline::Error;
     match e {
-        Error::Invalid(_) | Error::Model(_) => false,
+        Error::Invalid(_) => false,
         Error::Io { source, .. } => io_transient(source),
         Error::Delta(e) => delta_transient(e),
         Error::DataFusion(e) => datafusion_transient(e),

@@ -7,13 +7,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
 
+use crate::error::{Error, Result};
 use chrono::{Duration, NaiveDate, Utc};
 use deltalake::arrow::array::{Array, Float64Array, RecordBatch};
-use fraudlake_model::columns;
 use fraudlake_model::dataset::{Rows, Snapshot};
 use fraudlake_model::registry::{ModelVersion, Registry};
+use fraudlake_pipeline::columns;
 use fraudlake_pipeline::lake::Lake;
-use fraudlake_pipeline::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::report::{histogram, ColumnReport, DriftReport, LiveQuality, Period};
@@ -455,7 +455,7 @@ async fn served_scores(
     to: NaiveDate,
 ) -> Result<(Vec<f64>, Vec<(f64, bool)>)> {
     // Only the two tables this reads (each Delta log is loaded once).
-    let ctx = lake.session_of(&["predictions", "labels"]).await?;
+    let ctx = lake.session(&[]).await?;
     if !ctx.table_exist("predictions")? {
         return Ok((Vec::new(), Vec::new()));
     }

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use crate::error::{Error, Result};
 use chrono::NaiveDate;
 use deltalake::arrow::array::{
     Array, ArrayRef, BooleanArray, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray,
@@ -12,10 +13,9 @@ use deltalake::arrow::array::{
 };
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use deltalake::logstore::object_store::{path::Path as StorePath, ObjectStoreExt, PutPayload};
-use fraudlake_model::columns;
+use fraudlake_pipeline::columns;
 use fraudlake_pipeline::lake::tables::{utc_micros, TableDef};
 use fraudlake_pipeline::lake::Lake;
-use fraudlake_pipeline::{Error, Result};
 
 use crate::report::{ColumnReport, DriftReport};
 
@@ -104,7 +104,7 @@ pub async fn save(lake: &Lake, report: &DriftReport) -> Result<Saved> {
 fn date(s: &str) -> Result<i32> {
     let d = NaiveDate::parse_from_str(s, "%Y-%m-%d")
         .map_err(|e| Error::invalid(format!("bad period date '{s}': {e}")))?;
-    Ok(fraudlake_model::dataset::day_number(d))
+    Ok(columns::day_number(d))
 }
 
 fn rows(report: &DriftReport, url: &str) -> Result<RecordBatch> {
@@ -174,7 +174,7 @@ pub struct Latest {
 
 /// Reads the latest run from `drift_reports` (`None` when there is none yet).
 pub async fn latest(lake: &Lake) -> Result<Option<Latest>> {
-    let ctx = lake.session_of(&[DRIFT_REPORTS.name]).await?;
+    let ctx = lake.session(&[]).await?;
     if !ctx.table_exist(DRIFT_REPORTS.name)? {
         return Ok(None);
     }

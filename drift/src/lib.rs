@@ -7,10 +7,12 @@
 //! Guide: docs/drift.md in the repository.
 
 pub mod compute;
+pub mod error;
 pub mod history;
 pub mod report;
 pub mod stats;
 
 pub use compute::{compute, ColumnOverride, DriftOptions, PeriodSpec};
+pub use error::{Error, Result};
 pub use history::{latest, save, Latest, Saved, DRIFT_REPORTS};
 pub use report::DriftReport;

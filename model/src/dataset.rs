@@ -16,8 +16,8 @@ use fraudlake_pipeline::labels::LabelPolicy;
 use fraudlake_pipeline::lake::{register, tables, Lake};
 use serde::{Deserialize, Serialize};
 
-use crate::columns;
 use crate::error::{Error, Result};
+use fraudlake_pipeline::columns;
 
 /// One table as read: its name and Delta version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -390,7 +390,7 @@ fn append(rows: &mut Rows, b: &RecordBatch, width: usize) -> Result<()> {
     let label = columns::bools(b.column(3))?;
     let feats = (0..width)
         .map(|j| columns::f64s(b.column(4 + j)))
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<fraudlake_pipeline::Result<Vec<_>>>()?;
     for i in 0..b.num_rows() {
         if tx.is_null(i) || cust.is_null(i) || day.is_null(i) {
             return Err(Error::invalid(
@@ -407,9 +407,4 @@ fn append(rows: &mut Rows, b: &RecordBatch, width: usize) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Days since 1970-01-01 of a date.
-pub fn day_number(d: NaiveDate) -> i32 {
-    (d - chrono::DateTime::UNIX_EPOCH.date_naive()).num_days() as i32
 }

@@ -1,5 +1,39 @@
-//! The model crate reports through the pipeline's error type, so the CLI keeps one mapping
-//! from errors to exit codes; libxgboost failures
-//! become [`Error::Model`].
+//! The model crate's errors: libxgboost failures and unusable model artifacts or registry
+//! records are this crate's own ([`Error::Model`]); everything the lake reports (bad input,
+//! Delta, DataFusion, Arrow, I/O) passes through whole as [`Error::Lake`]. The CLI maps both to
+//! exit codes in one place (`is_bad_input`).
 
-pub use fraudlake_pipeline::error::{Error, Result};
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// libxgboost failed, or a model artifact or registry record is unusable.
+    #[error("model: {0}")]
+    Model(String),
+    /// The lake, the feature language or the user's input, as the lower crates report it.
+    #[error(transparent)]
+    Lake(#[from] fraudlake_pipeline::Error),
+}
+
+impl Error {
+    /// Something the user gave that cannot be used (a flag, a version, a date).
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::Lake(fraudlake_pipeline::Error::invalid(msg))
+    }
+
+    /// A local file could not be read or written; `context` says which and why.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Lake(fraudlake_pipeline::Error::io(context, source))
+    }
+
+    /// Whether the user can fix it by changing what they asked for (exit code 2).
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            Error::Model(_) => false,
+            Error::Lake(e) => e.is_bad_input(),
+        }
+    }
+}
+
+fraudlake_pipeline::from_lake_errors!(Error);
+
+/// Result alias for the model crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

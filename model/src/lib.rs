@@ -13,7 +13,6 @@
 //! Guide: docs/models.md in the repository.
 
 pub mod booster;
-pub mod columns;
 pub mod dataset;
 pub mod error;
 pub mod metrics;

@@ -8,9 +8,10 @@ use std::collections::HashMap;
 use chrono::{Duration, NaiveDate};
 use serde::Serialize;
 
-use crate::dataset::{day_number, Rows};
+use crate::dataset::Rows;
 use crate::error::{Error, Result};
 use crate::metrics;
+use fraudlake_pipeline::columns::day_number;
 
 /// Train / delay / test periods, in whole days.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]

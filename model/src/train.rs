@@ -10,11 +10,12 @@ use fraudlake_pipeline::lake::Lake;
 use serde::Serialize;
 
 use crate::booster::{fit, Fitted, TrainParams};
-use crate::dataset::{day_number, Rows, Snapshot};
+use crate::dataset::{Rows, Snapshot};
 use crate::error::{Error, Result};
 use crate::protocol::{evaluate, unknown_cards, Metrics, Periods};
 use crate::registry::Lineage;
 use crate::trees::Forest;
+use fraudlake_pipeline::columns::day_number;
 
 /// The feature set a model is trained on: its hash, SQL and column order.
 #[derive(Debug, Clone)]

@@ -20,9 +20,6 @@ pub enum Error {
     /// Arrow failed to build, cast or write a batch.
     #[error("arrow: {0}")]
     Arrow(#[from] ArrowError),
-    /// libxgboost failed, or a model artifact is unusable.
-    #[error("model: {0}")]
-    Model(String),
     /// Reading or writing a local input/output file failed.
     #[error("{context}")]
     Io {
@@ -44,6 +41,12 @@ impl Error {
         Error::Invalid(msg.into())
     }
 
+    /// Whether the user can fix it by changing what they asked for: a flag, a file, a query
+    /// (DataFusion's errors here are planning errors of SQL the user wrote). The CLI exits 2.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, Error::Invalid(_) | Error::DataFusion(_))
+    }
+
     /// Wraps an I/O error with what we were doing when it happened.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
@@ -55,3 +58,29 @@ impl Error {
 
 /// Result alias for the pipeline crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// For the error enum of a crate above this one, with a `Lake(fraudlake_pipeline::Error)`
+/// variant: `From` the errors the lake's libraries raise (Delta, DataFusion, Arrow), each
+/// becoming the lake's error, so `?` works on their calls as it does here.
+#[macro_export]
+macro_rules! from_lake_errors {
+    ($error:ty) => {
+        impl From<::deltalake::DeltaTableError> for $error {
+            fn from(e: ::deltalake::DeltaTableError) -> Self {
+                Self::Lake(e.into())
+            }
+        }
+
+        impl From<::deltalake::datafusion::error::DataFusionError> for $error {
+            fn from(e: ::deltalake::datafusion::error::DataFusionError) -> Self {
+                Self::Lake(e.into())
+            }
+        }
+
+        impl From<::deltalake::arrow::error::ArrowError> for $error {
+            fn from(e: ::deltalake::arrow::error::ArrowError) -> Self {
+                Self::Lake(e.into())
+            }
+        }
+    };
+}

@@ -227,7 +227,7 @@ mod tests {
         )
         .await
         .expect("append with the new columns");
-        let ctx = lake.session_of(&["labels"]).await.expect("session");
+        let ctx = lake.session(&[]).await.expect("session");
         let rows = ctx
             .sql(&format!(
                 "SELECT (SELECT COUNT(*) FROM labels), (SELECT COUNT(note) FROM labels), \

@@ -6,6 +6,7 @@
 //!
 //! Guide: docs/lake.md in the repository.
 
+pub mod columns;
 pub mod error;
 pub mod ingest;
 pub mod keys;

@@ -6,4 +6,7 @@
 //!
 //! Guide: docs/serving.md in the repository.
 
+pub mod error;
 pub mod server;
+
+pub use error::{Error, Result};

@@ -17,11 +17,24 @@ pub enum Error {
     },
     #[error(transparent)]
     Lake(#[from] fraudlake_pipeline::Error),
+    /// The scoring code this consumer runs (`--score`) could not start or run.
+    #[error(transparent)]
+    Serving(#[from] fraudlake_serving::Error),
 }
 
 impl Error {
     pub fn invalid(msg: impl Into<String>) -> Self {
         Error::Invalid(msg.into())
+    }
+
+    /// Whether the user can fix it by changing what they asked for (exit code 2).
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            Error::Invalid(_) => true,
+            Error::Kafka { .. } => false,
+            Error::Lake(e) => e.is_bad_input(),
+            Error::Serving(e) => e.is_bad_input(),
+        }
     }
 
     pub fn kafka(context: impl Into<String>, source: KafkaError) -> Self {
@@ -32,10 +45,6 @@ impl Error {
     }
 }
 
-impl From<deltalake::DeltaTableError> for Error {
-    fn from(e: deltalake::DeltaTableError) -> Self {
-        Error::Lake(e.into())
-    }
-}
+fraudlake_pipeline::from_lake_errors!(Error);
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -477,7 +477,7 @@ mod tests {
     }
 
     async fn count(lake: &Lake, table: &str) -> usize {
-        let ctx = lake.session_of(&[table]).await.expect("session");
+        let ctx = lake.session(&[]).await.expect("session");
         let batches = ctx
             .sql(&format!("SELECT * FROM {table}"))
             .await

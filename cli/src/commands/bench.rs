@@ -211,7 +211,7 @@ async fn writer(cmd: BenchCommand, settings: &Settings) -> Result<u8> {
         ));
     }
     let lake = settings.open_lake()?;
-    let ctx = lake.session_of(&["transactions"]).await?;
+    let ctx = lake.session(&[]).await?;
     if !ctx.table_exist("transactions")? {
         return Err(crate::bad_input("the lake has no transactions"));
     }

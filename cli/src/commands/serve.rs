@@ -10,6 +10,7 @@ use anyhow::Result;
 use clap::Args;
 use fraudlake_features::{compile, EventTimeRules, FeatureSet, SkewPolicy};
 use fraudlake_pipeline::Lake;
+use fraudlake_serving::server::drift::{ColumnVerdict, DriftVerdict, DriftVerdicts};
 use fraudlake_serving::server::scoring_log::ScoringLog as _;
 use fraudlake_serving::server::{self, ServeConfig};
 use fraudlake_stream::metrics::StreamMetrics;
@@ -118,6 +119,42 @@ pub(crate) fn online_store(flag: Option<String>, settings: &Settings) -> Result<
     }
 }
 
+/// The drift crate's reader of `drift_reports`, plugged into the server's drift gauges (the
+/// server itself does not link the drift statistics).
+#[derive(Debug)]
+struct LakeDriftVerdicts;
+
+#[async_trait::async_trait]
+impl DriftVerdicts for LakeDriftVerdicts {
+    async fn latest(
+        &self,
+        lake: &Lake,
+    ) -> std::result::Result<Option<DriftVerdict>, fraudlake_serving::Error> {
+        let latest = fraudlake_drift::latest(lake)
+            .await
+            .map_err(|e| fraudlake_serving::Error::Drift(e.to_string()))?;
+        Ok(latest.map(|l| DriftVerdict {
+            run_id: l.run_id,
+            generated_at_secs: l.generated_at_secs,
+            dataset_drift: l.dataset_drift,
+            drift_share: l.drift_share,
+            columns: l
+                .columns
+                .into_iter()
+                .map(
+                    |(scope, column, method, statistic, drifted)| ColumnVerdict {
+                        scope,
+                        column,
+                        method,
+                        statistic,
+                        drifted,
+                    },
+                )
+                .collect(),
+        }))
+    }
+}
+
 fn store_fail_open(flag: Option<StoreFailure>, settings: &Settings) -> Result<bool> {
     Ok(match (flag, settings.online.on_store_failure.as_deref()) {
         (Some(f), _) => f == StoreFailure::Open,
@@ -151,6 +188,7 @@ pub async fn run(a: ServeArgs, settings: &Settings) -> Result<u8> {
         label_policy: settings.label_policy(a.label_precedence.as_deref())?,
         online_store: online_store(a.online_store.clone(), settings)?,
         store_fail_open: store_fail_open(a.on_store_failure, settings)?,
+        drift: Some(Arc::new(LakeDriftVerdicts)),
     };
     config.validate()?;
     let path = a.sql.unwrap_or_else(|| settings.features_sql.clone());

@@ -142,6 +142,7 @@ pub async fn run(a: StreamArgs, settings: &Settings) -> Result<u8> {
             label_policy: settings.label_policy(None)?,
             online_store: None,
             store_fail_open: false,
+            drift: None,
         };
         let path = a
             .sql

@@ -213,10 +213,7 @@ fn sixteen_writers_appending_to_one_s3_table_lose_nothing() {
         versions.sort_unstable();
         assert_eq!(versions, (0..=commits).collect::<Vec<_>>());
         // Every row is there, once.
-        let ctx = lake
-            .session_of(&[TRANSACTIONS_REJECTED.name])
-            .await
-            .expect("session");
+        let ctx = lake.session(&[]).await.expect("session");
         let batches = ctx
             .sql(
                 "SELECT COUNT(*) AS n, COUNT(DISTINCT row_number) AS distinct_rows, \

@@ -143,7 +143,7 @@ pub async fn lookback<S: EntityStore>(
 
 /// The `n` newest `tx_ts` (microseconds), oldest first.
 async fn newest_tx_ts(lake: &Lake, n: usize) -> Result<Vec<i64>> {
-    let ctx = lake.session_of(&["transactions"]).await?;
+    let ctx = lake.session(&[]).await?;
     if !ctx.table_exist("transactions")? {
         return Ok(Vec::new());
     }
@@ -170,7 +170,7 @@ async fn newest_tx_ts(lake: &Lake, n: usize) -> Result<Vec<i64>> {
 
 /// Transactions with `tx_ts` after `us`.
 async fn count_after(lake: &Lake, us: i64) -> Result<i64> {
-    let ctx = lake.session_of(&["transactions"]).await?;
+    let ctx = lake.session(&[]).await?;
     let b = ctx
         .sql(&format!(
             "SELECT COUNT(*) FROM transactions WHERE CAST(tx_ts AS BIGINT) > {us}"

@@ -809,7 +809,7 @@ impl RedisStore {
         let Some(cursor) = cursor else {
             return Ok(0); // not bootstrapped by this version: nothing to compare with
         };
-        let ctx = lake.session_of(&["labels"]).await?;
+        let ctx = lake.session(&[]).await?;
         if !ctx
             .table_exist("labels")
             .map_err(fraudlake_pipeline::Error::from)?

@@ -30,11 +30,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::booster::TrainParams;
-use crate::columns;
 use crate::dataset::TableVersion;
 use crate::error::{Error, Result};
 use crate::protocol::{Metrics, Periods};
 use crate::trees::Forest;
+use fraudlake_pipeline::columns;
 
 /// Folder (under the lake root) of artifacts and model cards.
 pub const MODELS_FOLDER: &str = "models";
@@ -614,7 +614,7 @@ fn date32(s: &str) -> Result<i32> {
     let d: chrono::NaiveDate = s
         .parse()
         .map_err(|_| Error::Model(format!("bad date '{s}' in a model record")))?;
-    Ok(crate::dataset::day_number(d))
+    Ok(columns::day_number(d))
 }
 
 fn version_batch(r: &VersionRecord) -> Result<RecordBatch> {

@@ -4,7 +4,7 @@ use deltalake::datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 use serde::Serialize;
 
-use super::{Lake, KNOWN_TABLES};
+use super::Lake;
 use crate::error::Result;
 
 /// One line of `fraudlake tables`.
@@ -21,8 +21,8 @@ pub struct TableInfo {
 /// Describes every existing table of the lake.
 pub async fn describe(lake: &Lake) -> Result<Vec<TableInfo>> {
     let mut out = Vec::new();
-    for name in KNOWN_TABLES {
-        let Some(table) = lake.load(name).await? else {
+    for name in lake.table_names().await? {
+        let Some(table) = lake.load(&name).await? else {
             continue;
         };
         let snapshot = table.snapshot()?;
@@ -41,8 +41,8 @@ pub async fn describe(lake: &Lake) -> Result<Vec<TableInfo>> {
         if !rows_known {
             // Files written without statistics: count for real.
             let ctx = SessionContext::new();
-            super::register(&ctx, name, &table).await?;
-            rows = ctx.table(*name).await?.count().await? as u64;
+            super::register(&ctx, &name, &table).await?;
+            rows = ctx.table(name.as_str()).await?.count().await? as u64;
         }
         let last_commit: Vec<_> = table.history(Some(1)).try_collect().await?;
         let last_commit = last_commit
@@ -51,7 +51,7 @@ pub async fn describe(lake: &Lake) -> Result<Vec<TableInfo>> {
             .and_then(chrono::DateTime::from_timestamp_millis)
             .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
         out.push(TableInfo {
-            name: name.to_string(),
+            name: name.clone(),
             version: table.version().unwrap_or(0),
             rows,
             files,
@@ -74,8 +74,8 @@ pub struct MaintenanceReport {
 /// Compacts small files of every table (one commit per table that changed).
 pub async fn optimize(lake: &Lake) -> Result<Vec<MaintenanceReport>> {
     let mut out = Vec::new();
-    for name in KNOWN_TABLES {
-        let Some(table) = lake.load(name).await? else {
+    for name in lake.table_names().await? {
+        let Some(table) = lake.load(&name).await? else {
             continue;
         };
         let (table, metrics) = table
@@ -83,7 +83,7 @@ pub async fn optimize(lake: &Lake) -> Result<Vec<MaintenanceReport>> {
             .with_commit_properties(super::commit_note("optimize"))
             .await?;
         out.push(MaintenanceReport {
-            table: name.to_string(),
+            table: name.clone(),
             files_removed: metrics.num_files_removed,
             files_added: metrics.num_files_added,
             version: table.version().unwrap_or(0),
@@ -99,8 +99,8 @@ pub async fn vacuum(
     dry_run: bool,
 ) -> Result<Vec<MaintenanceReport>> {
     let mut out = Vec::new();
-    for name in KNOWN_TABLES {
-        let Some(table) = lake.load(name).await? else {
+    for name in lake.table_names().await? {
+        let Some(table) = lake.load(&name).await? else {
             continue;
         };
         let (table, metrics) = table
@@ -111,7 +111,7 @@ pub async fn vacuum(
             .with_commit_properties(super::commit_note("vacuum"))
             .await?;
         out.push(MaintenanceReport {
-            table: name.to_string(),
+            table: name.clone(),
             files_removed: metrics.files_deleted.len() as u64,
             files_added: 0,
             version: table.version().unwrap_or(0),

@@ -2,6 +2,7 @@
 //! folder. Everything that touches table data goes through here and through deltalake /
 //! object_store, never `std::fs`, so an `s3://` root works by configuration.
 
+pub mod catalog;
 pub mod maintenance;
 pub mod s3;
 pub mod tables;
@@ -21,25 +22,6 @@ use url::Url;
 
 use crate::error::{Error, Result};
 pub use tables::TableDef;
-
-/// Names of the tables a session registers when they exist. Fixed-schema tables are defined in
-/// [`tables`]; the others (like `features`) take their schema from the SQL that builds them.
-pub const KNOWN_TABLES: &[&str] = &[
-    "transactions",
-    "labels",
-    "transactions_rejected",
-    "features",
-    // The model registry (defined in fraudlake-model's `registry` module).
-    "model_versions",
-    "model_events",
-    // Written by the scoring server (fraudlake-serving's `server::writer`).
-    "predictions",
-    // Drift history (fraudlake-drift's `history`).
-    "drift_reports",
-    // The DAG runner's history (fraudlake-dag's `history`).
-    "dag_runs",
-    "task_runs",
-];
 
 /// A handle on the lake root. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -281,23 +263,10 @@ impl Lake {
         unreachable!("the last attempt returns")
     }
 
-    /// A session with only the named tables registered (those that exist; check with
-    /// `table_exist`): for a query over one or two tables, without loading every table's log
-    /// as [`Lake::session`] does.
-    pub async fn session_of(&self, names: &[&str]) -> Result<SessionContext> {
-        let ctx = new_session();
-        for name in names {
-            if let Some(table) = self.load(name).await? {
-                register(&ctx, name, &table).await?;
-            }
-        }
-        Ok(ctx)
-    }
-
-    /// A DataFusion session with every existing lake table registered under its name.
-    /// `pins` time-travels some tables (e.g. `transactions` at version 3). Views defined
-    /// above the lake, like the feature view `tx_labeled`, are not in it: see
-    /// [`Lake::session_with`].
+    /// A DataFusion session over the lake: every Delta table under the root is a table of
+    /// its default schema, opened when a query names it ([`catalog::LakeSchema`]). `pins`
+    /// time-travels some tables (e.g. `transactions` at version 3). Views defined above the
+    /// lake, like the feature view `tx_labeled`, are not in it: see [`Lake::session_with`].
     pub async fn session(&self, pins: &[(String, TimeTravel)]) -> Result<SessionContext> {
         self.session_with(pins, &[]).await
     }
@@ -311,24 +280,7 @@ impl Lake {
         views: &[&dyn LakeView],
     ) -> Result<SessionContext> {
         let ctx = new_session();
-        for (name, _) in pins {
-            if !KNOWN_TABLES.contains(&name.as_str()) {
-                return Err(Error::invalid(format!(
-                    "--at names unknown table '{name}' (known: {})",
-                    KNOWN_TABLES.join(", ")
-                )));
-            }
-        }
-        for name in KNOWN_TABLES {
-            let pinned = pins.iter().find(|(n, _)| n == name).map(|(_, at)| at);
-            let table = match pinned {
-                Some(at) => Some(self.load_at(name, at).await?),
-                None => self.load(name).await?,
-            };
-            if let Some(table) = table {
-                register(&ctx, name, &table).await?;
-            }
-        }
+        catalog::LakeSchema::install(&ctx, self, pins).await?;
         register_views(&ctx, views).await?;
         Ok(ctx)
     }

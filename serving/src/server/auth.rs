@@ -13,12 +13,13 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use crate::error::{Error, Result};
 use arc_swap::ArcSwap;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use fraudlake_pipeline::keys::{self, KeyRing, Refusal, Scope};
-use fraudlake_pipeline::{Error, Lake, Result};
+use fraudlake_pipeline::Lake;
 
 use super::error::ApiError;
 use super::state::SharedState;

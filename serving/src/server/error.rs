@@ -54,6 +54,12 @@ impl From<fraudlake_pipeline::Error> for ApiError {
     }
 }
 
+impl From<crate::Error> for ApiError {
+    fn from(e: crate::Error) -> Self {
+        Self::internal(e.to_string())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (

@@ -142,25 +142,25 @@ impl DriftGauges {
 
     /// Publishes a drift run (once per run id). Scores and labels are exposed under the
     /// feature names `risk_score` and `is_fraud`.
-    pub fn publish(&self, latest: &fraudlake_drift::Latest) {
+    pub fn publish(&self, latest: &super::drift::DriftVerdict) {
         let mut seen = self.run_id.lock();
         if *seen == latest.run_id {
             return;
         }
         self.feature.reset();
         self.drifted.reset();
-        for (scope, column, method, statistic, drifted) in &latest.columns {
-            let name = match scope.as_str() {
+        for c in &latest.columns {
+            let name = match c.scope.as_str() {
                 "prediction" => "risk_score",
                 "target" => "is_fraud",
-                _ => column.as_str(),
+                _ => c.column.as_str(),
             };
-            if let Some(v) = statistic {
-                self.feature.with_label_values(&[name, method]).set(*v);
+            if let Some(v) = c.statistic {
+                self.feature.with_label_values(&[name, &c.method]).set(v);
             }
             self.drifted
                 .with_label_values(&[name])
-                .set(i64::from(*drifted));
+                .set(i64::from(c.drifted));
         }
         self.dataset.set(i64::from(latest.dataset_drift));
         self.share.set(latest.drift_share);
@@ -316,8 +316,8 @@ fn build() -> prometheus::Result<Metrics> {
 }
 
 impl Metrics {
-    pub fn new() -> fraudlake_pipeline::Result<Metrics> {
-        build().map_err(|e| fraudlake_pipeline::Error::Model(format!("metrics: {e}")))
+    pub fn new() -> crate::Result<Metrics> {
+        Ok(build()?)
     }
 
     /// The registry, for other parts of the process (the embedded DAG scheduler) to add to.

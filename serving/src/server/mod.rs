@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod drift;
 pub mod error;
 pub mod handlers;
 pub mod json;
@@ -22,6 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::error::{Error, Result};
 use arc_swap::ArcSwap;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::Next;
@@ -31,7 +33,7 @@ use axum::Router;
 use fraudlake_features::online::{history, EventTimeRules};
 use fraudlake_features::{FeaturePlan, OnlineEngine};
 use fraudlake_model::registry::{Registry, CHAMPION};
-use fraudlake_pipeline::{Error, Lake, Result};
+use fraudlake_pipeline::Lake;
 use parking_lot::Mutex;
 use utoipa::OpenApi;
 
@@ -90,6 +92,9 @@ pub struct ServeConfig {
     /// `--on-store-failure open`: score without history (flagged `degraded`) while the shared
     /// store fails, instead of answering 503.
     pub store_fail_open: bool,
+    /// Where the drift gauges come from; `None` leaves them empty (the stream consumer, which
+    /// serves no alerts).
+    pub drift: Option<Arc<dyn drift::DriftVerdicts>>,
 }
 
 impl ServeConfig {
@@ -191,6 +196,7 @@ pub async fn build_state(
         auth,
         labels: tokio::sync::Mutex::new(provenance::LabelBook::new(config.label_policy.clone())),
         reload_lock: tokio::sync::Mutex::new(()),
+        drift: config.drift.clone(),
         ready: AtomicBool::new(false),
     });
     state.publish_model(None);

@@ -12,12 +12,13 @@
 
 use std::collections::HashMap;
 
+use crate::error::{Error, Result};
 use deltalake::arrow::array::{Array, BooleanArray, Int64Array, StringArray};
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::DataType;
 use fraudlake_pipeline::labels::LabelPolicy;
 use fraudlake_pipeline::lake::tables::{Provenance, LABELS};
-use fraudlake_pipeline::{Error, Lake, Result};
+use fraudlake_pipeline::Lake;
 
 /// The label that counts for a transaction.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::error::Result;
 use fraudlake_model::registry::CHAMPION;
-use fraudlake_pipeline::Result;
 
 use super::state::{Scorer, SharedState};
 
@@ -50,8 +50,12 @@ pub async fn reload(state: &SharedState) -> Result<(bool, String)> {
 }
 
 /// Reads the latest drift report from the lake into the drift gauges.
+/// Without a drift source (`ServeConfig::drift`), the gauges stay empty.
 pub async fn refresh_drift(state: &SharedState) -> Result<()> {
-    if let Some(latest) = fraudlake_drift::latest(state.registry.lake()).await? {
+    let Some(source) = &state.drift else {
+        return Ok(());
+    };
+    if let Some(latest) = source.latest(state.registry.lake()).await? {
         state.metrics.drift.publish(&latest);
     }
     Ok(())

@@ -12,9 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::error::{Error, Result};
 use fraudlake_features::online::redis_store::{RedisStore, StoreError};
 use fraudlake_features::{EventTimeRules, FeaturePlan, OnlineEngine};
-use fraudlake_pipeline::{Error, Lake, Result};
+use fraudlake_pipeline::Lake;
 
 use super::state::SharedState;
 
@@ -55,7 +56,7 @@ impl SharedOnline {
 
 fn startup_error(e: StoreError) -> Error {
     match e {
-        StoreError::Engine(e) => e,
+        StoreError::Engine(e) => e.into(),
         other => Error::invalid(other.to_string()),
     }
 }

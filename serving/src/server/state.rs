@@ -6,12 +6,12 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::error::{Error, Result};
 use arc_swap::ArcSwap;
 use fraudlake_features::{FeaturePlan, OnlineEngine};
 use fraudlake_model::booster::Explainer;
 use fraudlake_model::registry::{ModelVersion, Registry};
 use fraudlake_model::trees::Forest;
-use fraudlake_pipeline::{Error, Result};
 use parking_lot::Mutex;
 
 use super::metrics::Metrics;
@@ -101,6 +101,8 @@ pub struct AppState {
     pub labels: tokio::sync::Mutex<super::provenance::LabelBook>,
     /// Serializes reloads (the poller and /admin/reload).
     pub reload_lock: tokio::sync::Mutex<()>,
+    /// Where the drift gauges' verdict comes from (none: the gauges stay empty).
+    pub drift: Option<Arc<dyn super::drift::DriftVerdicts>>,
     pub ready: AtomicBool,
 }
 

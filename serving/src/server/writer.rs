@@ -15,6 +15,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::error::Result;
 use deltalake::arrow::array::AsArray;
 use deltalake::arrow::array::{
     ArrayRef, Date32Array, Float64Array, Float64Builder, Int64Array, ListBuilder, RecordBatch,
@@ -26,7 +27,6 @@ use fraudlake_pipeline::lake::tables::{
     utc_micros, LabelColumns, Provenance, TransactionColumns, LABELS, MICROS_PER_DAY, TRANSACTIONS,
 };
 use fraudlake_pipeline::lake::{Lake, TableDef};
-use fraudlake_pipeline::Result;
 use tokio::sync::{mpsc, oneshot};
 
 use super::metrics::Metrics;
@@ -119,9 +119,7 @@ impl LakeWriter {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| {
-                fraudlake_pipeline::Error::io("cannot start the lake writer runtime", e)
-            })?;
+            .map_err(|e| crate::Error::io("cannot start the lake writer runtime", e))?;
         let m = metrics.clone();
         let thread = std::thread::Builder::new()
             .name("lake-writer".into())
@@ -129,7 +127,7 @@ impl LakeWriter {
                 lower_priority();
                 runtime.block_on(run(lake, config, rx, m))
             })
-            .map_err(|e| fraudlake_pipeline::Error::io("cannot start the lake writer thread", e))?;
+            .map_err(|e| crate::Error::io("cannot start the lake writer thread", e))?;
         Ok((LakeWriter { tx, metrics }, thread))
     }
 
@@ -510,7 +508,7 @@ mod tests {
 
     /// (tx_id, rows) of a table.
     async fn counts(lake: &Lake, table: &str) -> Vec<(i64, i64)> {
-        let ctx = lake.session_of(&[table]).await.unwrap();
+        let ctx = lake.session(&[]).await.unwrap();
         let batches = ctx
             .sql(&format!(
                 "SELECT tx_id, COUNT(*) FROM {table} GROUP BY tx_id ORDER BY tx_id"
