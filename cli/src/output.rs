@@ -1,6 +1,8 @@
 //! Printing results as a table, CSV or JSON: every listing command offers all three so
 //! people read tables and scripts read JSON.
 
+use std::io::Write;
+
 use anyhow::Result;
 use clap::ValueEnum;
 use serde::Serialize;
@@ -86,24 +88,7 @@ pub fn print_rows<T: Serialize>(rows: &[T], format: Format) -> Result<()> {
         .map(|v| headers.iter().map(|h| cell(v, h)).collect())
         .collect();
     if format == Format::Csv {
-        println!(
-            "{}",
-            headers
-                .iter()
-                .map(|h| csv_escape(h))
-                .collect::<Vec<_>>()
-                .join(",")
-        );
-        for row in &table {
-            println!(
-                "{}",
-                row.iter()
-                    .map(|c| csv_escape(c))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            );
-        }
-        return Ok(());
+        return write_csv(std::io::stdout().lock(), &headers, &table);
     }
     let widths: Vec<usize> = headers
         .iter()
@@ -142,10 +127,64 @@ pub fn print_rows<T: Serialize>(rows: &[T], format: Format) -> Result<()> {
     Ok(())
 }
 
-fn csv_escape(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
+/// The header line and one `\n`-ended line per row, written by the `csv` crate (RFC 4180
+/// quoting: only values holding a comma, a quote or a line break are quoted, quotes doubled).
+fn write_csv(mut out: impl Write, headers: &[String], table: &[Vec<String>]) -> Result<()> {
+    if headers.is_empty() {
+        // No rows, so no columns: one empty line, as a listing with nothing in it always printed
+        // (the csv crate would write `""`, a row with one empty value).
+        writeln!(out)?;
+        return Ok(out.flush()?);
+    }
+    let mut w = csv::Writer::from_writer(out);
+    w.write_record(headers)?;
+    for row in table {
+        w.write_record(row)?;
+    }
+    Ok(w.flush()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn csv_of(headers: &[&str], rows: &[&[&str]]) -> String {
+        let headers: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+        let table: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| r.iter().map(|c| c.to_string()).collect())
+            .collect();
+        let mut out = Vec::new();
+        write_csv(&mut out, &headers, &table).expect("csv");
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    #[test]
+    fn csv_quotes_only_what_needs_it() {
+        assert_eq!(
+            csv_of(
+                &["version", "auc_roc", "note"],
+                &[&["1", "0.87", "plain text"], &["2", "", "n/a"]]
+            ),
+            "version,auc_roc,note\n1,0.87,plain text\n2,,n/a\n"
+        );
+        assert_eq!(
+            csv_of(
+                &["a,b", "say"],
+                &[&["x,y", "he said \"hi\""], &["line\nbreak", "cr\rhere"]]
+            ),
+            "\"a,b\",say\n\"x,y\",\"he said \"\"hi\"\"\"\n\"line\nbreak\",\"cr\rhere\"\n"
+        );
+        assert_eq!(csv_of(&[], &[]), "\n");
+    }
+
+    #[test]
+    fn csv_reads_back_as_written() {
+        let text = csv_of(&["k", "v"], &[&["a,\"b\"\nc", " spaced "]]);
+        let mut r = csv::Reader::from_reader(text.as_bytes());
+        let rows: Vec<csv::StringRecord> = r.records().collect::<Result<_, _>>().expect("read");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(&rows[0][0], "a,\"b\"\nc");
+        assert_eq!(&rows[0][1], " spaced ");
     }
 }

@@ -4,15 +4,16 @@
 //! The HTML page has no script, no external resource (a Content-Security-Policy meta tag forbids
 //! both), one inline stylesheet and one inline SVG histogram per column (plus one each for the
 //! prediction and target sections when present). Every text that comes from the data (column
-//! names, labels, run id) is HTML-escaped: by minijinja's auto-escaping in the template, and by
-//! [`esc`] in the SVG, which is built here.
+//! names, labels, run id) is HTML-escaped by the project's one escaper
+//! ([`fraudlake_model::html`], minijinja's): through auto-escaping in the template, and through
+//! [`Escaped`] in the SVG, which is built here.
 //!
 //! Non-finite floats (NaN, ±inf) are legal everywhere in the model: they render as `n/a` in HTML
 //! and serialize as `null` in JSON (and `null` reads back as NaN, or `None` for an `Option`).
 
 use std::fmt::Write as _;
 
-use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use fraudlake_model::html::{self, Escaped};
 use serde::{Deserialize, Serialize};
 
 /// The page template, compiled into the binary.
@@ -138,22 +139,7 @@ impl DriftReport {
     /// The self-contained HTML page.
     pub fn to_html(&self) -> Result<String, ReportError> {
         let view = PageView::new(self)?;
-        let mut env = Environment::new();
-        env.set_auto_escape_callback(|_| AutoEscape::Html);
-        // minijinja's HTML escaping also turns `/` into `&#x2f;` (so `n/a` became `n&#x2f;a` in
-        // the source); escape only what HTML needs, the same way as the SVG text.
-        env.set_formatter(|out, state, value| {
-            if let (AutoEscape::Html, false, Some(s)) =
-                (state.auto_escape(), value.is_safe(), value.as_str())
-            {
-                return Ok(out.write_str(&esc(s))?);
-            }
-            minijinja::escape_formatter(out, state, value)
-        });
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.set_trim_blocks(true);
-        env.set_lstrip_blocks(true);
-        env.add_template(TEMPLATE_NAME, TEMPLATE)?;
+        let env = html::environment(TEMPLATE_NAME, TEMPLATE)?;
         Ok(env.get_template(TEMPLATE_NAME)?.render(&view)?)
     }
 
@@ -417,22 +403,6 @@ fn r1(x: f64) -> String {
     }
 }
 
-/// Escapes text for HTML/SVG element content and attribute values.
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for ch in s.chars() {
-        match ch {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(ch),
-        }
-    }
-    out
-}
-
 fn is_p_value(method: &str) -> bool {
     matches!(method, "ks" | "chisquare" | "z")
 }
@@ -505,7 +475,7 @@ fn histogram_svg(name: &str, h: &Histogram) -> Result<String, ReportError> {
     let label =
         format!(
         "Histogram of {}: share of rows per {} in the reference and current periods, {bins} bins",
-        esc(name),
+        Escaped(name),
         if h.categorical { "category" } else { "value bin" }
     );
     let mut s = String::with_capacity(1500 + bins * 160);
@@ -590,7 +560,7 @@ fn histogram_svg(name: &str, h: &Histogram) -> Result<String, ReportError> {
             r1(LEFT + i as f64 * bw),
             r1(bw),
             r1(ph),
-            esc(&bin_label(h, i)),
+            Escaped(&bin_label(h, i)),
             fmt_pct(h.reference[i]),
             fmt_pct(h.current[i])
         );
@@ -607,7 +577,7 @@ fn histogram_svg(name: &str, h: &Histogram) -> Result<String, ReportError> {
                 s,
                 r#"<text x="{}" y="{ly}" text-anchor="middle">{}</text>"#,
                 r1(LEFT + (i as f64 + 0.5) * bw),
-                esc(&text)
+                Escaped(&text)
             );
         }
     } else {
@@ -619,9 +589,9 @@ fn histogram_svg(name: &str, h: &Histogram) -> Result<String, ReportError> {
         let _ = write!(
             s,
             r#"<text x="{LEFT}" y="{ly}">{}</text><text x="{}" y="{ly}" text-anchor="end">{}</text>"#,
-            esc(&first),
+            Escaped(&first),
             r1(LEFT + pw),
-            esc(&last)
+            Escaped(&last)
         );
     }
     let _ = write!(
@@ -1014,7 +984,7 @@ mod tests {
         let html = sample_report().to_html().unwrap();
         assert!(!html.contains("<script"));
         assert!(!html.contains("alert(1)</"));
-        // Table and card heading (minijinja escaping) and the SVG aria-label (ours).
+        // Table and card heading (the template) and the SVG aria-label (written here): one escaper.
         assert!(html.contains(">&lt;script&gt;alert(1)&lt;/script&gt;</a>"));
         assert!(html.contains("Histogram of &lt;script&gt;alert(1)&lt;/script&gt;"));
 

@@ -8,6 +8,7 @@
 //! * [`xgboost`], [`booster`]: libxgboost (C API) training, batch prediction, TreeSHAP.
 //! * [`trees`]: the native scorer of the saved JSON model.
 //! * [`registry`]: versions, lineage, aliases, promotion gate, audit, model cards.
+//! * [`html`]: the minijinja setup (and so the one HTML escaper) of every HTML page.
 //! * [`train`]: the `fraudlake train` / `evaluate` workflows over the above.
 //!
 //! Guide: docs/models.md in the repository.
@@ -15,6 +16,7 @@
 pub mod booster;
 pub mod dataset;
 pub mod error;
+pub mod html;
 pub mod metrics;
 pub mod protocol;
 pub mod registry;

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generate the drift statistics test vectors (`drift_vectors.json`) from Evidently itself.
 
-`drift/src/stats.rs` reproduces Evidently 0.7's DataDriftPreset (the per-column method choice,
+`drift/src/stats/` reproduces Evidently 0.7's DataDriftPreset (the per-column method choice,
 statistic, threshold and drifted verdict) plus Evidently's PSI. Its unit tests compare it with
 the vectors written here, which come from Evidently's own code paths:
 
@@ -58,7 +58,7 @@ warnings.filterwarnings("ignore")
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "drift_vectors.json")
 
-# Evidently's display names (what ValueDrift reports for an auto-selected method) -> stats.rs names.
+# Evidently's display names (what ValueDrift reports for an auto-selected method) -> our names.
 DISPLAY_TO_NAME = {
     "K-S p_value": "ks",
     "Wasserstein distance (normed)": "wasserstein",

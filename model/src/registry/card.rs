@@ -1,10 +1,15 @@
 //! Model cards: what an analyst or auditor needs to know about one version (metrics, the
 //! features that matter, the data it came from, the exact feature SQL), as Markdown for the
-//! repository and as a self-contained HTML page.
+//! repository and as a self-contained HTML page (a minijinja template, compiled into the
+//! binary).
 
 use std::fmt::Write;
 
 use super::VersionRecord;
+
+/// The HTML card's template, compiled into the binary.
+const TEMPLATE: &str = include_str!("../../templates/card.html");
+const TEMPLATE_NAME: &str = "card.html";
 
 fn fmt_metric(v: Option<f64>) -> String {
     v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.4}"))
@@ -138,47 +143,115 @@ pub fn markdown(r: &VersionRecord) -> String {
     out
 }
 
-/// Escapes text for HTML element content and attribute values.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+/// The HTML card: `templates/card.html` rendered by [`crate::html`] (minijinja, auto-escaped).
+/// Fails only if the template itself is broken.
+pub fn html(r: &VersionRecord) -> Result<String, minijinja::Error> {
+    let env = crate::html::environment(TEMPLATE_NAME, TEMPLATE)?;
+    let mut page = env
+        .get_template(TEMPLATE_NAME)?
+        .render(minijinja::context! {
+            version => r.version,
+            sections => sections(r),
+            feature_sql => &r.feature_sql,
+        })?;
+    // minijinja drops the template's last newline; the file ends with one, as text files do.
+    page.push('\n');
+    Ok(page)
 }
 
-pub fn html(r: &VersionRecord) -> String {
-    let mut body = String::new();
-    for (title, rows) in sections(r) {
-        let _ = write!(body, "<h2>{}</h2><table>", escape(title));
-        for (k, v) in rows {
-            let _ = write!(
-                body,
-                "<tr><th>{}</th><td>{}</td></tr>",
-                escape(&k),
-                escape(&v)
-            );
+#[cfg(test)]
+mod tests {
+    use chrono::{NaiveDate, TimeZone, Utc};
+
+    use super::*;
+    use crate::booster::TrainParams;
+    use crate::dataset::{LabelOverride, TableVersion};
+    use crate::protocol::{Metrics, Periods};
+    use crate::registry::Lineage;
+
+    fn record() -> VersionRecord {
+        VersionRecord {
+            version: 7,
+            created_at: Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap(),
+            created_by: "ci".into(),
+            note: "<b>bold</b> & 'quoted' n/a".into(),
+            feature_set: "abc123".into(),
+            feature_sql: "SELECT amount / 2 AS half\nFROM tx WHERE a < b".into(),
+            feature_names: vec!["half".into()],
+            periods: Periods {
+                train_start: NaiveDate::from_ymd_opt(2018, 4, 1).unwrap(),
+                train_days: 7,
+                delay_days: 7,
+                test_days: 7,
+            },
+            params: TrainParams::default(),
+            rounds: 3,
+            metrics: Metrics {
+                auc_roc: Some(0.87654),
+                threshold: 0.5,
+                test_rows: 10,
+                test_frauds: 2,
+                ..Metrics::default()
+            },
+            lineage: Lineage {
+                tables: vec![TableVersion {
+                    table: "features".into(),
+                    version: 4,
+                }],
+                train_from: "2018-04-01".into(),
+                train_to: "2018-04-07".into(),
+                test_from: "2018-04-15".into(),
+                test_to: "2018-04-21".into(),
+                train_rows: 100,
+                train_frauds: 5,
+                test_rows: 10,
+                test_frauds: 2,
+                label_policy: String::new(),
+                labels_overridden: vec![LabelOverride {
+                    source: "api:k1".into(),
+                    kept: "ingest:chargebacks.csv".into(),
+                    labels: 1,
+                }],
+            },
+            importance: vec![("half".into(), 1.5)],
+            artifact: "models/v7/model.json".into(),
+            artifact_sha256: "ff".into(),
         }
-        body.push_str("</table>");
     }
-    let _ = write!(
-        body,
-        "<h2>Feature SQL</h2><pre>{}</pre>",
-        escape(&r.feature_sql)
-    );
-    format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>fraudlake model v{v}</title>\
-         <style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}\
-         table{{border-collapse:collapse;margin-bottom:1rem}}th,td{{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}}\
-         th{{background:#f4f4f4;font-weight:600}}pre{{background:#f8f8f8;padding:1rem;overflow:auto}}</style>\
-         </head><body><h1>fraudlake model v{v}</h1>{body}</body></html>\n",
-        v = r.version
-    )
+
+    #[test]
+    fn html_card_holds_every_section_escaped() {
+        let page = html(&record()).expect("render");
+        assert!(page.starts_with("<!doctype html>"), "{page}");
+        assert!(page.ends_with("</html>\n"), "{page}");
+        assert!(page.contains("<title>fraudlake model v7</title>"), "{page}");
+        for (title, rows) in sections(&record()) {
+            assert!(page.contains(&format!("<h2>{title}</h2>")), "{title}");
+            for (k, v) in rows {
+                let row = format!(
+                    "<tr><th>{}</th><td>{}</td></tr>",
+                    crate::html::Escaped(&k),
+                    crate::html::Escaped(&v)
+                );
+                assert!(page.contains(&row), "{row} in {page}");
+            }
+        }
+        assert!(page.contains("<tr><th>AUC ROC</th><td>0.8765</td></tr>"));
+        assert!(page.contains("<tr><th>Test rows / frauds</th><td>10 / 2</td></tr>"));
+        assert!(page.contains("<td>n/a</td>"));
+        assert!(page.contains("<td>&lt;b&gt;bold&lt;/b&gt; &amp; &#x27;quoted&#x27; n/a</td>"));
+        assert!(page.contains("<pre>SELECT amount / 2 AS half\nFROM tx WHERE a &lt; b</pre>"));
+        assert!(!page.contains("<b>bold"));
+    }
+
+    #[test]
+    fn markdown_card_escapes_table_cells() {
+        let md = markdown(&record());
+        assert!(md.starts_with("# fraudlake model v7\n"), "{md}");
+        assert!(
+            md.contains("| Overridden: `api:k1` | 1 labels, `ingest:chargebacks.csv` kept |"),
+            "{md}"
+        );
+        assert!(md.ends_with("```sql\nSELECT amount / 2 AS half\nFROM tx WHERE a < b\n```\n"));
+    }
 }

@@ -520,7 +520,8 @@ impl Registry {
         let store = self.lake.files(MODELS_FOLDER)?;
         let dir = format!("v{}", record.version);
         let md = card::markdown(record);
-        let html = card::html(record);
+        let html = card::html(record)
+            .map_err(|e| Error::Model(format!("cannot render the model card: {e}")))?;
         for (name, body) in [("card.md", md), ("card.html", html)] {
             store
                 .put(
