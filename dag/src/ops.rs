@@ -20,6 +20,7 @@ use crate::spec::{
     DriftReference, DriftReportArgs, EvaluateArgs, FeaturesBuildArgs, IngestArgs, IngestPreset,
     ModelRef, NotifyArgs, NotifyOn, OpArgs, PromoteArgs, RegisterArgs, SqlArgs, TrainArgs,
 };
+use crate::state::RunState;
 
 /// What every op may use: the lake and the process's configuration.
 #[derive(Debug, Clone)]
@@ -42,8 +43,8 @@ pub struct OpCtx<'a> {
     pub logical_date: NaiveDate,
     /// Outputs of the tasks that finished so far, by task id (plus the run's built-ins).
     pub context: &'a Value,
-    /// "success" so far, or "failed" once a task failed (what `notify` reports).
-    pub state: &'a str,
+    /// Success so far, or failed once a task failed (what `notify` reports).
+    pub state: RunState,
     /// Lines for the task's log file.
     pub log: Vec<String>,
 }
@@ -362,8 +363,8 @@ pub async fn run(args: &OpArgs, ctx: &mut OpCtx<'_>) -> Result<Value> {
         }) => {
             let send = match only_on {
                 NotifyOn::Always => true,
-                NotifyOn::Failure => ctx.state == "failed",
-                NotifyOn::Success => ctx.state != "failed",
+                NotifyOn::Failure => ctx.state == RunState::Failed,
+                NotifyOn::Success => ctx.state != RunState::Failed,
             };
             if !send {
                 ctx.note(format!("run state {}: nothing to send", ctx.state));
