@@ -20,8 +20,8 @@ use serde_json::{json, Value};
 use crate::claim::{self, ClaimWatch, Refused};
 use crate::history::{self, RunRecord, TaskRecord};
 use crate::metrics::DagMetrics;
-use crate::ops::{self, OpCtx, OpEnv};
-use crate::spec::{DagSpec, Op, TriggerRule};
+use crate::ops::{OpCtx, OpEnv, OpKind};
+use crate::spec::{DagSpec, TriggerRule};
 use crate::state::{RunState, TaskState, Trigger};
 use crate::transient;
 
@@ -158,7 +158,7 @@ impl Runner {
                 .iter()
                 .map(|d| states.get(d).copied().unwrap_or(TaskState::Skipped))
                 .collect();
-            let is_notify = task.op() == Op::Notify;
+            let is_notify = task.op() == OpKind::Notify;
             let condition = match task.run_if.evaluate(&context) {
                 Ok(b) => Ok(b),
                 Err(e) => Err(format!("run_if `{}` cannot be evaluated: {e}", task.run_if)),
@@ -338,14 +338,13 @@ impl Runner {
             };
             let clock = Instant::now();
             // The error, and whether it may pass on another attempt.
-            let result =
-                match tokio::time::timeout(task.timeout, ops::run(&task.args, &mut ctx)).await {
-                    Ok(r) => r.map_err(|e| (e.to_string(), transient::is_transient(&e))),
-                    Err(_) => Err((
-                        format!("timed out after {} s", task.timeout.as_secs()),
-                        true,
-                    )),
-                };
+            let result = match tokio::time::timeout(task.timeout, task.args.run(&mut ctx)).await {
+                Ok(r) => r.map_err(|e| (e.to_string(), transient::is_transient(&e))),
+                Err(_) => Err((
+                    format!("timed out after {} s", task.timeout.as_secs()),
+                    true,
+                )),
+            };
             self.metrics
                 .task_seconds
                 .with_label_values(&[dag.name.as_str(), task.id.as_str()])

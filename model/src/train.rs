@@ -111,27 +111,8 @@ async fn fit_blocking(
         .map_err(|e| Error::Model(format!("the training task failed: {e}")))?
 }
 
-/// Trains on `periods` and evaluates on its test days, reading labels by the default
-/// precedence.
-pub async fn train(
-    lake: &Lake,
-    spec: &FeatureSpec,
-    periods: &Periods,
-    params: &TrainParams,
-    threshold: f64,
-) -> Result<Trained> {
-    train_with(
-        lake,
-        spec,
-        periods,
-        params,
-        threshold,
-        &LabelPolicy::default(),
-    )
-    .await
-}
-
-/// [`train`] with labels read by `policy`.
+/// Trains on `periods` with labels read by `policy` and evaluates on its test days (not
+/// registered: [`train_and_register`] does both).
 pub async fn train_with(
     lake: &Lake,
     spec: &FeatureSpec,
