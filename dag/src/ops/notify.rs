@@ -129,6 +129,8 @@ fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_auto_escape_callback(|_| AutoEscape::None);
     env.set_undefined_behavior(UndefinedBehavior::Chainable);
+    // The text is sent as written: a final newline is kept (minijinja drops it by default).
+    env.set_keep_trailing_newline(true);
     env.set_formatter(|out, _state, value| {
         let text = if value.is_undefined() || value.is_none() {
             "n/a".to_string()
@@ -285,6 +287,10 @@ mod tests {
         assert_eq!(
             render("{{ state | upper }} <b>&{{ dag }}", &values).unwrap_or_else(|e| e.to_string()),
             "FAILED <b>&nightly"
+        );
+        assert_eq!(
+            render("{{ dag }}\n", &values).unwrap_or_else(|e| e.to_string()),
+            "nightly\n"
         );
     }
 
