@@ -16,6 +16,8 @@ use fraudlake_pipeline::lake::tables::{utc_micros, TableDef};
 use fraudlake_pipeline::lake::Lake;
 use serde::Serialize;
 
+use crate::state::{RunState, TaskState, Trigger};
+
 /// One row per state change of a DAG run; the latest `recorded_at` per `run_id` wins.
 pub const DAG_RUNS: TableDef = TableDef {
     name: "dag_runs",
@@ -74,8 +76,8 @@ pub struct RunRecord {
     pub logical_date: NaiveDate,
     pub data_interval_start: DateTime<Utc>,
     pub data_interval_end: DateTime<Utc>,
-    pub trigger: String,
-    pub state: String,
+    pub trigger: Trigger,
+    pub state: RunState,
     pub started_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
     pub error: Option<String>,
@@ -90,8 +92,7 @@ pub struct TaskRecord {
     pub task: String,
     pub op: String,
     pub attempt: i32,
-    /// running | success | failed | skipped | upstream_failed
-    pub state: String,
+    pub state: TaskState,
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
     pub error: Option<String>,
@@ -171,6 +172,14 @@ async fn query(lake: &Lake, def: &TableDef, sql: &str) -> Result<Vec<RecordBatch
     Ok(ctx.sql(sql).await?.collect().await?)
 }
 
+/// A state or trigger read back from its string column; a value this version does not know
+/// is an error naming the table rather than a guess.
+fn stored<T: std::str::FromStr<Err = String>>(table: &str, value: &str) -> Result<T> {
+    value
+        .parse()
+        .map_err(|e| Error::invalid(format!("{table}: {e}")))
+}
+
 fn sql_str(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
@@ -206,8 +215,8 @@ pub async fn runs(lake: &Lake, dag: Option<&str>) -> Result<Vec<RunRecord>> {
                 logical_date: date(day.value(i)),
                 data_interval_start: time(dis.value(i)),
                 data_interval_end: time(die.value(i)),
-                trigger: trigger.value(i).to_string(),
-                state: state.value(i).to_string(),
+                trigger: stored("dag_runs", trigger.value(i))?,
+                state: stored("dag_runs", state.value(i))?,
                 started_at: time(st.value(i)),
                 ended_at: (!en.is_null(i)).then(|| time(en.value(i))),
                 error: (!error.is_null(i)).then(|| error.value(i).to_string()),
@@ -243,7 +252,7 @@ pub async fn tasks(lake: &Lake, run_id: &str) -> Result<Vec<TaskRecord>> {
                 task: task.value(i).to_string(),
                 op: op.value(i).to_string(),
                 attempt: attempt.value(i),
-                state: state.value(i).to_string(),
+                state: stored("task_runs", state.value(i))?,
                 started_at: (!st.is_null(i)).then(|| time(st.value(i))),
                 ended_at: (!en.is_null(i)).then(|| time(en.value(i))),
                 error: opt(&error, i),

@@ -2,7 +2,9 @@
 //!
 //! - [`spec`] and [`condition`]: parsing and validating DAG files (cycles, ops, args, cron).
 //! - [`ops`]: the built-in ops (ingest, features_build, drift_report, train, evaluate,
-//!   register, promote, sql, notify), calling the same library code as the CLI.
+//!   register, promote, sql, notify), one module each with its arguments, calling the same
+//!   library code as the CLI.
+//! - [`state`]: run and task states and run triggers, typed (stored as strings).
 //! - [`runner`]: one run: order, conditions, retries, timeouts, history; [`transient`]: which
 //!   errors are worth a retry.
 //! - [`scheduler`]: the cron loop with its lease, recovery and catch-up.
@@ -21,6 +23,7 @@ pub mod ops;
 pub mod runner;
 pub mod scheduler;
 pub mod spec;
+pub mod state;
 pub mod transient;
 
 pub use error::{Error, Result};
@@ -28,3 +31,4 @@ pub use metrics::DagMetrics;
 pub use ops::OpEnv;
 pub use runner::{RunOutcome, RunRequest, Runner};
 pub use spec::{load_dir, DagSpec};
+pub use state::{RunState, TaskState, Trigger};

@@ -20,8 +20,9 @@ use serde_json::{json, Value};
 use crate::claim::{self, ClaimWatch, Refused};
 use crate::history::{self, RunRecord, TaskRecord};
 use crate::metrics::DagMetrics;
-use crate::ops::{self, OpCtx, OpEnv};
-use crate::spec::{DagSpec, Op, TriggerRule};
+use crate::ops::{OpCtx, OpEnv, OpKind};
+use crate::spec::{DagSpec, TriggerRule};
+use crate::state::{RunState, TaskState, Trigger};
 use crate::transient;
 
 /// How long a run's claim lives without a heartbeat (a killed process's runs are recoverable
@@ -34,19 +35,18 @@ pub struct RunRequest {
     pub logical_date: NaiveDate,
     pub data_interval_start: DateTime<Utc>,
     pub data_interval_end: DateTime<Utc>,
-    /// schedule | manual | backfill | catchup
-    pub trigger: String,
+    pub trigger: Trigger,
 }
 
 impl RunRequest {
     /// A run for a day: the data interval is that day (UTC).
-    pub fn for_day(day: NaiveDate, trigger: &str) -> RunRequest {
+    pub fn for_day(day: NaiveDate, trigger: Trigger) -> RunRequest {
         let start = day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
         RunRequest {
             logical_date: day,
             data_interval_start: start,
             data_interval_end: start + chrono::Duration::days(1),
-            trigger: trigger.to_string(),
+            trigger,
         }
     }
 }
@@ -55,8 +55,8 @@ impl RunRequest {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RunOutcome {
     pub run_id: String,
-    pub state: String,
-    pub tasks: Vec<(String, String)>,
+    pub state: RunState,
+    pub tasks: Vec<(String, TaskState)>,
     pub error: Option<String>,
 }
 
@@ -117,8 +117,8 @@ impl Runner {
             logical_date: req.logical_date,
             data_interval_start: req.data_interval_start,
             data_interval_end: req.data_interval_end,
-            trigger: req.trigger.clone(),
-            state: "running".into(),
+            trigger: req.trigger,
+            state: RunState::Running,
             started_at: started,
             ended_at: None,
             error: None,
@@ -149,44 +149,53 @@ impl Runner {
                 obj.insert("has_champion".into(), json!(aliases.champion.is_some()));
             }
         }
-        let mut states: HashMap<String, String> = HashMap::new();
+        let mut states: HashMap<String, TaskState> = HashMap::new();
         let mut order = Vec::new();
         let mut first_error: Option<String> = None;
         for task in dag.topological_order() {
-            let deps: Vec<&str> = task
+            let deps: Vec<TaskState> = task
                 .depends_on
                 .iter()
-                .map(|d| states.get(d).map_or("skipped", String::as_str))
+                .map(|d| states.get(d).copied().unwrap_or(TaskState::Skipped))
                 .collect();
-            let is_notify = task.op() == Op::Notify;
+            let is_notify = task.op() == OpKind::Notify;
             let condition = match task.run_if.evaluate(&context) {
                 Ok(b) => Ok(b),
                 Err(e) => Err(format!("run_if `{}` cannot be evaluated: {e}", task.run_if)),
             };
-            let blocked = if deps
-                .iter()
-                .any(|s| *s == "failed" || *s == "upstream_failed")
+            let blocked = if deps.iter().any(|s| s.is_failure()) {
+                Some((
+                    TaskState::UpstreamFailed,
+                    "an upstream task failed".to_string(),
+                ))
+            } else if deps.contains(&TaskState::Skipped)
+                && task.trigger_rule == TriggerRule::AllSuccess
             {
-                Some(("upstream_failed", "an upstream task failed".to_string()))
-            } else if deps.contains(&"skipped") && task.trigger_rule == TriggerRule::AllSuccess {
-                Some(("skipped", "an upstream task was skipped".to_string()))
+                Some((
+                    TaskState::Skipped,
+                    "an upstream task was skipped".to_string(),
+                ))
             } else if let Err(e) = &condition {
-                Some(("failed", e.clone()))
+                Some((TaskState::Failed, e.clone()))
             } else if condition == Ok(false) {
-                Some(("skipped", skip_reason(&task.run_if, &context)))
+                Some((TaskState::Skipped, skip_reason(&task.run_if, &context)))
             } else {
                 None
             };
             // notify reports on the run, so it runs whatever happened upstream (unless its own
             // condition says no).
             let blocked = match blocked {
-                Some((state, _)) if is_notify && state != "failed" && condition == Ok(true) => None,
+                Some((state, _))
+                    if is_notify && state != TaskState::Failed && condition == Ok(true) =>
+                {
+                    None
+                }
                 other => other,
             };
             // Another process may run this date now: nothing more starts here, notify included.
             let blocked = match (blocked, claim.lost_reason()) {
                 (None, Some(why)) => Some((
-                    "failed",
+                    TaskState::Failed,
                     format!("not started: this process lost the claim on the run's date ({why})"),
                 )),
                 (blocked, _) => blocked,
@@ -200,7 +209,7 @@ impl Runner {
                         task: task.id.clone(),
                         op: task.op().name().to_string(),
                         attempt: 0,
-                        state: state.to_string(),
+                        state,
                         started_at: None,
                         ended_at: None,
                         error: None,
@@ -210,15 +219,15 @@ impl Runner {
                 )
                 .await?;
                 tracing::info!(dag = %dag.name, task = %task.id, "{state}: {why}");
-                if state == "failed" {
+                if state == TaskState::Failed {
                     first_error.get_or_insert_with(|| format!("task {}: {why}", task.id));
                 }
-                state.to_string()
+                state
             } else {
                 let run_state = if first_error.is_some() {
-                    "failed"
+                    RunState::Failed
                 } else {
-                    "success"
+                    RunState::Success
                 };
                 match self
                     .attempts(dag, task, &run_id, req, &context, run_state, claim)
@@ -228,22 +237,24 @@ impl Runner {
                         if let Some(obj) = context.as_object_mut() {
                             obj.insert(task.id.clone(), output);
                         }
-                        "success".to_string()
+                        TaskState::Success
                     }
                     Err(e) => {
                         first_error.get_or_insert_with(|| format!("task {}: {e}", task.id));
-                        "failed".to_string()
+                        TaskState::Failed
                     }
                 }
             };
-            order.push((task.id.clone(), state.clone()));
+            order.push((task.id.clone(), state));
             states.insert(task.id.clone(), state);
         }
 
-        let failed = order
-            .iter()
-            .any(|(_, s)| s == "failed" || s == "upstream_failed");
-        run.state = if failed { "failed" } else { "success" }.into();
+        let failed = order.iter().any(|(_, s)| s.is_failure());
+        run.state = if failed {
+            RunState::Failed
+        } else {
+            RunState::Success
+        };
         run.ended_at = Some(Utc::now());
         run.error = first_error.clone();
         history::record_run(lake, &run).await?;
@@ -280,7 +291,7 @@ impl Runner {
         run_id: &str,
         req: &RunRequest,
         context: &Value,
-        run_state: &str,
+        run_state: RunState,
         claim: &ClaimWatch,
     ) -> Result<std::result::Result<Value, String>> {
         let lake = self.lake();
@@ -302,7 +313,7 @@ impl Runner {
                 task: task.id.clone(),
                 op: task.op().name().to_string(),
                 attempt: attempt as i32,
-                state: "running".into(),
+                state: TaskState::Running,
                 started_at: Some(started),
                 ended_at: None,
                 error: None,
@@ -327,14 +338,13 @@ impl Runner {
             };
             let clock = Instant::now();
             // The error, and whether it may pass on another attempt.
-            let result =
-                match tokio::time::timeout(task.timeout, ops::run(&task.args, &mut ctx)).await {
-                    Ok(r) => r.map_err(|e| (e.to_string(), transient::is_transient(&e))),
-                    Err(_) => Err((
-                        format!("timed out after {} s", task.timeout.as_secs()),
-                        true,
-                    )),
-                };
+            let result = match tokio::time::timeout(task.timeout, task.args.run(&mut ctx)).await {
+                Ok(r) => r.map_err(|e| (e.to_string(), transient::is_transient(&e))),
+                Err(_) => Err((
+                    format!("timed out after {} s", task.timeout.as_secs()),
+                    true,
+                )),
+            };
             self.metrics
                 .task_seconds
                 .with_label_values(&[dag.name.as_str(), task.id.as_str()])
@@ -342,12 +352,12 @@ impl Runner {
             record.ended_at = Some(Utc::now());
             match &result {
                 Ok(out) => {
-                    record.state = "success".into();
+                    record.state = TaskState::Success;
                     record.output = Some(out.to_string());
                     ctx.log.push(format!("succeeded: {out}"));
                 }
                 Err((e, transient)) => {
-                    record.state = "failed".into();
+                    record.state = TaskState::Failed;
                     record.error = Some(e.clone());
                     ctx.log.push(if *transient {
                         format!("failed: {e}")
@@ -390,7 +400,7 @@ impl Runner {
         let lake = self.lake();
         let mut closed = Vec::new();
         for mut r in history::runs(lake, None).await? {
-            if r.state != "running" {
+            if r.state.is_finished() {
                 continue;
             }
             let key = claim_key(&r.dag, r.logical_date);
@@ -400,14 +410,14 @@ impl Runner {
                 }
             }
             for mut t in history::tasks(lake, &r.run_id).await? {
-                if t.state == "running" {
-                    t.state = "failed".into();
+                if !t.state.is_finished() {
+                    t.state = TaskState::Failed;
                     t.ended_at = Some(Utc::now());
                     t.error = Some("the process running this task stopped".into());
                     history::record_task(lake, &t).await?;
                 }
             }
-            r.state = "failed".into();
+            r.state = RunState::Failed;
             r.ended_at = Some(Utc::now());
             r.error = Some(format!(
                 "the process running this DAG run ({}) stopped; marked failed on restart",
@@ -470,7 +480,7 @@ pub(crate) mod tests {
     fn day() -> RunRequest {
         RunRequest::for_day(
             NaiveDate::from_ymd_opt(2018, 6, 14).expect("date"),
-            "manual",
+            Trigger::Manual,
         )
     }
 
@@ -539,11 +549,11 @@ pub(crate) mod tests {
         .await
         .expect("a permanent error must not wait for retries")
         .expect("run");
-        assert_eq!(out.state, "failed");
+        assert_eq!(out.state, RunState::Failed);
         let tasks = history::tasks(&lake, &out.run_id).await.expect("tasks");
         let attempts: Vec<i32> = tasks
             .iter()
-            .filter(|t| t.state == "failed")
+            .filter(|t| t.state == TaskState::Failed)
             .map(|t| t.attempt)
             .collect();
         assert_eq!(attempts, [1], "{tasks:?}");
@@ -578,11 +588,11 @@ pub(crate) mod tests {
             .run(&d, &day())
             .await
             .expect("run");
-        assert_eq!(out.state, "failed");
+        assert_eq!(out.state, RunState::Failed);
         let tasks = history::tasks(&lake, &out.run_id).await.expect("tasks");
         let attempts: Vec<i32> = tasks
             .iter()
-            .filter(|t| t.state == "failed")
+            .filter(|t| t.state == TaskState::Failed)
             .map(|t| t.attempt)
             .collect();
         assert_eq!(attempts, [1, 2, 3], "{tasks:?}");
@@ -612,18 +622,15 @@ pub(crate) mod tests {
             .run(&d, &day())
             .await
             .expect("run");
-        assert_eq!(out.state, "success", "{out:?}");
-        let states: Vec<(&str, &str)> = out
-            .tasks
-            .iter()
-            .map(|(t, s)| (t.as_str(), s.as_str()))
-            .collect();
+        assert_eq!(out.state, RunState::Success, "{out:?}");
+        let states: Vec<(&str, TaskState)> =
+            out.tasks.iter().map(|(t, s)| (t.as_str(), *s)).collect();
         assert_eq!(
             states,
             [
-                ("check", "skipped"),
-                ("after_any", "success"),
-                ("after_ok", "skipped")
+                ("check", TaskState::Skipped),
+                ("after_any", TaskState::Success),
+                ("after_ok", TaskState::Skipped)
             ]
         );
         let tasks = history::tasks(&lake, &out.run_id).await.expect("tasks");
@@ -655,7 +662,7 @@ pub(crate) mod tests {
             .run_claimed(&d, &day(), &paused.watch())
             .await
             .expect("run");
-        assert_eq!(out.state, "failed");
+        assert_eq!(out.state, RunState::Failed);
         assert!(
             out.error
                 .as_deref()

@@ -42,6 +42,7 @@ use crate::claim::{self, Claim, ClaimWatch, Refused};
 use crate::history;
 use crate::runner::{RunRequest, Runner};
 use crate::spec::DagSpec;
+use crate::state::{RunState, Trigger};
 
 /// The scheduler lease's key under the lake's `scheduler/` folder.
 pub const LEASE_KEY: &str = "scheduler.lease";
@@ -55,13 +56,13 @@ pub const MAX_SLEEP: Duration = Duration::from_secs(60);
 
 /// The run request for a schedule firing at `fire`: its data interval is [previous fire, fire)
 /// and its logical date the interval's first day in the DAG's timezone (as Airflow does).
-pub fn scheduled_request(dag: &DagSpec, fire: DateTime<Utc>, trigger: &str) -> RunRequest {
+pub fn scheduled_request(dag: &DagSpec, fire: DateTime<Utc>, trigger: Trigger) -> RunRequest {
     let (start, fire) = dag.data_interval(fire);
     RunRequest {
         logical_date: start.with_timezone(&dag.schedule.timezone()).date_naive(),
         data_interval_start: start,
         data_interval_end: fire,
-        trigger: trigger.to_string(),
+        trigger,
     }
 }
 
@@ -129,7 +130,7 @@ fn fire_once(
     let (r, d) = (runner.clone(), dag.clone());
     tokio::spawn(async move {
         let _permit = permit;
-        let req = scheduled_request(&d, fire, "schedule");
+        let req = scheduled_request(&d, fire, Trigger::Schedule);
         if let Err(e) = r.run(&d, &req).await {
             tracing::error!(dag = %d.name, error = %e, "scheduled run not started");
         }
@@ -226,7 +227,7 @@ async fn schedule(
     // Metrics survive restarts: last success comes from the history.
     let past = history::runs(runner.lake(), None).await?;
     for r in &past {
-        if r.state == "success" {
+        if r.state == RunState::Success {
             if let Some(end) = r.ended_at {
                 let g = runner
                     .metrics
@@ -237,12 +238,12 @@ async fn schedule(
                 }
             }
         }
-        if r.state == "success" || r.state == "failed" {
+        if r.state.is_finished() {
             runner
                 .metrics
                 .last_failed
                 .with_label_values(&[r.dag.as_str()])
-                .set(i64::from(r.state == "failed"));
+                .set(i64::from(r.state == RunState::Failed));
         }
     }
 
@@ -263,7 +264,7 @@ async fn schedule(
         if dag.catchup {
             let last = past
                 .iter()
-                .filter(|r| r.dag == dag.name && r.trigger != "manual" && r.trigger != "backfill")
+                .filter(|r| r.dag == dag.name && r.trigger.is_scheduled())
                 .map(|r| r.data_interval_end)
                 .max();
             if let Some(last) = last {
@@ -291,7 +292,7 @@ async fn schedule(
                             tracing::error!(dag = %d.name, "catch-up stopped: lost the scheduler lease: {why}");
                             return;
                         }
-                        let req = scheduled_request(&d, fire, "catchup");
+                        let req = scheduled_request(&d, fire, Trigger::Catchup);
                         if let Err(e) = r.run(&d, &req).await {
                             tracing::error!(dag = %d.name, error = %e, "catch-up run not started");
                         }
@@ -552,7 +553,7 @@ mod tests {
             while tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 let runs = history::runs(&watched, None).await.unwrap_or_default();
-                if runs.iter().any(|r| r.trigger == "schedule") {
+                if runs.iter().any(|r| r.trigger == Trigger::Schedule) {
                     return;
                 }
             }
@@ -570,10 +571,13 @@ mod tests {
         .expect("the scheduler stops on shutdown");
         assert!(result.is_ok(), "{result:?}");
         let runs = history::runs(&lake, None).await.expect("runs");
-        let scheduled: Vec<_> = runs.iter().filter(|r| r.trigger == "schedule").collect();
+        let scheduled: Vec<_> = runs
+            .iter()
+            .filter(|r| r.trigger == Trigger::Schedule)
+            .collect();
         assert!(!scheduled.is_empty(), "{runs:?}");
         for r in scheduled {
-            assert_ne!(r.state, "running", "{r:?}");
+            assert_ne!(r.state, RunState::Running, "{r:?}");
             // [previous fire, fire): whole seconds, one second long.
             assert_eq!(r.data_interval_end.timestamp_subsec_nanos(), 0, "{r:?}");
             assert_eq!(
@@ -647,7 +651,10 @@ mod tests {
         );
         // It waited for the runs it had started; none is left open.
         let runs = history::runs(&lake, None).await.expect("runs");
-        assert!(runs.iter().all(|r| r.state != "running"), "{runs:?}");
+        assert!(
+            runs.iter().all(|r| r.state != RunState::Running),
+            "{runs:?}"
+        );
         // And the lease is free for the next scheduler.
         wait_expired(&lake, LEASE_KEY).await;
         let next = claim::acquire(&lake, LEASE_KEY, "scheduler", Duration::from_secs(120))

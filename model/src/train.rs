@@ -1,8 +1,10 @@
 //! The workflows behind `fraudlake train` and `fraudlake evaluate`: read rows from a pinned
 //! lake snapshot, fit with libxgboost, evaluate with the handbook protocol, and (for `--folds`)
-//! prequential validation over a parameter grid.
+//! prequential validation over a parameter grid. [`train_and_register`] is the one
+//! train-then-register sequence, used by `fraudlake train` and the DAG `train` op alike.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use chrono::NaiveDate;
 use fraudlake_pipeline::labels::LabelPolicy;
@@ -13,7 +15,7 @@ use crate::booster::{fit, Fitted, TrainParams};
 use crate::dataset::{Rows, Snapshot};
 use crate::error::{Error, Result};
 use crate::protocol::{evaluate, unknown_cards, Metrics, Periods};
-use crate::registry::Lineage;
+use crate::registry::{Lineage, NewVersion, Registry, VersionRecord};
 use crate::trees::Forest;
 use fraudlake_pipeline::columns::day_number;
 
@@ -23,6 +25,20 @@ pub struct FeatureSpec {
     pub sha256: String,
     pub sql: String,
     pub names: Vec<String>,
+}
+
+impl FeatureSpec {
+    /// The feature set of a SQL file, compiled once to learn its column order: what a model
+    /// trained on it records and what its rows are read by.
+    pub async fn load(path: &Path) -> Result<FeatureSpec> {
+        let fs = fraudlake_features::FeatureSet::load(path)?;
+        let plan = fraudlake_features::compile(&fs).await?;
+        Ok(FeatureSpec {
+            sha256: fs.sha256.clone(),
+            sql: fs.sql.clone(),
+            names: plan.feature_names(),
+        })
+    }
 }
 
 /// A trained and evaluated (not yet registered) model.
@@ -96,27 +112,8 @@ async fn fit_blocking(
         .map_err(|e| Error::Model(format!("the training task failed: {e}")))?
 }
 
-/// Trains on `periods` and evaluates on its test days, reading labels by the default
-/// precedence.
-pub async fn train(
-    lake: &Lake,
-    spec: &FeatureSpec,
-    periods: &Periods,
-    params: &TrainParams,
-    threshold: f64,
-) -> Result<Trained> {
-    train_with(
-        lake,
-        spec,
-        periods,
-        params,
-        threshold,
-        &LabelPolicy::default(),
-    )
-    .await
-}
-
-/// [`train`] with labels read by `policy`.
+/// Trains on `periods` with labels read by `policy` and evaluates on its test days (not
+/// registered: [`train_and_register`] does both).
 pub async fn train_with(
     lake: &Lake,
     spec: &FeatureSpec,
@@ -153,6 +150,60 @@ pub async fn train_with(
         fitted,
         metrics,
         lineage,
+    })
+}
+
+/// Who registers a trained model, and why: the registry's `created_by` and `note`.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub created_by: String,
+    pub note: String,
+}
+
+/// A model trained by [`train_and_register`], and its registry record when it was registered.
+pub struct TrainedVersion {
+    pub trained: Trained,
+    pub record: Option<VersionRecord>,
+}
+
+/// Trains on `periods` with labels read by `policy`, evaluates on its test days, and registers
+/// the model when `registration` says by whom (`None`: train and evaluate only). The one
+/// train-then-register sequence, so `fraudlake train` and a DAG's `train` task record the
+/// same fields.
+pub async fn train_and_register(
+    lake: &Lake,
+    spec: &FeatureSpec,
+    periods: &Periods,
+    params: &TrainParams,
+    threshold: f64,
+    policy: &LabelPolicy,
+    registration: Option<Registration>,
+) -> Result<TrainedVersion> {
+    let trained = train_with(lake, spec, periods, params, threshold, policy).await?;
+    let Some(who) = registration else {
+        return Ok(TrainedVersion {
+            trained,
+            record: None,
+        });
+    };
+    let record = Registry::new(lake.clone())
+        .register(NewVersion {
+            created_by: who.created_by,
+            note: who.note,
+            feature_set: spec.sha256.clone(),
+            feature_sql: spec.sql.clone(),
+            feature_names: spec.names.clone(),
+            periods: *periods,
+            params: params.clone(),
+            rounds: trained.fitted.rounds,
+            metrics: trained.metrics.clone(),
+            lineage: trained.lineage.clone(),
+            model_json: trained.fitted.json.clone(),
+        })
+        .await?;
+    Ok(TrainedVersion {
+        trained,
+        record: Some(record),
     })
 }
 

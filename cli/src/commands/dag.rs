@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use chrono::{Duration, NaiveDate, Utc};
 use clap::{Args, Subcommand};
-use fraudlake_dag::{history, DagMetrics, DagSpec, OpEnv, RunRequest, Runner};
+use fraudlake_dag::{history, DagMetrics, DagSpec, OpEnv, RunRequest, RunState, Runner, Trigger};
 use serde::Serialize;
 
 use crate::config::Settings;
@@ -175,7 +175,7 @@ fn outcome_rows(outcomes: &[fraudlake_dag::RunOutcome]) -> Vec<OutcomeRow> {
         .iter()
         .map(|o| OutcomeRow {
             run_id: o.run_id.clone(),
-            state: o.state.clone(),
+            state: o.state.to_string(),
             tasks: o
                 .tasks
                 .iter()
@@ -208,7 +208,7 @@ pub async fn run(cmd: DagCommand, settings: &Settings) -> Result<u8> {
                             .first()
                             .map_or_else(String::new, |t| t.to_rfc3339()),
                         last_run: last.map_or_else(String::new, |r| r.logical_date.to_string()),
-                        last_state: last.map_or_else(String::new, |r| r.state.clone()),
+                        last_state: last.map_or_else(String::new, |r| r.state.to_string()),
                     }
                 })
                 .collect();
@@ -241,10 +241,10 @@ pub async fn run(cmd: DagCommand, settings: &Settings) -> Result<u8> {
                 metrics: DagMetrics::detached(),
             };
             let outcome = runner
-                .run(&dag, &RunRequest::for_day(day, "manual"))
+                .run(&dag, &RunRequest::for_day(day, Trigger::Manual))
                 .await?;
             print_rows(&outcome_rows(std::slice::from_ref(&outcome)), format)?;
-            Ok(if outcome.state == "success" {
+            Ok(if outcome.state == RunState::Success {
                 0
             } else {
                 exit::FAILURE
@@ -281,7 +281,7 @@ pub async fn run(cmd: DagCommand, settings: &Settings) -> Result<u8> {
                 let day = from + Duration::days(i);
                 outcomes.push(
                     runner
-                        .run(&dag, &RunRequest::for_day(day, "backfill"))
+                        .run(&dag, &RunRequest::for_day(day, Trigger::Backfill))
                         .await?,
                 );
                 if let Some(b) = &bar {
@@ -292,7 +292,7 @@ pub async fn run(cmd: DagCommand, settings: &Settings) -> Result<u8> {
                 b.finish_and_clear();
             }
             print_rows(&outcome_rows(&outcomes), format)?;
-            Ok(if outcomes.iter().all(|o| o.state == "success") {
+            Ok(if outcomes.iter().all(|o| o.state == RunState::Success) {
                 0
             } else {
                 exit::FAILURE
@@ -310,7 +310,7 @@ pub async fn run(cmd: DagCommand, settings: &Settings) -> Result<u8> {
             for r in runs.into_iter().skip(skip) {
                 let tasks = history::tasks(&lake, &r.run_id).await?;
                 // The last attempt of each task, in the order they ran.
-                let mut last: Vec<(String, String, i32)> = Vec::new();
+                let mut last: Vec<(String, fraudlake_dag::TaskState, i32)> = Vec::new();
                 for t in tasks {
                     match last.iter_mut().find(|(id, _, _)| *id == t.task) {
                         Some(entry) if t.attempt >= entry.2 => {
@@ -340,8 +340,8 @@ pub async fn run(cmd: DagCommand, settings: &Settings) -> Result<u8> {
                         .join(" "),
                     run_id: r.run_id,
                     logical_date: r.logical_date.to_string(),
-                    trigger: r.trigger,
-                    state: r.state,
+                    trigger: r.trigger.to_string(),
+                    state: r.state.to_string(),
                     started_at: r.started_at.to_rfc3339(),
                     error: r.error.unwrap_or_default(),
                 });
@@ -368,7 +368,7 @@ pub async fn run(cmd: DagCommand, settings: &Settings) -> Result<u8> {
                         print!("{}", fraudlake_dag::claim::read_log(&lake, url).await?);
                         shown += 1;
                     }
-                    None if t.state != "running" => {
+                    None if t.state.is_finished() => {
                         println!(
                             "== {} ({}) == {}",
                             t.task,

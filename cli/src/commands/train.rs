@@ -7,11 +7,10 @@ use std::path::PathBuf;
 use anyhow::Result;
 use chrono::{Duration, NaiveDate};
 use clap::Args;
-use fraudlake_features::{compile, FeatureSet};
 use fraudlake_model::booster::TrainParams;
 use fraudlake_model::protocol::{Metrics, Periods};
-use fraudlake_model::registry::{actor, metric_map, NewVersion, Registry};
-use fraudlake_model::train::{self, FeatureSpec, TestWindow};
+use fraudlake_model::registry::{actor, metric_map, Registry};
+use fraudlake_model::train::{self, FeatureSpec, Registration, TestWindow};
 use serde::Serialize;
 
 use crate::config::Settings;
@@ -185,13 +184,7 @@ pub fn metric_rows(m: &Metrics) -> Vec<MetricRow> {
 
 async fn feature_spec(settings: &Settings, sql: &Option<PathBuf>) -> Result<FeatureSpec> {
     let path = sql.clone().unwrap_or_else(|| settings.features_sql.clone());
-    let fs = FeatureSet::load(&path)?;
-    let plan = compile(&fs).await?;
-    Ok(FeatureSpec {
-        sha256: fs.sha256.clone(),
-        sql: fs.sql.clone(),
-        names: plan.feature_names(),
-    })
+    Ok(FeatureSpec::load(&path).await?)
 }
 
 #[derive(Serialize)]
@@ -242,7 +235,21 @@ pub async fn train(a: TrainArgs, settings: &Settings) -> Result<u8> {
         "training"
     );
     let policy = settings.label_policy(a.label_precedence.as_deref())?;
-    let trained = train::train_with(&lake, &spec, &periods, &params, a.threshold, &policy).await?;
+    let registration = (!a.no_register).then(|| Registration {
+        created_by: actor(),
+        note: a.note.clone(),
+    });
+    let done = train::train_and_register(
+        &lake,
+        &spec,
+        &periods,
+        &params,
+        a.threshold,
+        &policy,
+        registration,
+    )
+    .await?;
+    let trained = done.trained;
     let mut summary = TrainSummary {
         version: None,
         aliases: vec![],
@@ -259,25 +266,11 @@ pub async fn train(a: TrainArgs, settings: &Settings) -> Result<u8> {
         test_frauds: trained.metrics.test_frauds,
         card: None,
     };
-    let metrics = trained.metrics.clone();
-    if !a.no_register {
-        let registry = Registry::new(lake.clone());
-        let record = registry
-            .register(NewVersion {
-                created_by: actor(),
-                note: a.note.clone(),
-                feature_set: spec.sha256.clone(),
-                feature_sql: spec.sql.clone(),
-                feature_names: spec.names.clone(),
-                periods,
-                params,
-                rounds: trained.fitted.rounds,
-                metrics: trained.metrics,
-                lineage: trained.lineage,
-                model_json: trained.fitted.json,
-            })
+    let metrics = trained.metrics;
+    if let Some(record) = done.record {
+        let v = Registry::new(lake.clone())
+            .get(&record.version.to_string())
             .await?;
-        let v = registry.get(&record.version.to_string()).await?;
         summary.version = Some(record.version);
         summary.aliases = v.aliases;
         summary.card = Some(lake.file_url("models", &format!("v{}/card.html", record.version)));
