@@ -5,16 +5,16 @@
 ARG BASE_IMAGE=debian:bookworm-slim
 FROM ${BASE_IMAGE}
 
-# The user first, with the uid of the upstream image (the package keeps an existing user), so
-# that volumes and Kubernetes' runAsUser agree across both images.
+# The user first, with a fixed uid (the package keeps an existing system user), so that USER
+# can be numeric. Not the upstream image's 99: Debian's adduser takes only 100-999 as system.
 # hadolint ignore=DL3008
-RUN groupadd --system --gid 99 haproxy \
-    && useradd --system --uid 99 --gid haproxy --home-dir /var/lib/haproxy --shell /usr/sbin/nologin haproxy \
+RUN groupadd --system --gid 199 haproxy \
+    && useradd --system --uid 199 --gid haproxy --home-dir /var/lib/haproxy --shell /usr/sbin/nologin haproxy \
     && apt-get update \
     && apt-get install -y --no-install-recommends haproxy \
     && rm -rf /var/lib/apt/lists/* \
     && mkdir -p /usr/local/etc/haproxy
 
-USER 99:99
+USER 199:199
 EXPOSE 8080
 CMD ["haproxy", "-f", "/usr/local/etc/haproxy/haproxy.cfg", "-db"]

@@ -103,3 +103,5 @@ for svc in prometheus alertmanager redis haproxy; do
   timed "fraudlake/$svc:debian" $docker build --network host --build-arg BASE_IMAGE=local/debian:bookworm \
     -f "deploy/docker/$svc.Dockerfile" -t "fraudlake/$svc:debian" deploy/docker
 done
+# The images these tags replaced: without this, every new binary leaves 200 MB behind.
+$docker image prune -f >/dev/null

@@ -414,7 +414,8 @@ def main() -> int:
             if not fl_bin.exists():
                 raise CheckFailed(f"{fl_bin} does not exist (make build)")
             stack = Stack(res, engine, tmp, fl_bin)
-            section(f"The stack ({' '.join(stack.compose[:2])}, project {stack.project})")
+            flavour = "docker-compose (v1)" if stack.compose[0] == "docker-compose" else "docker compose (v2)"
+            section(f"The stack ({flavour}, project {stack.project})")
             steps = [
                 ("images", "images: debootstrap base, fraudlake from the prebuilt binary, Debian's Prometheus, "
                  "Alertmanager, Redis, HAProxy (deploy/docker/images.sh)", stack.images),
