@@ -117,7 +117,7 @@ docker-test: deps build $(MONITORING_STAMP)
 
 # Issue #20: deploy/k8s rendered by kustomize (kubectl) and validated against the Kubernetes
 # schemas, the CI workflow by actionlint, every YAML file of deploy/ and .github/ by yamllint.
-deploy-test: $(DEPLOY_STAMP)
+deploy-test: $(MONITORING_STAMP) $(DEPLOY_STAMP)
 	$(PY) deploy/tests/validate.py
 
 lint:
