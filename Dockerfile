@@ -33,7 +33,7 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends cmake ninja-build libclang-dev g++ pkg-config \
-       zlib1g-dev binutils \
+       zlib1g-dev binutils mold \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src

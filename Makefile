@@ -11,7 +11,8 @@ PY := $(VENV)/bin/python
 LAKE ?= ./lake
 # zlib1g-dev and pkg-config: librdkafka (the Kafka client of stream/, built from source by the
 # rdkafka crate with its own configure) compiles against the system zlib.
-SYSTEM_PACKAGES := cmake ninja-build libclang-dev g++ python3-venv zlib1g-dev pkg-config
+# mold: the linker (.cargo/config.toml).
+SYSTEM_PACKAGES := cmake ninja-build libclang-dev g++ python3-venv zlib1g-dev pkg-config mold
 # The drift report's browser test (drift/tests/chromium_check.sh) runs a real headless Chromium.
 TEST_PACKAGES := chromium
 # The monitoring checks (monitoring/tests/run.py): promtool, prometheus, amtool, alertmanager.

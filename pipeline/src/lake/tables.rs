@@ -1,5 +1,8 @@
-//! The lake's tables: every name, schema and partitioning lives here and nowhere else,
-//! so the writers, the SQL session, the docs and the tests agree on one definition.
+//! The tables this crate writes (`transactions`, `labels`, `transactions_rejected`: what
+//! `simulate` and `ingest` land), and [`TableDef`], the way every crate declares its own
+//! tables beside the code that writes them (the registry's in fraudlake-model, `predictions`
+//! in fraudlake-serving, ...). SQL sessions find all of them by their Delta logs
+//! ([`super::catalog`]), so this crate lists none of the others.
 
 use std::sync::Arc;
 
@@ -90,8 +93,6 @@ pub const TRANSACTIONS_REJECTED: TableDef = TableDef {
     partition_by: &[],
 };
 
-/// Every table with a fixed schema, in the order `fraudlake tables` lists them.
-pub const FIXED_TABLES: &[&TableDef] = &[&TRANSACTIONS, &LABELS, &TRANSACTIONS_REJECTED];
 
 /// Column-wise transactions, the shape both the simulator and the ingester produce.
 #[derive(Debug, Default, Clone)]
