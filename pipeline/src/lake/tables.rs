@@ -93,7 +93,6 @@ pub const TRANSACTIONS_REJECTED: TableDef = TableDef {
     partition_by: &[],
 };
 
-
 /// Column-wise transactions, the shape both the simulator and the ingester produce.
 #[derive(Debug, Default, Clone)]
 pub struct TransactionColumns {
