@@ -19,11 +19,6 @@ impl Error {
         Error::Lake(fraudlake_pipeline::Error::invalid(msg))
     }
 
-    /// A local file could not be read or written; `context` says which and why.
-    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Lake(fraudlake_pipeline::Error::io(context, source))
-    }
-
     /// Whether the user can fix it by changing what they asked for (exit code 2).
     pub fn is_bad_input(&self) -> bool {
         match self {
