@@ -87,8 +87,20 @@ fn is_bad_input(e: &(dyn std::error::Error + 'static)) -> bool {
             .is_some_and(|e| e.is_bad_input())
 }
 
+/// A command whose output goes to a pipe that closes early (`fraudlake sql ... | head`) ends
+/// quietly, as Unix tools do, instead of panicking on the write (Rust ignores SIGPIPE).
+fn default_sigpipe() {
+    // SAFETY: restoring a signal's default disposition at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !commands::is_service(&cli.command) {
+        default_sigpipe();
+    }
     let settings = match config::Settings::resolve(&cli.global) {
         Ok(s) => s,
         Err(e) => {

@@ -103,6 +103,9 @@ pub async fn check(
 
     let started = std::time::Instant::now();
     let mut engine = OnlineEngine::new(plan.clone());
+    // The path the server scores on (one transaction per request), for every row: parity
+    // proves the row path, not only Arrow's batches (the unit tests compare those two).
+    engine.set_row_path(crate::online::RowPath::Always);
     let mut stats: Vec<FeatureParity> = names
         .iter()
         .zip(&offline.exact)

@@ -95,3 +95,13 @@ pub async fn run(command: Command, settings: &Settings) -> Result<u8> {
 pub fn is_serve(command: &Command) -> bool {
     matches!(command, Command::Serve(_))
 }
+
+/// Whether the command runs until stopped, talking to peers over sockets (the server, the
+/// stream consumer, the DAG scheduler): those keep SIGPIPE ignored, so a peer that hangs up
+/// is an error on that socket, never the end of the process.
+pub fn is_service(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Serve(_) | Command::Stream(_) | Command::Scheduler(_) | Command::Dag(_)
+    )
+}

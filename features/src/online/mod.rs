@@ -10,8 +10,11 @@ pub mod clock;
 pub mod engine;
 pub mod history;
 pub mod redis_store;
+pub mod row;
 pub mod state;
 
 pub use clock::{EventTimeRules, SkewPolicy, Timing};
-pub use engine::{feature_rows, Answer, GroupInfo, OnlineEngine, Seen, StateWrite, Transaction};
+pub use engine::{
+    feature_rows, Answer, GroupInfo, OnlineEngine, RowPath, Seen, StateWrite, Transaction,
+};
 pub use state::{EntityKey, EntityStore, History, MemoryStore};

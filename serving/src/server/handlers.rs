@@ -160,10 +160,10 @@ async fn features(
     let Some(shared) = state.shared.as_ref() else {
         let mut engine = state.engine.lock();
         let outcomes = judge(state, &mut engine, txs, &at)?;
-        let batch = engine.score_and_apply(txs)?;
+        let rows = engine.score_rows(txs)?;
         after_apply(state, &mut engine, txs, &outcomes);
         drop(engine);
-        return Ok((feature_rows(&state.plan, &batch)?, outcomes));
+        return Ok((rows, outcomes));
     };
     let requested: Vec<Transaction> = txs.to_vec();
     let (mut outcomes, unlabeled, fraud) = {
