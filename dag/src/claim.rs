@@ -481,6 +481,12 @@ pub async fn read_log(lake: &Lake, url: &str) -> Result<String> {
 pub(crate) mod tests {
     use super::*;
 
+    /// The lifetime of the claims the tests let expire. Taking a claim must finish within
+    /// three quarters of it (else `acquire` gives the fresh generation up), and a test may check
+    /// that it is held right after: with 1 s that is a 0.75 s window, which a loaded 2-core
+    /// machine can miss. 3 s costs each such test 2 s of waiting for the expiry.
+    pub(crate) const SHORT_TTL: Duration = Duration::from_secs(3);
+
     pub(crate) fn temp_lake() -> (tempfile::TempDir, Lake) {
         let dir = tempfile::tempdir().expect("temp dir");
         let lake = Lake::open(dir.path().to_str().expect("utf-8 path")).expect("lake");
@@ -507,7 +513,7 @@ pub(crate) mod tests {
         // Holders that stopped heartbeating (dropped) leave expired claims behind.
         for key in &keys {
             drop(
-                acquire(&lake, key, "gone", Duration::from_secs(1))
+                acquire(&lake, key, "gone", SHORT_TTL)
                     .await
                     .expect("first holder"),
             );
@@ -548,7 +554,7 @@ pub(crate) mod tests {
     async fn a_paused_holder_that_lost_the_claim_never_gets_it_back() {
         let (_dir, lake) = temp_lake();
         let key = "paused.lease";
-        let paused = acquire_without_heartbeat(&lake, key, "scheduler", Duration::from_secs(1))
+        let paused = acquire_without_heartbeat(&lake, key, "scheduler", SHORT_TTL)
             .await
             .expect("take the claim");
         assert!(paused.is_held());

@@ -454,7 +454,7 @@ fn skip_reason(run_if: &crate::condition::Condition, context: &Value) -> String 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::claim::tests::{temp_lake, wait_expired};
+    use crate::claim::tests::{temp_lake, wait_expired, SHORT_TTL};
     use deltalake::kernel::transaction::TransactionError;
     use deltalake::{DeltaTableError, ObjectStoreError};
 
@@ -649,7 +649,7 @@ pub(crate) mod tests {
                      [[tasks]]\nid = \"second\"\nop = \"notify\"\ndepends_on = [\"first\"]\nargs = { text = \"hi\", url_env = \"FRAUDLAKE_TEST_UNSET\" }\n");
         let key = claim_key(&d.name, day().logical_date);
         // A process paused past its claim's expiry, while another one took the date over.
-        let paused = claim::acquire_without_heartbeat(&lake, &key, "run", Duration::from_secs(1))
+        let paused = claim::acquire_without_heartbeat(&lake, &key, "run", SHORT_TTL)
             .await
             .map_err(|e| format!("{e:?}"))
             .expect("claim");

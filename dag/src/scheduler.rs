@@ -345,7 +345,7 @@ async fn schedule(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::claim::tests::{temp_lake, wait_expired};
+    use crate::claim::tests::{temp_lake, wait_expired, SHORT_TTL};
     use crate::runner::tests::{dag, runner};
     use chrono::{FixedOffset, NaiveDate, TimeZone};
 
@@ -591,11 +591,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_paused_scheduler_whose_lease_was_taken_runs_nothing() {
         let (dir, lake) = temp_lake();
-        let paused =
-            claim::acquire_without_heartbeat(&lake, LEASE_KEY, "scheduler", Duration::from_secs(1))
-                .await
-                .map_err(|e| format!("{e:?}"))
-                .expect("lease");
+        let paused = claim::acquire_without_heartbeat(&lake, LEASE_KEY, "scheduler", SHORT_TTL)
+            .await
+            .map_err(|e| format!("{e:?}"))
+            .expect("lease");
         wait_expired(&lake, LEASE_KEY).await;
         let other = claim::acquire(&lake, LEASE_KEY, "scheduler", Duration::from_secs(120))
             .await
@@ -628,11 +627,10 @@ mod tests {
     async fn a_scheduler_stops_when_its_lease_expires_under_it() {
         let (dir, lake) = temp_lake();
         // No heartbeat: as if the process stalled right after taking the lease.
-        let lease =
-            claim::acquire_without_heartbeat(&lake, LEASE_KEY, "scheduler", Duration::from_secs(2))
-                .await
-                .map_err(|e| format!("{e:?}"))
-                .expect("lease");
+        let lease = claim::acquire_without_heartbeat(&lake, LEASE_KEY, "scheduler", SHORT_TTL)
+            .await
+            .map_err(|e| format!("{e:?}"))
+            .expect("lease");
         let result = tokio::time::timeout(
             Duration::from_secs(60),
             run_holding(

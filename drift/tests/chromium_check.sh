@@ -268,8 +268,9 @@ try:
         msg = recv(1.0)
         if msg and "method" in msg:
             on_event(msg)
-    # Settle: no request in flight and 500 ms without any event (at most 10 s).
-    settle_end = time.monotonic() + 10
+    # Settle: no request in flight and 500 ms without any event, for at most 30 s: room for a
+    # loaded machine's slow page load, and for the steps below within the run's deadline.
+    settle_end = min(deadline - 10, time.monotonic() + 30)
     while time.monotonic() < settle_end:
         msg = recv(0.1)
         if msg and "method" in msg:
@@ -278,7 +279,7 @@ try:
         if quiet and not state["inflight"]:
             break
     if state["inflight"]:
-        problems.append("requests still pending after 10 s: " + ", ".join(requests.get(r, r) for r in state["inflight"]))
+        problems.append("requests still pending after 30 s: " + ", ".join(requests.get(r, r) for r in state["inflight"]))
     if expand:
         call("Runtime.evaluate", {"expression": "document.querySelectorAll('details').forEach(d => d.open = true)"}, s)
         pump(0.3)

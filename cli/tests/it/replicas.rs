@@ -37,8 +37,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    file_tail, handbook_parquet, haproxy_bin, num, repo_root, wait_for, Haproxy, RedisServer,
-    TempLake, BIN,
+    file_tail, handbook_parquet, haproxy_bin, num, repo_root, wait_for, wait_until,
+    wait_until_seen, Haproxy, RedisServer, TempLake, BIN,
 };
 use crate::serve::{free_port, metric_value, try_http};
 
@@ -982,6 +982,8 @@ fn three_replicas_on_one_redis_behind_haproxy_give_the_offline_features() {
     // The store traffic of an idle fleet (the balancer's health checks, the gauges' refresh),
     // then of the replay.
     let idle = store_traffic(&fleet.redis, &fleet.replicas);
+    // A measuring window, not a wait for something: its real length is measured (`at`) and
+    // the idle traffic it counts is scaled by it.
     std::thread::sleep(Duration::from_secs(3));
     let before = store_traffic(&fleet.redis, &fleet.replicas);
     let idle_seconds = before.at.duration_since(idle.at).as_secs_f64();
@@ -1108,8 +1110,11 @@ struct ReadyTimeline {
 }
 
 /// Polls `/ready` of every port every 20 ms until each went 503 and then 200 again, or `limit`.
+/// Returns once the watcher has polled every port a first time (so the caller's fault comes
+/// after a round that saw the replicas as they were: a condition, not a pause).
 fn watch_ready(ports: Vec<u16>, limit: Duration) -> JoinHandle<ReadyTimeline> {
-    std::thread::spawn(move || {
+    let (first_round, first_round_done) = std::sync::mpsc::channel::<()>();
+    let watcher = std::thread::spawn(move || {
         let mut timeline = ReadyTimeline {
             went_unready: vec![None; ports.len()],
             ready_again: vec![None; ports.len()],
@@ -1124,10 +1129,14 @@ fn watch_ready(ports: Vec<u16>, limit: Duration) -> JoinHandle<ReadyTimeline> {
                     _ => {}
                 }
             }
+            let _ = first_round.send(());
             std::thread::sleep(Duration::from_millis(20));
         }
         timeline
-    })
+    });
+    // Err: the watcher ended (its limit passed) without a round; its timeline says so.
+    let _ = first_round_done.recv_timeout(limit);
+    watcher
 }
 
 #[test]
@@ -1161,7 +1170,7 @@ fn a_killed_replica_is_routed_around_and_a_redis_restart_rebootstraps() {
 
     // 1. At 15 % of the load, SIGKILL of the second replica.
     wait_for_progress(&progress, n * 15 / 100, &load, patience);
-    let kill = kill_and_restart(&mut fleet, 1, &progress, &load, n / 20);
+    let kill = kill_and_restart(&mut fleet, lake, 1, &progress, &load, n / 20);
 
     // 2. At half the load, Redis restarts without its data.
     wait_for_progress(&progress, n / 2, &load, patience);
@@ -1236,9 +1245,10 @@ struct Kill {
 
 /// SIGKILL of replica `victim` while the load runs: the balancer routes around it (the load
 /// answers `routed_around` more transactions, and HAProxy marks it down); started again (same
-/// port, same arguments) on the loaded store, it is ready within 10 s.
+/// port, same arguments) on the loaded store, it uses that store as it is (no re-bootstrap).
 fn kill_and_restart(
     fleet: &mut Fleet,
+    lake: &TempLake,
     victim: usize,
     progress: &AtomicUsize,
     load: &JoinHandle<LoadReport>,
@@ -1255,25 +1265,30 @@ fn kill_and_restart(
         Duration::from_secs(300),
     );
     let marked_down = format!("{name} is DOWN");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !fleet.balancer.log_tail().contains(&marked_down) {
-        assert!(
-            Instant::now() < deadline,
-            "HAProxy did not mark {name} down:\n{}",
-            fleet.balancer.log_tail()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_seen(
+        &format!("HAProxy marks {name} down"),
+        Duration::from_secs(60),
+        || {
+            let log = fleet.balancer.log_tail();
+            (log.contains(&marked_down), log)
+        },
+    );
+    let generation = text(&online_stats(lake, &fleet.redis)["generation"]);
     fleet.replicas[victim].spawn();
-    let restart = fleet.replicas[victim].wait_ready(Duration::from_secs(60));
+    let restart = fleet.replicas[victim].wait_ready(Duration::from_secs(120));
     let back_at = Instant::now();
     eprintln!(
         "{name}: SIGKILL after {answered_at_kill} answered; started again, ready in {:.2} s",
         restart.as_secs_f64()
     );
-    assert!(
-        restart < Duration::from_secs(10),
-        "a replica on a loaded store took {restart:?} to be ready"
+    // What makes the restart quick is that it uses the loaded store as it is: the store's
+    // generation is unchanged (no re-bootstrap). That is the behaviour checked; the time (under
+    // 10 s on a quiet machine, docs/serving.md) is printed, and bounded by the wait above only,
+    // since a loaded machine stretches it without anything being wrong.
+    assert_eq!(
+        text(&online_stats(lake, &fleet.redis)["generation"]),
+        generation,
+        "{name} rebuilt the loaded store when it started again"
     );
     Kill {
         victim: name,
@@ -1283,15 +1298,13 @@ fn kill_and_restart(
 }
 
 /// Redis killed and started again empty (persistence off) while the load runs: every replica's
-/// `/ready` goes 503 within 3 s, scoring answers 503 `online_store_unavailable` (fail closed;
-/// `probe` sent straight to a replica), the replicas re-bootstrap the store from the lake by
-/// themselves and are all ready again, and `probe` is then scored. Returns when the last
-/// replica was ready again.
+/// `/ready` goes 503 within a few store checks (3 s quiet, 10 s allowed), scoring answers 503
+/// `online_store_unavailable` (fail closed; `probe` sent straight to a replica), the replicas
+/// re-bootstrap the store from the lake by themselves and are all ready again, and `probe` is
+/// then scored. Returns when the last replica was ready again.
 fn restart_redis_without_its_data(fleet: &mut Fleet, probe: &ReplayTx) -> Instant {
     let ports: Vec<u16> = fleet.replicas.iter().map(|r| r.port).collect();
     let watcher = watch_ready(ports, Duration::from_secs(180));
-    // The watcher's first round sees every replica ready.
-    std::thread::sleep(Duration::from_millis(100));
     fleet.redis.stop();
     let outage_at = Instant::now();
     let (code, answer) = post_score(fleet.replicas[0].port, probe);
@@ -1317,8 +1330,12 @@ fn restart_redis_without_its_data(fleet: &mut Fleet, probe: &ReplayTx) -> Instan
             noticed.as_secs_f64(),
             ready.saturating_duration_since(outage_at).as_secs_f64()
         );
+        // The store is checked every 500 ms: 3 s or less on a quiet machine (the figure above
+        // and docs/serving.md). The bound is 20 checks, so that a loaded machine (5x slower,
+        // the /ready polls of three replicas in turn) does not fail a correct replica; a
+        // replica that never notices fails it.
         assert!(
-            noticed < Duration::from_secs(3),
+            noticed < Duration::from_secs(10),
             "{name} took {noticed:?} to report the lost store"
         );
         recovered_at = recovered_at.max(ready);
@@ -1373,21 +1390,43 @@ fn check_lost_rows_and_features(
         .iter()
         .filter(|a| !in_predictions.contains(&a.tx_id))
         .collect();
+    let by_id: HashMap<i64, &ReplayTx> = scenario.replay.iter().map(|tx| (tx.tx_id, tx)).collect();
+    // A client sends one transaction at a time, so at the kill at most one of each client's was
+    // in flight: that one, if lost, is its client's first answer after the kill. An order, not
+    // a time window (a loaded machine may take seconds to retry it elsewhere).
+    let client_of = |tx_id: i64| by_id[&tx_id].customer_id.rem_euclid(CLIENTS as i64);
+    let mut first_after_kill: HashMap<i64, &Answered> = HashMap::new();
+    for answer in report.answered.iter().filter(|a| a.at > kill.killed_at) {
+        let first = first_after_kill
+            .entry(client_of(answer.tx_id))
+            .or_insert(answer);
+        if answer.at < first.at {
+            *first = answer;
+        }
+    }
     let mut in_flight_at_kill = 0;
     for answer in &lost {
         if answer.at <= kill.killed_at {
+            // What the victim's writer had not committed yet: its last flush interval (300 ms)
+            // and the commit under way. The bound leaves a loaded machine's slow commits room;
+            // a writer that stopped committing exceeds it.
             let age = kill.killed_at.duration_since(answer.at);
             assert!(
-                answer.replica == kill.victim && age < Duration::from_secs(10),
+                answer.replica == kill.victim && age < Duration::from_secs(30),
                 "tx {} answered by {} {age:?} before the kill is not in the lake",
                 answer.tx_id,
                 answer.replica
             );
         } else {
             in_flight_at_kill += 1;
-            assert!(
-                answer.at.duration_since(kill.killed_at) < Duration::from_secs(5),
-                "tx {} answered by {} after the kill is not in the lake",
+            let first = first_after_kill
+                .get(&client_of(answer.tx_id))
+                .map(|a| a.tx_id);
+            assert_eq!(
+                first,
+                Some(answer.tx_id),
+                "tx {} answered by {} after the kill is not in the lake, and it was not in \
+                 flight at the kill (its client's first answer after the kill is another)",
                 answer.tx_id,
                 answer.replica
             );
@@ -1404,7 +1443,6 @@ fn check_lost_rows_and_features(
         lost.len(),
         lost.len() - in_flight_at_kill
     );
-    let by_id: HashMap<i64, &ReplayTx> = scenario.replay.iter().map(|tx| (tx.tx_id, tx)).collect();
     let answered_at: HashMap<i64, Instant> =
         report.answered.iter().map(|a| (a.tx_id, a.at)).collect();
     let mut lost_by_customer: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
@@ -1461,11 +1499,9 @@ fn fail_open_without_redis(
     let (code, answer) = post_score(open.port, without_redis);
     assert_eq!(code, 200, "fail open: {answer}");
     assert_eq!(answer["degraded"], true, "{answer}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !matches!(try_http(open.port, "GET", "/ready", &[], b""), Ok((503, _))) {
-        assert!(Instant::now() < deadline, "/ready still 200 without Redis");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("/ready 503 without Redis", Duration::from_secs(60), || {
+        matches!(try_http(open.port, "GET", "/ready", &[], b""), Ok((503, _)))
+    });
     let metrics = open.metrics();
     assert!(
         metric_value(&metrics, "fraud_online_degraded_total") >= 1.0,

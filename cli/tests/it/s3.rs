@@ -19,7 +19,7 @@ use deltalake::logstore::object_store::ObjectStore;
 use fraudlake_pipeline::lake::tables::{rejections_batch, Rejection, TRANSACTIONS_REJECTED};
 use fraudlake_pipeline::Lake;
 
-use crate::common::{num, read_with_python, S3Server, TempLake};
+use crate::common::{num, read_with_python, wait_until_seen, S3Server, TempLake};
 use crate::serve::{
     create_key, fill_with_champion, http, metric_value, post_key, try_http, ts, tx_body, Server,
 };
@@ -282,7 +282,11 @@ fn unusable_s3_lakes_are_clear_errors_with_exit_code_2() {
     let (code, err, took) = tables("s3://lake-test/lake", unreachable, None);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("cannot reach the S3 endpoint"), "{err}");
-    assert!(took < Duration::from_secs(30), "took {took:?}");
+    // Bounded, not a hang: the client gives up after its 15 s retry budget; the bound leaves a
+    // loaded machine room for the process start (a hang would never end, so any finite bound
+    // shows it; the time is printed for the record).
+    eprintln!("unreachable endpoint: `tables` gave up after {took:?}");
+    assert!(took < Duration::from_secs(90), "took {took:?}");
 
     let (code, err, _) = tables("s3://no-such-bucket/lake", s3.env(), None);
     assert_eq!(code, Some(2), "{err}");
@@ -355,27 +359,6 @@ fn the_server_scores_on_an_s3_lake_and_commits_all_it_answered() {
     );
 }
 
-/// Polls `check` every 200 ms until it holds; panics with `what` (and the last value seen)
-/// after `within`.
-fn wait_until<T: std::fmt::Debug>(
-    within: Duration,
-    what: &str,
-    mut check: impl FnMut() -> (bool, T),
-) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        let (ok, seen) = check();
-        if ok {
-            return seen;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within {within:?} (last seen {seen:?})"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// Issue #15's faults, on a real S3 server stopped and started again with its data:
 /// - the bucket is down for more than 10 s while `serve` runs: scoring goes on (200s, `/ready`
 ///   stays 200), the writer's backlog grows and is the `fraud_lake_writer_pending_rows` gauge,
@@ -406,7 +389,7 @@ fn the_server_rides_out_an_s3_outage_and_a_sigterm_mid_load_losing_nothing() {
         assert_eq!(code, 200, "{text}");
         answered.push(BASE + i);
     }
-    wait_until(Duration::from_secs(60), "the first rows committed", || {
+    wait_until_seen("the first rows committed", Duration::from_secs(120), || {
         let pending = metric("fraud_lake_writer_pending_rows");
         (pending == 0.0, pending)
     });
@@ -439,7 +422,8 @@ fn the_server_rides_out_an_s3_outage_and_a_sigterm_mid_load_losing_nothing() {
     assert!(err.contains("cannot reach the S3 endpoint"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     let ingest_took = started.elapsed();
-    assert!(ingest_took < Duration::from_secs(60), "{ingest_took:?}");
+    // Bounded (the client's 15 s retry budget per request): generous for a loaded machine.
+    assert!(ingest_took < Duration::from_secs(180), "{ingest_took:?}");
 
     // Keep the bucket away for at least 10 s; the backlog is there and commits are failing.
     let mut i = 150;
@@ -447,8 +431,8 @@ fn the_server_rides_out_an_s3_outage_and_a_sigterm_mid_load_losing_nothing() {
         || metric("fraud_lake_writer_failures_total") <= failures_before
     {
         assert!(
-            outage.elapsed() < Duration::from_secs(90),
-            "no failed commit counted in 90 s of outage"
+            outage.elapsed() < Duration::from_secs(180),
+            "no failed commit counted in 180 s of outage"
         );
         let (code, text) = post_key(port, "/score", &body(BASE + i, i * 5), &key);
         assert_eq!(code, 200, "scoring during the outage: {text}");
@@ -468,9 +452,9 @@ fn the_server_rides_out_an_s3_outage_and_a_sigterm_mid_load_losing_nothing() {
     let outage_took = outage.elapsed();
     s3.restart();
     let back = Instant::now();
-    wait_until(
-        Duration::from_secs(120),
+    wait_until_seen(
         "the backlog drained after S3 came back",
+        Duration::from_secs(180),
         || {
             let pending = metric("fraud_lake_writer_pending_rows");
             (pending == 0.0, pending)
@@ -511,7 +495,7 @@ fn the_server_rides_out_an_s3_outage_and_a_sigterm_mid_load_losing_nothing() {
             })
         })
         .collect();
-    wait_until(Duration::from_secs(60), "load under way", || {
+    wait_until_seen("load under way", Duration::from_secs(120), || {
         let n = done.load(Ordering::Relaxed);
         (n >= 400, n)
     });

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{num, repo_root, TempLake};
+use crate::common::{num, repo_root, wait_until, TempLake};
 
 /// A minimal HTTP/1.1 client (one request per connection), so tests need no HTTP crate.
 pub fn http(
@@ -710,7 +710,16 @@ fn champion_swap_under_load_fails_no_request() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(500));
+    // The load is under way on the first model (not a pause that hopes so).
+    let (seen_versions, seen_served) = (versions.clone(), served.clone());
+    wait_until(
+        "requests served by model 1",
+        Duration::from_secs(60),
+        || {
+            seen_versions.lock().expect("lock").contains(&1)
+                && seen_served.load(Ordering::Relaxed) > 0
+        },
+    );
     // A second model, promoted past the gate, then a reload while requests flow.
     lake.ok(&[
         "train",
@@ -765,7 +774,17 @@ fn champion_swap_under_load_fails_no_request() {
     );
     assert_eq!(code, 200, "{body}");
     assert_eq!(json(&body)["reloaded"], true);
-    std::thread::sleep(Duration::from_millis(500));
+    // Requests keep flowing after the swap until the new model has answered some and the load
+    // is big enough to mean something (counts, not a pause of a fixed length).
+    let served_at_reload = served.load(Ordering::Relaxed);
+    wait_until(
+        "requests served by model 2 after the reload",
+        Duration::from_secs(120),
+        || {
+            seen_versions.lock().expect("lock").contains(&2)
+                && seen_served.load(Ordering::Relaxed) > served_at_reload.max(200) + 20
+        },
+    );
     stop.store(true, Ordering::Relaxed);
     for t in load {
         t.join().expect("load thread");

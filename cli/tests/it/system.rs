@@ -3,9 +3,9 @@
 //! while the server runs -> the registry, `predictions`, `labels`, `drift_reports` and
 //! `dag_runs` hold what they should, and the server's `/metrics` reflects it.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::common::{num, repo_root, S3Server, TempLake};
+use crate::common::{num, repo_root, wait_until_seen, S3Server, TempLake};
 use crate::drift::{drifted_lake, make_drifted};
 use crate::serve::{http, Server};
 
@@ -111,34 +111,34 @@ fn close_the_loop(lake: &TempLake, env: &[(String, String)], report_json: impl F
     );
     assert!(status == 200 || status == 202, "{status} {out}");
 
-    // The lake writer commits every 200 ms here.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        // `predictions` appears with the writer's first commit.
-        let out = lake.run(&[
-            "sql",
-            &format!(
-                "SELECT (SELECT COUNT(*) FROM predictions) AS p, \
+    // The lake writer commits every 200 ms here; the wait is a deadline, not an expectation
+    // (each poll runs `fraudlake sql`, slow on a loaded machine and on an S3 lake).
+    wait_until_seen(
+        "the lake writer's commits",
+        Duration::from_secs(180),
+        || {
+            // `predictions` appears with the writer's first commit.
+            let out = lake.run(&[
+                "sql",
+                &format!(
+                    "SELECT (SELECT COUNT(*) FROM predictions) AS p, \
                    (SELECT COUNT(*) FROM labels WHERE source LIKE 'api:%') AS l, \
                    (SELECT COUNT(*) FROM transactions WHERE tx_id >= {FIRST_TX}) AS t"
-            ),
-            "--format",
-            "json",
-        ]);
-        let rows: Vec<serde_json::Value> = if out.status.success() {
-            serde_json::from_slice(&out.stdout).expect("sql JSON")
-        } else {
-            vec![serde_json::json!({"p": 0, "l": 0, "t": 0})]
-        };
-        if num(&rows[0], "p") == SCORED as f64
-            && num(&rows[0], "l") == LABELED as f64
-            && num(&rows[0], "t") == SCORED as f64
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "lake writer: {:?}", rows[0]);
-        std::thread::sleep(Duration::from_millis(300));
-    }
+                ),
+                "--format",
+                "json",
+            ]);
+            let rows: Vec<serde_json::Value> = if out.status.success() {
+                serde_json::from_slice(&out.stdout).expect("sql JSON")
+            } else {
+                vec![serde_json::json!({"p": 0, "l": 0, "t": 0})]
+            };
+            let done = num(&rows[0], "p") == SCORED as f64
+                && num(&rows[0], "l") == LABELED as f64
+                && num(&rows[0], "t") == SCORED as f64;
+            (done, rows[0].clone())
+        },
+    );
 
     // The daily DAG for Sunday 2018-06-24 (weekly training even without drift), while the
     // server keeps serving.
@@ -204,18 +204,10 @@ fn close_the_loop(lake: &TempLake, env: &[(String, String)], report_json: impl F
     );
 
     // /metrics: traffic, feedback, and (after the next poll) the DAG's drift report.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let metrics = loop {
+    let metrics = wait_until_seen("drift metrics refreshed", Duration::from_secs(120), || {
         let (_, m) = http(server.port, "GET", "/metrics", &[], b"");
-        if m.contains("fraud_feature_drift{feature=\"risk_score\"") {
-            break m;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "drift metrics not refreshed: {m}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    };
+        (m.contains("fraud_feature_drift{feature=\"risk_score\""), m)
+    });
     assert_eq!(
         metric(
             &metrics,
