@@ -142,7 +142,7 @@ pub fn print_sync(report: &SyncReport, format: Format) -> Result<()> {
             .map(|(a, v)| format!("{a} -> version {v}"))
             .collect();
         println!(
-            "MLflow {}: experiment '{}' ({}), registered model '{}': {} run(s) and {} model              version(s) created, {} tag(s) updated; aliases {}{}",
+            "MLflow {}: experiment '{}' ({}), registered model '{}': {} run(s) and {} model version(s) created, {} tag(s) updated; aliases {}{}",
             report.tracking_uri,
             report.experiment,
             report.experiment_id,

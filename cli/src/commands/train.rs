@@ -309,7 +309,7 @@ pub async fn train(a: TrainArgs, settings: &Settings) -> Result<u8> {
                 // to finish the mirror, after the summary.
                 Err(e) => {
                     mlflow_failure = Some(anyhow::Error::new(e).context(format!(
-                        "model version {} is registered in the lake, but mirroring it to MLflow                          failed: run `fraudlake models sync` to retry",
+                        "model version {} is registered in the lake, but mirroring it to MLflow failed: run `fraudlake models sync` to retry",
                         record.version
                     )))
                 }
