@@ -61,6 +61,10 @@ pub struct FileConfig {
     /// `[stream]`: the Kafka brokers of `fraudlake stream` and the server's scoring log.
     #[serde(default)]
     pub stream: StreamConfig,
+    /// `[mlflow]`: the tracking server `models sync`, `train --mlflow` and the `mlflow_sync`
+    /// op mirror the registry into (tracking_uri, experiment, registered_model).
+    #[serde(default)]
+    pub mlflow: fraudlake_model::mlflow::MlflowConfig,
 }
 
 /// `[stream]` in fraudlake.toml (`--brokers`/`FRAUDLAKE_KAFKA_BROKERS` and
@@ -148,6 +152,7 @@ pub struct Settings {
     pub labels: LabelsConfig,
     pub online: OnlineConfig,
     pub stream: StreamConfig,
+    pub mlflow: fraudlake_model::mlflow::MlflowConfig,
 }
 
 impl Settings {
@@ -200,6 +205,7 @@ impl Settings {
             labels: file.labels,
             online: file.online,
             stream: file.stream,
+            mlflow: file.mlflow,
         })
     }
 

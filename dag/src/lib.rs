@@ -2,7 +2,7 @@
 //!
 //! - [`spec`] and [`condition`]: parsing and validating DAG files (cycles, ops, args, cron).
 //! - [`ops`]: the built-in ops (ingest, features_build, drift_report, train, evaluate,
-//!   register, promote, sql, notify), one module each with its arguments, calling the same
+//!   register, promote, mlflow_sync, sql, notify), one module each with its arguments, calling the same
 //!   library code as the CLI.
 //! - [`state`]: run and task states and run triggers, typed (stored as strings).
 //! - [`runner`]: one run: order, conditions, retries, timeouts, history; [`transient`]: which

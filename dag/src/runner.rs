@@ -468,6 +468,7 @@ pub(crate) mod tests {
                 train: Default::default(),
                 gate: Default::default(),
                 drift: Default::default(),
+                mlflow: Default::default(),
             },
             metrics: DagMetrics::detached(),
         }

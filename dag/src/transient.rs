@@ -13,6 +13,11 @@ use deltalake::DeltaTableError;
 /// commit conflicts. Bad input, a missing champion, SQL and plan errors, model errors are
 /// permanent: a retry gives the same answer. (The DAG runner retries only the former.)
 pub fn is_transient(e: &Error) -> bool {
+    // An MLflow server that is down or overloaded may be back on the next try; a refusal
+    // (bad credentials, a bad request) would be refused again.
+    if let Error::Model(fraudlake_model::Error::Mlflow { transient, .. }) = e {
+        return *transient;
+    }
     // Only the lake's failures can pass; a model or drift error of their own is permanent.
     e.lake().is_some_and(lake_transient)
 }

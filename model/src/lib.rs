@@ -10,6 +10,7 @@
 //! * [`registry`]: versions, lineage, aliases, promotion gate, audit, model cards.
 //! * [`html`]: the minijinja setup (and so the one HTML escaper) of every HTML page.
 //! * [`train`]: the `fraudlake train` / `evaluate` workflows over the above.
+//! * [`mlflow`]: the registry mirrored into an MLflow tracking server (`models sync`).
 //!
 //! Guide: docs/models.md in the repository.
 
@@ -18,6 +19,7 @@ pub mod dataset;
 pub mod error;
 pub mod html;
 pub mod metrics;
+pub mod mlflow;
 pub mod protocol;
 pub mod registry;
 pub mod train;

@@ -3,9 +3,7 @@ predict the rows fraudlake scored natively, and report the largest difference. A
 the registry table with the Python `deltalake` package.
 Usage: model_interop.py LAKE_DIR MODEL_JSON ROWS_CSV
 ROWS_CSV: a header of feature names plus `native`; empty cells are missing values."""
-import csv
 import json
-import math
 import os
 import sys
 
@@ -13,21 +11,15 @@ import numpy as np
 import xgboost as xgb
 from deltalake import DeltaTable
 
+import native_rows
+
 lake, model_path, rows_path = sys.argv[1].rstrip("/"), sys.argv[2], sys.argv[3]
 booster = xgb.Booster()
 booster.load_model(model_path)
 
-with open(rows_path, newline="") as f:
-    reader = csv.reader(f)
-    header = next(reader)
-    names = header[:-1]
-    values, native = [], []
-    for row in reader:
-        values.append([float(v) if v != "" else math.nan for v in row[:-1]])
-        native.append(float(row[-1]))
-x = np.asarray(values, dtype=np.float64)
+names, x, native = native_rows.read(rows_path)
 pred = booster.predict(xgb.DMatrix(x, missing=np.nan, feature_names=names))
-diff = np.abs(pred.astype(np.float64) - np.asarray(native))
+diff = np.abs(pred.astype(np.float64) - native)
 
 registry = DeltaTable(f"{lake}/model_versions").to_pyarrow_table()
 print(json.dumps({

@@ -135,6 +135,7 @@ pub fn op_env(settings: &Settings) -> Result<OpEnv> {
             columns: d.columns.clone(),
             ..Default::default()
         },
+        mlflow: settings.mlflow.clone(),
     })
 }
 

@@ -1,7 +1,9 @@
-//! `fraudlake models list|show|promote|rollback|archive|events`: the registry in the lake.
+//! `fraudlake models list|show|promote|rollback|archive|events|sync`: the registry in the lake,
+//! and its mirror in an MLflow tracking server.
 
 use anyhow::Result;
 use clap::Subcommand;
+use fraudlake_model::mlflow::{self, Auth, SyncReport, Target};
 use fraudlake_model::registry::gate::{self, GatePolicy};
 use fraudlake_model::registry::{card, metric_map, ModelVersion, Registry};
 use serde::Serialize;
@@ -63,6 +65,104 @@ pub enum ModelsCommand {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+    /// Mirror the registry into an MLflow tracking server: one run and one registered-model
+    /// version per version, aliases champion/challenger, archived versions tagged. Idempotent;
+    /// the lake is only read. Credentials: MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME
+    /// and MLFLOW_TRACKING_PASSWORD.
+    Sync {
+        #[command(flatten)]
+        mlflow: MlflowArgs,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+}
+
+/// Where a sync goes; each flag overrides `[mlflow]` in fraudlake.toml.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MlflowArgs {
+    /// Tracking server URL, e.g. http://127.0.0.1:5000 (else FRAUDLAKE_MLFLOW_TRACKING_URI,
+    /// [mlflow] tracking_uri, MLFLOW_TRACKING_URI).
+    #[arg(long = "mlflow", value_name = "URL")]
+    pub tracking_uri: Option<String>,
+    /// Registered model name (default [mlflow] registered_model, else fraud-detector).
+    #[arg(long)]
+    pub registered_model: Option<String>,
+    /// Experiment of the runs (default [mlflow] experiment, else fraudlake).
+    #[arg(long)]
+    pub experiment: Option<String>,
+}
+
+impl MlflowArgs {
+    /// The resolved target (a bad-input error when no URI is set anywhere).
+    pub fn target(&self, settings: &Settings) -> Result<Target> {
+        Ok(settings.mlflow.require_target(
+            self.tracking_uri.as_deref(),
+            self.registered_model.as_deref(),
+            self.experiment.as_deref(),
+        )?)
+    }
+}
+
+#[derive(Serialize)]
+struct SyncRow {
+    version: i64,
+    status: &'static str,
+    mlflow_model_version: String,
+    run_id: String,
+    this_sync: String,
+}
+
+/// Prints a sync's outcome.
+pub fn print_sync(report: &SyncReport, format: Format) -> Result<()> {
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    let rows: Vec<SyncRow> = report
+        .versions
+        .iter()
+        .map(|v| SyncRow {
+            version: v.version,
+            status: v.status,
+            mlflow_model_version: v.model_version.clone(),
+            run_id: v.run_id.clone(),
+            this_sync: match (v.run_created, v.model_version_created) {
+                (true, true) => "run + model version created".into(),
+                (true, false) => "run completed".into(),
+                (false, true) => "model version created".into(),
+                (false, false) => "unchanged".into(),
+            },
+        })
+        .collect();
+    print_rows(&rows, format)?;
+    if format == Format::Table {
+        let aliases: Vec<String> = report
+            .aliases
+            .iter()
+            .map(|(a, v)| format!("{a} -> version {v}"))
+            .collect();
+        println!(
+            "MLflow {}: experiment '{}' ({}), registered model '{}': {} run(s) and {} model version(s) created, {} tag(s) updated; aliases {}{}",
+            report.tracking_uri,
+            report.experiment,
+            report.experiment_id,
+            report.registered_model,
+            report.runs_created,
+            report.model_versions_created,
+            report.tags_updated,
+            if aliases.is_empty() {
+                "none".to_string()
+            } else {
+                aliases.join(", ")
+            },
+            if report.alias_changes.is_empty() {
+                String::new()
+            } else {
+                format!(" (moved: {})", report.alias_changes.join("; "))
+            }
+        );
+    }
+    Ok(())
 }
 
 #[derive(Serialize)]
@@ -235,6 +335,12 @@ pub async fn run(cmd: ModelsCommand, settings: &Settings) -> Result<u8> {
         }
         ModelsCommand::Events { format } => {
             print_rows(&registry.events().await?, format)?;
+            Ok(0)
+        }
+        ModelsCommand::Sync { mlflow: m, format } => {
+            let target = m.target(settings)?;
+            let report = mlflow::sync(&registry, &target, Auth::from_env()).await?;
+            print_sync(&report, format)?;
             Ok(0)
         }
     }

@@ -8,6 +8,7 @@ use anyhow::Result;
 use chrono::{Duration, NaiveDate};
 use clap::Args;
 use fraudlake_model::booster::TrainParams;
+use fraudlake_model::mlflow::{self, Auth, SyncReport};
 use fraudlake_model::protocol::{Metrics, Periods};
 use fraudlake_model::registry::{actor, metric_map, Registry};
 use fraudlake_model::train::{self, FeatureSpec, Registration, TestWindow};
@@ -105,8 +106,19 @@ pub struct TrainArgs {
     #[arg(long, requires = "folds")]
     grid: Option<String>,
     /// Train and evaluate only; do not register.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "mlflow")]
     no_register: bool,
+    /// Mirror the registry into MLflow as the version registers (as `models sync`): the
+    /// tracking server URL, or `--mlflow` alone for the configured one
+    /// (FRAUDLAKE_MLFLOW_TRACKING_URI, [mlflow] tracking_uri, MLFLOW_TRACKING_URI). The server
+    /// is checked before training: an unreachable one stops the command with the lake unchanged.
+    #[arg(long = "mlflow", value_name = "URL", num_args = 0..=1, default_missing_value = "",
+          conflicts_with = "folds")]
+    mlflow: Option<String>,
+    /// MLflow registered model for --mlflow (default [mlflow] registered_model, else
+    /// fraud-detector).
+    #[arg(long, requires = "mlflow")]
+    registered_model: Option<String>,
     /// Label precedence, most trusted source kind first (e.g. `ingest,api`); overrides
     /// `[labels] precedence` in fraudlake.toml. Default: ingest > api > others.
     #[arg(long)]
@@ -203,6 +215,8 @@ struct TrainSummary {
     test_rows: usize,
     test_frauds: usize,
     card: Option<String>,
+    /// What `--mlflow` mirrored (null without it).
+    mlflow: Option<SyncReport>,
 }
 
 pub async fn train(a: TrainArgs, settings: &Settings) -> Result<u8> {
@@ -235,6 +249,19 @@ pub async fn train(a: TrainArgs, settings: &Settings) -> Result<u8> {
         "training"
     );
     let policy = settings.label_policy(a.label_precedence.as_deref())?;
+    // MLflow is checked before training: an unreachable server stops us with the lake unchanged.
+    let mlflow_target = match &a.mlflow {
+        Some(uri) => {
+            let target = settings.mlflow.require_target(
+                Some(uri.as_str()).filter(|u| !u.is_empty()),
+                a.registered_model.as_deref(),
+                None,
+            )?;
+            mlflow::check(&target, Auth::from_env()).await?;
+            Some(target)
+        }
+        None => None,
+    };
     let registration = (!a.no_register).then(|| Registration {
         created_by: actor(),
         note: a.note.clone(),
@@ -265,19 +292,33 @@ pub async fn train(a: TrainArgs, settings: &Settings) -> Result<u8> {
         test_rows: trained.metrics.test_rows,
         test_frauds: trained.metrics.test_frauds,
         card: None,
+        mlflow: None,
     };
     let metrics = trained.metrics;
+    let mut mlflow_failure = None;
     if let Some(record) = done.record {
-        let v = Registry::new(lake.clone())
-            .get(&record.version.to_string())
-            .await?;
+        let registry = Registry::new(lake.clone());
+        let v = registry.get(&record.version.to_string()).await?;
         summary.version = Some(record.version);
         summary.aliases = v.aliases;
         summary.card = Some(lake.file_url("models", &format!("v{}/card.html", record.version)));
+        if let Some(target) = &mlflow_target {
+            match mlflow::sync(&registry, target, Auth::from_env()).await {
+                Ok(report) => summary.mlflow = Some(report),
+                // The version is registered (the lake is the source of truth): say so, and how
+                // to finish the mirror, after the summary.
+                Err(e) => {
+                    mlflow_failure = Some(anyhow::Error::new(e).context(format!(
+                        "model version {} is registered in the lake, but mirroring it to MLflow failed: run `fraudlake models sync` to retry",
+                        record.version
+                    )))
+                }
+            }
+        }
     }
     if a.format == Format::Json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
-        return Ok(0);
+        return mlflow_failure.map_or(Ok(0), Err);
     }
     println!(
         "trained on {} .. {} ({} rows, {} frauds), {} rounds{} in {:.2} s; tested on {} .. {}",
@@ -303,7 +344,26 @@ pub async fn train(a: TrainArgs, settings: &Settings) -> Result<u8> {
         ),
         None => println!("not registered (--no-register)"),
     }
-    Ok(0)
+    if let Some(report) = &summary.mlflow {
+        let mirrored = report
+            .versions
+            .iter()
+            .find(|v| Some(v.version) == summary.version);
+        println!(
+            "MLflow {}: registered model '{}' version {} (run {}); aliases {}",
+            report.tracking_uri,
+            report.registered_model,
+            mirrored.map_or("?", |v| v.model_version.as_str()),
+            mirrored.map_or("?", |v| v.run_id.as_str()),
+            report
+                .aliases
+                .iter()
+                .map(|(a, v)| format!("{a} -> {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    mlflow_failure.map_or(Ok(0), Err)
 }
 
 #[derive(Serialize)]

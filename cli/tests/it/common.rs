@@ -637,7 +637,7 @@ fn free_loopback_port() -> u16 {
 
 /// Whether `make test` or CI runs us: there a missing test dependency is a failure, never a
 /// silent skip (as with [`python_with`] and [`weed`]).
-fn dependencies_required() -> bool {
+pub fn dependencies_required() -> bool {
     std::env::var_os("CI").is_some() || std::env::var_os("FRAUDLAKE_TEST_PYTHON").is_some()
 }
 

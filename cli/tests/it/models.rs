@@ -429,20 +429,19 @@ fn concurrent_registrations_get_distinct_versions() {
     assert_eq!(champions, 1);
 }
 
-#[test]
-fn python_xgboost_loads_the_artifact_and_predicts_the_same() {
-    let Some(python) = python_with_deltalake() else {
-        eprintln!("skipping: no Python with deltalake/xgboost (make venv)");
-        return;
-    };
-    let lake = lake_with_features();
-    train(&lake, &[]);
-    let shown = json(&lake.ok(&["models", "show", "1", "--format", "json"]));
+/// fraudlake's native scorer on every feature row of `days` (first, last) for the version
+/// `shown` (`models show --format json`), every 7th row with one feature missing (missing values
+/// must follow the same default branch), written to `path` as a CSV of the feature names plus
+/// `native` (what tests/python/native_rows.py reads); returns the row count.
+pub fn native_predictions_csv(
+    lake: &TempLake,
+    shown: &serde_json::Value,
+    days: (&str, &str),
+    path: &std::path::Path,
+) -> usize {
     let artifact =
         std::path::Path::new(&lake.lake()).join(shown["artifact"].as_str().expect("artifact"));
     let names: Vec<String> = serde_json::from_value(shown["feature_names"].clone()).expect("names");
-
-    // fraudlake's native scorer on every test-period feature row, plus rows with missing values.
     let bytes = std::fs::read(&artifact).expect("artifact");
     let forest = fraudlake_model::trees::Forest::from_json(&bytes).expect("model");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
@@ -454,20 +453,17 @@ fn python_xgboost_loads_the_artifact_and_predicts_the_same() {
         let sha = shown["feature_set"].as_str().expect("sha").to_string();
         snap.rows(
             &names,
-            "2018-05-01".parse().expect("d"),
-            "2018-05-30".parse().expect("d"),
+            days.0.parse().expect("d"),
+            days.1.parse().expect("d"),
             &sha,
         )
         .await
         .expect("rows")
     });
-    assert!(rows.len() > 1000);
-    let csv_path = lake.path().join("native_predictions.csv");
     let mut csv = String::from(&names.join(","));
     csv.push_str(",native\n");
     for i in 0..rows.len() {
         let mut row = rows.row(i).to_vec();
-        // Every 7th row loses a feature: missing values must follow the same default branch.
         if i % 7 == 0 {
             row[i % names.len()] = f64::NAN;
         }
@@ -484,7 +480,24 @@ fn python_xgboost_loads_the_artifact_and_predicts_the_same() {
             .collect();
         csv.push_str(&format!("{},{p:?}\n", cells.join(",")));
     }
-    std::fs::write(&csv_path, csv).expect("write csv");
+    std::fs::write(path, csv).expect("write csv");
+    rows.len()
+}
+
+#[test]
+fn python_xgboost_loads_the_artifact_and_predicts_the_same() {
+    let Some(python) = python_with_deltalake() else {
+        eprintln!("skipping: no Python with deltalake/xgboost (make venv)");
+        return;
+    };
+    let lake = lake_with_features();
+    train(&lake, &[]);
+    let shown = json(&lake.ok(&["models", "show", "1", "--format", "json"]));
+    let artifact =
+        std::path::Path::new(&lake.lake()).join(shown["artifact"].as_str().expect("artifact"));
+    let csv_path = lake.path().join("native_predictions.csv");
+    let rows = native_predictions_csv(&lake, &shown, ("2018-05-01", "2018-05-30"), &csv_path);
+    assert!(rows > 1000);
 
     let lake_dir = lake.lake();
     let report = crate::common::run_python(
@@ -492,7 +505,7 @@ fn python_xgboost_loads_the_artifact_and_predicts_the_same() {
         "model_interop.py",
         &[lake_dir.as_ref(), artifact.as_ref(), csv_path.as_ref()],
     );
-    assert_eq!(report["rows"].as_u64(), Some(rows.len() as u64));
+    assert_eq!(report["rows"].as_u64(), Some(rows as u64));
     assert!(report["missing_values"].as_u64().is_some_and(|m| m > 100));
     let max_diff = report["max_abs_diff"].as_f64().expect("diff");
     assert!(

@@ -13,6 +13,7 @@ pub mod drift_report;
 pub mod evaluate;
 pub mod features_build;
 pub mod ingest;
+pub mod mlflow_sync;
 pub mod notify;
 pub mod promote;
 pub mod register;
@@ -137,6 +138,8 @@ ops! {
     Register(register::RegisterArgs) = "register",
     /// Make a model the champion through the registry's gate.
     Promote(promote::PromoteArgs) = "promote",
+    /// Mirror the registry into an MLflow tracking server (`fraudlake models sync`).
+    MlflowSync(mlflow_sync::MlflowSyncArgs) = "mlflow_sync",
     /// Run a read-only SQL file from `sql/`.
     Sql(sql::SqlArgs) = "sql",
     /// Post a message to a webhook.
@@ -167,6 +170,8 @@ pub struct OpEnv {
     pub train: TrainParams,
     pub gate: GatePolicy,
     pub drift: fraudlake_drift::DriftOptions,
+    /// `[mlflow]`: the tracking server `mlflow_sync` tasks mirror the registry into.
+    pub mlflow: fraudlake_model::mlflow::MlflowConfig,
 }
 
 /// One task attempt's view of its run.

@@ -462,7 +462,7 @@ fn duplicate_task_ids() {
 fn unknown_op_lists_the_valid_ones() {
     assert_eq!(
         errors(&BASE.replace("op = \"train\"", "op = \"trian\"")),
-        vec!["dags/x.toml: task \"train\": unknown op \"trian\" (valid ops: ingest, features_build, drift_report, train, evaluate, register, promote, sql, notify)"]
+        vec!["dags/x.toml: task \"train\": unknown op \"trian\" (valid ops: ingest, features_build, drift_report, train, evaluate, register, promote, mlflow_sync, sql, notify)"]
     );
 }
 
@@ -1020,7 +1020,7 @@ args = { file = "../x.sql", extra = 1 }
             "dags/x.toml: unknown timezone \"Mars/Base\": expected an IANA name such as \"UTC\" or \"Europe/Paris\"",
             "dags/x.toml: schedule \"0 0 30 2 *\" never fires",
             "dags/x.toml: max_active_runs: must be at least 1, got 0",
-            "dags/x.toml: task \"a\": unknown op \"trian\" (valid ops: ingest, features_build, drift_report, train, evaluate, register, promote, sql, notify)",
+            "dags/x.toml: task \"a\": unknown op \"trian\" (valid ops: ingest, features_build, drift_report, train, evaluate, register, promote, mlflow_sync, sql, notify)",
             "dags/x.toml: task \"a\": depends_on lists the task itself",
             "dags/x.toml: task \"a\": depends_on \"zz\" is not a task of this DAG (tasks: a, b)",
             "dags/x.toml: task \"b\": op sql has no arg \"extra\" (valid args: file)",
@@ -1576,4 +1576,47 @@ fn promote_window_is_checked() {
     .expect_err("bad window");
     let text = format_errors(&errs);
     assert!(text.contains("unknown gate window 'yesterday'"), "{text}");
+}
+
+#[test]
+fn mlflow_sync_takes_a_server_url_and_names_and_nothing_else() {
+    use crate::ops::mlflow_sync::MlflowSyncArgs;
+    assert_eq!(
+        args_of("mlflow_sync", "{}"),
+        OpArgs::MlflowSync(MlflowSyncArgs {
+            tracking_uri: None,
+            registered_model: None,
+            experiment: None,
+        })
+    );
+    assert_eq!(
+        args_of(
+            "mlflow_sync",
+            "{ tracking_uri = \"http://127.0.0.1:5000\", registered_model = \"fd\" }"
+        ),
+        OpArgs::MlflowSync(MlflowSyncArgs {
+            tracking_uri: Some("http://127.0.0.1:5000".into()),
+            registered_model: Some("fd".into()),
+            experiment: None,
+        })
+    );
+    let bad = arg_errors(
+        "mlflow_sync",
+        "{ tracking_uri = \"file:///tmp/mlruns\", experiment = \" \", token = \"x\" }",
+    );
+    assert_eq!(bad.len(), 3, "{bad:?}");
+    assert!(
+        bad[0].contains("op mlflow_sync has no arg \"token\""),
+        "{bad:?}"
+    );
+    assert!(
+        bad.iter()
+            .any(|e| e.contains("arg \"tracking_uri\"") && e.contains("not an http://")),
+        "{bad:?}"
+    );
+    assert!(
+        bad.iter()
+            .any(|e| e.contains("arg \"experiment\": must not be empty")),
+        "{bad:?}"
+    );
 }
