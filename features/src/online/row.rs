@@ -284,16 +284,12 @@ fn compile(expr: &Arc<dyn PhysicalExpr>, schema: &Schema) -> Option<(Node, Kind)
         Node::IsNull(Box::new(sub(n.arg())?.0))
     } else if let Some(n) = expr.downcast_ref::<IsNotNullExpr>() {
         Node::IsNotNull(Box::new(sub(n.arg())?.0))
-    } else if let Some(c) = expr.downcast_ref::<CastExpr>() {
-        let (e, from) = sub(c.expr())?;
-        cast_supported(from, kind).then_some(())?;
-        Node::Cast {
-            expr: Box::new(e),
-            from,
-            to: kind,
-        }
-    } else if let Some(c) = expr.downcast_ref::<TryCastExpr>() {
-        let (e, from) = sub(c.expr())?;
+    } else if let Some(inner) = expr
+        .downcast_ref::<CastExpr>()
+        .map(CastExpr::expr)
+        .or_else(|| expr.downcast_ref::<TryCastExpr>().map(TryCastExpr::expr))
+    {
+        let (e, from) = sub(inner)?;
         cast_supported(from, kind).then_some(())?;
         Node::Cast {
             expr: Box::new(e),
@@ -593,13 +589,8 @@ fn cast(v: Value, from: Kind, to: Kind) -> Eval {
         return Ok(v);
     }
     Ok(match (v, to) {
-        (Value::Int(x), Kind::Int(bits)) => {
-            if fits(x, bits) {
-                Value::Int(x)
-            } else {
-                return Err(Defer);
-            }
-        }
+        (Value::Int(x), Kind::Int(bits)) if fits(x, bits) => Value::Int(x),
+        (Value::Int(_), Kind::Int(_)) => return Err(Defer),
         (Value::Int(x), Kind::Float) => Value::Float(x as f64),
         (Value::Int(x), Kind::Bool) => Value::Bool(x != 0),
         (Value::Float(x), Kind::Int(bits)) => {
