@@ -14,7 +14,10 @@
 //! lagged the lake lands in no table twice; and a secondary committed before a crash keeps
 //! its rows while the primary catches up. A transaction whose `tx_id` the lake already holds
 //! (sent twice by the producer, or ingested from a file) is dropped with its prediction, as
-//! the server's writer does.
+//! the server's writer does. A message delivered twice within one batch (a fetch repeated
+//! after an offset reset or a broker retry) makes rows once; and the offsets a table records
+//! never move back, so a partition read again from an earlier offset cannot make a table
+//! forget what it holds.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
@@ -35,7 +38,7 @@ use crate::ledger::{self, TopicPartition};
 use crate::Result;
 
 /// Where a row came from: a partition of the batch (index into its list) and an offset.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct At {
     part: u32,
     pub offset: i64,
@@ -134,6 +137,18 @@ impl Batch {
 /// Whether a table whose recorded offsets are `versions` holds (partition, offset).
 fn holder(versions: BTreeMap<TopicPartition, i64>) -> impl Fn(&TopicPartition, i64) -> bool {
     move |tp: &TopicPartition, offset: i64| versions.get(tp).is_some_and(|v| *v >= offset)
+}
+
+/// The offsets to record: the batch's last ones, but never below what the table records
+/// already (a batch read again from an earlier offset lands nothing new of those offsets, and
+/// recording them would make the table forget rows it holds).
+fn never_back(
+    last: &BTreeMap<TopicPartition, i64>,
+    recorded: &BTreeMap<TopicPartition, i64>,
+) -> BTreeMap<TopicPartition, i64> {
+    last.iter()
+        .map(|(tp, o)| (tp.clone(), recorded.get(tp).map_or(*o, |r| (*r).max(*o))))
+        .collect()
 }
 
 /// What one commit landed.
@@ -262,19 +277,25 @@ impl Landing {
         let tx_parts: Vec<TopicPartition> = tx_offsets.keys().cloned().collect();
 
         // 1. Secondaries.
-        let holds = self.holds(&TRANSACTIONS_REJECTED, &all).await?;
+        let recorded = self.recorded(&TRANSACTIONS_REJECTED, &all).await?;
+        let holds = holder(recorded.clone());
         let before = batch.rejected.len();
+        let mut once = HashSet::new();
         let rejected: Vec<Rejection> = batch
             .rejected
             .iter()
-            .filter(|(at, _)| !holds(batch.part(at), at.offset))
+            .filter(|(at, _)| !holds(batch.part(at), at.offset) && once.insert(*at))
             .map(|(_, r)| r.clone())
             .collect();
         landed.already_landed += before - rejected.len();
         if !rejected.is_empty() {
             let rows = vec![rejections_batch(&rejected, now_us)?];
-            self.append(&TRANSACTIONS_REJECTED, rows, &all_offsets)
-                .await?;
+            self.append(
+                &TRANSACTIONS_REJECTED,
+                rows,
+                &never_back(&all_offsets, &recorded),
+            )
+            .await?;
             landed.rejected = rejected.len();
             landed.commits += 1;
         }
@@ -283,7 +304,8 @@ impl Landing {
         // One look at `transactions` for both its offsets and the tx_ids it holds.
         let group = self.group.clone();
         let table = self.current(&TRANSACTIONS).await?;
-        let holds_tx = holder(ledger::versions(table, &group, &tx_parts).await?);
+        let tx_recorded = ledger::versions(table, &group, &tx_parts).await?;
+        let holds_tx = holder(tx_recorded.clone());
         let fresh: Vec<(At, Transaction)> = batch
             .transactions
             .iter()
@@ -306,7 +328,8 @@ impl Landing {
         let landing_ids: HashSet<i64> = transactions.iter().map(|t| t.tx_id).collect();
 
         if !batch.predictions.is_empty() {
-            let holds = self.holds(&PREDICTIONS, &tx_parts).await?;
+            let recorded = self.recorded(&PREDICTIONS, &tx_parts).await?;
+            let holds = holder(recorded.clone());
             let mut once = HashSet::new();
             let predictions: Vec<Scored> = batch
                 .predictions
@@ -320,7 +343,8 @@ impl Landing {
                 .collect();
             if !predictions.is_empty() {
                 let rows = vec![predictions_batch(&predictions)?];
-                self.append(&PREDICTIONS, rows, &tx_offsets).await?;
+                self.append(&PREDICTIONS, rows, &never_back(&tx_offsets, &recorded))
+                    .await?;
                 landed.predictions = predictions.len();
                 landed.commits += 1;
             }
@@ -329,10 +353,12 @@ impl Landing {
         // 2. Primaries.
         if !label_offsets.is_empty() {
             let parts: Vec<TopicPartition> = label_offsets.keys().cloned().collect();
-            let holds = self.holds(&LABELS, &parts).await?;
+            let recorded = self.recorded(&LABELS, &parts).await?;
+            let holds = holder(recorded.clone());
+            let mut once = HashSet::new();
             let mut cols = LabelColumns::default();
             for (at, l) in &batch.labels {
-                if holds(batch.part(at), at.offset) {
+                if holds(batch.part(at), at.offset) || !once.insert(*at) {
                     landed.already_landed += 1;
                     continue;
                 }
@@ -348,7 +374,8 @@ impl Landing {
             } else {
                 vec![cols.into_batch("kafka")?]
             };
-            self.append(&LABELS, rows, &label_offsets).await?;
+            self.append(&LABELS, rows, &never_back(&label_offsets, &recorded))
+                .await?;
             landed.commits += 1;
         }
         if !tx_offsets.is_empty() {
@@ -366,24 +393,22 @@ impl Landing {
             } else {
                 cols.into_batches(now_us, 65_536)?
             };
-            self.append(&TRANSACTIONS, rows, &tx_offsets).await?;
+            self.append(&TRANSACTIONS, rows, &never_back(&tx_offsets, &tx_recorded))
+                .await?;
             landed.commits += 1;
         }
         *batch = Batch::default();
         Ok(landed)
     }
 
-    /// Whether `table` already holds the row of (partition, offset): its recorded version for
-    /// that partition is at or past the offset.
-    async fn holds(
+    /// The last offset `table` records of each of `parts` (see [`holder`]).
+    async fn recorded(
         &mut self,
         def: &TableDef,
         parts: &[TopicPartition],
-    ) -> Result<impl Fn(&TopicPartition, i64) -> bool> {
+    ) -> Result<BTreeMap<TopicPartition, i64>> {
         let group = self.group.clone();
-        Ok(holder(
-            ledger::versions(self.current(def).await?, &group, parts).await?,
-        ))
+        ledger::versions(self.current(def).await?, &group, parts).await
     }
 
     /// One commit of `rows` (maybe none) with the offsets `last` as `txn` actions.
@@ -550,5 +575,90 @@ mod tests {
         let resume = again.resume_offsets(&parts).await.expect("resume");
         assert_eq!(resume[&("tx".to_string(), 0)], Some(17));
         assert_eq!(count(&lake, "transactions").await, 10);
+    }
+
+    /// A partition delivered twice within one batch (a fetch repeated after an offset reset)
+    /// makes its rows once, and a later batch read again from an earlier offset does not move
+    /// any table's recorded offsets back (which would land the same rows again next time).
+    #[tokio::test]
+    async fn a_message_delivered_twice_in_a_batch_lands_once_and_offsets_never_move_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lake = Lake::open(&dir.path().join("lake").display().to_string()).expect("lake");
+        let feeds = HashMap::from([
+            ("tx".to_string(), Feeds::Transactions),
+            ("labels".to_string(), Feeds::Labels),
+        ]);
+        let mut landing = Landing::new(lake.clone(), "g", feeds, "test");
+        let mut twice = batch(0..10, 3);
+        let again = batch(0..10, 3);
+        for (at, t) in again.transactions {
+            let at = twice.consumed("tx", (at.offset % 2) as i32, at.offset);
+            twice.transactions.push((at, t));
+        }
+        for (at, r) in again.rejected {
+            let at = twice.consumed("tx", (at.offset % 2) as i32, at.offset);
+            twice.rejected.push((at, r));
+        }
+        for (_, l) in again.labels {
+            let at = twice.consumed("labels", 0, 0);
+            twice.labels.push((at, l));
+        }
+        let first = landing.commit(&mut twice).await.expect("commit");
+        assert_eq!(
+            (first.transactions, first.rejected, first.labels),
+            (9, 1, 1)
+        );
+        assert_eq!(count(&lake, "transactions_rejected").await, 1);
+        assert_eq!(count(&lake, "labels").await, 1);
+
+        // Read again from offset 0 of partition 0 only, with a new poison message at offset
+        // 12 of partition 0 and a new label: the old rows are dropped, the new land, and every
+        // table still records its highest offsets.
+        let mut b = batch(0..3, 2);
+        let at = b.consumed("tx", 0, 12);
+        b.rejected.push((
+            at,
+            Rejection {
+                source: "kafka:tx".into(),
+                row_number: 12,
+                raw_record: "[".into(),
+                reason: "not an object".into(),
+            },
+        ));
+        let at = b.consumed("labels", 0, 1);
+        b.labels.push((
+            at,
+            Label {
+                tx_id: 101,
+                is_fraud: false,
+                fraud_scenario: None,
+                labeled_at_us: 0,
+                provenance: Default::default(),
+            },
+        ));
+        let second = landing.commit(&mut b).await.expect("commit");
+        assert_eq!(
+            (second.transactions, second.rejected, second.labels),
+            (0, 1, 1)
+        );
+        let parts = vec![
+            ("tx".to_string(), 0),
+            ("tx".to_string(), 1),
+            ("labels".to_string(), 0),
+        ];
+        let resume = landing.resume_offsets(&parts).await.expect("resume");
+        assert_eq!(resume[&("tx".to_string(), 0)], Some(13));
+        assert_eq!(resume[&("tx".to_string(), 1)], Some(10));
+        assert_eq!(resume[&("labels".to_string(), 0)], Some(2));
+        // The same re-read batch once more: nothing lands.
+        let mut b = batch(0..3, 2);
+        let third = landing.commit(&mut b).await.expect("commit");
+        assert_eq!(
+            (third.transactions, third.rejected, third.labels),
+            (0, 0, 0)
+        );
+        assert_eq!(count(&lake, "transactions_rejected").await, 2);
+        assert_eq!(count(&lake, "labels").await, 2);
+        assert_eq!(count(&lake, "transactions").await, 9);
     }
 }
