@@ -22,6 +22,7 @@ use fraudlake_pipeline::{Error, Result};
 
 use super::clock::{Ahead, EventClock, EventTimeRules, SkewPolicy, Timing};
 use super::row::{self, Defer, InputColumn, RowProgram, RowStep, Value};
+use super::sharded::Sharded;
 use super::state::{EntityKey, EntityStore, MemoryStore};
 use crate::compile::{AggKind, FeaturePlan, Step, WindowSpec};
 use crate::definition::event_time_ns;
@@ -225,7 +226,8 @@ pub struct OnlineEngine<S: EntityStore = MemoryStore> {
     plan: Arc<FeaturePlan>,
     groups: Vec<Vec<Group>>,
     store: S,
-    recent: FastMap<i64, Recent>,
+    /// In many maps: see [`Sharded`] (one map's growth stalled requests).
+    recent: Sharded<Recent>,
     recent_order: VecDeque<(i64, i64)>,
     pending_labels: FastMap<i64, bool>,
     pending_order: VecDeque<i64>,
@@ -300,7 +302,7 @@ impl<S: EntityStore> OnlineEngine<S> {
             plan,
             groups,
             store,
-            recent: FastMap::default(),
+            recent: Sharded::default(),
             recent_order: VecDeque::new(),
             pending_labels: FastMap::default(),
             pending_order: VecDeque::new(),
@@ -789,7 +791,7 @@ fn program_for(path: RowPath, rows: Option<&RowProgram>, batch: usize) -> Option
 }
 
 /// The label a transaction has as far as the engine knows (held labels included).
-fn fraud_of(recent: &FastMap<i64, Recent>, pending: &FastMap<i64, bool>, tx: &Transaction) -> bool {
+fn fraud_of(recent: &Sharded<Recent>, pending: &FastMap<i64, bool>, tx: &Transaction) -> bool {
     recent
         .get(&tx.tx_id)
         .map(|r| r.is_fraud)

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod history;
 pub mod redis_store;
 pub mod row;
+pub mod sharded;
 pub mod state;
 
 pub use clock::{EventTimeRules, SkewPolicy, Timing};
