@@ -6,13 +6,15 @@
 # Sections: a simulate, b ingest, c offline features (vs DuckDB, pandas), d handbook match,
 # e online/offline parity, f online engine (vs the seed's Python feature code), g training
 # (vs Python XGBoost on the same rows) and model quality (vs the handbook's published results),
-# h scoring API (`fraudlake serve` vs the seed's FastAPI stack under wrk; needs wrk), i drift
+# h scoring API (`fraudlake serve`, API keys on, vs the seed's FastAPI stack under wrk; needs
+# wrk), i drift
 # report (vs Evidently's DataDriftPreset on the same rows), j API keys (`fraudlake serve` with
 # keys checked vs --insecure-no-auth, on a small simulated lake; needs wrk, not the handbook), k S3
 # lake vs local folder (ingest, features, train, drift, three sql/ queries, lake optimize; needs
 # the repo venv's SeaweedFS `weed`, or WEED_BIN; runs on its own lakes), l memory at a realistic
 # rate (`fraudlake serve` with event time advancing with the wall clock, RSS sampled every 5 s for
-# BENCH_RSS_SECONDS; needs wrk, not the handbook: its own simulated lake), m replicas (`fraudlake
+# BENCH_RSS_SECONDS, then the seed's FastAPI stack under the same load; needs wrk, not the
+# handbook: its own simulated lake), m replicas (`fraudlake
 # serve` behind HAProxy: one replica with its state in memory vs one and two on one Redis; needs
 # the handbook, wrk, redis-server and haproxy; its own lake), n streaming (`fraudlake stream`
 # with and without --score vs a Python confluent-kafka + deltalake consumer, same Tansu broker,
@@ -700,6 +702,20 @@ EOF
 )
       echo "  model: version $m_version ($model_how), $m_artifact"
       echo "  features (features show and the model): ${order:-unknown}"
+      # API keys on, as deployed (issue #24: the goals hold with authentication on): a scoring
+      # key made for the run; both servers get the same `Authorization` header (the seed ignores
+      # it), so wrk spends the same on each request.
+      run h_key "$BIN" --lake "$LAKE_HB" --quiet keys create --scope score --name "bench-h-$$" --format json
+      h_token=$(jget "$WORK/h_key.out" "0.token|token")
+      if [ "$RC" != 0 ] || [ -z "$h_token" ]; then
+        failed h_key "fraudlake keys create"
+        h_auth=(--insecure-no-auth)
+        echo "  auth: OFF (no key could be made; see above)"
+      else
+        h_auth=()
+        echo "  auth: on (a scoring key made for this run, sent by wrk as a Bearer token)"
+      fi
+      export WRK_BEARER=$h_token
       COLD_SECONDS=${BENCH_COLD_SECONDS:-10}
       echo "  load: wrk -t2 -c32: a ${COLD_SECONDS} s cold run started the moment /ready answers, then 5 s"
       echo "  of warm-up, then ${HTTP_SECONDS} s measured (steady), same requests for both;"
@@ -708,8 +724,7 @@ EOF
       # -- fraudlake serve
       fl_note="" fl_cold_rps="" fl_cold_p99="" sd_cold_rps="" sd_cold_p99="" fl_rps="" fl_p50="" fl_p99="" fl_non2xx="" fl_err="" fl_rss0="" fl_rss1=""
       fl_stop="" committed="" answered="" fl_up_s="" fl_rss_mid="" fl_last=""
-      # --insecure-no-auth (loopback only): the bench measures scoring, and the FastAPI peer has no auth either.
-      "$BIN" --lake "$LAKE_HB" --quiet serve --addr "$FL_HTTP" --reload-secs 3600 --insecure-no-auth >"$WORK/serve.log" 2>&1 &
+      "$BIN" --lake "$LAKE_HB" --quiet serve --addr "$FL_HTTP" --reload-secs 3600 "${h_auth[@]}" >"$WORK/serve.log" 2>&1 &
       fl_pid=$!
       BG_PIDS="$BG_PIDS $fl_pid"
       wait_up "$fl_pid" "http://$FL_HTTP/ready" 120
@@ -803,6 +818,7 @@ EOF
         fi
       fi
 
+      unset WRK_BEARER
       # -- figures
       r_rps=$(ratio "$fl_rps" "$sd_rps" 1)
       v_rps=$(verdict ge "$r_rps" 30)
@@ -1123,22 +1139,55 @@ fi
 # docs/serving.md, Performance).
 # RSS (VmRSS) and the /metrics gauges `fraud_online_entities` and the scored count are sampled
 # every 5 s into $WORK/l_samples.txt (t_s rss_kb entities scored).
-l_sample() { # PID SECONDS FILE
-  local pid=$1 secs=$2 file=$3 t0 i d m rss ent scored
+# Then the seed's FastAPI stack (../shared/peers/fastapi_seed, the lake's model) gets the same
+# load, the same way sampled into $WORK/l_seed_samples.txt (its entities: n/a; its scored
+# count: its own `fraud_requests_total`). The seed starts empty: it has no lake to rebuild its
+# state from, so it holds only what the run scores; its RSS is what a Python process holding
+# that costs, not a like-for-like state size.
+l_sample() { # PID SECONDS FILE METRICS_URL
+  local pid=$1 secs=$2 file=$3 url=$4 t0 i d m rss ent scored
   t0=$(now)
   for ((i = 0; i <= secs; i += 5)); do
     d=$(calc "$t0 + $i - $(now)" 3)
     if gt "$d" 0; then sleep "$d"; fi
     rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || true)
-    m=$(curl -s --max-time 2 "http://$FL_HTTP/metrics" || true)
+    m=$(curl -s --max-time 2 "$url" || true)
     ent=$(awk '$1 == "fraud_online_entities" { print $2 }' <<<"$m")
-    scored=$(awk '$1 == "fraud_requests_total{endpoint=\"/score\",status=\"200\"}" { print $2 }' <<<"$m")
+    scored=$(awk '$1 == "fraud_requests_total{endpoint=\"/score\",status=\"200\"}" || $1 == "fraud_requests_total" { print $2 }' <<<"$m")
     echo "$i ${rss:-n/a} ${ent:-n/a} ${scored:-0}" >>"$file"
   done
 }
+# l_figures FILE: from a samples file, sets l_r0 l_r30 l_rend l_tend l_ent l_min l_max l_spread
+# l_v l_per_k l_n l_mbmin l_btx (see the rows below).
+l_figures() {
+  local S=$1 sc30 scend sl
+  l_r0=$(awk 'NR == 1 { printf("%.1f", $2 / 1024) }' "$S")
+  l_r30=$(awk '$1 == 30 { printf("%.1f", $2 / 1024) }' "$S")
+  l_rend=$(awk 'END { printf("%.1f", $2 / 1024) }' "$S")
+  l_tend=$(awk 'END { print $1 }' "$S")
+  l_ent=$(awk 'END { print $3 }' "$S")
+  sc30=$(awk '$1 == 30 { print $4 }' "$S")
+  scend=$(awk 'END { print $4 }' "$S")
+  l_min=$(awk '$1 >= 30 && (m == "" || $2 < m) { m = $2 } END { printf("%.1f", m / 1024) }' "$S")
+  l_max=$(awk '$1 >= 30 && $2 > m { m = $2 } END { printf("%.1f", m / 1024) }' "$S")
+  l_spread=n/a l_per_k=n/a l_n=n/a l_btx=n/a l_mbmin=n/a
+  if isnum "$l_min" && isnum "$l_max"; then l_spread=$(ratio "$(calc "($l_max - $l_min) * 100" 1)" "$l_r30" 1); fi
+  l_v=$(verdict ge 10 "$l_spread")
+  if isnum "$l_rend" && isnum "$l_ent"; then l_per_k=$(ratio "$(calc "$l_rend * 1000" 1)" "$l_ent" 2); fi
+  if isnum "$scend" && isnum "$sc30"; then l_n=$(calc "$scend - $sc30" 0); fi
+  # Trend after 30 s, least squares over the samples (RSS moves a few % with each writer
+  # commit, so two samples alone say little): MB per minute, and bytes per transaction scored.
+  l_slope() { # X-COLUMN: slope of RSS (KB) against that column of the samples after 30 s
+    awk -v c="$1" '$1 >= 30 { n++; x = $c; y = $2; sx += x; sy += y; sxx += x * x; sxy += x * y }
+      END { d = n * sxx - sx * sx; if (n > 2 && d != 0) printf("%.6f", (n * sxy - sx * sy) / d); else print "n/a" }' "$S"
+  }
+  sl=$(l_slope 1); isnum "$sl" && l_mbmin=$(calc "$sl * 60 / 1024" 2)
+  sl=$(l_slope 4); isnum "$sl" && l_btx=$(calc "$sl * 1024" 0)
+  return 0
+}
 if want l; then
   if [ "$RSS_RATE" = 0 ]; then l_rate_txt="full speed"; else l_rate_txt="$RSS_RATE req/s"; fi
-  header "l. memory at a realistic rate: event time = wall clock, $l_rate_txt, ${RSS_SECONDS} s (wrk, 32 connections)"
+  header "l. memory at a realistic rate: event time = wall clock, $l_rate_txt, ${RSS_SECONDS} s (wrk, 32 connections)" "seed (FastAPI)"
   if ! command -v wrk >/dev/null 2>&1; then
     skip "l. memory" "needs wrk (sudo apt-get install wrk)"
   elif port_busy "$FL_HTTP"; then
@@ -1148,6 +1197,25 @@ if want l; then
     keyed_lake l "$LAKE_L" 5000 10000 bench-rss
     l_token=$KL_TOKEN l_ts0=$KL_TS0
     l_fail=""
+    l_delay=()
+    if [ "$RSS_RATE" != 0 ]; then
+      l_delay=(WRK_DELAY_MS="$(calc "32000 / $RSS_RATE" 0)")
+    fi
+    # l_load NAME URL SCRIPT PID SAMPLES METRICS_URL: the measured load, sampled; sets RC.
+    l_load() {
+      local name=$1 url=$2 script=$3 pid=$4 samples=$5 murl=$6 sampler
+      rm -f -- "$samples"
+      l_sample "$pid" "$RSS_SECONDS" "$samples" "$murl" &
+      sampler=$!
+      BG_PIDS="$BG_PIDS $sampler"
+      run "$name" env WRK_START=0 WRK_TS0="$l_ts0" WRK_REALTIME=1 WRK_CLOCK0="$(date +%s)" \
+        WRK_BEARER="$l_token" "${l_delay[@]}" \
+        wrk -t2 -c32 -d"${RSS_SECONDS}s" --latency -s "$script" "$url"
+      local wrc=$RC
+      for _ in $(seq 1 100); do proc_alive "$sampler" || break; sleep 0.1; done
+      stop_server "$sampler" 5 >/dev/null
+      RC=$wrc
+    }
     if [ -z "$l_token" ] || ! isnum "$l_ts0"; then
       l_fail="could not make the lake, its model or its key (see above)"
     else
@@ -1160,20 +1228,8 @@ if want l; then
         stop_server "$l_pid" 10
       else
         l_held=$(sed -n 's/.*online state rebuilt from the lake.* transactions=\([0-9]*\).*/\1/p' "$WORK/l_serve.log" | head -n 1)
-        l_delay=()
-        if [ "$RSS_RATE" != 0 ]; then
-          l_delay=(WRK_DELAY_MS="$(calc "32000 / $RSS_RATE" 0)")
-        fi
-        rm -f -- "$WORK/l_samples.txt"
-        l_sample "$l_pid" "$RSS_SECONDS" "$WORK/l_samples.txt" &
-        l_sampler=$!
-        BG_PIDS="$BG_PIDS $l_sampler"
-        run l_wrk env WRK_START=0 WRK_TS0="$l_ts0" WRK_REALTIME=1 WRK_CLOCK0="$(date +%s)" \
-          WRK_BEARER="$l_token" "${l_delay[@]}" \
-          wrk -t2 -c32 -d"${RSS_SECONDS}s" --latency -s "$BENCH_DIR/score_fraudlake.lua" "http://$FL_HTTP"
+        l_load l_wrk "http://$FL_HTTP" "$BENCH_DIR/score_fraudlake.lua" "$l_pid" "$WORK/l_samples.txt" "http://$FL_HTTP/metrics"
         [ "$RC" = 0 ] || failed l_wrk "wrk against http://$FL_HTTP"
-        for _ in $(seq 1 100); do proc_alive "$l_sampler" || break; sleep 0.1; done
-        stop_server "$l_sampler" 5 >/dev/null
         stop_server "$l_pid" 120
         f="$WORK/l_wrk.out"
         l_rps=$(wrkres "$f" rps) l_p99=$(wrkres "$f" p99_ms) l_bad=$(wrkres "$f" non2xx) l_err=$(wrkres "$f" errors)
@@ -1185,46 +1241,76 @@ if want l; then
         fi
       fi
     fi
+    # The seed, same load, on the same model artifact.
+    ls_note="" ls_rps="" ls_p99="" ls_bad="" ls_err=""
+    L_SEED_APP="$PEERS/fastapi_seed"
+    L_UVICORN="$PEERS_VENV/main/bin/uvicorn"
+    run l_champion "$BIN" --lake "$LAKE_L" --quiet models show champion --format json
+    l_model="$LAKE_L/$(jget "$WORK/l_champion.out" artifact)"
+    if [ -n "$l_fail" ]; then
+      ls_note="not run"
+    elif [ "$PEERS_OK" != 1 ] || [ ! -x "$L_UVICORN" ] || [ ! -f "$L_SEED_APP/app.py" ]; then
+      ls_note="skipped (no peers venv)"
+      echo "  peer skipped: needs $L_UVICORN and $L_SEED_APP/app.py (../shared/peers/setup.sh)"
+    elif [ ! -f "$l_model" ]; then
+      ls_note="skipped (no model)"
+    elif port_busy "$SEED_HTTP"; then
+      ls_note="skipped (port busy)"
+    else
+      MODEL="$l_model" "$L_UVICORN" app:app --app-dir "$L_SEED_APP" --host "${SEED_HTTP%:*}" \
+        --port "${SEED_HTTP##*:}" --workers 1 --no-access-log >"$WORK/l_seed.log" 2>&1 &
+      ls_pid=$!
+      BG_PIDS="$BG_PIDS $ls_pid"
+      wait_up "$ls_pid" "http://$SEED_HTTP/metrics/" 60
+      if [ "$UP" != 1 ]; then
+        ls_note="failed to start"
+        tail -n 5 "$WORK/l_seed.log" | sed 's/^/    | /'
+        stop_server "$ls_pid" 10
+      else
+        l_load l_seed_wrk "http://$SEED_HTTP" "$BENCH_DIR/score_seed.lua" "$ls_pid" "$WORK/l_seed_samples.txt" "http://$SEED_HTTP/metrics/"
+        [ "$RC" = 0 ] || failed l_seed_wrk "wrk against http://$SEED_HTTP"
+        stop_server "$ls_pid" 60
+        f="$WORK/l_seed_wrk.out"
+        ls_rps=$(wrkres "$f" rps) ls_p99=$(wrkres "$f" p99_ms) ls_bad=$(wrkres "$f" non2xx) ls_err=$(wrkres "$f" errors)
+        if ! isnum "$ls_rps" || [ ! -s "$WORK/l_seed_samples.txt" ]; then ls_note="wrk or sampling failed"; fi
+      fi
+    fi
     if [ -n "$l_fail" ]; then
       skip "l. memory" "$l_fail"
     else
-      S="$WORK/l_samples.txt"
-      l_r0=$(awk 'NR == 1 { printf("%.1f", $2 / 1024) }' "$S")
-      l_r30=$(awk '$1 == 30 { printf("%.1f", $2 / 1024) }' "$S")
-      l_rend=$(awk 'END { printf("%.1f", $2 / 1024) }' "$S")
-      l_tend=$(awk 'END { print $1 }' "$S")
-      l_ent=$(awk 'END { print $3 }' "$S")
-      l_sc30=$(awk '$1 == 30 { print $4 }' "$S")
-      l_scend=$(awk 'END { print $4 }' "$S")
-      l_min=$(awk '$1 >= 30 && (m == "" || $2 < m) { m = $2 } END { printf("%.1f", m / 1024) }' "$S")
-      l_max=$(awk '$1 >= 30 && $2 > m { m = $2 } END { printf("%.1f", m / 1024) }' "$S")
-      l_spread=n/a l_per_k=n/a l_n=n/a l_btx=n/a
-      if isnum "$l_min" && isnum "$l_max"; then l_spread=$(ratio "$(calc "($l_max - $l_min) * 100" 1)" "$l_r30" 1); fi
-      l_v=$(verdict ge 10 "$l_spread")
-      if isnum "$l_rend"; then l_per_k=$(ratio "$(calc "$l_rend * 1000" 1)" "$l_ent" 2); fi
-      if isnum "$l_scend" && isnum "$l_sc30"; then l_n=$(calc "$l_scend - $l_sc30" 0); fi
-      # Trend after 30 s, least squares over the samples (RSS moves a few % with each writer
-      # commit, so two samples alone say little): MB per minute, and bytes per transaction scored.
-      l_slope() { # X-COLUMN: slope of RSS (KB) against that column of the samples after 30 s
-        awk -v c="$1" '$1 >= 30 { n++; x = $c; y = $2; sx += x; sy += y; sxx += x * x; sxy += x * y }
-          END { d = n * sxx - sx * sx; if (n > 2 && d != 0) printf("%.6f", (n * sxy - sx * sy) / d); else print "n/a" }' "$S"
-      }
-      l_mbmin=n/a l_btx=n/a
-      l_s=$(l_slope 1); isnum "$l_s" && l_mbmin=$(calc "$l_s * 60 / 1024" 2)
-      l_s=$(l_slope 4); isnum "$l_s" && l_btx=$(calc "$l_s * 1024" 0)
-      echo "  RSS (MB) every 10 s: $(awk '$1 % 10 == 0 { printf("%s%.0f", sep, $2 / 1024); sep = " " }' "$S")"
-      line "requests/s (target), p99 (ms)" "$(fmt "$l_rps" 0) ($l_rate_txt), $(fmt "$l_p99" 2)" "—" "—" "non-2xx $l_bad, errors $l_err"
-      line "RSS at start / 30 s / ${l_tend} s (MB)" "$l_r0 / $l_r30 / $l_rend" "—" "—" ""
-      line "RSS max - min after 30 s (% of 30 s)" "$l_spread % ($l_min..$l_max)" "—" "—" "<= 10 %: $l_v"
-      line "RSS per 1,000 entities at the end (MB)" "$l_per_k" "—" "—" "$l_ent entities"
-      line "RSS trend after 30 s: MB/min, B per tx" "$l_mbmin, $l_btx" "—" "—" "least squares, $l_n scored"
-      line "transactions held at start (bootstrap)" "${l_held:-n/a}" "—" "—" "37 days of the lake"
+      l_figures "$WORK/l_samples.txt"
+      f_r0=$l_r0 f_r30=$l_r30 f_rend=$l_rend f_tend=$l_tend f_ent=$l_ent f_min=$l_min f_max=$l_max
+      f_spread=$l_spread f_v=$l_v f_per_k=$l_per_k f_n=$l_n f_mbmin=$l_mbmin f_btx=$l_btx
+      s_r0="" s_r30="" s_rend="" s_min="" s_max="" s_spread="" s_v="" s_n="" s_mbmin="" s_btx=""
+      if [ -z "$ls_note" ]; then
+        l_figures "$WORK/l_seed_samples.txt"
+        s_r0=$l_r0 s_r30=$l_r30 s_rend=$l_rend s_min=$l_min s_max=$l_max s_spread=$l_spread
+        s_v=$l_v s_n=$l_n s_mbmin=$l_mbmin s_btx=$l_btx
+      fi
+      sv() { if [ -n "$ls_note" ]; then echo "$ls_note"; else echo "$1"; fi; }
+      echo "  RSS (MB) every 10 s, fraudlake: $(awk '$1 % 10 == 0 { printf("%s%.0f", sep, $2 / 1024); sep = " " }' "$WORK/l_samples.txt")"
+      if [ -z "$ls_note" ]; then
+        echo "  RSS (MB) every 10 s, seed:      $(awk '$1 % 10 == 0 { printf("%s%.0f", sep, $2 / 1024); sep = " " }' "$WORK/l_seed_samples.txt")"
+      fi
+      line "requests/s, p99 (ms)" "$(fmt "$l_rps" 0), $(fmt "$l_p99" 2)" "$(sv "$(fmt "$ls_rps" 0), $(fmt "$ls_p99" 2)")" "" "target $l_rate_txt"
+      line "non-2xx / wrk errors" "$l_bad / $l_err" "$(sv "$ls_bad / $ls_err")" "" ""
+      line "RSS at start / 30 s / ${f_tend} s (MB)" "$f_r0 / $f_r30 / $f_rend" "$(sv "$s_r0 / $s_r30 / $s_rend")" "" ""
+      line "RSS max - min after 30 s (% of 30 s)" "$f_spread %" "$(sv "$s_spread %")" "" "<= 10 %: $f_v"
+      line "RSS per 1,000 entities at the end (MB)" "$f_per_k" "n/a" "" "$f_ent entities"
+      line "RSS trend after 30 s: MB/min" "$f_mbmin" "$(sv "$s_mbmin")" "" "least squares"
+      line "RSS trend: B per transaction scored" "$f_btx" "$(sv "$s_btx")" "" "$f_n / $(sv "$s_n") scored"
+      line "transactions held at start (bootstrap)" "${l_held:-n/a}" "0 (no lake)" "" "37 days of the lake"
       row "l. memory" "load: event time = wall clock, ${RSS_SECONDS} s, wrk -t2 -c32 at $l_rate_txt: requests/s, p99" \
-        "$(fmt "$l_rps" 0) req/s, p99 $(fmt "$l_p99" 2) ms" "—" "—" "non-2xx $l_bad, errors $l_err"
-      row "l. memory" "RSS at start / 30 s / end (${l_held:-?} transactions held at start)" "$l_r0 / $l_r30 / $l_rend MB" "—" "—" "—"
-      row "l. memory" "RSS max - min after the first 30 s, % of the 30 s RSS" "$l_spread % ($l_min..$l_max MB)" "—" "—" "<= 10 %: $l_v"
-      row "l. memory" "RSS per 1,000 entities at the end" "$l_per_k MB ($l_ent entities)" "—" "—" "—"
-      row "l. memory" "RSS trend after the first 30 s (least squares over the 5 s samples)" "$l_mbmin MB/min, $l_btx B per transaction scored ($l_n scored)" "—" "—" "—"
+        "$(fmt "$l_rps" 0) req/s, p99 $(fmt "$l_p99" 2) ms (non-2xx $l_bad, errors $l_err)" \
+        "$(sv "$(fmt "$ls_rps" 0) req/s, p99 $(fmt "$ls_p99" 2) ms (non-2xx $ls_bad, errors $ls_err)")" "—" "—"
+      row "l. memory" "RSS at start / 30 s / end (fraudlake holds ${l_held:-?} transactions from the lake at start; the seed starts empty)" \
+        "$f_r0 / $f_r30 / $f_rend MB" "$(sv "$s_r0 / $s_r30 / $s_rend MB")" "—" "—"
+      row "l. memory" "RSS max - min after the first 30 s, % of the 30 s RSS" "$f_spread % ($f_min..$f_max MB)" \
+        "$(sv "$s_spread % ($s_min..$s_max MB)")" "—" "<= 10 %: $f_v"
+      row "l. memory" "RSS per 1,000 entities at the end" "$f_per_k MB ($f_ent entities)" "—" "—" "—"
+      row "l. memory" "RSS trend after the first 30 s (least squares over the 5 s samples)" \
+        "$f_mbmin MB/min, $f_btx B per transaction scored ($f_n scored)" \
+        "$(sv "$s_mbmin MB/min, $s_btx B per transaction scored ($s_n scored)")" "—" "—"
     fi
   fi
 fi
