@@ -129,7 +129,29 @@ impl Server {
     }
 
     /// A keyed server with extra environment variables (an S3 lake's endpoint and keys).
+    ///
+    /// The port is free when picked but anything can take it before the server binds it (an
+    /// outgoing connection of a parallel test gets its source port from the same range; seen
+    /// once in a `make test` beside `stress-ng`): a server that exits because its address is
+    /// in use is started again on another port, up to five times.
     pub fn start_with_env(lake: &str, extra: &[&str], env: &[(String, String)]) -> Server {
+        let mut attempt = 1;
+        loop {
+            match Self::try_start(lake, extra, env) {
+                Ok(server) => return server,
+                Err(err) if attempt < 5 && err.contains("Address already in use") => {
+                    eprintln!(
+                        "port taken before fraudlake serve bound it (attempt {attempt}): {err}"
+                    );
+                    attempt += 1;
+                }
+                Err(err) => panic!("{err}"),
+            }
+        }
+    }
+
+    /// One start: the server once `/ready` answers 200, or why it exited.
+    fn try_start(lake: &str, extra: &[&str], env: &[(String, String)]) -> Result<Server, String> {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let child = Command::new(env!("CARGO_BIN_EXE_fraudlake"))
@@ -163,7 +185,7 @@ impl Server {
                 let mut out = String::new();
                 let _ = s.read_to_string(&mut out);
                 if out.starts_with("HTTP/1.1 200") {
-                    return server;
+                    return Ok(server);
                 }
             }
             if let Some(status) = server
@@ -175,7 +197,7 @@ impl Server {
                 if let Some(mut e) = server.child.take().and_then(|c| c.stderr) {
                     let _ = e.read_to_string(&mut err);
                 }
-                panic!("fraudlake serve exited ({status}): {err}");
+                return Err(format!("fraudlake serve exited ({status}): {err}"));
             }
             assert!(Instant::now() < deadline, "server not ready in 60 s");
             std::thread::sleep(Duration::from_millis(100));
