@@ -8,6 +8,7 @@
 //! * [`xgboost`], [`booster`]: libxgboost (C API) training, batch prediction, TreeSHAP.
 //! * [`trees`]: the native scorer of the saved JSON model.
 //! * [`registry`]: versions, lineage, aliases, promotion gate, audit, model cards.
+//! * [`rollout`]: shadow and canary roles, the stable routing hash, the canary analysis.
 //! * [`html`]: the minijinja setup (and so the one HTML escaper) of every HTML page.
 //! * [`train`]: the `fraudlake train` / `evaluate` workflows over the above.
 //! * [`mlflow`]: the registry mirrored into an MLflow tracking server (`models sync`).
@@ -22,6 +23,7 @@ pub mod metrics;
 pub mod mlflow;
 pub mod protocol;
 pub mod registry;
+pub mod rollout;
 pub mod train;
 pub mod trees;
 pub mod xgboost;

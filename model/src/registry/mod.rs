@@ -1,8 +1,9 @@
 //! The model registry, kept in the lake: one row per version in the `model_versions` Delta
 //! table (queryable with `fraudlake sql`), the XGBoost JSON artifact under `models/` (through
 //! the lake's object store, content-addressed by sha256), and every alias change as an audit
-//! row in `model_events`. Alias state (champion, challenger, archived) is the replay of those
-//! events, so the audit log is the source of truth and cannot drift from it.
+//! row in `model_events`. Alias state (champion, challenger, shadow, canary, archived) is the
+//! replay of those events, so the audit log is the source of truth and cannot drift from it.
+//! Shadow and canary are the steps of a gradual rollout (docs/rollout.md).
 //!
 //! Concurrency: a version number (or event sequence number) is claimed by committing with a
 //! Delta application transaction id; two writers that claim the same number conflict in
@@ -40,6 +41,18 @@ use fraudlake_pipeline::columns;
 pub const MODELS_FOLDER: &str = "models";
 pub const CHAMPION: &str = "champion";
 pub const CHALLENGER: &str = "challenger";
+/// Scores every transaction beside the champion, decides nothing.
+pub const SHADOW: &str = "shadow";
+/// Decides for a sticky share of customers (its percent is in the event's details).
+pub const CANARY: &str = "canary";
+
+/// Audit actions of a rollout, beside `promote`, `rollback` and `archive`: a shadow or canary
+/// starts (`details` of a canary: `{"percent": P}`), stops by hand, or is judged by the canary
+/// analysis (`details`: its evidence) without a change. A rollback by the analysis is
+/// `rollback` with the alias `shadow` or `canary`.
+pub const ACTION_START: &str = "start";
+pub const ACTION_STOP: &str = "stop";
+pub const ACTION_ANALYSIS: &str = "analysis";
 
 pub const MODEL_VERSIONS: TableDef = TableDef {
     name: "model_versions",
@@ -186,11 +199,36 @@ pub struct Event {
     pub details: Option<String>,
 }
 
+/// A running canary.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Canary {
+    pub version: i64,
+    /// Share of customers it decides for, in [0, 100].
+    pub percent: f64,
+}
+
+/// The `details` of a `start` row of the canary.
+pub fn canary_details(percent: f64) -> String {
+    serde_json::json!({ "percent": percent }).to_string()
+}
+
+/// The percent of a canary `start` row. Details that cannot be read give 0 %: a canary that
+/// decides for nobody, never one that decides for everybody.
+fn canary_percent(details: Option<&str>) -> f64 {
+    details
+        .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .and_then(|v| v.get("percent").and_then(serde_json::Value::as_f64))
+        .filter(|p| (0.0..=100.0).contains(p))
+        .unwrap_or(0.0)
+}
+
 /// Alias state: the replay of the audit log.
 #[derive(Debug, Clone, Default)]
 pub struct Aliases {
     pub champion: Option<i64>,
     pub challenger: Option<i64>,
+    pub shadow: Option<i64>,
+    pub canary: Option<Canary>,
     /// Champions before the current one, most recent last (what `rollback` returns to).
     pub champion_history: Vec<i64>,
     pub archived: std::collections::BTreeSet<i64>,
@@ -209,6 +247,7 @@ impl Aliases {
                     if a.challenger == e.version {
                         a.challenger = None;
                     }
+                    a.leave_rollout(e.version);
                 }
                 ("rollback", Some(CHAMPION)) => {
                     a.champion_history.pop();
@@ -221,12 +260,47 @@ impl Aliases {
                         if a.challenger == Some(v) {
                             a.challenger = None;
                         }
+                        a.leave_rollout(Some(v));
+                    }
+                }
+                (ACTION_START, Some(SHADOW)) => a.shadow = e.version,
+                (ACTION_START, Some(CANARY)) => {
+                    if let Some(version) = e.version {
+                        a.canary = Some(Canary {
+                            version,
+                            percent: canary_percent(e.details.as_deref()),
+                        });
+                        if a.shadow == Some(version) {
+                            a.shadow = None;
+                        }
+                    }
+                }
+                // Only the version the row names: a stop or rollback written from a stale read
+                // must not end a newer shadow or canary.
+                (ACTION_STOP | "rollback", Some(SHADOW)) => {
+                    if e.version.is_none() || a.shadow == e.version {
+                        a.shadow = None;
+                    }
+                }
+                (ACTION_STOP | "rollback", Some(CANARY)) => {
+                    if e.version.is_none() || a.canary.map(|c| c.version) == e.version {
+                        a.canary = None;
                     }
                 }
                 _ => {}
             }
         }
         a
+    }
+
+    /// A version that becomes champion or is archived is no longer shadow or canary.
+    fn leave_rollout(&mut self, version: Option<i64>) {
+        if version.is_some() && self.shadow == version {
+            self.shadow = None;
+        }
+        if version.is_some() && self.canary.map(|c| c.version) == version {
+            self.canary = None;
+        }
     }
 
     pub fn of(&self, version: i64) -> Vec<String> {
@@ -236,6 +310,12 @@ impl Aliases {
         }
         if self.challenger == Some(version) {
             out.push(CHALLENGER.to_string());
+        }
+        if self.shadow == Some(version) {
+            out.push(SHADOW.to_string());
+        }
+        if self.canary.is_some_and(|c| c.version == version) {
+            out.push(CANARY.to_string());
         }
         out
     }
@@ -344,7 +424,7 @@ impl Registry {
             .collect())
     }
 
-    /// A version by number (`3`, `v3`) or alias (`champion`, `challenger`).
+    /// A version by number (`3`, `v3`) or alias (`champion`, `challenger`, `shadow`, `canary`).
     pub async fn get(&self, which: &str) -> Result<ModelVersion> {
         let aliases = self.aliases().await?;
         let wanted = match which.trim() {
@@ -354,9 +434,17 @@ impl Registry {
             CHALLENGER => aliases
                 .challenger
                 .ok_or_else(|| Error::invalid("there is no challenger"))?,
+            SHADOW => aliases
+                .shadow
+                .ok_or_else(|| Error::invalid("there is no shadow model"))?,
+            CANARY => aliases
+                .canary
+                .map(|c| c.version)
+                .ok_or_else(|| Error::invalid("there is no canary"))?,
             other => other.trim_start_matches('v').parse::<i64>().map_err(|_| {
                 Error::invalid(format!(
-                    "'{other}' is neither a version number nor an alias (champion, challenger)"
+                    "'{other}' is neither a version number nor an alias (champion, challenger, \
+                     shadow, canary)"
                 ))
             })?,
         };
@@ -685,4 +773,85 @@ pub fn actor() -> String {
     std::env::var("FRAUDLAKE_ACTOR")
         .or_else(|_| std::env::var("USER"))
         .unwrap_or_else(|_| "unknown".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(action: &str, alias: Option<&str>, version: i64, details: Option<&str>) -> Event {
+        Event {
+            seq: 0,
+            at: DateTime::<Utc>::default(),
+            actor: "test".into(),
+            action: action.into(),
+            alias: alias.map(str::to_string),
+            version: Some(version),
+            previous_version: None,
+            forced: false,
+            reason: String::new(),
+            details: details.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_rollout_replays_shadow_then_canary_then_champion() {
+        let percent = canary_details(10.0);
+        let mut log = vec![
+            event("promote", Some(CHAMPION), 1, None),
+            event("promote", Some(CHALLENGER), 2, None),
+            event(ACTION_START, Some(SHADOW), 2, None),
+        ];
+        let a = Aliases::replay(&log);
+        assert_eq!((a.champion, a.shadow), (Some(1), Some(2)));
+        assert_eq!(a.of(2), vec![CHALLENGER.to_string(), SHADOW.to_string()]);
+
+        // Shadow -> canary: the shadow alias moves.
+        log.push(event(ACTION_START, Some(CANARY), 2, Some(percent.as_str())));
+        log.push(event(ACTION_ANALYSIS, Some(CANARY), 2, Some("{}")));
+        let a = Aliases::replay(&log);
+        assert_eq!(a.shadow, None);
+        assert_eq!(
+            a.canary,
+            Some(Canary {
+                version: 2,
+                percent: 10.0
+            })
+        );
+
+        // Canary -> champion: the canary ends.
+        log.push(event("promote", Some(CHAMPION), 2, None));
+        let a = Aliases::replay(&log);
+        assert_eq!((a.champion, a.canary, a.challenger), (Some(2), None, None));
+        assert_eq!(a.champion_history, vec![1]);
+    }
+
+    #[test]
+    fn stops_and_rollbacks_end_only_the_version_they_name() {
+        let quarter = canary_details(25.0);
+        let log = vec![
+            event(ACTION_START, Some(CANARY), 3, Some(quarter.as_str())),
+            event(ACTION_START, Some(SHADOW), 4, None),
+            // Written from a stale read: version 5 is neither.
+            event("rollback", Some(CANARY), 5, None),
+            event(ACTION_STOP, Some(SHADOW), 5, None),
+        ];
+        let a = Aliases::replay(&log);
+        assert_eq!(a.canary.map(|c| (c.version, c.percent)), Some((3, 25.0)));
+        assert_eq!(a.shadow, Some(4));
+
+        let mut log = log;
+        log.push(event("rollback", Some(CANARY), 3, None));
+        log.push(event("archive", None, 4, None));
+        let a = Aliases::replay(&log);
+        assert_eq!((a.canary, a.shadow), (None, None));
+    }
+
+    #[test]
+    fn unreadable_canary_details_decide_for_nobody() {
+        for details in [None, Some("not json"), Some(r#"{"percent": 250}"#)] {
+            let a = Aliases::replay(&[event(ACTION_START, Some(CANARY), 7, details)]);
+            assert_eq!(a.canary.map(|c| c.percent), Some(0.0), "{details:?}");
+        }
+    }
 }

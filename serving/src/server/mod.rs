@@ -13,6 +13,7 @@ pub mod json;
 pub mod metrics;
 pub mod provenance;
 pub mod reload;
+pub mod rollout;
 pub mod scoring_log;
 pub mod shared;
 pub mod state;
