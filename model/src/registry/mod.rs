@@ -277,15 +277,15 @@ impl Aliases {
                 }
                 // Only the version the row names: a stop or rollback written from a stale read
                 // must not end a newer shadow or canary.
-                (ACTION_STOP | "rollback", Some(SHADOW)) => {
-                    if e.version.is_none() || a.shadow == e.version {
-                        a.shadow = None;
-                    }
+                (ACTION_STOP | "rollback", Some(SHADOW))
+                    if e.version.is_none() || a.shadow == e.version =>
+                {
+                    a.shadow = None;
                 }
-                (ACTION_STOP | "rollback", Some(CANARY)) => {
-                    if e.version.is_none() || a.canary.map(|c| c.version) == e.version {
-                        a.canary = None;
-                    }
+                (ACTION_STOP | "rollback", Some(CANARY))
+                    if e.version.is_none() || a.canary.map(|c| c.version) == e.version =>
+                {
+                    a.canary = None;
                 }
                 _ => {}
             }
