@@ -557,6 +557,19 @@ fi
 # ---- h. scoring API -------------------------------------------------------------------------
 FL_HTTP=127.0.0.1:18080
 SEED_HTTP=127.0.0.1:18001
+SEED_APP="$PEERS/fastapi_seed"
+UVICORN="$PEERS_VENV/main/bin/uvicorn"
+# start_seed MODEL LOG: the seed's FastAPI app on SEED_HTTP serving MODEL, as
+# ../shared/peers/README.md starts it (one worker), without access log (its best case); sets
+# SEED_PID and waits until it answers (wait_up: UP, UP_S).
+SEED_PID=""
+start_seed() {
+  MODEL="$1" "$UVICORN" app:app --app-dir "$SEED_APP" --host "${SEED_HTTP%:*}" \
+    --port "${SEED_HTTP##*:}" --workers 1 --no-access-log >"$2" 2>&1 &
+  SEED_PID=$!
+  BG_PIDS="$BG_PIDS $SEED_PID"
+  wait_up "$SEED_PID" "http://$SEED_HTTP/metrics/" 60
+}
 # rss_mb PID: resident memory (VmRSS) in MB, empty when the process is gone.
 rss_mb() { awk '/^VmRSS:/ { printf("%.1f", $2 / 1024) }' "/proc/$1/status" 2>/dev/null || true; }
 # port_busy HOST:PORT: something already listens there (curl exit 7 = could not connect).
@@ -634,8 +647,6 @@ hv() { if [ -n "$2" ]; then echo "$2"; else fmt "$1" "${3:-2}"; fi; }
 
 if want h; then
   header "h. scoring API: fraudlake serve vs the seed's FastAPI stack (wrk, 32 connections)" "seed (FastAPI)"
-  SEED_APP="$PEERS/fastapi_seed"
-  UVICORN="$PEERS_VENV/main/bin/uvicorn"
   if ! command -v wrk >/dev/null 2>&1; then
     echo "  wrk is not installed: \`sudo apt-get install wrk\` (Debian, Ubuntu; \`brew install wrk\` on macOS),"
     echo "  then run \`bench/run.sh h\` again"
@@ -783,12 +794,8 @@ EOF
         sd_note="skipped (port busy)"
         echo "  peer skipped: something already listens on $SEED_HTTP"
       else
-        # As ../shared/peers/README.md starts it, one worker; without access log (its best case).
-        MODEL="$MODEL" "$UVICORN" app:app --app-dir "$SEED_APP" --host "${SEED_HTTP%:*}" \
-          --port "${SEED_HTTP##*:}" --workers 1 --no-access-log >"$WORK/seed.log" 2>&1 &
-        sd_pid=$!
-        BG_PIDS="$BG_PIDS $sd_pid"
-        wait_up "$sd_pid" "http://$SEED_HTTP/metrics/" 60
+        start_seed "$MODEL" "$WORK/seed.log"
+        sd_pid=$SEED_PID
         sd_up_s=$UP_S
         if [ "$UP" != 1 ]; then
           echo "  FAILED: the seed's app not up after $sd_up_s s; last lines of its log:"
@@ -1243,25 +1250,20 @@ if want l; then
     fi
     # The seed, same load, on the same model artifact.
     ls_note="" ls_rps="" ls_p99="" ls_bad="" ls_err=""
-    L_SEED_APP="$PEERS/fastapi_seed"
-    L_UVICORN="$PEERS_VENV/main/bin/uvicorn"
     run l_champion "$BIN" --lake "$LAKE_L" --quiet models show champion --format json
     l_model="$LAKE_L/$(jget "$WORK/l_champion.out" artifact)"
     if [ -n "$l_fail" ]; then
       ls_note="not run"
-    elif [ "$PEERS_OK" != 1 ] || [ ! -x "$L_UVICORN" ] || [ ! -f "$L_SEED_APP/app.py" ]; then
+    elif [ "$PEERS_OK" != 1 ] || [ ! -x "$UVICORN" ] || [ ! -f "$SEED_APP/app.py" ]; then
       ls_note="skipped (no peers venv)"
-      echo "  peer skipped: needs $L_UVICORN and $L_SEED_APP/app.py (../shared/peers/setup.sh)"
+      echo "  peer skipped: needs $UVICORN and $SEED_APP/app.py (../shared/peers/setup.sh)"
     elif [ ! -f "$l_model" ]; then
       ls_note="skipped (no model)"
     elif port_busy "$SEED_HTTP"; then
       ls_note="skipped (port busy)"
     else
-      MODEL="$l_model" "$L_UVICORN" app:app --app-dir "$L_SEED_APP" --host "${SEED_HTTP%:*}" \
-        --port "${SEED_HTTP##*:}" --workers 1 --no-access-log >"$WORK/l_seed.log" 2>&1 &
-      ls_pid=$!
-      BG_PIDS="$BG_PIDS $ls_pid"
-      wait_up "$ls_pid" "http://$SEED_HTTP/metrics/" 60
+      start_seed "$l_model" "$WORK/l_seed.log"
+      ls_pid=$SEED_PID
       if [ "$UP" != 1 ]; then
         ls_note="failed to start"
         tail -n 5 "$WORK/l_seed.log" | sed 's/^/    | /'
