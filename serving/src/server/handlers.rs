@@ -272,6 +272,8 @@ fn ahead_error(at: &str, a: &Ahead) -> ApiError {
 pub struct Answered {
     pub row: Scored,
     pub fresh: bool,
+    /// Recorded in the shared store by another replica (see [`Outcome::Recorded`]).
+    pub elsewhere: bool,
 }
 
 fn respond(
@@ -367,6 +369,7 @@ fn respond(
             features: row,
         },
         fresh,
+        elsewhere: matches!(outcome, Outcome::Recorded),
     };
     let response = ScoreResponse {
         tx_id: tx.tx_id,
@@ -390,7 +393,11 @@ pub async fn land(state: &SharedState, answered: Vec<Answered>) -> Result<(), Ap
     match state.scoring_log.as_ref() {
         None => {
             for a in answered.into_iter().filter(|a| a.fresh) {
-                state.writer.scored(a.row);
+                if a.elsewhere {
+                    state.writer.scored_elsewhere(a.row);
+                } else {
+                    state.writer.scored(a.row);
+                }
             }
             Ok(())
         }

@@ -10,7 +10,9 @@
 //! transaction older than that, or one ingested from a file, can come back. So each commit
 //! first reads the tx_ids `transactions` holds in the partitions (days) the batch touches,
 //! within the batch's tx_id range (file statistics prune the rest), and drops those rows and
-//! their predictions: an anti-join per batch, never a lake read per request.
+//! their predictions: an anti-join per batch, never a lake read per request. A row another
+//! replica recorded first (a retry through the balancer) waits two flush intervals before
+//! that check, so that the other replica's commit comes first and the copy is dropped.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -82,6 +84,9 @@ pub struct Label {
 
 enum Message {
     Scored(Box<Scored>),
+    /// Scored here, but recorded in the shared online store by another replica first: that
+    /// replica is committing it too, unless it died first. Held back (see [`HOLD_FLUSHES`]).
+    Elsewhere(Box<Scored>),
     Label(Label),
     /// Commit everything now and answer when done (tests, shutdown).
     Flush(oneshot::Sender<()>),
@@ -134,6 +139,16 @@ impl LakeWriter {
     pub fn scored(&self, row: Scored) {
         self.metrics.writer_pending.inc();
         if self.tx.send(Message::Scored(Box::new(row))).is_err() {
+            tracing::error!("lake writer stopped: a scored transaction was not queued");
+        }
+    }
+
+    /// A transaction this replica answered but another one recorded first (a retry through
+    /// the balancer): committed only after [`HOLD_FLUSHES`] flush intervals, when the lake
+    /// check drops it if the other replica committed it, and writes it if that one died.
+    pub fn scored_elsewhere(&self, row: Scored) {
+        self.metrics.writer_pending.inc();
+        if self.tx.send(Message::Elsewhere(Box::new(row))).is_err() {
             tracing::error!("lake writer stopped: a scored transaction was not queued");
         }
     }
@@ -191,6 +206,15 @@ const GATHER: Duration = Duration::from_millis(10);
 /// Messages taken off the channel at once.
 const TAKE: usize = 4096;
 
+/// How many flush intervals a row recorded by another replica waits before its commit. The
+/// first replica commits it within one interval (plus the commit's own time) of answering,
+/// and it answered before this one; so after two, the lake check at commit finds its row and
+/// this writer drops the copy. Committing at once wrote both copies whenever this replica's
+/// timer fired first (seen in the compose test: a retry answered by the second replica 0.2 s
+/// after the first). If that replica died before committing, the row lands here, later.
+/// Limit: a first replica whose commits take longer than an interval still races this one.
+const HOLD_FLUSHES: u32 = 2;
+
 async fn run(
     lake: Lake,
     config: WriterConfig,
@@ -203,6 +227,9 @@ async fn run(
     let mut backoff = Duration::from_millis(200);
     let mut next_flush = Instant::now() + config.flush_interval;
     let mut messages = Vec::with_capacity(TAKE);
+    let hold = config.flush_interval * HOLD_FLUSHES;
+    // Rows recorded by another replica, with the time each may be committed, oldest first.
+    let mut held: std::collections::VecDeque<(Instant, Scored)> = Default::default();
     loop {
         let timeout = next_flush.saturating_duration_since(Instant::now());
         // 0 only when every sender is gone and the channel is empty.
@@ -213,11 +240,24 @@ async fn run(
         for message in messages.drain(..) {
             match message {
                 Message::Scored(s) => buf.scored.push(*s),
+                Message::Elsewhere(s) => held.push_back((Instant::now() + hold, *s)),
                 Message::Label(l) => buf.labels.push(l),
                 Message::Flush(done) => {
                     waiters.push(done);
                     next_flush = Instant::now();
                 }
+            }
+        }
+        if closed {
+            // Shutting down: the held rows too, once their hold is over (at most `hold`).
+            if let Some(&(last, _)) = held.back() {
+                tokio::time::sleep_until(last.into()).await;
+            }
+        }
+        let now = Instant::now();
+        while held.front().is_some_and(|(at, _)| *at <= now) {
+            if let Some((_, s)) = held.pop_front() {
+                buf.scored.push(s);
             }
         }
         let due = Instant::now() >= next_flush || buf.len() >= config.flush_rows;
@@ -538,6 +578,69 @@ mod tests {
             out.extend(ids.values().iter().copied().zip(n.values().iter().copied()));
         }
         out
+    }
+
+    /// Two replicas answered tx 7 (the second a retry, recorded in the shared store by the
+    /// first); the second writer holds its copy for two flush intervals, by when the first
+    /// has committed (here: an append standing in for it), and drops it. Tx 8's first replica
+    /// died before committing: the held copy lands. Tx 9 is held at shutdown, which waits for
+    /// its hold and commits it.
+    #[tokio::test]
+    async fn a_row_another_replica_recorded_waits_and_lands_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(&dir.path().join("lake").display().to_string()).unwrap();
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let interval = Duration::from_millis(300);
+        let (writer, thread) = LakeWriter::start(
+            lake.clone(),
+            WriterConfig {
+                flush_rows: 1_000,
+                flush_interval: interval,
+                skip_existing: true,
+            },
+            metrics.clone(),
+        )
+        .unwrap();
+        writer.scored(scored(1, 0));
+        writer.scored_elsewhere(scored(7, 0));
+        writer.scored_elsewhere(scored(8, 0));
+        writer.flush().await;
+        assert_eq!(
+            counts(&lake, "transactions").await,
+            vec![(1, 1)],
+            "held rows wait for their hold"
+        );
+        // The first replica's commit of tx 7, within its flush interval.
+        let s = scored(7, 0);
+        let mut cols = TransactionColumns::default();
+        cols.tx_id.push(7);
+        cols.tx_ts_us.push(s.tx.tx_ts_us);
+        cols.customer_id.push(1);
+        cols.terminal_id.push(2);
+        cols.amount.push(3.0);
+        lake.table(&TRANSACTIONS)
+            .await
+            .unwrap()
+            .write(cols.into_batches(0, 100).unwrap())
+            .with_save_mode(deltalake::protocol::SaveMode::Append)
+            .await
+            .unwrap();
+        tokio::time::sleep(interval * HOLD_FLUSHES + Duration::from_millis(100)).await;
+        writer.flush().await;
+        assert_eq!(
+            counts(&lake, "transactions").await,
+            vec![(1, 1), (7, 1), (8, 1)]
+        );
+        assert_eq!(counts(&lake, "predictions").await, vec![(1, 1), (8, 1)]);
+        assert_eq!(metrics.writer_duplicates.get(), 1);
+        writer.scored_elsewhere(scored(9, 0));
+        drop(writer);
+        thread.join().unwrap();
+        assert_eq!(
+            counts(&lake, "transactions").await,
+            vec![(1, 1), (7, 1), (8, 1), (9, 1)]
+        );
+        assert_eq!(metrics.writer_pending.get(), 0);
     }
 
     /// The lake already holds tx 1-4 (an ingest); the writer gets 2 and 3 again, 5 and 6 new,
