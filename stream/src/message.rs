@@ -6,8 +6,9 @@
 
 use fraudlake_features::Transaction;
 use fraudlake_pipeline::lake::tables::Rejection;
-use fraudlake_serving::server::api::{LabelRequest, ScoreRequest};
-use fraudlake_serving::server::writer::Scored;
+use fraudlake_serving::server::api::{Decider, LabelRequest, ScoreRequest};
+use fraudlake_serving::server::models::ModelScore;
+use fraudlake_serving::server::writer::{RoleScores, Scored};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -105,6 +106,8 @@ pub fn label(payload: Option<&[u8]>) -> Result<LabelRequest, String> {
 
 /// One answered transaction in the scoring log: the transaction, the answer and the feature
 /// vector. Times in microseconds since the epoch (UTC); a missing feature value is `null`.
+/// The rollout's fields (who decided, each served model's version and score) are absent in
+/// entries logged before them and read as none.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoggedScore {
@@ -119,6 +122,40 @@ pub struct LoggedScore {
     pub risk_score: f64,
     pub decision: String,
     pub features: Vec<Option<f64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Decider>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub champion: Option<LoggedModelScore>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<LoggedModelScore>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<LoggedModelScore>,
+}
+
+/// One served model's version and score in the scoring log.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggedModelScore {
+    pub version: i64,
+    pub score: f64,
+}
+
+impl From<ModelScore> for LoggedModelScore {
+    fn from(m: ModelScore) -> LoggedModelScore {
+        LoggedModelScore {
+            version: m.version,
+            score: m.score,
+        }
+    }
+}
+
+impl From<LoggedModelScore> for ModelScore {
+    fn from(m: LoggedModelScore) -> ModelScore {
+        ModelScore {
+            version: m.version,
+            score: m.score,
+        }
+    }
 }
 
 impl LoggedScore {
@@ -139,6 +176,10 @@ impl LoggedScore {
                 .iter()
                 .map(|v| v.is_finite().then_some(*v))
                 .collect(),
+            role: row.roles.decider,
+            champion: row.roles.champion.map(Into::into),
+            canary: row.roles.canary.map(Into::into),
+            shadow: row.roles.shadow.map(Into::into),
         }
     }
 
@@ -179,6 +220,12 @@ impl LoggedScore {
                 .into_iter()
                 .map(|v| v.unwrap_or(f64::NAN))
                 .collect(),
+            roles: RoleScores {
+                decider: self.role,
+                champion: self.champion.map(Into::into),
+                canary: self.canary.map(Into::into),
+                shadow: self.shadow.map(Into::into),
+            },
         })
     }
 }
@@ -190,6 +237,9 @@ pub struct ScoreMessage<'a> {
     pub risk_score: f64,
     pub decision: &'a str,
     pub model_version: i64,
+    /// Who decided, as in the `/score` answer (absent for a row logged before roles existed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<Decider>,
     pub feature_set: &'a str,
     pub scored_at: String,
 }
@@ -201,6 +251,7 @@ impl<'a> ScoreMessage<'a> {
             risk_score: row.risk_score,
             decision: row.decision,
             model_version: row.model_version,
+            role: row.roles.decider,
             feature_set: &row.feature_set,
             scored_at: chrono::DateTime::from_timestamp_micros(row.scored_at_us)
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
@@ -264,8 +315,21 @@ mod tests {
             risk_score: 0.25,
             decision: "review",
             features: vec![1.0, f64::NAN],
+            roles: RoleScores {
+                decider: Some(Decider::Canary),
+                champion: Some(ModelScore {
+                    version: 6,
+                    score: 0.125,
+                }),
+                canary: Some(ModelScore {
+                    version: 7,
+                    score: 0.25,
+                }),
+                shadow: None,
+            },
         };
         let json = serde_json::to_string(&LoggedScore::of(&row)).expect("json");
+        assert!(!json.contains("shadow"), "{json}");
         let back: LoggedScore = serde_json::from_str(&json).expect("parse");
         let mut sets = Vec::new();
         let back = back.into_scored(&mut sets).expect("row");
@@ -273,5 +337,15 @@ mod tests {
         assert_eq!(back.decision, "review");
         assert_eq!(back.features[0], 1.0);
         assert!(back.features[1].is_nan());
+        assert_eq!(back.roles, row.roles);
+        // An entry logged before the rollout's fields existed reads with none of them.
+        let old = json
+            .split(r#","role""#)
+            .next()
+            .map(|head| format!("{head}}}"))
+            .expect("head");
+        let back: LoggedScore = serde_json::from_str(&old).expect("old entry");
+        let back = back.into_scored(&mut sets).expect("row");
+        assert_eq!(back.roles, RoleScores::default());
     }
 }

@@ -191,8 +191,10 @@ struct WriterBench {
 }
 
 async fn writer(cmd: BenchCommand, settings: &Settings) -> Result<u8> {
+    use fraudlake_serving::server::api::Decider;
     use fraudlake_serving::server::metrics::Metrics;
-    use fraudlake_serving::server::writer::{LakeWriter, Scored, WriterConfig};
+    use fraudlake_serving::server::models::ModelScore;
+    use fraudlake_serving::server::writer::{LakeWriter, RoleScores, Scored, WriterConfig};
     let BenchCommand::Writer {
         rows,
         flush_rows,
@@ -255,6 +257,13 @@ async fn writer(cmd: BenchCommand, settings: &Settings) -> Result<u8> {
             risk_score: 0.01,
             decision: "approve",
             features: vec![0.0; 15],
+            roles: RoleScores::decided_only(
+                Decider::Champion,
+                ModelScore {
+                    version: 1,
+                    score: 0.01,
+                },
+            ),
         });
     }
     handle.flush().await;

@@ -143,9 +143,10 @@ struct Recent {
 pub struct Answer {
     pub risk_score: f64,
     pub model_version: i64,
-    /// The caller's codes (the server's decision and time flag).
+    /// The caller's codes (the server's decision, time flag and which model decided).
     pub decision: u8,
     pub time_flag: u8,
+    pub role: u8,
 }
 
 /// One window group as a shared store needs to know it.
@@ -1667,6 +1668,7 @@ mod tests {
             model_version: 3,
             decision: 1,
             time_flag: 0,
+            role: 1,
         };
         e.record_answer(t.tx_id, answer);
         assert_eq!(

@@ -315,15 +315,15 @@ pub async fn register_views(ctx: &SessionContext, views: &[&dyn LakeView]) -> Re
     Ok(())
 }
 
-/// How appends treat the table's schema: `labels` gained nullable provenance columns, and a
-/// lake made before them gets them on its next label write (Delta schema evolution: the
-/// older files read as null). Other tables must match their definition exactly.
+/// How appends treat the table's schema: `labels` gained nullable provenance columns and
+/// `predictions` the rollout's role and score columns; a lake made before them gets them on
+/// its next write to the table (Delta schema evolution: the older files read as null).
 /// Other tables keep strict schemas: `Merge` would let a wrong batch widen them silently.
 pub fn evolve(
     def: &TableDef,
     write: deltalake::operations::write::WriteBuilder,
 ) -> deltalake::operations::write::WriteBuilder {
-    if def.name == tables::LABELS.name {
+    if def.name == tables::LABELS.name || def.name == tables::PREDICTIONS_TABLE {
         write.with_schema_mode(deltalake::operations::write::SchemaMode::Merge)
     } else {
         write

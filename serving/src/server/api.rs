@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use fraudlake_features::Transaction;
+use fraudlake_model::rollout::Role;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -116,6 +117,41 @@ impl Decision {
     }
 }
 
+/// Which model decided (docs/rollout.md): the champion, or while a canary runs, the canary
+/// for the customers routed to it. A shadow model scores but never decides.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Decider {
+    Champion,
+    Canary,
+}
+
+impl Decider {
+    /// The role's name: in answers, metrics and `predictions.role`.
+    pub fn as_str(self) -> &'static str {
+        self.role().as_str()
+    }
+
+    pub fn role(self) -> Role {
+        match self {
+            Decider::Champion => Role::Champion,
+            Decider::Canary => Role::Canary,
+        }
+    }
+
+    /// A one-byte code, for the answers the online state keeps for retries.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_code(code: u8) -> Decider {
+        match code {
+            1 => Decider::Canary,
+            _ => Decider::Champion,
+        }
+    }
+}
+
 /// How the transaction's time was taken, when not simply on time (see
 /// docs/serving.md, "Event-time rules").
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
@@ -165,7 +201,10 @@ pub struct ScoreResponse {
     /// Fraud probability, 0..1.
     pub risk_score: f64,
     pub decision: Decision,
+    /// The deciding model's version.
     pub model_version: i64,
+    /// Who decided: the champion, or the canary for the customers routed to it.
+    pub role: Decider,
     /// sha256 of the feature SQL the features came from.
     pub feature_set: String,
     /// Present when the time was late or clamped.
@@ -231,7 +270,8 @@ pub struct LabelResponse {
     pub overridden: usize,
 }
 
-/// The model being served.
+/// The models being served: the champion's fields, and the canary and shadow (null when
+/// none).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ModelInfo {
     pub version: i64,
@@ -244,6 +284,24 @@ pub struct ModelInfo {
     pub auc_roc: Option<f64>,
     pub average_precision: Option<f64>,
     pub card_precision_at_100: Option<f64>,
+    /// The canary: decides for `percent` % of customers (a sticky split), scores them all.
+    pub canary: Option<RolloutModel>,
+    /// The shadow: scores every transaction, decides nothing.
+    pub shadow: Option<RolloutModel>,
+}
+
+/// A model served beside the champion during a rollout.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RolloutModel {
+    pub version: i64,
+    /// The canary's share of customers, in percent; null for a shadow.
+    pub percent: Option<f64>,
+    pub feature_set: String,
+    pub trees: usize,
+    pub loaded_at: String,
+    pub train_from: String,
+    pub train_to: String,
+    pub average_precision: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -258,6 +316,24 @@ pub struct Health {
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decider_codes_round_trip_and_name_the_role() {
+        for d in [Decider::Champion, Decider::Canary] {
+            assert_eq!(Decider::from_code(d.code()), d);
+            assert_eq!(d.as_str(), d.role().as_str());
+        }
+        assert_eq!(Decider::Canary.as_str(), "canary");
+        assert_eq!(
+            serde_json::to_string(&Decider::Champion).expect("json"),
+            r#""champion""#
+        );
+    }
 }
 
 /// Integers as JSON Schema defines them: a number with a zero fraction (`1331.0`) is an

@@ -1,7 +1,8 @@
 //! The HTTP handlers: small async functions with typed extractors over [`AppState`]. Scoring
 //! takes the online-state lock to judge a transaction (new, a retry, a conflicting tx_id; its
 //! event time) and to compute and store its features, and briefly again to keep its answer for
-//! retries; the model runs outside it on the atomically loaded [`Scorer`].
+//! retries; the models run outside it on the atomically loaded [`Models`] (the champion, and
+//! while a rollout runs the canary and the shadow).
 
 use std::time::Instant;
 
@@ -11,13 +12,15 @@ use axum::response::{Html, IntoResponse, Response};
 use fraudlake_features::online::clock::Ahead;
 use fraudlake_features::online::redis_store::StoredAs;
 use fraudlake_features::{feature_rows, Answer, OnlineEngine, Seen, Timing, Transaction};
+use fraudlake_model::rollout::Role;
 
 use super::api::*;
 use super::auth::{AdminScope, Caller, LabelScope, ScoreScope};
 use super::error::{ApiError, ErrorBody};
 use super::json::{explain_flag, Json};
+use super::models::{ModelScore, Models, Scores};
 use super::state::{Scorer, SharedState};
-use super::writer::Scored;
+use super::writer::{RoleScores, Scored};
 
 fn decide(state: &SharedState, p: f64) -> Decision {
     if p >= state.thresholds.decline {
@@ -276,16 +279,9 @@ pub struct Answered {
     pub elsewhere: bool,
 }
 
-fn respond(
-    state: &SharedState,
-    scorer: &Scorer,
-    tx: &Transaction,
-    row: Vec<f64>,
-    outcome: Outcome,
-    explain: bool,
-    started: Instant,
-) -> Result<(ScoreResponse, Answered), ApiError> {
-    let time_flag = match outcome {
+/// How the transaction's time was taken, from the outcome (a retry: as first answered).
+fn time_flag(outcome: Outcome) -> Option<TimeFlag> {
+    match outcome {
         Outcome::Fresh(Timing::OnTime)
         | Outcome::Degraded(Timing::OnTime)
         | Outcome::Retry(None)
@@ -295,42 +291,130 @@ fn respond(
             Some(TimeFlag::Clamped)
         }
         Outcome::Retry(Some(a)) => TimeFlag::from_code(a.time_flag),
+    }
+}
+
+/// The answer to one transaction: who decided, with which score, what it decided, and every
+/// served model's score for the lake.
+struct Verdict {
+    decider: Decider,
+    decided: ModelScore,
+    decision: Decision,
+    scores: RoleScores,
+}
+
+impl Verdict {
+    /// The answer given before, kept for retries (only the deciding model's score is kept).
+    fn remembered(a: &Answer) -> Verdict {
+        let decider = Decider::from_code(a.role);
+        let decided = ModelScore {
+            version: a.model_version,
+            score: a.risk_score,
+        };
+        Verdict {
+            decider,
+            decided,
+            decision: Decision::from_code(a.decision),
+            scores: RoleScores::decided_only(decider, decided),
+        }
+    }
+
+    fn of(state: &SharedState, scores: Scores) -> Verdict {
+        let decided = scores.decided();
+        Verdict {
+            decider: scores.decider,
+            decided,
+            decision: decide(state, decided.score),
+            scores: scores.into(),
+        }
+    }
+
+    fn answer(&self, time_flag: Option<TimeFlag>) -> Answer {
+        Answer {
+            risk_score: self.decided.score,
+            model_version: self.decided.version,
+            decision: self.decision.code(),
+            time_flag: TimeFlag::code(time_flag),
+            role: self.decider.code(),
+        }
+    }
+}
+
+/// Counts a scored transaction: every model's score by role, the decision acted on by who
+/// decided, and what the shadow would have decided.
+fn count(state: &SharedState, v: &Verdict) {
+    let metrics = &state.metrics;
+    let roles = [
+        (Role::Champion, v.scores.champion),
+        (Role::Canary, v.scores.canary),
+        (Role::Shadow, v.scores.shadow),
+    ];
+    for (role, score) in roles {
+        if let Some(s) = score {
+            metrics.role(role).risk.observe(s.score);
+        }
+    }
+    metrics.role(v.decider.role()).decided(v.decision);
+    if let Some(shadow) = v.scores.shadow {
+        metrics
+            .role(Role::Shadow)
+            .decided(decide(state, shadow.score));
+    }
+}
+
+/// TreeSHAP of the deciding model: every feature in model order, and the top five (from the
+/// same call's values).
+fn explanation(
+    scorer: &Scorer,
+    row: &[f64],
+) -> Result<(Vec<FeatureContribution>, Vec<FeatureContribution>), ApiError> {
+    let all = scorer
+        .explainer
+        .explain(&scorer.version.record.feature_names, row)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let wire = |c: fraudlake_model::booster::Contribution| FeatureContribution {
+        feature: c.feature,
+        value: c.value.is_finite().then_some(c.value),
+        contribution: c.contribution,
     };
-    let (p, decision, model_version) = match outcome {
-        Outcome::Retry(Some(a)) => (
-            a.risk_score,
-            Decision::from_code(a.decision),
-            a.model_version,
-        ),
+    let top = fraudlake_model::booster::largest(all.clone(), 5);
+    Ok((
+        all.into_iter().map(wire).collect(),
+        top.into_iter().map(wire).collect(),
+    ))
+}
+
+fn respond(
+    state: &SharedState,
+    models: &Models,
+    tx: &Transaction,
+    row: Vec<f64>,
+    outcome: Outcome,
+    explain: bool,
+    started: Instant,
+) -> Result<(ScoreResponse, Answered), ApiError> {
+    let time_flag = time_flag(outcome);
+    let verdict = match outcome {
+        Outcome::Retry(Some(a)) => Verdict::remembered(&a),
         _ => {
-            let p = scorer.forest.predict(&row).ok_or_else(|| {
-                ApiError::internal(
-                    "the model and the feature SQL disagree on the number of features",
-                )
-            })?;
+            let scores = models
+                .score(&row, tx.customer_id, &state.metrics)
+                .ok_or_else(|| {
+                    ApiError::internal(
+                        "the model and the feature SQL disagree on the number of features",
+                    )
+                })?;
             state
                 .metrics
                 .latency
                 .observe(started.elapsed().as_secs_f64());
-            (p, decide(state, p), scorer.number())
+            Verdict::of(state, scores)
         }
     };
+    let scorer = models.scorer(verdict.decider);
     let (features, top) = if explain {
-        // One TreeSHAP call: every feature in model order, the top five from the same values.
-        let all = scorer
-            .explainer
-            .explain(&scorer.version.record.feature_names, &row)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        let wire = |c: fraudlake_model::booster::Contribution| FeatureContribution {
-            feature: c.feature,
-            value: c.value.is_finite().then_some(c.value),
-            contribution: c.contribution,
-        };
-        let top = fraudlake_model::booster::largest(all.clone(), 5);
-        (
-            Some(all.into_iter().map(wire).collect()),
-            Some(top.into_iter().map(wire).collect()),
-        )
+        let (all, top) = explanation(scorer, &row)?;
+        (Some(all), Some(top))
     } else {
         (None, None)
     };
@@ -341,41 +425,33 @@ fn respond(
     if fresh {
         // Scores and decisions of transactions, not of requests: a retry is not counted again.
         if !matches!(outcome, Outcome::Recorded) {
-            state.metrics.risk.observe(p);
-            state
-                .metrics
-                .decisions
-                .with_label_values(&[decision.as_str()])
-                .inc();
+            count(state, &verdict);
         }
-        state.engine.lock().record_answer(
-            tx.tx_id,
-            Answer {
-                risk_score: p,
-                model_version,
-                decision: decision.code(),
-                time_flag: TimeFlag::code(time_flag),
-            },
-        );
+        state
+            .engine
+            .lock()
+            .record_answer(tx.tx_id, verdict.answer(time_flag));
     }
     let answered = Answered {
         row: Scored {
             tx: *tx,
             scored_at_us: chrono::Utc::now().timestamp_micros(),
-            model_version,
+            model_version: verdict.decided.version,
             feature_set: scorer.feature_set.clone(),
-            risk_score: p,
-            decision: decision.as_str(),
+            risk_score: verdict.decided.score,
+            decision: verdict.decision.as_str(),
             features: row,
+            roles: verdict.scores,
         },
         fresh,
         elsewhere: matches!(outcome, Outcome::Recorded),
     };
     let response = ScoreResponse {
         tx_id: tx.tx_id,
-        risk_score: p,
-        decision,
-        model_version,
+        risk_score: verdict.decided.score,
+        decision: verdict.decision,
+        model_version: verdict.decided.version,
+        role: verdict.decider,
         feature_set: scorer.feature_set.to_string(),
         time_flag,
         scored_tx_ts: (time_flag == Some(TimeFlag::Clamped)).then(|| rfc3339(tx.tx_ts_us)),
@@ -427,12 +503,12 @@ pub async fn score_transactions(
 ) -> Result<Vec<(ScoreResponse, Answered)>, ApiError> {
     let started = Instant::now();
     require_ready_to_score(state)?;
-    let scorer = state.scorer.load_full();
+    let models = state.models.load_full();
     let (rows, outcomes) = features(state, txs, |_| String::new()).await?;
     txs.iter()
         .zip(rows)
         .zip(outcomes)
-        .map(|((tx, row), outcome)| respond(state, &scorer, tx, row, outcome, false, started))
+        .map(|((tx, row), outcome)| respond(state, &models, tx, row, outcome, false, started))
         .collect()
 }
 
@@ -500,14 +576,14 @@ pub async fn score(
     let explain = explain_flag(query.as_deref())?;
     let mut tx = req.validate("")?;
     require_ready_to_score(&state)?;
-    let scorer = state.scorer.load_full();
+    let models = state.models.load_full();
     let (mut rows, outcomes) =
         features(&state, std::slice::from_mut(&mut tx), |_| String::new()).await?;
     let (row, outcome) = rows
         .pop()
         .zip(outcomes.first().copied())
         .ok_or_else(|| ApiError::internal("no feature row"))?;
-    let (response, answered) = respond(&state, &scorer, &tx, row, outcome, explain, started)?;
+    let (response, answered) = respond(&state, &models, &tx, row, outcome, explain, started)?;
     land(&state, vec![answered]).await?;
     Ok(Json(response))
 }
@@ -568,13 +644,13 @@ pub async fn score_batch(
     if txs.is_empty() {
         return Ok(Json(BatchResponse { results: vec![] }));
     }
-    let scorer = state.scorer.load_full();
+    let models = state.models.load_full();
     let (rows, outcomes) = features(&state, &mut txs, |i| format!("transactions[{i}].")).await?;
     let (results, answered): (Vec<_>, Vec<_>) = txs
         .iter()
         .zip(rows)
         .zip(outcomes)
-        .map(|((tx, row), outcome)| respond(&state, &scorer, tx, row, outcome, explain, started))
+        .map(|((tx, row), outcome)| respond(&state, &models, tx, row, outcome, explain, started))
         .collect::<Result<Vec<_>, _>>()?
         .into_iter()
         .unzip();
@@ -743,7 +819,10 @@ pub async fn ready(State(state): State<SharedState>) -> Result<Json<Health>, Api
     require_ready(&state)?;
     Ok(Json(Health {
         status: "ready".into(),
-        detail: Some(format!("model version {}", state.scorer.load().number())),
+        detail: Some(format!(
+            "model version {}",
+            state.models.load().champion.number()
+        )),
     }))
 }
 
@@ -760,10 +839,11 @@ pub async fn metrics(State(state): State<SharedState>) -> Response {
         .into_response()
 }
 
-/// The model being served.
+/// The models being served: the champion, and the canary and shadow (null when none).
 #[utoipa::path(get, path = "/models/current", responses((status = 200, body = ModelInfo)))]
 pub async fn current_model(State(state): State<SharedState>) -> Json<ModelInfo> {
-    let s = state.scorer.load();
+    let models = state.models.load();
+    let s = &models.champion;
     let r = &s.version.record;
     Json(ModelInfo {
         version: r.version,
@@ -776,10 +856,30 @@ pub async fn current_model(State(state): State<SharedState>) -> Json<ModelInfo> 
         auc_roc: r.metrics.auc_roc,
         average_precision: r.metrics.average_precision,
         card_precision_at_100: r.metrics.card_precision_at_100,
+        canary: models
+            .canary
+            .as_ref()
+            .map(|(c, split)| rollout_model(c, Some(split.percent()))),
+        shadow: models.shadow.as_ref().map(|s| rollout_model(s, None)),
     })
 }
 
-/// Reload the champion from the registry, and the API keys, now (scope `admin`).
+fn rollout_model(s: &Scorer, percent: Option<f64>) -> RolloutModel {
+    let r = &s.version.record;
+    RolloutModel {
+        version: r.version,
+        percent,
+        feature_set: r.feature_set.clone(),
+        trees: s.forest.num_trees(),
+        loaded_at: s.loaded_at.to_rfc3339(),
+        train_from: r.lineage.train_from.clone(),
+        train_to: r.lineage.train_to.clone(),
+        average_precision: r.metrics.average_precision,
+    }
+}
+
+/// Reload the champion, canary and shadow from the registry, and the API keys, now (scope
+/// `admin`).
 #[utoipa::path(post, path = "/admin/reload", responses((status = 200, body = ReloadResponse),
         (status = 401, description = "no valid API key (missing, malformed, unknown or revoked)", body = ErrorBody),
         (status = 403, description = "the API key lacks the admin scope", body = ErrorBody),
@@ -796,7 +896,7 @@ pub async fn admin_reload(
     match outcome {
         Ok((reloaded, detail)) => Ok(Json(ReloadResponse {
             reloaded,
-            version: state.scorer.load().number(),
+            version: state.models.load().champion.number(),
             detail,
         })),
         Err(e) => Err(ApiError::new(

@@ -1,21 +1,37 @@
 //! The server's Prometheus metrics (the `prometheus` crate), named as the seed named them
 //! (`fraud_requests_total`, `fraud_risk_score`, `model_inference_latency_seconds`,
 //! `api_errors_total`) plus decisions, model info, online state, event time, retries, lake
-//! writer and feedback.
+//! writer and feedback. Scores, decisions and model time are labeled by `role` (champion,
+//! canary, shadow: docs/rollout.md section 5), never by version: every rollout would leave
+//! dead series behind; `fraud_model_info{version,feature_set,role}` maps roles to versions.
 
+use std::sync::OnceLock;
+
+use fraudlake_model::rollout::Role;
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use super::api::Decision;
+
 pub struct Metrics {
     registry: Registry,
     pub requests: IntCounterVec,
-    pub risk: Histogram,
+    /// `fraud_risk_score{role}`: read through [`Metrics::role`].
+    pub risk: HistogramVec,
     pub latency: Histogram,
     pub errors: IntCounterVec,
+    /// `fraud_decisions_total{role,decision}`: read through [`Metrics::role`].
     pub decisions: IntCounterVec,
+    /// `fraud_model_predict_seconds{role}`: read through [`Metrics::role`].
+    pub predict: HistogramVec,
+    /// `fraud_model_info{version,feature_set,role}`.
     pub model_info: IntGaugeVec,
+    /// Each role's series, resolved on first use (champion: at start, so that they exist from
+    /// the first scrape; canary and shadow: once one is served, so that a server without a
+    /// rollout exposes none).
+    roles: [OnceLock<RoleSeries>; 3],
     pub entities: IntGauge,
     pub writer_pending: IntGauge,
     pub writer_commit: HistogramVec,
@@ -35,6 +51,47 @@ pub struct Metrics {
     pub writer_duplicates: IntCounter,
     pub drift: DriftGauges,
     pub store: StoreMetrics,
+}
+
+/// One role's series, resolved once: looking them up by label values per transaction would
+/// hash the labels and take the vector's lock on the scoring path.
+pub struct RoleSeries {
+    /// `fraud_risk_score{role}`: every score the role's model gave.
+    pub risk: Histogram,
+    /// `fraud_model_predict_seconds{role}`: the model's forest evaluation alone.
+    pub predict: Histogram,
+    approve: IntCounter,
+    review: IntCounter,
+    decline: IntCounter,
+}
+
+impl RoleSeries {
+    fn new(m: &Metrics, role: Role) -> RoleSeries {
+        let r = role.as_str();
+        RoleSeries {
+            risk: m.risk.with_label_values(&[r]),
+            predict: m.predict.with_label_values(&[r]),
+            approve: m
+                .decisions
+                .with_label_values(&[r, Decision::Approve.as_str()]),
+            review: m
+                .decisions
+                .with_label_values(&[r, Decision::Review.as_str()]),
+            decline: m
+                .decisions
+                .with_label_values(&[r, Decision::Decline.as_str()]),
+        }
+    }
+
+    /// Counts a decision: acted on (champion, canary) or what a shadow would have decided.
+    pub fn decided(&self, decision: Decision) {
+        match decision {
+            Decision::Approve => &self.approve,
+            Decision::Review => &self.review,
+            Decision::Decline => &self.decline,
+        }
+        .inc();
+    }
 }
 
 /// The shared online store (`--online-store redis://...`); all zero with the in-memory store.
@@ -178,12 +235,23 @@ fn build() -> prometheus::Result<Metrics> {
         ),
         &["endpoint", "status"],
     )?;
-    let risk = Histogram::with_opts(
+    let risk = HistogramVec::new(
         HistogramOpts::new(
             "fraud_risk_score",
-            "fraud probability of scored transactions",
+            "fraud probability of scored transactions, by the role of the model that scored",
         )
         .buckets((0..=20).map(|i| f64::from(i) / 20.0).collect()),
+        &["role"],
+    )?;
+    let predict = HistogramVec::new(
+        HistogramOpts::new(
+            "fraud_model_predict_seconds",
+            "one model's forest evaluation of one transaction, by role",
+        )
+        .buckets(vec![
+            1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3,
+        ]),
+        &["role"],
     )?;
     let latency = Histogram::with_opts(
         HistogramOpts::new(
@@ -199,12 +267,18 @@ fn build() -> prometheus::Result<Metrics> {
         &["kind"],
     )?;
     let decisions = IntCounterVec::new(
-        Opts::new("fraud_decisions_total", "decisions by kind"),
-        &["decision"],
+        Opts::new(
+            "fraud_decisions_total",
+            "decisions by kind and role: acted on (champion, canary), or what the shadow would have decided",
+        ),
+        &["role", "decision"],
     )?;
     let model_info = IntGaugeVec::new(
-        Opts::new("fraud_model_info", "1 for the model version being served"),
-        &["version", "feature_set"],
+        Opts::new(
+            "fraud_model_info",
+            "1 for each model version being served, by role",
+        ),
+        &["version", "feature_set", "role"],
     )?;
     let entities = IntGauge::new("fraud_online_entities", "entities with online state")?;
     let writer_pending = IntGauge::new(
@@ -244,7 +318,7 @@ fn build() -> prometheus::Result<Metrics> {
     let reloads = IntCounterVec::new(
         Opts::new(
             "fraud_model_reloads_total",
-            "champion reload attempts by outcome",
+            "reloads of the served models by outcome (refused: a champion, canary or shadow that could not be loaded)",
         ),
         &["outcome"],
     )?;
@@ -279,6 +353,7 @@ fn build() -> prometheus::Result<Metrics> {
     registry.register(Box::new(latency.clone()))?;
     registry.register(Box::new(errors.clone()))?;
     registry.register(Box::new(decisions.clone()))?;
+    registry.register(Box::new(predict.clone()))?;
     registry.register(Box::new(model_info.clone()))?;
     registry.register(Box::new(entities.clone()))?;
     registry.register(Box::new(writer_pending.clone()))?;
@@ -297,7 +372,9 @@ fn build() -> prometheus::Result<Metrics> {
         latency,
         errors,
         decisions,
+        predict,
         model_info,
+        roles: Default::default(),
         entities,
         writer_pending,
         writer_commit,
@@ -317,7 +394,19 @@ fn build() -> prometheus::Result<Metrics> {
 
 impl Metrics {
     pub fn new() -> crate::Result<Metrics> {
-        Ok(build()?)
+        let metrics = build()?;
+        metrics.role(Role::Champion);
+        Ok(metrics)
+    }
+
+    /// The series of `role`, created on first use.
+    pub fn role(&self, role: Role) -> &RoleSeries {
+        let slot = match role {
+            Role::Champion => &self.roles[0],
+            Role::Canary => &self.roles[1],
+            Role::Shadow => &self.roles[2],
+        };
+        slot.get_or_init(|| RoleSeries::new(self, role))
     }
 
     /// The registry, for other parts of the process (the embedded DAG scheduler) to add to.
@@ -333,5 +422,38 @@ impl Metrics {
             return String::new();
         }
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_series_appear_once_used_and_count_by_role() {
+        let m = Metrics::new().expect("metrics");
+        let text = m.render();
+        // The champion's from the first scrape, decisions at 0 included.
+        for series in [
+            r#"fraud_decisions_total{decision="decline",role="champion"} 0"#,
+            r#"fraud_risk_score_count{role="champion"} 0"#,
+            r#"fraud_model_predict_seconds_count{role="champion"} 0"#,
+        ] {
+            assert!(text.contains(series), "{series} in:\n{text}");
+        }
+        assert!(
+            !text.contains(r#"role="canary""#) && !text.contains(r#"role="shadow""#),
+            "{text}"
+        );
+        m.role(Role::Canary).decided(Decision::Decline);
+        m.role(Role::Shadow).risk.observe(0.9);
+        let text = m.render();
+        for series in [
+            r#"fraud_decisions_total{decision="decline",role="canary"} 1"#,
+            r#"fraud_decisions_total{decision="approve",role="shadow"} 0"#,
+            r#"fraud_risk_score_count{role="shadow"} 1"#,
+        ] {
+            assert!(text.contains(series), "{series} in:\n{text}");
+        }
     }
 }

@@ -1,8 +1,9 @@
 //! The scoring server (axum): `POST /score` with live features from the online engine and the
-//! champion model, `POST /score/batch`, `POST /labels`, health and readiness, Prometheus
-//! metrics, the current model, `POST /admin/reload`, and an OpenAPI document with an offline
-//! API page. [`serve`] wires it: load the champion, rebuild online state from the lake, start
-//! the lake writer and the reload poller, serve until SIGINT/SIGTERM, then drain and commit.
+//! champion model (during a rollout also a canary and a shadow), `POST /score/batch`,
+//! `POST /labels`, health and readiness, Prometheus metrics, the current models,
+//! `POST /admin/reload`, and an OpenAPI document with an offline API page. [`serve`] wires it:
+//! load the models, rebuild online state from the lake, start the lake writer and the reload
+//! poller, serve until SIGINT/SIGTERM, then drain and commit.
 
 pub mod api;
 pub mod auth;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod handlers;
 pub mod json;
 pub mod metrics;
+pub mod models;
 pub mod provenance;
 pub mod reload;
 pub mod rollout;
@@ -33,13 +35,13 @@ use axum::routing::{get, post};
 use axum::Router;
 use fraudlake_features::online::{history, EventTimeRules};
 use fraudlake_features::{FeaturePlan, OnlineEngine};
-use fraudlake_model::registry::{Registry, CHAMPION};
+use fraudlake_model::registry::Registry;
 use fraudlake_pipeline::Lake;
 use parking_lot::Mutex;
 use utoipa::OpenApi;
 
 use self::metrics::Metrics;
-use self::state::{AppState, Limits, Scorer, SharedState, Thresholds};
+use self::state::{AppState, Limits, SharedState, Thresholds};
 use self::writer::{LakeWriter, WriterConfig};
 
 #[derive(OpenApi)]
@@ -49,7 +51,8 @@ use self::writer::{LakeWriter, WriterConfig};
           handlers::metrics, handlers::current_model, handlers::admin_reload),
     components(schemas(api::ScoreRequest, api::ScoreResponse, api::Decision, api::FeatureContribution,
                        api::TimeFlag, api::BatchRequest, api::BatchResponse, api::LabelRequest, api::LabelResponse,
-                       api::ModelInfo, api::ReloadResponse, api::Health, error::ErrorBody)),
+                       api::Decider, api::ModelInfo, api::RolloutModel, api::ReloadResponse, api::Health,
+                       error::ErrorBody)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -128,8 +131,8 @@ impl ServeConfig {
     }
 }
 
-/// Builds the shared state: champion loaded and checked, online state rebuilt from the lake,
-/// the latest drift verdict in the gauges. Ready only when all of it is.
+/// Builds the shared state: champion (and canary, shadow) loaded and checked, online state
+/// rebuilt from the lake, the latest drift verdict in the gauges. Ready only when all of it is.
 pub async fn build_state(
     lake: &Lake,
     plan: Arc<FeaturePlan>,
@@ -140,8 +143,15 @@ pub async fn build_state(
     // Before the slow state rebuild: a server without keys fails at once.
     let auth = auth::Auth::load(lake, config.insecure_no_auth).await?;
     let registry = Registry::new(lake.clone());
-    let scorer = Scorer::load(&registry, CHAMPION, &plan).await?;
     let metrics = Arc::new(Metrics::new()?);
+    let models = reload::Loader {
+        registry: &registry,
+        plan: &plan,
+        metrics: &metrics,
+    }
+    .initial()
+    .await?;
+    tracing::info!("models loaded: {}", reload::describe(&models));
     let started = Instant::now();
     let mut engine = OnlineEngine::new(plan.clone());
     engine.set_event_time_rules(config.event_time);
@@ -181,7 +191,7 @@ pub async fn build_state(
         engine: Mutex::new(engine),
         shared,
         plan,
-        scorer: ArcSwap::from_pointee(scorer),
+        models: ArcSwap::from_pointee(models),
         registry,
         writer,
         scoring_log,
@@ -200,7 +210,7 @@ pub async fn build_state(
         drift: config.drift.clone(),
         ready: AtomicBool::new(false),
     });
-    state.publish_model(None);
+    state.publish_models(None);
     // Every gauge an alert reads holds its true value from the first scrape: the drift verdict
     // is loaded before the server listens (a restart must not read `fraud_dataset_drift 0`
     // for a moment, which would resolve a firing drift alert and re-fire it).
@@ -297,7 +307,7 @@ pub async fn serve(
     let local = listener
         .local_addr()
         .map_err(|e| Error::io("cannot read the listening address", e))?;
-    tracing::info!(addr = %local, model_version = state.scorer.load().number(), "serving; API page at http://{local}/docs");
+    tracing::info!(addr = %local, model_version = state.models.load().champion.number(), "serving; API page at http://{local}/docs");
     let poller = tokio::spawn(reload::poll(state.clone(), config.reload_interval));
     let watcher = tokio::spawn(shared::watch(
         state.clone(),

@@ -1,49 +1,168 @@
-//! Hot reload of the champion: a poller watches the registry's champion alias, and
-//! `POST /admin/reload` asks at once. The new version is loaded and validated off to the side
-//! (artifact sha256, trees, feature set) and swapped in with one atomic store; a version
-//! trained on another feature SQL is refused with a clear log and the old model keeps serving.
+//! Hot reload of the served models: a poller watches the registry's aliases (champion, canary
+//! with its percent, shadow), and `POST /admin/reload` asks at once. The next set of models is
+//! built off to the side, reusing every loaded model whose version did not change (in any
+//! role: a canary promoted to champion is not loaded again) and loading and validating the
+//! others (artifact sha256, trees, feature set); then the whole set is swapped in with one
+//! atomic store. A champion that cannot be loaded is refused with a clear log and the old one
+//! keeps serving; a canary or shadow that cannot be loaded is not served (serving a stale one
+//! would contradict the registry, and a candidate that does not score costs only time).
 //! The same poll re-reads the API keys, so revocations take effect within one interval.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::Result;
-use fraudlake_model::registry::CHAMPION;
+use crate::error::{Error, Result};
+use fraudlake_features::FeaturePlan;
+use fraudlake_model::registry::{Aliases, Registry, CHAMPION};
+use fraudlake_model::rollout::Role;
 
+use super::metrics::Metrics;
+use super::models::Models;
+use super::rollout::CanarySplit;
 use super::state::{Scorer, SharedState};
 
-/// Loads the champion if it changed. Returns (swapped, what happened).
+/// Where models come from: the registry, checked against the server's feature plan.
+pub struct Loader<'a> {
+    pub registry: &'a Registry,
+    pub plan: &'a FeaturePlan,
+    pub metrics: &'a Metrics,
+}
+
+impl Loader<'_> {
+    /// The model of `version`: taken from `current` when it serves it, else loaded.
+    async fn scorer(&self, current: Option<&Models>, version: i64) -> Result<Arc<Scorer>> {
+        if let Some(s) = current.and_then(|m| m.find(version)) {
+            return Ok(s);
+        }
+        let which = version.to_string();
+        Ok(Arc::new(
+            Scorer::load(self.registry, &which, self.plan).await?,
+        ))
+    }
+
+    /// A canary or shadow, or `None` (logged and counted as refused) when it cannot be loaded.
+    async fn candidate(
+        &self,
+        current: Option<&Models>,
+        role: Role,
+        version: i64,
+    ) -> Option<Arc<Scorer>> {
+        match self.scorer(current, version).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.metrics.reloads.with_label_values(&["refused"]).inc();
+                tracing::error!(error = %e, version, "{role} not loaded; it is not served");
+                None
+            }
+        }
+    }
+
+    /// The canary and shadow the registry names, beside a champion.
+    pub async fn rollout(
+        &self,
+        champion: Arc<Scorer>,
+        aliases: &Aliases,
+        current: Option<&Models>,
+    ) -> Models {
+        let mut canary = None;
+        if let Some(c) = aliases.canary {
+            // The registry's replay keeps the percent in [0, 100]; anything else is not served.
+            match CanarySplit::new(c.percent, c.version) {
+                Some(split) => {
+                    canary = self
+                        .candidate(current, Role::Canary, c.version)
+                        .await
+                        .map(|s| (s, split));
+                }
+                None => tracing::error!(
+                    version = c.version,
+                    percent = c.percent,
+                    "canary percent outside [0, 100]; it is not served"
+                ),
+            }
+        }
+        let mut shadow = None;
+        if let Some(v) = aliases.shadow {
+            shadow = self.candidate(current, Role::Shadow, v).await;
+        }
+        Models {
+            champion,
+            canary,
+            shadow,
+        }
+    }
+
+    /// Start-up: the champion (which must load, or the server does not start) and the canary
+    /// and shadow the registry names.
+    pub async fn initial(&self) -> Result<Models> {
+        let champion = Arc::new(Scorer::load(self.registry, CHAMPION, self.plan).await?);
+        let aliases = self.registry.aliases().await?;
+        Ok(self.rollout(champion, &aliases, None).await)
+    }
+}
+
+/// The versions a set serves, for logs and answers: `champion 3, canary 4 (10 %), shadow 5`.
+pub fn describe(m: &Models) -> String {
+    let mut out = format!("champion {}", m.champion.number());
+    if let Some((c, split)) = &m.canary {
+        out.push_str(&format!(", canary {} ({} %)", c.number(), split.percent()));
+    }
+    if let Some(s) = &m.shadow {
+        out.push_str(&format!(", shadow {}", s.number()));
+    }
+    out
+}
+
+/// Applies the registry's aliases if they changed. Returns (swapped, what happened); an error
+/// when the champion could not be loaded (the canary and shadow changes are applied anyway).
 pub async fn reload(state: &SharedState) -> Result<(bool, String)> {
     let _one_at_a_time = state.reload_lock.lock().await;
-    let current = state.scorer.load_full();
-    let champion = state.registry.aliases().await?.champion;
-    if champion == Some(current.number()) {
-        state
-            .metrics
-            .reloads
-            .with_label_values(&["unchanged"])
-            .inc();
-        return Ok((
-            false,
-            format!("version {} is already being served", current.number()),
-        ));
-    }
-    match Scorer::load(&state.registry, CHAMPION, &state.plan).await {
-        Ok(next) => {
-            let detail = format!(
-                "now serving version {} (was {})",
-                next.number(),
-                current.number()
-            );
-            state.scorer.store(Arc::new(next));
-            state.publish_model(Some(&current));
-            state.metrics.reloads.with_label_values(&["swapped"]).inc();
-            tracing::info!("{detail}");
-            Ok((true, detail))
+    let current = state.models.load_full();
+    let aliases = state.registry.aliases().await?;
+    let loader = Loader {
+        registry: &state.registry,
+        plan: &state.plan,
+        metrics: &state.metrics,
+    };
+    let (champion, refused) = match aliases.champion {
+        Some(v) if v == current.champion.number() => (current.champion.clone(), None),
+        Some(v) => match loader.scorer(Some(&*current), v).await {
+            Ok(s) => (s, None),
+            Err(e) => (current.champion.clone(), Some(e)),
+        },
+        None => (
+            current.champion.clone(),
+            Some(Error::invalid("the registry has no champion")),
+        ),
+    };
+    let next = loader.rollout(champion, &aliases, Some(&*current)).await;
+    let swapped = !next.same_as(&current);
+    let detail = if swapped {
+        let detail = format!(
+            "now serving {} (was {})",
+            describe(&next),
+            describe(&current)
+        );
+        state.models.store(Arc::new(next));
+        state.publish_models(Some(&*current));
+        state.metrics.reloads.with_label_values(&["swapped"]).inc();
+        tracing::info!("{detail}");
+        detail
+    } else {
+        if refused.is_none() {
+            state
+                .metrics
+                .reloads
+                .with_label_values(&["unchanged"])
+                .inc();
         }
-        Err(e) => {
+        format!("{} is already being served", describe(&current))
+    };
+    match refused {
+        None => Ok((swapped, detail)),
+        Some(e) => {
             state.metrics.reloads.with_label_values(&["refused"]).inc();
-            tracing::error!(error = %e, serving = current.number(), "champion not loaded; the current model keeps serving");
+            tracing::error!(error = %e, serving = current.champion.number(), "champion not loaded; the current champion keeps serving");
             Err(e)
         }
     }

@@ -1,7 +1,7 @@
 //! What the server shares between requests: the online feature state behind one lock (or a
 //! shared store and this replica's bookkeeping), the
-//! model behind an atomic pointer (a reload swaps it whole, so a request sees the old model or
-//! the new one, never half of each), the lake writer and the metrics.
+//! models behind an atomic pointer (a reload swaps the whole set, so a request sees the old set
+//! or the new one, never half of each), the lake writer and the metrics.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,10 +11,12 @@ use arc_swap::ArcSwap;
 use fraudlake_features::{FeaturePlan, OnlineEngine};
 use fraudlake_model::booster::Explainer;
 use fraudlake_model::registry::{ModelVersion, Registry};
+use fraudlake_model::rollout::Role;
 use fraudlake_model::trees::Forest;
 use parking_lot::Mutex;
 
 use super::metrics::Metrics;
+use super::models::Models;
 use super::writer::LakeWriter;
 
 /// A loaded model version.
@@ -86,7 +88,8 @@ pub struct AppState {
     /// The shared online store (`--online-store redis://...`), if any.
     pub shared: Option<super::shared::SharedOnline>,
     pub plan: Arc<FeaturePlan>,
-    pub scorer: ArcSwap<Scorer>,
+    /// The champion, and the canary and shadow while a rollout runs: loaded once per request.
+    pub models: ArcSwap<Models>,
     pub registry: Registry,
     pub writer: LakeWriter,
     /// `--scoring-log`: answers wait for it, and its consumer (not `writer`) lands them.
@@ -113,21 +116,29 @@ impl AppState {
             && self.scoring_log.as_ref().is_none_or(|l| l.is_up())
     }
 
-    /// Publishes `fraud_model_info` for the model being served.
-    pub fn publish_model(&self, old: Option<&Scorer>) {
-        if let Some(old) = old {
-            let version = old.number().to_string();
-            let _ = self
-                .metrics
-                .model_info
-                .remove_label_values(&[version.as_str(), &*old.feature_set]);
+    /// Publishes `fraud_model_info{version,feature_set,role}` for the models being served,
+    /// and removes the series of `old`'s models that are no longer served in that role. The
+    /// new series are set first: a scrape in between sees both, never neither.
+    pub fn publish_models(&self, old: Option<&Models>) {
+        let info = &self.metrics.model_info;
+        let current = self.models.load();
+        let labels = |role: Role, s: &Scorer| {
+            [
+                s.number().to_string(),
+                s.feature_set.to_string(),
+                role.as_str().to_string(),
+            ]
+        };
+        let serving: Vec<[String; 3]> = current.served().map(|(r, s)| labels(r, s)).collect();
+        for l in &serving {
+            info.with_label_values(l).set(1);
         }
-        let s = self.scorer.load();
-        let version = s.number().to_string();
-        self.metrics
-            .model_info
-            .with_label_values(&[version.as_str(), &*s.feature_set])
-            .set(1);
+        for (role, s) in old.into_iter().flat_map(|m| m.served()) {
+            let l = labels(role, s);
+            if !serving.contains(&l) {
+                let _ = info.remove_label_values(&l);
+            }
+        }
     }
 }
 

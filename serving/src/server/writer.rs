@@ -26,16 +26,19 @@ use deltalake::arrow::array::{
 use deltalake::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use fraudlake_features::Transaction;
 use fraudlake_pipeline::lake::tables::{
-    utc_micros, LabelColumns, Provenance, TransactionColumns, LABELS, MICROS_PER_DAY, TRANSACTIONS,
+    utc_micros, LabelColumns, Provenance, TransactionColumns, LABELS, MICROS_PER_DAY,
+    PREDICTIONS_TABLE, TRANSACTIONS,
 };
 use fraudlake_pipeline::lake::{Lake, TableDef};
 use tokio::sync::{mpsc, oneshot};
 
+use super::api::Decider;
 use super::metrics::Metrics;
+use super::models::{ModelScore, Scores};
 
 /// Served predictions, one row per scored transaction.
 pub const PREDICTIONS: TableDef = TableDef {
-    name: "predictions",
+    name: PREDICTIONS_TABLE,
     description: "online predictions: the model version, score, decision and feature vector per scored transaction",
     schema: predictions_schema,
     partition_by: &["tx_date"],
@@ -56,6 +59,15 @@ fn predictions_schema() -> SchemaRef {
             false,
         ),
         Field::new("tx_date", DataType::Date32, false),
+        // The rollout's columns (docs/rollout.md section 4), added later: a lake made before
+        // them gains them on its next write (`lake::evolve`), its older rows read as null.
+        Field::new("role", DataType::Utf8, true),
+        Field::new("champion_version", DataType::Int64, true),
+        Field::new("champion_score", DataType::Float64, true),
+        Field::new("canary_version", DataType::Int64, true),
+        Field::new("canary_score", DataType::Float64, true),
+        Field::new("shadow_version", DataType::Int64, true),
+        Field::new("shadow_score", DataType::Float64, true),
     ]))
 }
 
@@ -64,11 +76,52 @@ fn predictions_schema() -> SchemaRef {
 pub struct Scored {
     pub tx: Transaction,
     pub scored_at_us: i64,
+    /// The deciding model's version, score and decision.
     pub model_version: i64,
     pub feature_set: Arc<str>,
     pub risk_score: f64,
     pub decision: &'static str,
     pub features: Vec<f64>,
+    /// Who decided and every served model's score.
+    pub roles: RoleScores,
+}
+
+/// Which model decided a transaction and what each served model scored: the rollout's
+/// columns of `predictions`. A score is `None` when no model of that role was served, or,
+/// for a retry answered from memory, when only the deciding model's score was kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RoleScores {
+    /// `None` only in rows logged before roles existed.
+    pub decider: Option<Decider>,
+    pub champion: Option<ModelScore>,
+    pub canary: Option<ModelScore>,
+    pub shadow: Option<ModelScore>,
+}
+
+impl RoleScores {
+    /// Only the deciding model's score (an answer remembered for a retry).
+    pub fn decided_only(decider: Decider, decided: ModelScore) -> RoleScores {
+        let mut out = RoleScores {
+            decider: Some(decider),
+            ..RoleScores::default()
+        };
+        match decider {
+            Decider::Champion => out.champion = Some(decided),
+            Decider::Canary => out.canary = Some(decided),
+        }
+        out
+    }
+}
+
+impl From<Scores> for RoleScores {
+    fn from(s: Scores) -> RoleScores {
+        RoleScores {
+            decider: Some(s.decider),
+            champion: Some(s.champion),
+            canary: s.canary,
+            shadow: s.shadow,
+        }
+    }
 }
 
 /// A feedback label as it is written.
@@ -505,7 +558,7 @@ pub fn predictions_batch(rows: &[Scored]) -> Result<RecordBatch> {
         features.values().append_slice(&r.features);
         features.append(true);
     }
-    let columns: Vec<ArrayRef> = vec![
+    let mut columns: Vec<ArrayRef> = vec![
         Arc::new(Int64Array::from_iter_values(
             rows.iter().map(|r| r.tx.tx_id),
         )),
@@ -533,8 +586,31 @@ pub fn predictions_batch(rows: &[Scored]) -> Result<RecordBatch> {
         Arc::new(Date32Array::from_iter_values(
             rows.iter().map(|r| tx_date(&r.tx)),
         )),
+        Arc::new(
+            rows.iter()
+                .map(|r| r.roles.decider.map(Decider::as_str))
+                .collect::<StringArray>(),
+        ),
     ];
+    columns.extend(role_columns(rows, |r| r.champion));
+    columns.extend(role_columns(rows, |r| r.canary));
+    columns.extend(role_columns(rows, |r| r.shadow));
     Ok(RecordBatch::try_new(predictions_schema(), columns)?)
+}
+
+/// The `<role>_version` and `<role>_score` columns of one role (`of` picks it).
+fn role_columns(rows: &[Scored], of: impl Fn(&RoleScores) -> Option<ModelScore>) -> [ArrayRef; 2] {
+    let version: ArrayRef = Arc::new(
+        rows.iter()
+            .map(|r| of(&r.roles).map(|m| m.version))
+            .collect::<Int64Array>(),
+    );
+    let score: ArrayRef = Arc::new(
+        rows.iter()
+            .map(|r| of(&r.roles).map(|m| m.score))
+            .collect::<Float64Array>(),
+    );
+    [version, score]
 }
 
 #[cfg(test)]
@@ -556,6 +632,13 @@ mod tests {
             risk_score: 0.5,
             decision: "review",
             features: vec![1.0, 2.0],
+            roles: RoleScores::decided_only(
+                Decider::Champion,
+                ModelScore {
+                    version: 1,
+                    score: 0.5,
+                },
+            ),
         }
     }
 
@@ -578,6 +661,84 @@ mod tests {
             out.extend(ids.values().iter().copied().zip(n.values().iter().copied()));
         }
         out
+    }
+
+    /// A lake whose `predictions` predate the rollout's columns: the next write adds them
+    /// (schema evolution), the old rows read as null and the new ones carry every role's score.
+    #[tokio::test]
+    async fn predictions_written_before_the_rollout_columns_gain_them() {
+        use deltalake::arrow::array::Array;
+        use fraudlake_pipeline::columns;
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(&dir.path().join("lake").display().to_string()).unwrap();
+        let full = predictions_schema();
+        let old_width = full.index_of("role").unwrap();
+        let before: Vec<usize> = (0..old_width).collect();
+        let old_schema = full.project(&before).unwrap();
+        let table = lake
+            .create(
+                PREDICTIONS.name,
+                &old_schema,
+                PREDICTIONS.partition_by,
+                "before #19",
+            )
+            .await
+            .unwrap();
+        let old_rows = predictions_batch(&[scored(1, 0)])
+            .unwrap()
+            .project(&before)
+            .unwrap();
+        table
+            .write(vec![old_rows])
+            .with_save_mode(deltalake::protocol::SaveMode::Append)
+            .await
+            .unwrap();
+        let mut canary = scored(2, 0);
+        canary.roles = RoleScores {
+            decider: Some(Decider::Canary),
+            champion: Some(ModelScore {
+                version: 1,
+                score: 0.25,
+            }),
+            canary: Some(ModelScore {
+                version: 2,
+                score: 0.5,
+            }),
+            shadow: Some(ModelScore {
+                version: 3,
+                score: 0.75,
+            }),
+        };
+        lake.append(
+            &PREDICTIONS,
+            vec![predictions_batch(&[canary]).unwrap()],
+            "after #19",
+        )
+        .await
+        .unwrap();
+        let ctx = lake.session(&[]).await.unwrap();
+        let batches = ctx
+            .sql(
+                "SELECT tx_id, role, champion_score, canary_version, shadow_score \
+                 FROM predictions ORDER BY tx_id",
+            )
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let rows =
+            deltalake::arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+        assert_eq!(rows.num_rows(), 2);
+        let role = columns::utf8(rows.column(1)).unwrap();
+        let champion = columns::f64s(rows.column(2)).unwrap();
+        let canary_version = columns::i64s(rows.column(3)).unwrap();
+        let shadow = columns::f64s(rows.column(4)).unwrap();
+        assert!(role.is_null(0) && champion.is_null(0) && shadow.is_null(0));
+        assert_eq!(role.value(1), "canary");
+        assert_eq!(champion.value(1), 0.25);
+        assert_eq!(canary_version.value(1), 2);
+        assert_eq!(shadow.value(1), 0.75);
     }
 
     /// Two replicas answered tx 7 (the second a retry, recorded in the shared store by the
