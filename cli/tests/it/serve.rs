@@ -282,6 +282,11 @@ fn scores_explains_takes_labels_and_lands_everything_in_the_lake() {
     let current = json(&body);
     assert_eq!(current["version"], 1);
     assert_eq!(current["feature_names"].as_array().map(Vec::len), Some(15));
+    // No rollout running: no canary, no shadow.
+    assert!(
+        current["canary"].is_null() && current["shadow"].is_null(),
+        "{body}"
+    );
 
     let (code, body) = post_key(
         port,
@@ -303,6 +308,7 @@ fn scores_explains_takes_labels_and_lands_everything_in_the_lake() {
     };
     assert_eq!(r["decision"], decision, "{body}");
     assert_eq!(r["model_version"], 1);
+    assert_eq!(r["role"], "champion");
     assert_eq!(r["feature_set"], current["feature_set"]);
     assert!(r.get("features").is_none());
 
@@ -371,7 +377,8 @@ fn scores_explains_takes_labels_and_lands_everything_in_the_lake() {
     for needle in [
         "fraud_requests_total{endpoint=\"/score\",status=\"200\"} 2",
         "fraud_requests_total{endpoint=\"/score/batch\",status=\"200\"} 1",
-        "fraud_risk_score_count 5",
+        "fraud_risk_score_count{role=\"champion\"} 5",
+        "fraud_model_predict_seconds_count{role=\"champion\"} 5",
         "model_inference_latency_seconds_count 5",
         "api_errors_total{kind=\"invalid_field\"} 1",
         "fraud_model_info{feature_set=",
@@ -382,6 +389,11 @@ fn scores_explains_takes_labels_and_lands_everything_in_the_lake() {
     ] {
         assert!(metrics.contains(needle), "missing {needle} in:\n{metrics}");
     }
+    // Without a rollout, no canary or shadow series.
+    assert!(
+        !metrics.contains("role=\"canary\"") && !metrics.contains("role=\"shadow\""),
+        "{metrics}"
+    );
 
     let (code, doc) = http(port, "GET", "/openapi.json", &[], b"");
     assert_eq!(code, 200);
@@ -838,7 +850,7 @@ fn champion_swap_under_load_fails_no_request() {
     server.stop();
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub fn copy_dir(from: &Path, to: &Path) {
     let status = Command::new("cp")
         .arg("-r")
         .arg(from)
@@ -1148,7 +1160,7 @@ fn retries_are_idempotent_conflicts_are_409_and_the_lake_keeps_one_row() {
         ("fraud_event_time_total{outcome=\"clamped\"}", 1.0),
         ("fraud_event_time_total{outcome=\"late\"}", 1.0),
         // Transactions scored, not requests: the retries are not counted again.
-        ("fraud_risk_score_count", 10.0),
+        ("fraud_risk_score_count{role=\"champion\"}", 10.0),
     ] {
         assert_eq!(
             metric_value(&metrics, series),

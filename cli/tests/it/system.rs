@@ -219,7 +219,10 @@ fn close_the_loop(lake: &TempLake, env: &[(String, String)], report_json: impl F
         metric(&metrics, "fraud_label_feedback_total"),
         LABELED as f64
     );
-    assert_eq!(metric(&metrics, "fraud_risk_score_count"), SCORED as f64);
+    assert_eq!(
+        metric(&metrics, "fraud_risk_score_count{role=\"champion\"}"),
+        SCORED as f64
+    );
     assert!(metrics.contains("fraud_model_info{"), "{metrics}");
     server.stop();
 }
