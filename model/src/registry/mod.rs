@@ -11,6 +11,7 @@
 
 pub mod card;
 pub mod gate;
+pub mod rollout;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
