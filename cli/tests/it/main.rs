@@ -14,6 +14,7 @@ mod lake;
 mod mlflow;
 mod models;
 mod replicas;
+mod rollout;
 mod s3;
 mod serve;
 mod stream;
