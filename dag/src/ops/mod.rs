@@ -224,8 +224,8 @@ impl OpCtx<'_> {
     }
 }
 
-/// Which model `evaluate`, `promote` and `shadow` act on: `"candidate"` (the default), `"champion"`, or
-/// a version number (an integer or a string of one).
+/// Which model `evaluate`, `promote` and `shadow` act on: `"candidate"` (the default),
+/// `"champion"`, or a version number (an integer or a string of one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ModelRef {
     /// The version this run's `train` task registered (the default).
