@@ -2,8 +2,8 @@
 //!
 //! - [`spec`] and [`condition`]: parsing and validating DAG files (cycles, ops, args, cron).
 //! - [`ops`]: the built-in ops (ingest, features_build, drift_report, train, evaluate,
-//!   register, promote, mlflow_sync, sql, notify), one module each with its arguments, calling the same
-//!   library code as the CLI.
+//!   register, promote, shadow, canary_analysis, mlflow_sync, sql, notify), one module each
+//!   with its arguments, calling the same library code as the CLI.
 //! - [`state`]: run and task states and run triggers, typed (stored as strings).
 //! - [`runner`]: one run: order, conditions, retries, timeouts, history; [`transient`]: which
 //!   errors are worth a retry.

@@ -273,6 +273,7 @@ pub async fn compute(lake: &Lake, opts: &DriftOptions) -> Result<DriftReport> {
         }
         None => (None, None),
     };
+    let rollout = rollout_drift(lake, (cur_from, cur_to), opts.bins).await?;
     let ref_labels = snapshot
         .arrived_labels(ref_from, ref_to, &feature_set)
         .await?;
@@ -317,6 +318,7 @@ pub async fn compute(lake: &Lake, opts: &DriftOptions) -> Result<DriftReport> {
         dataset_drift: stats::dataset_drift(n_drifted, columns_out.len(), opts.drift_share),
         columns: columns_out,
         prediction,
+        rollout,
         target,
         quality,
     })
@@ -495,6 +497,70 @@ async fn served_scores(
         }
     }
     Ok((all, labeled))
+}
+
+/// The rollout's score drift (docs/rollout.md section 7): for every canary and shadow version
+/// that scored in days `[from, to]`, its scores (current) against the champion's (reference) on
+/// the same served transactions. Empty when nothing was served or `predictions` was written
+/// before the rollout columns.
+async fn rollout_drift(
+    lake: &Lake,
+    (from, to): (NaiveDate, NaiveDate),
+    bins: usize,
+) -> Result<Vec<ColumnReport>> {
+    let ctx = lake.session(&[]).await?;
+    if !ctx.table_exist("predictions")? {
+        return Ok(Vec::new());
+    }
+    let names: Vec<String> = ctx
+        .table("predictions")
+        .await?
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let has = |c: &str| names.iter().any(|n| n == c);
+    let period = format!("p.tx_date >= DATE '{from}' AND p.tx_date <= DATE '{to}'");
+    let mut out = Vec::new();
+    for role in ["canary", "shadow"] {
+        let (version, score) = (format!("{role}_version"), format!("{role}_score"));
+        if !(has("champion_score") && has(version.as_str()) && has(score.as_str())) {
+            continue;
+        }
+        let batches = ctx
+            .sql(&format!(
+                "SELECT p.{version}, p.champion_score, p.{score} FROM predictions p \
+                 WHERE {period} AND p.{version} IS NOT NULL \
+                 AND p.champion_score IS NOT NULL AND p.{score} IS NOT NULL"
+            ))
+            .await?
+            .collect()
+            .await?;
+        // (champion scores, candidate scores) per candidate version.
+        let mut by_version: BTreeMap<i64, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+        for b in &batches {
+            let v = columns::i64s(b.column(0))?;
+            let champion = columns::f64s(b.column(1))?;
+            let candidate = columns::f64s(b.column(2))?;
+            for i in 0..b.num_rows() {
+                let scores = by_version.entry(v.value(i)).or_default();
+                scores.0.push(champion.value(i));
+                scores.1.push(candidate.value(i));
+            }
+        }
+        for (v, (champion, candidate)) in by_version {
+            out.push(column_report(
+                &format!("{score} (version {v}) vs champion_score"),
+                ValueType::Float,
+                &(champion, 0),
+                &(candidate, 0),
+                None,
+                bins,
+            )?);
+        }
+    }
+    Ok(out)
 }
 
 fn floats(b: &RecordBatch, i: usize) -> Result<&Float64Array> {

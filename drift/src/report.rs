@@ -113,6 +113,12 @@ pub struct DriftReport {
     /// Drift of the model's output (`risk_score`).
     #[serde(default)]
     pub prediction: Option<ColumnReport>,
+    /// During a rollout (docs/rollout.md section 7): the canary's and the shadow's scores
+    /// (reference: the champion's) on the same served transactions of the current period, one
+    /// entry per candidate version. Only in the report, not in `drift_reports`: a version in a
+    /// metric's labels would leave a dead series behind every rollout.
+    #[serde(default)]
+    pub rollout: Vec<ColumnReport>,
     /// Drift of the label.
     #[serde(default)]
     pub target: Option<ColumnReport>,
@@ -626,6 +632,7 @@ struct PageView {
     drift_share_threshold: String,
     columns: Vec<ColumnView>,
     prediction: Option<ColumnView>,
+    rollout: Vec<ColumnView>,
     target: Option<ColumnView>,
     quality: Option<QualityView>,
 }
@@ -784,6 +791,12 @@ impl PageView {
                 .as_ref()
                 .map(|c| ColumnView::new(c, "prediction".to_owned()))
                 .transpose()?,
+            rollout: r
+                .rollout
+                .iter()
+                .enumerate()
+                .map(|(i, c)| ColumnView::new(c, format!("rollout-{i}")))
+                .collect::<Result<Vec<_>, _>>()?,
             target: r
                 .target
                 .as_ref()
@@ -934,6 +947,7 @@ mod tests {
             dataset_drift: false,
             columns,
             prediction: Some(prediction),
+            rollout: Vec::new(),
             target: Some(target),
             quality: Some(LiveQuality {
                 labeled_rows: 48_210,
@@ -944,6 +958,34 @@ mod tests {
                 test_average_precision: Some(0.455),
             }),
         }
+    }
+
+    #[test]
+    fn a_rollout_section_shows_each_candidate_against_the_champion() {
+        let mut report = sample_report();
+        let mut rng = Lcg(7);
+        report.rollout.push(column(
+            "canary_score (version 13) vs champion_score",
+            false,
+            &mut rng,
+            0.2,
+            false,
+        ));
+        let html = report.to_html().expect("html");
+        // 15 columns + prediction + target + the canary.
+        assert_eq!(html.matches("<svg").count(), 18);
+        assert!(html.contains(r#"id="rollout-drift""#), "no rollout section");
+        assert!(html.contains("canary_score (version 13) vs champion_score"));
+        // It reads back, and a report without it (written before rollouts) still reads.
+        let json = report.to_json().expect("json");
+        let back: DriftReport = serde_json::from_str(&json).expect("reads back");
+        assert_eq!(back.rollout.len(), 1);
+        let mut old: serde_json::Value = serde_json::from_str(&json).expect("json");
+        if let Some(o) = old.as_object_mut() {
+            o.remove("rollout");
+        }
+        let old: DriftReport = serde_json::from_value(old).expect("reads without rollout");
+        assert!(old.rollout.is_empty());
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! * [`trees`]: the native scorer of the saved JSON model.
 //! * [`registry`]: versions, lineage, aliases, promotion gate, audit, model cards.
 //! * [`rollout`]: shadow and canary roles, the stable routing hash, the canary analysis.
+//! * [`canary`]: the canary analysis's input, read from `predictions`, labels and transactions.
 //! * [`html`]: the minijinja setup (and so the one HTML escaper) of every HTML page.
 //! * [`train`]: the `fraudlake train` / `evaluate` workflows over the above.
 //! * [`mlflow`]: the registry mirrored into an MLflow tracking server (`models sync`).
@@ -16,6 +17,7 @@
 //! Guide: docs/models.md in the repository.
 
 pub mod booster;
+pub mod canary;
 pub mod dataset;
 pub mod error;
 pub mod html;

@@ -1,11 +1,16 @@
-//! `fraudlake models list|show|promote|rollback|archive|events|sync`: the registry in the lake,
-//! and its mirror in an MLflow tracking server.
+//! `fraudlake models list|show|promote|rollback|archive|events|sync|shadow|canary`: the
+//! registry in the lake, its mirror in an MLflow tracking server, and the gradual rollout of a
+//! version (shadow, canary, canary analysis: docs/rollout.md).
 
 use anyhow::Result;
 use clap::Subcommand;
 use fraudlake_model::mlflow::{self, Auth, SyncReport, Target};
 use fraudlake_model::registry::gate::{self, GatePolicy};
-use fraudlake_model::registry::{card, metric_map, ModelVersion, Registry};
+use fraudlake_model::registry::rollout::{
+    self, AnalysisOptions, RolloutAction, RolloutAnalysis, RolloutChange, DEFAULT_CANARY_PERCENT,
+};
+use fraudlake_model::registry::{card, metric_map, Aliases, ModelVersion, Registry, ACTION_STOP};
+use fraudlake_model::rollout::{CanaryEvidence, CanaryPolicy, PrimaryMetric, Role, Verdict};
 use serde::Serialize;
 
 use crate::config::Settings;
@@ -19,7 +24,8 @@ pub enum ModelsCommand {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
-    /// One version (number, vN, champion or challenger): metrics, lineage, parameters.
+    /// One version (number, vN, champion, challenger, shadow or canary): metrics, lineage,
+    /// parameters.
     Show {
         which: String,
         /// Print the model card (Markdown) instead.
@@ -65,8 +71,16 @@ pub enum ModelsCommand {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+    /// Start a version as the shadow (`models shadow V`: it scores every transaction beside the
+    /// champion and decides nothing), or stop it (`models shadow stop`).
+    Shadow(ShadowArgs),
+    /// Start a version as the canary (`models canary V --percent P`: it decides for a sticky P %
+    /// of customers and scores everyone), stop it (`models canary stop`), or judge it against
+    /// the champion on labeled live traffic (`models canary analyze [--shadow] [--apply]`).
+    Canary(CanaryArgs),
     /// Mirror the registry into an MLflow tracking server: one run and one registered-model
-    /// version per version, aliases champion/challenger, archived versions tagged. Idempotent;
+    /// version per version, aliases champion/challenger/shadow/canary, archived versions
+    /// tagged. Idempotent;
     /// the lake is only read. Credentials: MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME
     /// and MLFLOW_TRACKING_PASSWORD.
     Sync {
@@ -75,6 +89,136 @@ pub enum ModelsCommand {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+}
+
+/// `models shadow V` or `models shadow stop`.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct ShadowArgs {
+    #[command(subcommand)]
+    pub action: Option<ShadowAction>,
+    /// The version to shadow: a number, vN or challenger.
+    #[arg(required = true)]
+    pub which: Option<String>,
+    /// Recorded in the audit log.
+    #[arg(long)]
+    pub reason: Option<String>,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ShadowAction {
+    /// Stop the running shadow.
+    Stop {
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+}
+
+/// `models canary V --percent P`, `models canary stop` or `models canary analyze`.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct CanaryArgs {
+    #[command(subcommand)]
+    pub action: Option<CanaryAction>,
+    /// The version to start as canary: a number, vN, challenger or shadow. Again with another
+    /// percent to ramp it.
+    #[arg(required = true)]
+    pub which: Option<String>,
+    /// Share of customers it decides for: [0, 100], at most two decimals.
+    #[arg(long, required = true)]
+    pub percent: Option<f64>,
+    /// Recorded in the audit log.
+    #[arg(long)]
+    pub reason: Option<String>,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CanaryAction {
+    /// Stop the running canary (its customers go back to the champion).
+    Stop {
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Compare the canary (or shadow) with the champion on the labeled transactions it scored
+    /// since its rollout began: average precision, card precision@k, decline and false
+    /// decline rates, paired customer bootstrap intervals, verdict promote/rollback/wait.
+    Analyze(AnalyzeArgs),
+}
+
+/// The canary policy; every flag defaults to docs/rollout.md section 6.
+#[derive(Debug, clap::Args)]
+pub struct AnalyzeArgs {
+    /// Judge the shadow instead of the canary.
+    #[arg(long)]
+    pub shadow: bool,
+    /// Act on the verdict and record it with its evidence: a canary is promoted to champion
+    /// or rolled back, a shadow starts as canary (at --percent) or is rolled back.
+    #[arg(long)]
+    pub apply: bool,
+    /// The percent a promoted shadow starts its canary at (with --shadow --apply).
+    #[arg(long, default_value_t = DEFAULT_CANARY_PERCENT)]
+    pub percent: f64,
+    /// The metric of the verdict: average_precision (default) or card_precision.
+    #[arg(long)]
+    pub metric: Option<PrimaryMetric>,
+    /// How much worse than the champion the candidate may be on the metric (default 0.02).
+    #[arg(long)]
+    pub tolerance: Option<f64>,
+    /// Labeled frauds needed before any verdict but wait (default 50).
+    #[arg(long)]
+    pub min_frauds: Option<usize>,
+    /// Two-sided level of the bootstrap intervals (default 0.9).
+    #[arg(long)]
+    pub confidence: Option<f64>,
+    /// Bootstrap resamples of customers (default 500).
+    #[arg(long)]
+    pub resamples: Option<usize>,
+    /// How much larger a share of legitimate transactions the candidate may decline (default
+    /// 0.005).
+    #[arg(long)]
+    pub max_false_decline_increase: Option<f64>,
+    /// The server's decline threshold, `serve --decline-threshold` (default 0.8).
+    #[arg(long)]
+    pub decline_threshold: Option<f64>,
+    /// The k of card precision@k (default 100).
+    #[arg(long)]
+    pub k: Option<usize>,
+    /// Seed of the bootstrap (the same seed gives the same intervals).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Label precedence, most trusted first (default [labels] in fraudlake.toml, else
+    /// ingest>api).
+    #[arg(long)]
+    pub label_precedence: Option<String>,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+impl AnalyzeArgs {
+    fn policy(&self) -> CanaryPolicy {
+        let d = CanaryPolicy::default();
+        CanaryPolicy {
+            metric: self.metric.unwrap_or(d.metric),
+            k: self.k.unwrap_or(d.k),
+            tolerance: self.tolerance.unwrap_or(d.tolerance),
+            min_frauds: self.min_frauds.unwrap_or(d.min_frauds),
+            confidence: self.confidence.unwrap_or(d.confidence),
+            resamples: self.resamples.unwrap_or(d.resamples),
+            seed: self.seed.unwrap_or(d.seed),
+            decline_threshold: self.decline_threshold.unwrap_or(d.decline_threshold),
+            max_false_decline_increase: self
+                .max_false_decline_increase
+                .unwrap_or(d.max_false_decline_increase),
+        }
+    }
 }
 
 /// Where a sync goes; each flag overrides `[mlflow]` in fraudlake.toml.
@@ -223,6 +367,11 @@ pub async fn run(cmd: ModelsCommand, settings: &Settings) -> Result<u8> {
                 println!("no models yet: run `fraudlake train`");
             } else {
                 print_rows(&versions.iter().map(list_row).collect::<Vec<_>>(), format)?;
+                if format == Format::Table {
+                    if let Some(line) = rollout_line(&registry.aliases().await?) {
+                        println!("{line}");
+                    }
+                }
             }
             Ok(0)
         }
@@ -337,6 +486,8 @@ pub async fn run(cmd: ModelsCommand, settings: &Settings) -> Result<u8> {
             print_rows(&registry.events().await?, format)?;
             Ok(0)
         }
+        ModelsCommand::Shadow(a) => shadow(&registry, a).await,
+        ModelsCommand::Canary(a) => canary(&registry, a, settings).await,
         ModelsCommand::Sync { mlflow: m, format } => {
             let target = m.target(settings)?;
             let report = mlflow::sync(&registry, &target, Auth::from_env()).await?;
@@ -344,4 +495,209 @@ pub async fn run(cmd: ModelsCommand, settings: &Settings) -> Result<u8> {
             Ok(0)
         }
     }
+}
+
+/// The running rollout under `models list`: `rollout: canary version 3 at 10 % of customers;
+/// shadow version 4`, or nothing.
+fn rollout_line(aliases: &Aliases) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(c) = aliases.canary {
+        parts.push(format!(
+            "canary version {} at {} % of customers",
+            c.version, c.percent
+        ));
+    }
+    if let Some(v) = aliases.shadow {
+        parts.push(format!("shadow version {v}"));
+    }
+    (!parts.is_empty()).then(|| format!("rollout: {}", parts.join("; ")))
+}
+
+async fn shadow(registry: &Registry, a: ShadowArgs) -> Result<u8> {
+    if let Some(ShadowAction::Stop { reason, format }) = a.action {
+        let change = rollout::stop_rollout(registry, Role::Shadow, reason.as_deref()).await?;
+        return print_change(&change, format);
+    }
+    let which = a
+        .which
+        .ok_or_else(|| fraudlake_model::Error::invalid("give the version to shadow, or `stop`"))?;
+    let change =
+        rollout::start_rollout(registry, Role::Shadow, &which, None, a.reason.as_deref()).await?;
+    print_change(&change, a.format)
+}
+
+async fn canary(registry: &Registry, a: CanaryArgs, settings: &Settings) -> Result<u8> {
+    match a.action {
+        Some(CanaryAction::Stop { reason, format }) => {
+            let change = rollout::stop_rollout(registry, Role::Canary, reason.as_deref()).await?;
+            print_change(&change, format)
+        }
+        Some(CanaryAction::Analyze(args)) => analyze(registry, &args, settings).await,
+        None => {
+            let which = a.which.ok_or_else(|| {
+                fraudlake_model::Error::invalid(
+                    "give the version to start as canary (with --percent), `stop` or `analyze`",
+                )
+            })?;
+            let change = rollout::start_rollout(
+                registry,
+                Role::Canary,
+                &which,
+                a.percent,
+                a.reason.as_deref(),
+            )
+            .await?;
+            print_change(&change, a.format)
+        }
+    }
+}
+
+/// Prints a start or stop; warnings go to stderr (and stay in the JSON).
+fn print_change(c: &RolloutChange, format: Format) -> Result<u8> {
+    for w in &c.warnings {
+        eprintln!("warning: {w}");
+    }
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(c)?);
+        return Ok(0);
+    }
+    let (role, v) = (c.role, c.version);
+    let share = c
+        .percent
+        .map_or_else(String::new, |p| format!(" for {p} % of customers"));
+    let text = if c.action == ACTION_STOP {
+        format!("the {role} (version {v}) is stopped")
+    } else if !c.changed {
+        format!("version {v} is already the {role}{share}: nothing changed")
+    } else {
+        let replaced = c
+            .previous_version
+            .filter(|p| *p != v)
+            .map_or_else(String::new, |p| format!(", in place of version {p}"));
+        format!("version {v} is now the {role}{share}{replaced}")
+    };
+    println!("{text}");
+    Ok(0)
+}
+
+async fn analyze(registry: &Registry, a: &AnalyzeArgs, settings: &Settings) -> Result<u8> {
+    let options = AnalysisOptions {
+        role: if a.shadow { Role::Shadow } else { Role::Canary },
+        policy: a.policy(),
+        labels: settings.label_policy(a.label_precedence.as_deref())?,
+        apply: a.apply,
+        canary_percent: a.percent,
+    };
+    let out = rollout::analyze_rollout(registry, &options).await?;
+    print_analysis(&out, a.format)?;
+    Ok(0)
+}
+
+#[derive(Serialize)]
+struct EvidenceRow {
+    metric: &'static str,
+    champion: String,
+    candidate: String,
+    difference: String,
+    interval: String,
+    resamples: usize,
+}
+
+/// Both models' metrics and the bootstrap interval of each difference, one row per metric.
+fn evidence_rows(e: &CanaryEvidence) -> Vec<EvidenceRow> {
+    let level = e.policy.confidence * 100.0;
+    let (a, b) = (&e.champion, &e.candidate);
+    [
+        (
+            "average_precision",
+            a.average_precision,
+            b.average_precision,
+            e.average_precision,
+        ),
+        (
+            "card_precision",
+            a.card_precision,
+            b.card_precision,
+            e.card_precision,
+        ),
+        (
+            "decline_rate",
+            a.decline_rate,
+            b.decline_rate,
+            e.decline_rate,
+        ),
+        (
+            "false_decline_rate",
+            a.false_decline_rate,
+            b.false_decline_rate,
+            e.false_decline_rate,
+        ),
+    ]
+    .into_iter()
+    .map(|(metric, champion, candidate, d)| EvidenceRow {
+        metric,
+        champion: f4(champion),
+        candidate: f4(candidate),
+        difference: d
+            .estimate
+            .map_or_else(|| "n/a".into(), |v| format!("{v:+.4}")),
+        interval: match (d.low, d.high) {
+            (Some(low), Some(high)) => format!("{low:+.4} .. {high:+.4} ({level:.0} %)"),
+            _ => "n/a".into(),
+        },
+        resamples: d.resamples,
+    })
+    .collect()
+}
+
+fn verdict_name(v: Option<Verdict>) -> &'static str {
+    match v {
+        Some(Verdict::Promote) => "promote",
+        Some(Verdict::Rollback) => "rollback",
+        Some(Verdict::Wait) => "wait",
+        None => "none",
+    }
+}
+
+fn action_name(a: RolloutAction) -> &'static str {
+    match a {
+        RolloutAction::None => "none",
+        RolloutAction::Promoted => "promoted to champion",
+        RolloutAction::RolledBack => "rolled back",
+        RolloutAction::CanaryStarted => "started as canary",
+    }
+}
+
+/// JSON: the whole analysis. Table: what was judged, the metrics, the verdict and the action.
+/// CSV: the metric rows.
+fn print_analysis(out: &RolloutAnalysis, format: Format) -> Result<()> {
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(out)?);
+        return Ok(());
+    }
+    let rows = out.evidence.as_ref().map(evidence_rows).unwrap_or_default();
+    if format == Format::Csv {
+        return print_rows(&rows, format);
+    }
+    if let (Some(v), Some(e)) = (out.version, &out.evidence) {
+        let share = out
+            .percent
+            .map_or_else(String::new, |p| format!(" at {p} %"));
+        let since = out.since.map_or_else(String::new, |s| {
+            s.format(" since %Y-%m-%d %H:%M:%S UTC").to_string()
+        });
+        println!(
+            "{} version {v}{share}{since}: {} transactions scored, {} labeled ({} frauds, {} customers)",
+            out.role, out.scored_rows, e.rows, e.labeled_frauds, e.customers
+        );
+        print_rows(&rows, format)?;
+    }
+    println!("verdict: {}: {}", verdict_name(out.verdict), out.reason);
+    let applied = if out.applied || !out.rollout_data {
+        action_name(out.action)
+    } else {
+        "none (not applied: --apply acts on the verdict)"
+    };
+    println!("action: {applied}");
+    Ok(())
 }

@@ -37,7 +37,7 @@ fn dags_dir(lake: &TempLake, files: &[(&str, &str)]) -> PathBuf {
     dir
 }
 
-fn history(lake: &TempLake, dag: &str) -> Vec<serde_json::Value> {
+pub fn history(lake: &TempLake, dag: &str) -> Vec<serde_json::Value> {
     let v = json(&lake.ok(&["dag", "history", dag, "--format", "json"]));
     v.as_array().cloned().unwrap_or_default()
 }
@@ -88,7 +88,10 @@ fn invalid_dags_are_refused_naming_file_task_and_problem() {
         .iter()
         .filter_map(|r| r["dag"].as_str())
         .collect();
-    assert_eq!(names, ["daily_retrain", "hourly_monitoring"]);
+    assert_eq!(
+        names,
+        ["canary_rollout", "daily_retrain", "hourly_monitoring"]
+    );
     let mermaid = lake.ok(&["dag", "show", "daily_retrain", "--mermaid", "--dags", s]);
     assert!(mermaid.starts_with("flowchart"), "{mermaid}");
     assert!(mermaid.contains("drift"), "{mermaid}");
@@ -293,7 +296,7 @@ fn a_task_failing_twice_is_retried_to_success_and_backfill_runs_in_order() {
 }
 
 /// The output JSON a task's log ends with (`succeeded: {...}`).
-fn task_output(log: &str) -> serde_json::Value {
+pub fn task_output(log: &str) -> serde_json::Value {
     let line = log
         .lines()
         .rev()

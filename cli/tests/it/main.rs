@@ -15,6 +15,7 @@ mod mlflow;
 mod models;
 mod replicas;
 mod rollout;
+mod rollout_serving;
 mod s3;
 mod serve;
 mod stream;

@@ -9,6 +9,7 @@
 //! op: it gives [`OpKind`] (the names in DAG files) and [`OpArgs`] (one loaded task's
 //! arguments) and routes loading and running to the op's module.
 
+pub mod canary_analysis;
 pub mod drift_report;
 pub mod evaluate;
 pub mod features_build;
@@ -17,6 +18,7 @@ pub mod mlflow_sync;
 pub mod notify;
 pub mod promote;
 pub mod register;
+pub mod shadow;
 pub mod sql;
 pub mod train;
 
@@ -138,6 +140,11 @@ ops! {
     Register(register::RegisterArgs) = "register",
     /// Make a model the champion through the registry's gate.
     Promote(promote::PromoteArgs) = "promote",
+    /// Start a model as the shadow of a gradual rollout (`fraudlake models shadow`).
+    Shadow(shadow::ShadowArgs) = "shadow",
+    /// Judge the running canary or shadow on live traffic and act on the verdict
+    /// (`fraudlake models canary analyze`).
+    CanaryAnalysis(canary_analysis::CanaryAnalysisArgs) = "canary_analysis",
     /// Mirror the registry into an MLflow tracking server (`fraudlake models sync`).
     MlflowSync(mlflow_sync::MlflowSyncArgs) = "mlflow_sync",
     /// Run a read-only SQL file from `sql/`.
@@ -217,8 +224,8 @@ impl OpCtx<'_> {
     }
 }
 
-/// Which model `evaluate` and `promote` act on: `"candidate"` (the default), `"champion"`, or
-/// a version number (an integer or a string of one).
+/// Which model `evaluate`, `promote` and `shadow` act on: `"candidate"` (the default),
+/// `"champion"`, or a version number (an integer or a string of one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ModelRef {
     /// The version this run's `train` task registered (the default).

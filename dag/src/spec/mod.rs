@@ -38,6 +38,7 @@ use schedule::parse_timezone;
 pub use error::{format_errors, ScheduleError, SpecError, SpecErrorKind};
 pub use schedule::{FireTimes, Schedule, MAX_FIRE_TIMES};
 // The ops' argument types, re-exported where they were before the ops had a module each.
+pub use crate::ops::canary_analysis::CanaryAnalysisArgs;
 pub use crate::ops::drift_report::{DriftReference, DriftReportArgs};
 pub use crate::ops::evaluate::EvaluateArgs;
 pub use crate::ops::features_build::FeaturesBuildArgs;
@@ -45,6 +46,7 @@ pub use crate::ops::ingest::{IngestArgs, IngestPreset};
 pub use crate::ops::notify::{NotifyArgs, NotifyOn, DEFAULT_NOTIFY_ENV, TEXT_BUILTINS};
 pub use crate::ops::promote::PromoteArgs;
 pub use crate::ops::register::RegisterArgs;
+pub use crate::ops::shadow::ShadowArgs;
 pub use crate::ops::sql::SqlArgs;
 pub use crate::ops::train::{ParamValue, TrainArgs};
 pub use crate::ops::{ModelRef, OpArgs, OpKind};

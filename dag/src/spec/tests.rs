@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::{NaiveDate, TimeZone};
 use croner::parser::{CronParser, Seconds};
+use fraudlake_model::rollout::{PrimaryMetric, Role};
 
 use super::*;
 
@@ -1507,9 +1508,18 @@ fn shipped_dags_load() {
     let dir = shipped_dir();
     let specs = load_dir(&dir).unwrap_or_else(|e| panic!("{}", format_errors(&e)));
     let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["daily_retrain", "hourly_monitoring"]);
+    assert_eq!(
+        names,
+        ["canary_rollout", "daily_retrain", "hourly_monitoring"]
+    );
+    let spec = |name: &str| {
+        specs
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no DAG {name}"))
+    };
 
-    let daily = &specs[0];
+    let daily = spec("daily_retrain");
     let order: Vec<&str> = daily
         .topological_order()
         .iter()
@@ -1552,7 +1562,7 @@ fn shipped_dags_load() {
         }
     }
 
-    let hourly = &specs[1];
+    let hourly = spec("hourly_monitoring");
     assert_eq!(hourly.schedule.six_field(), "0 5 * * * *");
     assert_eq!(
         hourly.next_fire_times(utc(2024, 6, 1, 10, 5, 0), 2),
@@ -1564,6 +1574,115 @@ fn shipped_dags_load() {
     ));
     assert!(matches!(&hourly.tasks[1].args, OpArgs::Notify(n) if n.only_on == NotifyOn::Failure));
     assert_eq!(hourly.tasks[1].depends_on, ["drift"]);
+
+    // canary_rollout: after daily_retrain; the canary is judged before the shadow.
+    let rollout = spec("canary_rollout");
+    assert_eq!(rollout.schedule.six_field(), "0 0 3 * * *");
+    let order: Vec<&str> = rollout
+        .topological_order()
+        .iter()
+        .map(|t| t.id.as_str())
+        .collect();
+    assert_eq!(order, ["canary", "shadow", "notify"]);
+    assert!(matches!(
+        &rollout.tasks[0].args,
+        OpArgs::CanaryAnalysis(a) if a.role == Role::Canary && a.apply && a.min_frauds == 50
+    ));
+    assert!(matches!(
+        &rollout.tasks[1].args,
+        OpArgs::CanaryAnalysis(a) if a.role == Role::Shadow && a.apply && a.percent == 10.0
+    ));
+    assert_eq!(rollout.tasks[1].trigger_rule, TriggerRule::NoneFailed);
+    assert!(matches!(&rollout.tasks[2].args, OpArgs::Notify(n) if n.only_on == NotifyOn::Always));
+}
+
+#[test]
+fn canary_analysis_args_default_to_the_design_and_are_checked() {
+    let OpArgs::CanaryAnalysis(a) = args_of("canary_analysis", "{}") else {
+        panic!("not canary_analysis args");
+    };
+    assert_eq!(
+        a,
+        CanaryAnalysisArgs {
+            role: Role::Canary,
+            apply: false,
+            percent: 10.0,
+            metric: PrimaryMetric::AveragePrecision,
+            k: 100,
+            tolerance: 0.02,
+            min_frauds: 50,
+            confidence: 0.9,
+            resamples: 500,
+            decline_threshold: 0.8,
+            max_false_decline_increase: 0.005,
+        }
+    );
+    let OpArgs::CanaryAnalysis(a) = args_of(
+        "canary_analysis",
+        "{ role = \"shadow\", apply = true, percent = 2.5, metric = \"card_precision\", tolerance = 0, min_frauds = 20 }",
+    ) else {
+        panic!("not canary_analysis args");
+    };
+    assert_eq!(
+        (
+            a.role,
+            a.apply,
+            a.percent,
+            a.metric,
+            a.tolerance,
+            a.min_frauds
+        ),
+        (
+            Role::Shadow,
+            true,
+            2.5,
+            PrimaryMetric::CardPrecision,
+            0.0,
+            20
+        )
+    );
+    let bad = arg_errors(
+        "canary_analysis",
+        "{ role = \"champion\", metric = \"auc\", percent = 12.345, confidence = 1.0, resamples = 0, threshold = 1 }",
+    );
+    let text = bad.join("\n");
+    assert!(
+        text.contains("op canary_analysis has no arg \"threshold\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("arg \"role\"") && text.contains("not one of \"canary\", \"shadow\""),
+        "{text}"
+    );
+    assert!(text.contains("unknown canary metric 'auc'"), "{text}");
+    // The range checks run once every arg reads.
+    let bad = arg_errors(
+        "canary_analysis",
+        "{ percent = 12.345, confidence = 1.0, resamples = 0 }",
+    );
+    let text = bad.join("\n");
+    for key in ["percent", "confidence", "resamples"] {
+        assert!(text.contains(&format!("arg \"{key}\"")), "{key}: {text}");
+    }
+    assert_eq!(bad.len(), 3, "{text}");
+}
+
+#[test]
+fn shadow_takes_a_model() {
+    assert_eq!(
+        args_of("shadow", "{}"),
+        OpArgs::Shadow(ShadowArgs {
+            model: ModelRef::Candidate
+        })
+    );
+    assert_eq!(
+        args_of("shadow", "{ model = 4 }"),
+        OpArgs::Shadow(ShadowArgs {
+            model: ModelRef::Version(4)
+        })
+    );
+    let bad = arg_errors("shadow", "{ model = \"best\", percent = 10 }");
+    assert_eq!(bad.len(), 2, "{bad:?}");
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! MLflow sees fraudlake's models there: each registered version becomes one MLflow run
 //! (parameters, every metric, tags for the feature set and the lake lineage, the model card and
 //! the MLflow model as artifacts) and one version of an MLflow registered model, whose aliases
-//! `champion` and `challenger` follow fraudlake's; archived versions are tagged
+//! `champion`, `challenger`, `shadow` and `canary` follow fraudlake's; archived versions are tagged
 //! `fraudlake.status = archived`.
 //!
 //! The lake stays the source of truth and a sync only reads it: MLflow is a window, so a sync
@@ -20,7 +20,9 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::registry::{card, ModelVersion, Registry, VersionRecord, CHALLENGER, CHAMPION};
+use crate::registry::{
+    card, ModelVersion, Registry, VersionRecord, CANARY, CHALLENGER, CHAMPION, SHADOW,
+};
 pub use client::{Auth, Client};
 
 /// The registered model's name when none is configured.
@@ -282,8 +284,9 @@ pub async fn sync(registry: &Registry, target: &Target, auth: Auth) -> Result<Sy
         });
     }
 
-    // Aliases last: they point at versions that now exist. Only fraudlake's two are managed;
-    // any other alias an MLflow user set is left alone.
+    // Aliases last: they point at versions that now exist. Only fraudlake's four are managed
+    // (champion, challenger and the rollout's shadow and canary); any other alias an MLflow
+    // user set is left alone.
     let mlflow_version_of = |fraudlake_version: i64| {
         report
             .versions
@@ -296,6 +299,8 @@ pub async fn sync(registry: &Registry, target: &Target, auth: Auth) -> Result<Sy
     for (alias, wanted) in [
         (CHAMPION, lake_aliases.champion),
         (CHALLENGER, lake_aliases.challenger),
+        (SHADOW, lake_aliases.shadow),
+        (CANARY, lake_aliases.canary.map(|c| c.version)),
     ] {
         let want = wanted.and_then(mlflow_version_of);
         let have = mlflow_aliases

@@ -11,6 +11,7 @@
 
 pub mod card;
 pub mod gate;
+pub mod rollout;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -768,101 +769,6 @@ pub fn metric_map(m: &Metrics) -> BTreeMap<String, Option<f64>> {
         .collect()
 }
 
-/// A canary's percent as `models canary --percent` takes it: a number in [0, 100] with at
-/// most two decimals (the split's resolution is 0.01 %).
-pub fn check_percent(percent: f64) -> Result<f64> {
-    let hundredths = percent * 100.0;
-    if !(0.0..=100.0).contains(&percent) || (hundredths - hundredths.round()).abs() > 1e-6 {
-        return Err(Error::invalid(format!(
-            "--percent must be a number in [0, 100] with at most two decimals, got {percent}"
-        )));
-    }
-    Ok(percent)
-}
-
-/// Starts a shadow (`alias` [`SHADOW`], `percent` `None`) or a canary ([`CANARY`], `percent`
-/// `Some(P)`; again with another percent to change it) with the version `which` names (a
-/// number or an alias): checks the rules of docs/rollout.md section 1 (the version exists, is
-/// not archived, is not the champion) and appends the `start` audit row. Returns the version.
-pub async fn start_rollout(
-    registry: &Registry,
-    alias: &str,
-    which: &str,
-    percent: Option<f64>,
-    reason: Option<&str>,
-) -> Result<i64> {
-    let details = match (alias, percent) {
-        (SHADOW, None) => None,
-        (CANARY, Some(p)) => Some(canary_details(check_percent(p)?)),
-        (SHADOW, Some(_)) => return Err(Error::invalid("a shadow takes no percent")),
-        (CANARY, None) => return Err(Error::invalid("a canary needs --percent")),
-        (other, _) => {
-            return Err(Error::invalid(format!(
-                "'{other}' is not a rollout alias ({SHADOW}, {CANARY})"
-            )))
-        }
-    };
-    let v = registry.get(which).await?;
-    let version = v.record.version;
-    if v.archived {
-        return Err(Error::invalid(format!(
-            "model version {version} is archived"
-        )));
-    }
-    let aliases = registry.aliases().await?;
-    if aliases.champion == Some(version) {
-        return Err(Error::invalid(format!(
-            "model version {version} is the champion"
-        )));
-    }
-    let previous = match alias {
-        SHADOW => aliases.shadow,
-        _ => aliases.canary.map(|c| c.version),
-    };
-    registry
-        .record_event(EventDraft {
-            actor: actor(),
-            action: ACTION_START,
-            alias: Some(alias),
-            version: Some(version),
-            previous_version: previous,
-            forced: false,
-            reason: reason.unwrap_or("rollout started").to_string(),
-            details,
-        })
-        .await?;
-    Ok(version)
-}
-
-/// Stops the running shadow or canary (`alias`): appends the `stop` audit row naming its
-/// version. Returns the version stopped.
-pub async fn stop_rollout(registry: &Registry, alias: &str, reason: Option<&str>) -> Result<i64> {
-    let aliases = registry.aliases().await?;
-    let running = match alias {
-        SHADOW => aliases.shadow,
-        CANARY => aliases.canary.map(|c| c.version),
-        other => {
-            return Err(Error::invalid(format!(
-                "'{other}' is not a rollout alias ({SHADOW}, {CANARY})"
-            )))
-        }
-    };
-    let version = running.ok_or_else(|| Error::invalid(format!("there is no {alias} to stop")))?;
-    registry
-        .record_event(EventDraft {
-            actor: actor(),
-            action: ACTION_STOP,
-            alias: Some(alias),
-            version: Some(version),
-            previous_version: None,
-            forced: false,
-            reason: reason.unwrap_or("rollout stopped").to_string(),
-            details: None,
-        })
-        .await?;
-    Ok(version)
-}
-
 /// Who is acting, for audit rows: `FRAUDLAKE_ACTOR`, else the OS user.
 pub fn actor() -> String {
     std::env::var("FRAUDLAKE_ACTOR")
@@ -940,16 +846,6 @@ mod tests {
         log.push(event("archive", None, 4, None));
         let a = Aliases::replay(&log);
         assert_eq!((a.canary, a.shadow), (None, None));
-    }
-
-    #[test]
-    fn percents_have_at_most_two_decimals_in_0_to_100() {
-        for ok in [0.0, 0.01, 10.0, 12.34, 99.99, 100.0] {
-            assert_eq!(check_percent(ok).ok(), Some(ok), "{ok}");
-        }
-        for bad in [-0.01, 100.01, 12.345, 0.001, f64::NAN, f64::INFINITY] {
-            assert!(check_percent(bad).is_err(), "{bad}");
-        }
     }
 
     #[test]
