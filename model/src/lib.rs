@@ -1,12 +1,14 @@
 //! fraudlake models: train XGBoost on the lake's features, evaluate the way the Fraud
 //! Detection Handbook does, keep versions in a registry in the lake, and score with a native
-//! evaluator of the saved trees.
+//! evaluator of the saved trees; LightGBM text models are scored and explained natively too.
 //!
 //! * [`dataset`]: the training/test rows, read with SQL from `features` and `labels`.
 //! * [`protocol`]: train / delay / test periods and the known-compromised-card rule.
 //! * [`metrics`]: AUC ROC, average precision, card precision@k, log loss, Brier.
 //! * [`xgboost`], [`booster`]: libxgboost (C API) training, batch prediction, TreeSHAP.
 //! * [`trees`]: the native scorer of the saved JSON model.
+//! * [`lightgbm`]: the native scorer and TreeSHAP of LightGBM's text model (issue #18, step 1).
+//! * [`ensemble`]: the traits either family's scorer and explainer implement.
 //! * [`registry`]: versions, lineage, aliases, promotion gate, audit, model cards.
 //! * [`rollout`]: shadow and canary roles, the stable routing hash, the canary analysis.
 //! * [`canary`]: the canary analysis's input, read from `predictions`, labels and transactions.
@@ -19,8 +21,10 @@
 pub mod booster;
 pub mod canary;
 pub mod dataset;
+pub mod ensemble;
 pub mod error;
 pub mod html;
+pub mod lightgbm;
 pub mod metrics;
 pub mod mlflow;
 pub mod protocol;
