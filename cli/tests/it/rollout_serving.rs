@@ -13,7 +13,6 @@ use std::time::Duration;
 use fraudlake_model::registry::rollout::{start_rollout, stop_rollout};
 use fraudlake_model::registry::{Registry, CANARY, SHADOW};
 use fraudlake_model::rollout::Role;
-use fraudlake_model::rollout::Role;
 use fraudlake_serving::server::rollout::{route, CanarySplit};
 
 use crate::common::{num, wait_until, wait_until_seen, TempLake};

@@ -463,7 +463,7 @@ fn duplicate_task_ids() {
 fn unknown_op_lists_the_valid_ones() {
     assert_eq!(
         errors(&BASE.replace("op = \"train\"", "op = \"trian\"")),
-        vec!["dags/x.toml: task \"train\": unknown op \"trian\" (valid ops: ingest, features_build, drift_report, train, evaluate, register, promote, mlflow_sync, sql, notify)"]
+        vec!["dags/x.toml: task \"train\": unknown op \"trian\" (valid ops: ingest, features_build, drift_report, train, evaluate, register, promote, shadow, canary_analysis, mlflow_sync, sql, notify)"]
     );
 }
 
@@ -1021,7 +1021,7 @@ args = { file = "../x.sql", extra = 1 }
             "dags/x.toml: unknown timezone \"Mars/Base\": expected an IANA name such as \"UTC\" or \"Europe/Paris\"",
             "dags/x.toml: schedule \"0 0 30 2 *\" never fires",
             "dags/x.toml: max_active_runs: must be at least 1, got 0",
-            "dags/x.toml: task \"a\": unknown op \"trian\" (valid ops: ingest, features_build, drift_report, train, evaluate, register, promote, mlflow_sync, sql, notify)",
+            "dags/x.toml: task \"a\": unknown op \"trian\" (valid ops: ingest, features_build, drift_report, train, evaluate, register, promote, shadow, canary_analysis, mlflow_sync, sql, notify)",
             "dags/x.toml: task \"a\": depends_on lists the task itself",
             "dags/x.toml: task \"a\": depends_on \"zz\" is not a task of this DAG (tasks: a, b)",
             "dags/x.toml: task \"b\": op sql has no arg \"extra\" (valid args: file)",
