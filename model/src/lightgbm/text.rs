@@ -59,7 +59,7 @@ impl<'a> Section<'a> {
 
     /// Whether a bare line `flag` is present.
     pub fn has_flag(&self, flag: &str) -> bool {
-        self.flags.iter().any(|f| *f == flag)
+        self.flags.contains(&flag)
     }
 
     pub fn get(&self, key: &str) -> Option<Field<'a>> {

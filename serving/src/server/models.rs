@@ -56,8 +56,8 @@ impl Models {
     /// answered by a canary that has since stopped).
     pub fn scorer(&self, decider: Decider) -> &Scorer {
         match (decider, &self.canary) {
-            (Decider::Canary, Some((canary, _))) => &**canary,
-            _ => &*self.champion,
+            (Decider::Canary, Some((canary, _))) => canary,
+            _ => &self.champion,
         }
     }
 
