@@ -253,16 +253,21 @@ impl Forest {
     /// Feature importance as XGBoost's `gain` (mean loss reduction of the splits on a feature),
     /// highest first; features never split on are left out.
     pub fn gain_importance(&self) -> Vec<(usize, f64)> {
-        let mut gains: Vec<(usize, f64)> = self
-            .split_gain
-            .iter()
-            .enumerate()
-            .filter(|(_, (n, _))| *n > 0)
-            .map(|(i, (n, total))| (i, total / *n as f64))
-            .collect();
-        gains.sort_by(|a, b| b.1.total_cmp(&a.1));
-        gains
+        mean_gains(&self.split_gain)
     }
+}
+
+/// Mean gain per feature from (splits, total gain) slots, highest first; features never split
+/// on are left out. XGBoost's `gain` importance, and the LightGBM forest's (`lightgbm`).
+pub(crate) fn mean_gains(split_gain: &[(u64, f64)]) -> Vec<(usize, f64)> {
+    let mut gains: Vec<(usize, f64)> = split_gain
+        .iter()
+        .enumerate()
+        .filter(|(_, (n, _))| *n > 0)
+        .map(|(i, (n, total))| (i, total / *n as f64))
+        .collect();
+    gains.sort_by(|a, b| b.1.total_cmp(&a.1));
+    gains
 }
 
 /// The logistic function, evaluated in f32 like libxgboost and widened.

@@ -151,17 +151,7 @@ impl LightGbmForest {
     /// Every feature's value and contribution, in model order (the bias left out): the shape
     /// of [`crate::booster::Explainer::explain`].
     pub fn explain(&self, names: &[String], row: &[f64]) -> Result<Vec<Contribution>> {
-        let phi = self.contributions(row)?;
-        Ok(names
-            .iter()
-            .zip(row)
-            .zip(&phi)
-            .map(|((name, &value), &contribution)| Contribution {
-                feature: name.clone(),
-                value,
-                contribution,
-            })
-            .collect())
+        crate::ensemble::Explain::explain_row(self, names, row)
     }
 
     /// The `top` largest contributions by magnitude, with feature names and values.
@@ -174,15 +164,7 @@ impl LightGbmForest {
     /// LightGBM's own `importance_type="gain"` is the total); features never split on are
     /// left out.
     pub fn gain_importance(&self) -> Vec<(usize, f64)> {
-        let mut gains: Vec<(usize, f64)> = self
-            .split_gain
-            .iter()
-            .enumerate()
-            .filter(|(_, (n, _))| *n > 0)
-            .map(|(i, (n, total))| (i, total / *n as f64))
-            .collect();
-        gains.sort_by(|a, b| b.1.total_cmp(&a.1));
-        gains
+        crate::trees::mean_gains(&self.split_gain)
     }
 }
 
