@@ -7,7 +7,9 @@
 //! the offsets to the broker too (a hint for the next assignment; losing it only means reading
 //! again what the lake then drops). A rebalance that takes partitions away forgets their
 //! uncommitted rows instead of committing them: the new owner reads them again from the lake's
-//! offsets, and no two consumers ever commit the same offsets.
+//! offsets, and no two consumers ever commit the same offsets. That includes rows a decoder
+//! held back and hands over after the revocation: the batch refuses them
+//! ([`Batch::forget`]), and [`Decode::forget`] lets the decoder drop them first.
 //!
 //! [`StreamDecoder`] is `fraudlake stream`: transactions (the `POST /score` body) and labels
 //! (a `POST /labels` item); bad messages to `transactions_rejected` (and a dead-letter topic);
@@ -88,6 +90,9 @@ pub trait Decode {
     }
     /// After a landing.
     async fn after_commit(&mut self, _landed: &Landed) {}
+    /// `revoked` went to another consumer: drop what `decode` holds back of them (the batch
+    /// refuses their rows anyway, see [`Batch::forget`]).
+    fn forget(&mut self, _revoked: &[TopicPartition]) {}
 }
 
 /// Partition assignments as the group coordinator changes them; read by the loop after each
@@ -228,14 +233,18 @@ pub async fn run<D: Decode>(
         let wait = deadline
             .saturating_duration_since(Instant::now())
             .clamp(Duration::from_millis(1), Duration::from_millis(250));
+        // On shutdown the changes are still taken in below, before the final landing.
         let received = tokio::select! {
-            _ = &mut shutdown => break,
-            r = tokio::time::timeout(wait, consumer.recv()) => r.map(|m| m.map(|m| m.detach())),
+            _ = &mut shutdown => None,
+            r = tokio::time::timeout(wait, consumer.recv()) => {
+                Some(r.map(|m| m.map(|m| m.detach())))
+            }
         };
         for change in std::mem::take(&mut *consumer.context().changes.lock()) {
             match change {
                 Change::Revoked(gone) => {
                     batch.forget(&gone);
+                    decoder.forget(&gone);
                     if let Some(align) = alignment.as_mut() {
                         align.forget(&gone);
                     }
@@ -252,6 +261,9 @@ pub async fn run<D: Decode>(
                 }
             }
         }
+        let Some(received) = received else {
+            break;
+        };
         match received {
             Ok(Ok(msg)) => {
                 let at = batch.consumed(msg.topic(), msg.partition(), msg.offset());
@@ -772,5 +784,18 @@ impl Decode for StreamDecoder {
             // The lake holds the labels now: the book need not remember them.
             state.labels.lock().await.forget_accepted();
         }
+    }
+
+    /// Held transactions and labels of revoked partitions are neither scored nor judged here:
+    /// their new owner reads them again.
+    fn forget(&mut self, revoked: &[TopicPartition]) {
+        let gone = |topic: &str, partition: i32| {
+            revoked.iter().any(|(t, p)| t == topic && *p == partition)
+        };
+        self.held
+            .retain(|h| !gone(h.msg.topic(), h.msg.partition()));
+        self.held_labels
+            .retain(|h| !gone(h.msg.topic(), h.msg.partition()));
+        self.held_ids = self.held.iter().map(|h| h.tx.tx_id).collect();
     }
 }

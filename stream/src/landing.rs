@@ -17,7 +17,12 @@
 //! the server's writer does. A message delivered twice within one batch (a fetch repeated
 //! after an offset reset or a broker retry) makes rows once; and the offsets a table records
 //! never move back, so a partition read again from an earlier offset cannot make a table
-//! forget what it holds.
+//! forget what it holds. A crash between the secondaries' commits and the primaries' thus
+//! re-reads the batch and lands only what the primaries miss.
+//!
+//! Rows of a partition revoked since they were read are refused ([`Batch::forget`]), even when
+//! a decoder hands them over later (`stream --score` holds transactions back to score them
+//! together): their offsets are no longer the batch's, so no table's check could drop them.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
@@ -57,6 +62,9 @@ pub enum Feeds {
 #[derive(Default)]
 pub struct Batch {
     parts: Vec<TopicPartition>,
+    /// Indexes into `parts` revoked since (see [`Batch::forget`]): rows tagged with them are
+    /// refused, and a partition consumed again after its revocation gets a new index.
+    revoked: HashSet<u32>,
     /// The last offset consumed per partition, whatever became of the message.
     last: BTreeMap<TopicPartition, i64>,
     pub transactions: Vec<(At, Transaction)>,
@@ -69,11 +77,10 @@ pub struct Batch {
 impl Batch {
     /// Notes a consumed message; the returned [`At`] tags the rows made from it.
     pub fn consumed(&mut self, topic: &str, partition: i32, offset: i64) -> At {
-        let part = match self
-            .parts
-            .iter()
-            .position(|(t, p)| t == topic && *p == partition)
-        {
+        let part = match (0..self.parts.len()).find(|i| {
+            let (t, p) = &self.parts[*i];
+            t == topic && *p == partition && !self.revoked.contains(&(*i as u32))
+        }) {
             Some(i) => i,
             None => {
                 self.parts.push((topic.to_string(), partition));
@@ -107,26 +114,42 @@ impl Batch {
     }
 
     /// Forgets everything consumed from `revoked` (a rebalance gave them to another consumer,
-    /// which reads them again from what the lake records).
+    /// which reads them again from what the lake records), and refuses the rows tagged with
+    /// their [`At`]s that a decoder hands over later: [`Landing::commit`] drops them. Such a row
+    /// must not land: its partition's offsets are no longer the batch's, so no table would
+    /// record them (the new owner would land the row again), nor check them (the row could be
+    /// one a table already holds). A partition consumed again after this is a new one to the
+    /// batch, its old rows still refused.
     pub fn forget(&mut self, revoked: &[TopicPartition]) {
-        let gone: HashSet<u32> = self
-            .parts
-            .iter()
-            .enumerate()
-            .filter(|(_, tp)| revoked.contains(tp))
-            .map(|(i, _)| i as u32)
-            .collect();
-        if gone.is_empty() {
-            return;
+        for (i, tp) in self.parts.iter().enumerate() {
+            if revoked.contains(tp) {
+                self.revoked.insert(i as u32);
+            }
         }
-        let keep = |at: &At| !gone.contains(&at.part);
+        for tp in revoked {
+            self.last.remove(tp);
+        }
+        self.drop_revoked();
+    }
+
+    /// Drops the rows of revoked partitions; returns how many.
+    fn drop_revoked(&mut self) -> usize {
+        if self.revoked.is_empty() {
+            return 0;
+        }
+        let before = self.rows();
+        let revoked = &self.revoked;
+        let keep = |at: &At| !revoked.contains(&at.part);
         self.transactions.retain(|(at, _)| keep(at));
         self.predictions.retain(|(at, _)| keep(at));
         self.labels.retain(|(at, _)| keep(at));
         self.rejected.retain(|(at, _)| keep(at));
-        for tp in revoked {
-            self.last.remove(tp);
-        }
+        before - self.rows()
+    }
+
+    /// Rows of every table.
+    fn rows(&self) -> usize {
+        self.transactions.len() + self.predictions.len() + self.labels.len() + self.rejected.len()
     }
 
     fn part(&self, at: &At) -> &TopicPartition {
@@ -176,6 +199,18 @@ impl std::ops::AddAssign for Landed {
         self.already_landed += o.already_landed;
         self.commits += o.commits;
     }
+}
+
+/// What [`Landing::secondaries`] decided for [`Landing::primaries`]: the offsets of the
+/// partitions each primary resumes, the transactions to land, and the counts so far.
+struct Primaries {
+    landed: Landed,
+    now_us: i64,
+    tx_offsets: BTreeMap<TopicPartition, i64>,
+    /// What `transactions` recorded when its rows were chosen.
+    tx_recorded: BTreeMap<TopicPartition, i64>,
+    label_offsets: BTreeMap<TopicPartition, i64>,
+    transactions: Vec<Transaction>,
 }
 
 /// Commits batches for one consumer group into one lake.
@@ -258,10 +293,28 @@ impl Landing {
     /// On an error the batch is kept whole: calling again lands what is missing and nothing
     /// twice (each table's offsets say what it already has).
     pub async fn commit(&mut self, batch: &mut Batch) -> Result<Landed> {
-        let mut landed = Landed::default();
-        if batch.is_empty() {
-            return Ok(landed);
+        let refused = batch.drop_revoked();
+        if refused > 0 {
+            tracing::info!(
+                rows = refused,
+                "rows of revoked partitions refused; their new owner lands them"
+            );
         }
+        if batch.is_empty() {
+            return Ok(Landed::default());
+        }
+        let primaries = self.secondaries(batch).await?;
+        let landed = self.primaries(batch, primaries).await?;
+        *batch = Batch::default();
+        Ok(landed)
+    }
+
+    /// Step 1 of [`Landing::commit`]: commits `transactions_rejected` and `predictions` (each
+    /// when it has rows) and decides what the primaries land. A crash after it leaves the
+    /// primaries' offsets where they were: the batch is read again, and these tables drop
+    /// what they hold.
+    async fn secondaries(&mut self, batch: &Batch) -> Result<Primaries> {
+        let mut landed = Landed::default();
         let now_us = chrono::Utc::now().timestamp_micros();
         let all_offsets = batch.last.clone();
         let offsets_of = |feeds: Feeds| -> BTreeMap<TopicPartition, i64> {
@@ -276,7 +329,6 @@ impl Landing {
         let all: Vec<TopicPartition> = all_offsets.keys().cloned().collect();
         let tx_parts: Vec<TopicPartition> = tx_offsets.keys().cloned().collect();
 
-        // 1. Secondaries.
         let recorded = self.recorded(&TRANSACTIONS_REJECTED, &all).await?;
         let holds = holder(recorded.clone());
         let before = batch.rejected.len();
@@ -349,8 +401,27 @@ impl Landing {
                 landed.commits += 1;
             }
         }
+        Ok(Primaries {
+            landed,
+            now_us,
+            tx_offsets,
+            tx_recorded,
+            label_offsets,
+            transactions,
+        })
+    }
 
-        // 2. Primaries.
+    /// Step 2 of [`Landing::commit`]: commits `labels` and `transactions`, whose offsets say
+    /// where each partition resumes; each commits even without rows, so its offsets advance.
+    async fn primaries(&mut self, batch: &Batch, primaries: Primaries) -> Result<Landed> {
+        let Primaries {
+            mut landed,
+            now_us,
+            tx_offsets,
+            tx_recorded,
+            label_offsets,
+            transactions,
+        } = primaries;
         if !label_offsets.is_empty() {
             let parts: Vec<TopicPartition> = label_offsets.keys().cloned().collect();
             let recorded = self.recorded(&LABELS, &parts).await?;
@@ -397,7 +468,6 @@ impl Landing {
                 .await?;
             landed.commits += 1;
         }
-        *batch = Batch::default();
         Ok(landed)
     }
 
@@ -511,6 +581,61 @@ mod tests {
             .await
             .expect("rows");
         batches.iter().map(|b| b.num_rows()).sum()
+    }
+
+    /// A prediction of `t`, as `stream --score` hands it over.
+    fn scored(t: Transaction) -> Scored {
+        Scored {
+            tx: t,
+            scored_at_us: t.tx_ts_us,
+            model_version: 1,
+            feature_set: std::sync::Arc::from("test"),
+            risk_score: 0.5,
+            decision: "approve",
+            features: vec![],
+            roles: Default::default(),
+        }
+    }
+
+    /// The rows of the message at `offset` of partition `partition` of topic "tx" into `into`:
+    /// a rejection when `poison` has the offset, otherwise a transaction (tx_id 1000 *
+    /// (partition + 1) + offset) and its prediction.
+    fn row(into: &mut Batch, at: At, partition: i32, offset: i64, poison: &[i64]) {
+        if poison.contains(&offset) {
+            into.rejected.push((
+                at,
+                Rejection {
+                    source: format!("kafka:tx/{partition}"),
+                    row_number: offset,
+                    raw_record: "{".into(),
+                    reason: "not JSON".into(),
+                },
+            ));
+        } else {
+            let t = tx(1000 * (i64::from(partition) + 1) + offset);
+            into.transactions.push((at, t));
+            into.predictions.push((at, scored(t)));
+        }
+    }
+
+    /// Consumes `offsets` of partition `partition` of topic "tx" into `b`, with their rows.
+    fn read(b: &mut Batch, partition: i32, offsets: std::ops::RangeInclusive<i64>, poison: &[i64]) {
+        for offset in offsets {
+            let at = b.consumed("tx", partition, offset);
+            row(b, at, partition, offset, poison);
+        }
+    }
+
+    /// How many rows of `transactions_rejected` say (partition, offset) of topic "tx".
+    async fn rejected_at(lake: &Lake, partition: i32, offset: i64) -> usize {
+        count(
+            lake,
+            &format!(
+                "transactions_rejected WHERE source = 'kafka:tx/{partition}' \
+                 AND \"row_number\" = {offset}"
+            ),
+        )
+        .await
     }
 
     /// A batch read again (after a crash before the broker commit, or a rebalance) lands
@@ -660,5 +785,193 @@ mod tests {
         assert_eq!(count(&lake, "transactions_rejected").await, 2);
         assert_eq!(count(&lake, "labels").await, 2);
         assert_eq!(count(&lake, "transactions").await, 9);
+    }
+
+    /// A SIGKILL after the secondaries' commits (`transactions_rejected`, `predictions`) and
+    /// before the primaries' (`labels`, `transactions`). The next process reads the batch
+    /// again from the primaries' offsets, cut elsewhere: its first batch reads partition 1
+    /// past the killed batch (a new poison message at 11) but partition 0 only to offset 3,
+    /// below the killed batch's end (9). Every row lands once. Before the recorded offsets
+    /// never moved back (808f917), that first commit recorded offset 3 of partition 0 in
+    /// `transactions_rejected` and `predictions`, and the next batch landed the poison message
+    /// at 4 and the predictions of 5..=9 a second time: the 102 rows for 100 poison messages
+    /// of the SIGKILL test.
+    #[tokio::test]
+    async fn a_kill_between_the_rejected_commit_and_the_primaries_lands_each_row_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lake = Lake::open(&dir.path().join("lake").display().to_string()).expect("lake");
+        let feeds = HashMap::from([
+            ("tx".to_string(), Feeds::Transactions),
+            ("labels".to_string(), Feeds::Labels),
+        ]);
+        let label = |tx_id: i64| Label {
+            tx_id,
+            is_fraud: true,
+            fraud_scenario: None,
+            labeled_at_us: 0,
+            provenance: Default::default(),
+        };
+        // Offsets 0..=11 of partitions 0 (poison at 4 and 10) and 1 (poison at 7 and 11).
+        // The first process lands 0..=1 of both ...
+        let mut first = Landing::new(lake.clone(), "g", feeds.clone(), "test");
+        let mut b = Batch::default();
+        read(&mut b, 0, 0..=1, &[]);
+        read(&mut b, 1, 0..=1, &[]);
+        first.commit(&mut b).await.expect("commit");
+        // ... then reads 2..=9 of both and a label, commits the secondaries, and is killed.
+        let mut b = Batch::default();
+        read(&mut b, 0, 2..=9, &[4]);
+        read(&mut b, 1, 2..=9, &[7]);
+        let at = b.consumed("labels", 0, 0);
+        b.labels.push((at, label(1002)));
+        let killed = first.secondaries(&b).await.expect("secondaries");
+        assert_eq!((killed.landed.rejected, killed.landed.predictions), (2, 14));
+        drop(first);
+        drop(b);
+        assert_eq!(count(&lake, "transactions_rejected").await, 2);
+        assert_eq!(count(&lake, "predictions").await, 18);
+        assert_eq!(count(&lake, "transactions").await, 4);
+
+        // The next process resumes where the primaries say.
+        let mut next = Landing::new(lake.clone(), "g", feeds, "test");
+        let parts = vec![
+            ("tx".to_string(), 0),
+            ("tx".to_string(), 1),
+            ("labels".to_string(), 0),
+        ];
+        let resume = next.resume_offsets(&parts).await.expect("resume");
+        assert_eq!(resume[&("tx".to_string(), 0)], Some(2));
+        assert_eq!(resume[&("tx".to_string(), 1)], Some(2));
+        assert_eq!(resume[&("labels".to_string(), 0)], None);
+        // Its first batch: partition 1 to 11, partition 0 to 3 only, the label again.
+        let mut b = Batch::default();
+        read(&mut b, 1, 2..=11, &[7, 11]);
+        read(&mut b, 0, 2..=3, &[]);
+        let at = b.consumed("labels", 0, 0);
+        b.labels.push((at, label(1002)));
+        let again = next.commit(&mut b).await.expect("commit");
+        assert_eq!(
+            (
+                again.rejected,
+                again.predictions,
+                again.transactions,
+                again.labels,
+                again.already_landed
+            ),
+            (1, 1, 10, 1, 1),
+            "the poison message at 7 and the predictions of 2..=9 are in the lake already"
+        );
+        // The rest of partition 0: its poison message at 4 is read a second time.
+        let mut b = Batch::default();
+        read(&mut b, 0, 4..=11, &[4, 10]);
+        let rest = next.commit(&mut b).await.expect("commit");
+        assert_eq!(
+            (rest.rejected, rest.predictions, rest.transactions),
+            (1, 1, 6),
+            "the poison message at 4 and the predictions of 5..=9 are in the lake already"
+        );
+
+        // Each poison message once; each of the 20 transactions and predictions once.
+        for (partition, offset) in [(0, 4), (0, 10), (1, 7), (1, 11)] {
+            assert_eq!(
+                rejected_at(&lake, partition, offset).await,
+                1,
+                "rows of transactions_rejected for tx/{partition} at offset {offset}"
+            );
+        }
+        assert_eq!(count(&lake, "transactions_rejected").await, 4);
+        for table in ["transactions", "predictions"] {
+            assert_eq!(count(&lake, table).await, 20, "rows of {table}");
+            let distinct = format!("(SELECT DISTINCT tx_id FROM {table}) AS d");
+            assert_eq!(count(&lake, &distinct).await, 20, "tx_ids of {table}");
+        }
+        assert_eq!(count(&lake, "labels").await, 1);
+        let resume = next.resume_offsets(&parts).await.expect("resume");
+        assert_eq!(resume[&("tx".to_string(), 0)], Some(12));
+        assert_eq!(resume[&("tx".to_string(), 1)], Some(12));
+        assert_eq!(resume[&("labels".to_string(), 0)], Some(1));
+    }
+
+    /// `stream --score` holds transactions back and hands their rows over when it scores
+    /// them, which may be after a rebalance revoked their partition. Such rows are refused.
+    /// Before, they landed: those of a partition given to another consumer without their
+    /// offsets (the new owner then landed them again), and those of a partition given back and
+    /// read again from an earlier offset under the re-read's lower offsets (the next batch
+    /// landed them again).
+    #[tokio::test]
+    async fn rows_handed_over_after_their_partition_was_revoked_never_land() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lake = Lake::open(&dir.path().join("lake").display().to_string()).expect("lake");
+        let feeds = HashMap::from([("tx".to_string(), Feeds::Transactions)]);
+        let mut landing = Landing::new(lake.clone(), "g", feeds.clone(), "test");
+        let mut b = Batch::default();
+        read(&mut b, 0, 0..=2, &[]);
+        read(&mut b, 1, 3..=4, &[]);
+        // The decoder holds back offsets 5..=7 of partition 1 (poison at 6) and 0..=1 of
+        // partition 2 (poison at 1): not scored yet.
+        let mut held = Batch::default();
+        for offset in 5..=7 {
+            let at = b.consumed("tx", 1, offset);
+            row(&mut held, at, 1, offset, &[6]);
+        }
+        for offset in 0..=1 {
+            let at = b.consumed("tx", 2, offset);
+            row(&mut held, at, 2, offset, &[1]);
+        }
+        // A rebalance revokes both; partition 1 comes back at once and is read again from
+        // offset 3 (the batch is cut at 4), partition 2 goes to another consumer.
+        b.forget(&[("tx".to_string(), 1), ("tx".to_string(), 2)]);
+        assert!(b.transactions.iter().all(|(at, _)| b.part(at).1 == 0));
+        read(&mut b, 1, 3..=4, &[]);
+        // Then the decoder scores what it held and hands it over.
+        b.transactions.append(&mut held.transactions);
+        b.predictions.append(&mut held.predictions);
+        b.rejected.append(&mut held.rejected);
+        let first = landing.commit(&mut b).await.expect("commit");
+        assert_eq!(
+            (
+                first.transactions,
+                first.predictions,
+                first.rejected,
+                first.duplicates
+            ),
+            (5, 5, 0, 0),
+            "only offsets 0..=2 of partition 0 and the re-read 3..=4 of partition 1 land"
+        );
+        let parts = vec![
+            ("tx".to_string(), 0),
+            ("tx".to_string(), 1),
+            ("tx".to_string(), 2),
+        ];
+        let resume = landing.resume_offsets(&parts).await.expect("resume");
+        assert_eq!(resume[&("tx".to_string(), 1)], Some(5));
+        assert_eq!(resume[&("tx".to_string(), 2)], None);
+
+        // Partition 1 goes on from 5 here; partition 2's new owner reads it from the start.
+        let mut b = Batch::default();
+        read(&mut b, 1, 5..=7, &[6]);
+        let second = landing.commit(&mut b).await.expect("commit");
+        assert_eq!(
+            (second.transactions, second.rejected, second.duplicates),
+            (2, 1, 0)
+        );
+        let mut owner = Landing::new(lake.clone(), "g", feeds, "test");
+        let mut b = Batch::default();
+        read(&mut b, 2, 0..=1, &[1]);
+        let third = owner.commit(&mut b).await.expect("commit");
+        assert_eq!(
+            (third.transactions, third.rejected, third.duplicates),
+            (1, 1, 0)
+        );
+
+        assert_eq!(rejected_at(&lake, 1, 6).await, 1);
+        assert_eq!(rejected_at(&lake, 2, 1).await, 1);
+        assert_eq!(count(&lake, "transactions_rejected").await, 2);
+        assert_eq!(count(&lake, "transactions").await, 8);
+        assert_eq!(count(&lake, "predictions").await, 8);
+        let resume = owner.resume_offsets(&parts).await.expect("resume");
+        assert_eq!(resume[&("tx".to_string(), 0)], Some(3));
+        assert_eq!(resume[&("tx".to_string(), 1)], Some(8));
+        assert_eq!(resume[&("tx".to_string(), 2)], Some(2));
     }
 }

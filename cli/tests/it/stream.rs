@@ -225,6 +225,17 @@ fn tx_ids(lake: &TempLake, query: &str) -> Vec<i64> {
 
 /// Asserts that `landed` holds every id of `expected` exactly once, and no other.
 fn assert_exactly_once(what: &str, landed: &[i64], expected: &HashSet<i64>) {
+    assert_exactly_once_from(what, landed, expected, |_| None);
+}
+
+/// [`assert_exactly_once`], the failure naming where each id it lists came from (`from`: the
+/// message's partition and offset, say) and how many rows an id landed more than once has.
+fn assert_exactly_once_from(
+    what: &str,
+    landed: &[i64],
+    expected: &HashSet<i64>,
+    from: impl Fn(i64) -> Option<String>,
+) {
     let mut seen = HashSet::new();
     let twice: BTreeSet<i64> = landed
         .iter()
@@ -233,7 +244,24 @@ fn assert_exactly_once(what: &str, landed: &[i64], expected: &HashSet<i64>) {
         .collect();
     let missing: BTreeSet<i64> = expected.difference(&seen).copied().collect();
     let unexpected: BTreeSet<i64> = seen.difference(expected).copied().collect();
-    let sample = |ids: &BTreeSet<i64>| ids.iter().take(10).copied().collect::<Vec<_>>();
+    let rows_of = |id: i64| landed.iter().filter(|l| **l == id).count();
+    let sample = |ids: &BTreeSet<i64>| {
+        ids.iter()
+            .take(10)
+            .map(|id| {
+                let rows = rows_of(*id);
+                let rows = if rows > 1 {
+                    format!(" x{rows}")
+                } else {
+                    String::new()
+                };
+                match from(*id) {
+                    Some(at) => format!("{id}{rows} ({at})"),
+                    None => format!("{id}{rows}"),
+                }
+            })
+            .collect::<Vec<_>>()
+    };
     assert!(
         twice.is_empty() && missing.is_empty() && unexpected.is_empty(),
         "{what}: {} rows, {} distinct, {} expected; more than once: {} (e.g. {:?}); missing: {} \
@@ -355,6 +383,28 @@ fn rejected_rows(lake: &TempLake, topic: &str) -> (Rejected, usize) {
         })
         .collect();
     (map, rows.len())
+}
+
+/// The rows of `transactions_rejected` from `topic` by (source, row_number): the `rejected_at`
+/// of each (more than one: the message landed more than once).
+fn rejected_copies(lake: &TempLake, topic: &str) -> BTreeMap<(String, i64), Vec<String>> {
+    let rows = lake.sql_json(&format!(
+        "SELECT source, row_number, rejected_at FROM transactions_rejected \
+         WHERE source LIKE 'kafka:{topic}/%' ORDER BY rejected_at"
+    ));
+    let mut copies: BTreeMap<(String, i64), Vec<String>> = BTreeMap::new();
+    for row in &rows {
+        let source = row["source"].as_str().unwrap_or_default().to_string();
+        let at = match &row["rejected_at"] {
+            serde_json::Value::String(at) => at.clone(),
+            other => other.to_string(),
+        };
+        copies
+            .entry((source, num(row, "row_number") as i64))
+            .or_default()
+            .push(at);
+    }
+    copies
 }
 
 /// The sum of `fraud_stream_messages_total` on a `stream --metrics-addr` (every topic and
@@ -607,6 +657,8 @@ fn stream_killed_five_times_lands_every_message_exactly_once() {
     let cases = poison_cases(base + 10_000_000);
     let mut messages = Vec::new();
     let mut poison_at = Vec::new();
+    // The message index of transaction i (tx_id base + i).
+    let mut tx_at = Vec::new();
     for i in 0..KILL_TEST_TX {
         if i % 490 == 245 && i < KILL_TEST_TX - 1000 {
             let case = &cases[poison_at.len() % cases.len()];
@@ -624,6 +676,7 @@ fn stream_killed_five_times_lands_every_message_exactly_once() {
             (i * 31) % 600,
             1.0 + (i % 997) as f64 * 0.25,
         );
+        tx_at.push(messages.len());
         messages.push(OutMessage::text(Some(customer.to_string()), &body));
     }
     eprintln!(
@@ -689,25 +742,72 @@ fn stream_killed_five_times_lands_every_message_exactly_once() {
         StreamProcess::spawn(&lake, "final", &args).finish(Duration::from_secs(300));
     eprintln!("after the kills, stream --until-idle 5: {last} in {seconds:.1} s");
 
+    // Where message m was: its partition and offset, and the chunk (the consumer run) during
+    // which it was produced; a failure names them.
+    let produced_at = |m: usize| {
+        format!(
+            "partition {} offset {}, produced in chunk {}",
+            offsets[m].0,
+            offsets[m].1,
+            m / chunk
+        )
+    };
     let expected: HashSet<i64> = (0..KILL_TEST_TX).map(|i| base + i).collect();
-    assert_exactly_once(
+    assert_exactly_once_from(
         "transactions",
         &tx_ids(
             &lake,
             &format!("SELECT tx_id FROM transactions WHERE tx_id >= {base}"),
         ),
         &expected,
+        |id| {
+            let i = usize::try_from(id - base).ok()?;
+            tx_at.get(i).map(|&m| produced_at(m))
+        },
     );
-    let (rejected, rows) = rejected_rows(&lake, topic);
-    let expected_rejected: HashSet<(String, i64)> = poison_at
+    // Each poison message once: a key (source, offset) landed twice is listed with when each
+    // copy was rejected (which run landed it).
+    let copies = rejected_copies(&lake, topic);
+    let expected_rejected: BTreeMap<(String, i64), String> = poison_at
         .iter()
-        .map(|&i| (format!("kafka:{topic}/{}", offsets[i].0), offsets[i].1))
+        .enumerate()
+        .map(|(k, &m)| {
+            let key = (format!("kafka:{topic}/{}", offsets[m].0), offsets[m].1);
+            let what = format!("{}, {}", cases[k % cases.len()].what, produced_at(m));
+            (key, what)
+        })
         .collect();
-    let found: HashSet<(String, i64)> = rejected.keys().cloned().collect();
-    assert_eq!(rows, poison_at.len(), "rows in transactions_rejected");
-    assert_eq!(
-        found, expected_rejected,
-        "transactions_rejected by (source, row_number)"
+    let rows: usize = copies.values().map(Vec::len).sum();
+    let twice: Vec<String> = copies
+        .iter()
+        .filter(|(_, at)| at.len() > 1)
+        .map(|(key, at)| {
+            let what = expected_rejected
+                .get(key)
+                .map_or("not a poison message", String::as_str);
+            format!(
+                "{} offset {} ({what}): {} rows, rejected_at {at:?}",
+                key.0,
+                key.1,
+                at.len()
+            )
+        })
+        .collect();
+    let missing: Vec<String> = expected_rejected
+        .iter()
+        .filter(|(key, _)| !copies.contains_key(*key))
+        .map(|(key, what)| format!("{} offset {} ({what})", key.0, key.1))
+        .collect();
+    let unexpected: Vec<String> = copies
+        .iter()
+        .filter(|(key, _)| !expected_rejected.contains_key(*key))
+        .map(|(key, at)| format!("{} offset {}: rejected_at {at:?}", key.0, key.1))
+        .collect();
+    assert!(
+        rows == poison_at.len() && twice.is_empty() && missing.is_empty() && unexpected.is_empty(),
+        "transactions_rejected: {rows} rows for {} poison messages (by source and row_number); \
+         more than once: {twice:#?}; missing: {missing:#?}; not poison messages: {unexpected:#?}",
+        poison_at.len()
     );
     eprintln!(
         "after {KILL_ROUNDS} SIGKILLs: {} transactions and {} rejected messages, each once",
