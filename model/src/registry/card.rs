@@ -175,7 +175,7 @@ pub fn html(r: &VersionRecord) -> Result<String, minijinja::Error> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use chrono::{NaiveDate, TimeZone, Utc};
 
     use super::*;
@@ -184,7 +184,8 @@ mod tests {
     use crate::protocol::{Metrics, Periods};
     use crate::registry::Lineage;
 
-    fn record() -> VersionRecord {
+    /// A version record with every section filled (also the MLflow artifact's tests').
+    pub(crate) fn record() -> VersionRecord {
         VersionRecord {
             version: 7,
             created_at: Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap(),
