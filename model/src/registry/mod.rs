@@ -915,7 +915,7 @@ mod tests {
             .fields()
             .iter()
             .filter(|f| f.name() != "model_family")
-            .map(|f| f.as_ref().clone())
+            .map(|f| Field::clone(f))
             .collect();
         Arc::new(Schema::new(fields))
     }
