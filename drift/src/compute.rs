@@ -412,12 +412,12 @@ async fn model_signals(
     (from, to): (NaiveDate, NaiveDate),
     bins: usize,
 ) -> Result<(Option<ColumnReport>, Option<LiveQuality>)> {
-    let (_, forest) = registry.load_artifact(&champion.record).await?;
-    let ref_scores = forest.predict_many(&reference.values);
+    let (_, model) = registry.load_artifact(&champion.record).await?;
+    let ref_scores = model.predict_many(&reference.values);
     let served = served_scores(lake, from, to).await?;
     let (cur_scores, name) = if served.0.is_empty() {
         (
-            forest.predict_many(&current.values),
+            model.predict_many(&current.values),
             "risk_score (champion, offline)",
         )
     } else {

@@ -4,9 +4,8 @@
 //! gives TreeSHAP contributions (libxgboost's [`crate::booster::Explainer`], or the LightGBM
 //! forest itself, which computes them natively).
 //!
-//! Nothing outside the model crate uses these traits yet: the server, the registry and the
-//! CLI still hold a `trees::Forest` and a `booster::Explainer` (docs/models.md, "LightGBM",
-//! says what switching them over takes).
+//! Callers outside the model crate do not use these traits directly: they hold a
+//! [`crate::loaded::LoadedModel`], which dispatches to them.
 
 use crate::booster::{Contribution, Explainer};
 use crate::error::Result;

@@ -9,6 +9,8 @@
 //! * [`trees`]: the native scorer of the saved JSON model.
 //! * [`lightgbm`]: the native scorer and TreeSHAP of LightGBM's text model (issue #18, step 1).
 //! * [`ensemble`]: the traits either family's scorer and explainer implement.
+//! * [`loaded`]: [`loaded::LoadedModel`], a registered model of either family as every caller
+//!   scores and explains it, and [`loaded::ModelFamily`].
 //! * [`registry`]: versions, lineage, aliases, promotion gate, audit, model cards.
 //! * [`rollout`]: shadow and canary roles, the stable routing hash, the canary analysis.
 //! * [`canary`]: the canary analysis's input, read from `predictions`, labels and transactions.
@@ -25,6 +27,7 @@ pub mod ensemble;
 pub mod error;
 pub mod html;
 pub mod lightgbm;
+pub mod loaded;
 pub mod metrics;
 pub mod mlflow;
 pub mod protocol;
@@ -35,3 +38,4 @@ pub mod trees;
 pub mod xgboost;
 
 pub use error::{Error, Result};
+pub use loaded::{LoadedModel, ModelFamily};

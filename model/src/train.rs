@@ -1,7 +1,9 @@
-//! The workflows behind `fraudlake train` and `fraudlake evaluate`: read rows from a pinned
-//! lake snapshot, fit with libxgboost, evaluate with the handbook protocol, and (for `--folds`)
-//! prequential validation over a parameter grid. [`train_and_register`] is the one
-//! train-then-register sequence, used by `fraudlake train` and the DAG `train` op alike.
+//! The workflows behind `fraudlake train`, `fraudlake evaluate` and `fraudlake models import`:
+//! read rows from a pinned lake snapshot, fit with libxgboost, evaluate with the handbook
+//! protocol, and (for `--folds`) prequential validation over a parameter grid.
+//! [`train_and_register`] is the one train-then-register sequence, used by `fraudlake train`
+//! and the DAG `train` op alike; [`import_and_register`] registers a model trained elsewhere
+//! (`models import`, the DAG `register` op) through the same [`Registry::register`].
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,9 +16,9 @@ use serde::Serialize;
 use crate::booster::{fit, Fitted, TrainParams};
 use crate::dataset::{Rows, Snapshot};
 use crate::error::{Error, Result};
+use crate::loaded::{LoadedModel, ModelFamily};
 use crate::protocol::{evaluate, unknown_cards, Metrics, Periods};
 use crate::registry::{Lineage, NewVersion, Registry, VersionRecord};
-use crate::trees::Forest;
 use fraudlake_pipeline::columns::day_number;
 
 /// The feature set a model is trained on: its hash, SQL and column order.
@@ -131,8 +133,8 @@ pub async fn train_with(
     let rows = training_rows(&snapshot, spec, periods).await?;
     let valid = validation_rows(&rows, periods, params);
     let fitted = fit_blocking(&rows, spec, valid, params).await?;
-    let forest = Forest::from_json(&fitted.json)?;
-    let (metrics, _) = test(&snapshot, spec, &forest, &periods.into(), threshold).await?;
+    let model = LoadedModel::from_bytes(ModelFamily::XGBoost, &fitted.json)?;
+    let (metrics, _) = test(&snapshot, spec, &model, &periods.into(), threshold).await?;
     let lineage = Lineage {
         tables: snapshot.tables.clone(),
         train_from: periods.train_start.to_string(),
@@ -145,6 +147,7 @@ pub async fn train_with(
         test_frauds: metrics.test_frauds,
         label_policy: policy.describe(),
         labels_overridden: snapshot.overridden_labels().await?,
+        imported_from: None,
     };
     Ok(Trained {
         fitted,
@@ -198,7 +201,8 @@ pub async fn train_and_register(
             rounds: trained.fitted.rounds,
             metrics: trained.metrics.clone(),
             lineage: trained.lineage.clone(),
-            model_json: trained.fitted.json.clone(),
+            model_family: ModelFamily::XGBoost,
+            model_file: trained.fitted.json.clone(),
         })
         .await?;
     Ok(TrainedVersion {
@@ -207,11 +211,97 @@ pub async fn train_and_register(
     })
 }
 
+/// A model file trained outside fraudlake, to register.
+#[derive(Debug, Clone)]
+pub struct Import {
+    /// Where it came from, as the user named it (the lineage's `imported_from`).
+    pub source: String,
+    pub family: ModelFamily,
+    pub bytes: Vec<u8>,
+}
+
+impl Import {
+    /// The file as a model of its family; a file that parses as another family says so.
+    pub fn load(&self) -> Result<LoadedModel> {
+        LoadedModel::from_bytes(self.family, &self.bytes).map_err(|e| {
+            let hint = ModelFamily::ALL
+                .into_iter()
+                .filter(|f| *f != self.family)
+                .find(|f| LoadedModel::from_bytes(*f, &self.bytes).is_ok())
+                .map_or_else(String::new, |f| {
+                    format!(" (it reads as a {}: --family {f})", f.describe())
+                });
+            Error::invalid(format!(
+                "{} is not a usable {}: {e}{hint}",
+                self.source,
+                self.family.describe()
+            ))
+        })
+    }
+}
+
+/// Registers a model trained elsewhere (Python LightGBM or XGBoost, ...) as a new version,
+/// the way [`train_and_register`] registers one it trained: the file must parse as a model of
+/// its family and take the feature set's columns (by name when it stores names); it is
+/// evaluated with the handbook protocol on the test days of `periods` (whose training days
+/// are the ones the importer declares, used by the promotion gate to keep its days unseen),
+/// and registered through [`Registry::register`] with a lineage saying it was imported.
+pub async fn import_and_register(
+    lake: &Lake,
+    spec: &FeatureSpec,
+    import: Import,
+    periods: &Periods,
+    threshold: f64,
+    policy: &LabelPolicy,
+    who: Registration,
+) -> Result<VersionRecord> {
+    periods.validate()?;
+    let model = import.load()?;
+    model
+        .check_features(&spec.names)
+        .map_err(|e| Error::invalid(format!("{}: {e}", import.source)))?;
+    let snapshot = Snapshot::open(lake, &HashMap::new())
+        .await?
+        .with_policy(policy.clone());
+    snapshot.require_feature_set(&spec.sha256)?;
+    let (metrics, _) = test(&snapshot, spec, &model, &periods.into(), threshold).await?;
+    let lineage = Lineage {
+        tables: snapshot.tables.clone(),
+        train_from: periods.train_start.to_string(),
+        train_to: periods.train_end().to_string(),
+        test_from: periods.test_start().to_string(),
+        test_to: periods.test_end().to_string(),
+        train_rows: 0,
+        train_frauds: 0,
+        test_rows: metrics.test_rows,
+        test_frauds: metrics.test_frauds,
+        label_policy: policy.describe(),
+        labels_overridden: snapshot.overridden_labels().await?,
+        imported_from: Some(import.source.clone()),
+    };
+    Registry::new(lake.clone())
+        .register(NewVersion {
+            created_by: who.created_by,
+            note: who.note,
+            feature_set: spec.sha256.clone(),
+            feature_sql: spec.sql.clone(),
+            feature_names: spec.names.clone(),
+            periods: *periods,
+            params: TrainParams::default(),
+            rounds: model.num_trees() as u32,
+            metrics,
+            lineage,
+            model_family: import.family,
+            model_file: import.bytes,
+        })
+        .await
+}
+
 /// Scores a model on a test window of a snapshot; returns the metrics and the scored rows.
 pub async fn test(
     snapshot: &Snapshot,
     spec: &FeatureSpec,
-    forest: &Forest,
+    model: &LoadedModel,
     window: &TestWindow,
     threshold: f64,
 ) -> Result<(Metrics, Rows)> {
@@ -230,7 +320,7 @@ pub async fn test(
     let keep = unknown_cards(&rows, &first_fraud, window.delay_days);
     let kept = rows.filter(&keep);
     let removed = rows.len() - kept.len();
-    let probs = forest.predict_many(&kept.values);
+    let probs = model.predict_many(&kept.values);
     Ok((evaluate(&kept, &probs, threshold, removed), kept))
 }
 
@@ -238,13 +328,13 @@ pub async fn test(
 pub async fn evaluate_model(
     lake: &Lake,
     spec: &FeatureSpec,
-    forest: &Forest,
+    model: &LoadedModel,
     window: &TestWindow,
     threshold: f64,
 ) -> Result<Metrics> {
     let snapshot = Snapshot::open(lake, &HashMap::new()).await?;
     snapshot.require_feature_set(&spec.sha256)?;
-    Ok(test(&snapshot, spec, forest, window, threshold).await?.0)
+    Ok(test(&snapshot, spec, model, window, threshold).await?.0)
 }
 
 /// One parameter setting of a prequential validation.
@@ -322,8 +412,8 @@ pub async fn cross_validate(
             params.validate()?;
             let valid = validation_rows(&rows, &p, params);
             let fitted = fit_blocking(&rows, spec, valid, params).await?;
-            let forest = Forest::from_json(&fitted.json)?;
-            let (metrics, _) = test(&snapshot, spec, &forest, &(&p).into(), threshold).await?;
+            let model = LoadedModel::from_bytes(ModelFamily::XGBoost, &fitted.json)?;
+            let (metrics, _) = test(&snapshot, spec, &model, &(&p).into(), threshold).await?;
             results[i].fit_seconds += fitted.fit_seconds;
             results[i].folds.push((p.train_start, metrics));
             done += 1;

@@ -1,16 +1,25 @@
-//! `fraudlake models list|show|promote|rollback|archive|events|sync|shadow|canary`: the
-//! registry in the lake, its mirror in an MLflow tracking server, and the gradual rollout of a
-//! version (shadow, canary, canary analysis: docs/rollout.md).
+//! `fraudlake models list|show|import|promote|rollback|archive|events|sync|shadow|canary`: the
+//! registry in the lake, models trained elsewhere registered into it, its mirror in an MLflow
+//! tracking server, and the gradual rollout of a version (shadow, canary, canary analysis:
+//! docs/rollout.md).
+
+use std::path::PathBuf;
 
 use anyhow::Result;
+use chrono::NaiveDate;
 use clap::Subcommand;
 use fraudlake_model::mlflow::{self, Auth, SyncReport, Target};
+use fraudlake_model::protocol::Periods;
 use fraudlake_model::registry::gate::{self, GatePolicy};
 use fraudlake_model::registry::rollout::{
     self, AnalysisOptions, RolloutAction, RolloutAnalysis, RolloutChange, DEFAULT_CANARY_PERCENT,
 };
-use fraudlake_model::registry::{card, metric_map, Aliases, ModelVersion, Registry, ACTION_STOP};
+use fraudlake_model::registry::{
+    actor, card, metric_map, Aliases, ModelVersion, Registry, ACTION_STOP,
+};
 use fraudlake_model::rollout::{CanaryEvidence, CanaryPolicy, PrimaryMetric, Role, Verdict};
+use fraudlake_model::train::{import_and_register, FeatureSpec, Import, Registration};
+use fraudlake_model::ModelFamily;
 use serde::Serialize;
 
 use crate::config::Settings;
@@ -34,6 +43,12 @@ pub enum ModelsCommand {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+    /// Register a model trained outside fraudlake (e.g. in Python): an XGBoost JSON model or a
+    /// LightGBM text model (`Booster.save_model`). It must take the feature set's columns
+    /// (by name, in order, when it stores names); it is evaluated with the handbook protocol
+    /// on the test days after the training days it declares, then registered like a trained
+    /// version (challenger; champion of an empty registry), its lineage saying "imported".
+    Import(ImportArgs),
     /// Make a version the champion if it passes the gate against the current champion.
     Promote {
         which: String,
@@ -89,6 +104,50 @@ pub enum ModelsCommand {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+}
+
+/// `models import FILE --family F --train-start DAY`.
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// The model file.
+    pub file: PathBuf,
+    /// What the file is: xgboost (XGBoost JSON) or lightgbm (LightGBM text).
+    #[arg(long, value_parser = parse_family)]
+    pub family: ModelFamily,
+    /// First day of the data it was trained on, YYYY-MM-DD: the promotion gate never scores
+    /// it on its training days or their label delay.
+    #[arg(long)]
+    pub train_start: NaiveDate,
+    #[arg(long, default_value_t = 7)]
+    pub train_days: u32,
+    /// Days between training and test (labels arrive late).
+    #[arg(long, default_value_t = 7)]
+    pub delay_days: u32,
+    /// Days it is evaluated on, after the delay.
+    #[arg(long, default_value_t = 7)]
+    pub test_days: u32,
+    /// Decision threshold for precision/recall.
+    #[arg(long, default_value_t = 0.5)]
+    pub threshold: f64,
+    /// The feature set it was trained on (its sha256, or a prefix): refused unless it is
+    /// the feature SQL's.
+    #[arg(long)]
+    pub feature_set: Option<String>,
+    /// The feature SQL (default sql/features.sql, env FRAUDLAKE_FEATURES_SQL).
+    #[arg(long = "sql")]
+    pub sql: Option<PathBuf>,
+    /// Free text stored with the version (default: where it was imported from).
+    #[arg(long)]
+    pub note: Option<String>,
+    /// Label precedence of the evaluation, most trusted source kind first (as `train`).
+    #[arg(long)]
+    pub label_precedence: Option<String>,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+fn parse_family(s: &str) -> std::result::Result<ModelFamily, String> {
+    s.parse::<ModelFamily>().map_err(|e| e.to_string())
 }
 
 /// `models shadow V` or `models shadow stop`.
@@ -314,6 +373,7 @@ struct ListRow {
     version: i64,
     aliases: String,
     status: &'static str,
+    family: &'static str,
     created_at: String,
     train_days: String,
     auc_roc: String,
@@ -333,6 +393,7 @@ fn list_row(v: &ModelVersion) -> ListRow {
         version: r.version,
         aliases: v.aliases.join(","),
         status: if v.archived { "archived" } else { "active" },
+        family: r.model_family.name(),
         created_at: r.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
         train_days: format!("{}..{}", r.lineage.train_from, r.lineage.train_to),
         auc_roc: f4(r.metrics.auc_roc),
@@ -412,14 +473,28 @@ pub async fn run(cmd: ModelsCommand, settings: &Settings) -> Result<u8> {
                     value: r.rounds.to_string(),
                 },
                 Kv {
+                    key: "model family".into(),
+                    value: r.model_family.name().into(),
+                },
+                Kv {
                     key: "params".into(),
-                    value: serde_json::to_string(&r.params)?,
+                    value: if r.lineage.is_imported() {
+                        "not known (imported)".into()
+                    } else {
+                        serde_json::to_string(&r.params)?
+                    },
                 },
                 Kv {
                     key: "artifact".into(),
                     value: format!("{} (sha256 {})", r.artifact, r.artifact_sha256),
                 },
             ];
+            if let Some(file) = &r.lineage.imported_from {
+                rows.push(Kv {
+                    key: "imported from".into(),
+                    value: file.clone(),
+                });
+            }
             for t in &r.lineage.tables {
                 rows.push(Kv {
                     key: format!("read {}", t.table),
@@ -486,6 +561,7 @@ pub async fn run(cmd: ModelsCommand, settings: &Settings) -> Result<u8> {
             print_rows(&registry.events().await?, format)?;
             Ok(0)
         }
+        ModelsCommand::Import(a) => import(&registry, a, settings).await,
         ModelsCommand::Shadow(a) => shadow(&registry, a).await,
         ModelsCommand::Canary(a) => canary(&registry, a, settings).await,
         ModelsCommand::Sync { mlflow: m, format } => {
@@ -495,6 +571,101 @@ pub async fn run(cmd: ModelsCommand, settings: &Settings) -> Result<u8> {
             Ok(0)
         }
     }
+}
+
+/// `models import`: the file checked, evaluated and registered through the same
+/// `Registry::register` as `train`.
+async fn import(registry: &Registry, a: ImportArgs, settings: &Settings) -> Result<u8> {
+    let sql = a
+        .sql
+        .clone()
+        .unwrap_or_else(|| settings.features_sql.clone());
+    let spec = FeatureSpec::load(&sql).await?;
+    if let Some(declared) = a.feature_set.as_deref().map(str::trim) {
+        if declared.is_empty() || !spec.sha256.starts_with(declared) {
+            return Err(crate::bad_input(format!(
+                "the model is declared for feature set '{declared}', but {} is {}",
+                sql.display(),
+                spec.sha256
+            )));
+        }
+    }
+    let source = a.file.display().to_string();
+    let bytes = std::fs::read(&a.file)
+        .map_err(|e| crate::bad_input(format!("cannot read the model file {source}: {e}")))?;
+    let periods = Periods {
+        train_start: a.train_start,
+        train_days: a.train_days,
+        delay_days: a.delay_days,
+        test_days: a.test_days,
+    };
+    let policy = settings.label_policy(a.label_precedence.as_deref())?;
+    let note = a
+        .note
+        .clone()
+        .unwrap_or_else(|| format!("imported from {source}"));
+    let record = import_and_register(
+        registry.lake(),
+        &spec,
+        Import {
+            source: source.clone(),
+            family: a.family,
+            bytes,
+        },
+        &periods,
+        a.threshold,
+        &policy,
+        Registration {
+            created_by: actor(),
+            note,
+        },
+    )
+    .await?;
+    let v = registry.get(&record.version.to_string()).await?;
+    let card = registry
+        .lake()
+        .file_url("models", &format!("v{}/card.html", record.version));
+    if a.format == Format::Json {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            version: i64,
+            aliases: &'a [String],
+            model_family: ModelFamily,
+            imported_from: &'a str,
+            artifact: &'a str,
+            trees: u32,
+            test_from: &'a str,
+            test_to: &'a str,
+            metrics: std::collections::BTreeMap<String, Option<f64>>,
+            card: &'a str,
+        }
+        let out = Out {
+            version: record.version,
+            aliases: &v.aliases,
+            model_family: record.model_family,
+            imported_from: &source,
+            artifact: &record.artifact,
+            trees: record.rounds,
+            test_from: &record.lineage.test_from,
+            test_to: &record.lineage.test_to,
+            metrics: metric_map(&record.metrics),
+            card: &card,
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(0);
+    }
+    println!(
+        "imported {source} ({}, {} trees) as model version {} [{}]; evaluated on {} .. {}:",
+        record.model_family,
+        record.rounds,
+        record.version,
+        v.aliases.join(", "),
+        record.lineage.test_from,
+        record.lineage.test_to
+    );
+    print_rows(&super::train::metric_rows(&record.metrics), a.format)?;
+    println!("card: {card}");
+    Ok(0)
 }
 
 /// The running rollout under `models list`: `rollout: canary version 3 at 10 % of customers;

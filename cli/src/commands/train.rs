@@ -433,7 +433,7 @@ pub async fn evaluate(a: EvaluateArgs, settings: &Settings) -> Result<u8> {
     let lake = settings.open_lake()?;
     let registry = Registry::new(lake.clone());
     let v = registry.get(&a.model).await?;
-    let (_, forest) = registry.load_artifact(&v.record).await?;
+    let (_, model) = registry.load_artifact(&v.record).await?;
     let spec = v.record.feature_spec();
     if a.test_days == 0 {
         return Err(crate::bad_input("--test-days must be at least 1"));
@@ -445,7 +445,7 @@ pub async fn evaluate(a: EvaluateArgs, settings: &Settings) -> Result<u8> {
         to: a.test_start + Duration::days(i64::from(a.test_days) - 1),
     };
     let m =
-        train::evaluate_model(&lake, &spec, &forest, &window, v.record.metrics.threshold).await?;
+        train::evaluate_model(&lake, &spec, &model, &window, v.record.metrics.threshold).await?;
     if a.format == Format::Json {
         #[derive(Serialize)]
         struct Out {
@@ -488,7 +488,7 @@ pub async fn explain(a: ExplainArgs, settings: &Settings) -> Result<u8> {
     let lake = settings.open_lake()?;
     let registry = Registry::new(lake.clone());
     let v = registry.get(&a.model).await?;
-    let (json, forest) = registry.load_artifact(&v.record).await?;
+    let (_, model) = registry.load_artifact(&v.record).await?;
     let snapshot = fraudlake_model::dataset::Snapshot::open(&lake, &Default::default()).await?;
     snapshot.require_feature_set(&v.record.feature_set)?;
     let rows = snapshot
@@ -506,12 +506,11 @@ pub async fn explain(a: ExplainArgs, settings: &Settings) -> Result<u8> {
             missing.join(", ")
         )));
     }
-    let explainer = fraudlake_model::booster::Explainer::new(&json, forest.num_features())?;
     let mut out = Vec::new();
     for i in 0..rows.len() {
         let row = rows.row(i);
-        let score = forest.predict(row).unwrap_or(f64::NAN);
-        for c in explainer.top(&v.record.feature_names, row, a.top)? {
+        let score = model.predict(row).unwrap_or(f64::NAN);
+        for c in model.top(&v.record.feature_names, row, a.top)? {
             out.push(ExplainRow {
                 tx_id: rows.tx_id[i],
                 risk_score: score,

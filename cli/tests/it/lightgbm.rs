@@ -4,12 +4,19 @@
 //! text, and writes its own `predict` (raw and probability) and `predict(pred_contrib=True)`
 //! for 10,000 rows each, built to hit every decision rule (tests/python/lightgbm_fixture.py).
 //! fraudlake parses each saved file and must agree on every number within 1e-6.
+//!
+//! Then a LightGBM model end to end (issue #18): trained in Python on a lake's features
+//! (tests/python/lightgbm_import.py), registered with `fraudlake models import`, evaluated,
+//! explained, promoted through the gate, served, drift-reported; `/score` must give Python's
+//! `predict` and `?explain=true` its `pred_contrib` for the rows it scored.
 
+use std::ffi::OsStr;
 use std::path::Path;
 
 use fraudlake_model::lightgbm::LightGbmForest;
 
-use crate::common::{python_with, run_python};
+use crate::common::{num, python_with, run_python};
+use crate::serve::{http, lake_with_champion, ts, tx_body, Server};
 
 const TOLERANCE: f64 = 1e-6;
 
@@ -139,4 +146,363 @@ fn native_lightgbm_matches_lightgbm_predict_and_pred_contrib() {
     assert!(splits("zero_as_missing", "zero") > 0);
     assert!(splits("no_missing", "none") > 0 && splits("no_missing", "nan") == 0);
     assert!(splits("categorical", "categorical") > 0);
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// One `/score?explain=true` answer: the risk, and per feature (model order) its name, value
+/// (NaN when the server sent null: missing) and contribution.
+struct Served {
+    risk: f64,
+    names: Vec<String>,
+    values: Vec<f64>,
+    contributions: Vec<f64>,
+}
+
+fn served(answer: &serde_json::Value) -> Served {
+    let features = answer["features"].as_array().expect("features");
+    Served {
+        risk: answer["risk_score"].as_f64().expect("risk_score"),
+        names: features
+            .iter()
+            .map(|f| f["feature"].as_str().expect("feature").to_string())
+            .collect(),
+        values: features
+            .iter()
+            .map(|f| f["value"].as_f64().unwrap_or(f64::NAN))
+            .collect(),
+        contributions: features
+            .iter()
+            .map(|f| f["contribution"].as_f64().expect("contribution"))
+            .collect(),
+    }
+}
+
+/// The rows as tests/python/lightgbm_import.py reads them: a header of feature names, Rust's
+/// shortest round-trip float text, empty cells for missing values.
+fn rows_csv(path: &Path, names: &[String], rows: &[Served]) {
+    let mut text = names.join(",") + "\n";
+    for row in rows {
+        let cells: Vec<String> = row
+            .values
+            .iter()
+            .map(|v| {
+                if v.is_nan() {
+                    String::new()
+                } else {
+                    v.to_string()
+                }
+            })
+            .collect();
+        text.push_str(&cells.join(","));
+        text.push('\n');
+    }
+    std::fs::write(path, text).expect("rows CSV");
+}
+
+/// Runs `fraudlake ARGS` expecting bad input (exit 2); returns stderr.
+fn refused(lake: &crate::common::TempLake, args: &[&str]) -> String {
+    let out = lake.run(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "fraudlake {args:?}: {stderr}");
+    stderr
+}
+
+#[test]
+fn an_imported_lightgbm_model_is_gated_served_and_explained_as_python_lightgbm_predicts() {
+    let Some(python) = python_with(&["lightgbm", "numpy", "deltalake", "pyarrow"]) else {
+        return;
+    };
+    // A small lake with features and an XGBoost champion (version 1, trained 2018-05-01..07).
+    let lake = lake_with_champion();
+    let champion = json(&lake.ok(&["models", "show", "champion", "--format", "json"]));
+    let names: Vec<String> = champion["feature_names"]
+        .as_array()
+        .expect("feature_names")
+        .iter()
+        .map(|n| n.as_str().expect("name").to_string())
+        .collect();
+    assert_eq!(champion["model_family"], "xgboost", "{champion}");
+
+    // Python LightGBM trains on the same days, reading the lake with `deltalake`.
+    let lake_dir = lake.lake();
+    let train = |columns: &[String], out: &str| {
+        let out_dir = lake.path().join(out);
+        let columns = columns.join(",");
+        let args: Vec<&OsStr> = vec![
+            OsStr::new("train"),
+            OsStr::new(&lake_dir),
+            out_dir.as_os_str(),
+            OsStr::new(&columns),
+            OsStr::new("2018-05-01"),
+            OsStr::new("2018-05-07"),
+        ];
+        run_python(&python, "lightgbm_import.py", &args)
+    };
+    let trained = train(&names[..], "lightgbm");
+    let trees = trained["trees"].as_i64().expect("trees");
+    assert!(trees > 10, "{trained}");
+    assert!(num(&trained, "frauds") > 0.0, "{trained}");
+    let model_txt = trained["model"].as_str().expect("model file").to_string();
+
+    // What cannot be served is refused, with the reason (exit 2).
+    let e = refused(
+        &lake,
+        &[
+            "models",
+            "import",
+            &model_txt,
+            "--family",
+            "xgboost",
+            "--train-start",
+            "2018-05-01",
+        ],
+    );
+    assert!(e.contains("--family lightgbm"), "{e}");
+    let mut reversed = names.clone();
+    reversed.reverse();
+    let swapped = train(&reversed[..], "lightgbm-reversed");
+    let e = refused(
+        &lake,
+        &[
+            "models",
+            "import",
+            swapped["model"].as_str().expect("model file"),
+            "--family",
+            "lightgbm",
+            "--train-start",
+            "2018-05-01",
+        ],
+    );
+    assert!(e.contains("feature names differ"), "{e}");
+    let e = refused(
+        &lake,
+        &[
+            "models",
+            "import",
+            &model_txt,
+            "--family",
+            "lightgbm",
+            "--train-start",
+            "2018-05-01",
+            "--feature-set",
+            "deadbeef",
+        ],
+    );
+    assert!(e.contains("deadbeef"), "{e}");
+    let listed = json(&lake.ok(&["models", "list", "--format", "json"]));
+    assert_eq!(
+        listed.as_array().map(Vec::len),
+        Some(1),
+        "nothing registered"
+    );
+
+    // Imported: version 2, the challenger, evaluated on its test days, stored as .txt.
+    let imported = json(&lake.ok(&[
+        "models",
+        "import",
+        &model_txt,
+        "--family",
+        "lightgbm",
+        "--train-start",
+        "2018-05-01",
+        "--format",
+        "json",
+    ]));
+    assert_eq!(imported["version"], 2, "{imported}");
+    assert_eq!(imported["model_family"], "lightgbm", "{imported}");
+    assert_eq!(imported["aliases"], serde_json::json!(["challenger"]));
+    assert_eq!(imported["trees"].as_i64(), Some(trees));
+    assert_eq!(imported["test_from"], "2018-05-15");
+    assert!(
+        imported["artifact"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("models/artifacts/") && a.ends_with(".txt")),
+        "{imported}"
+    );
+    assert!(
+        imported["metrics"]["auc_roc"]
+            .as_f64()
+            .is_some_and(|a| a > 0.5),
+        "{imported}"
+    );
+    let shown = json(&lake.ok(&["models", "show", "2", "--format", "json"]));
+    assert_eq!(shown["model_family"], "lightgbm");
+    assert_eq!(shown["lineage"]["imported_from"], model_txt.as_str());
+    assert_eq!(shown["lineage"]["train_from"], "2018-05-01");
+    let card = lake.ok(&["models", "show", "2", "--card"]);
+    assert!(
+        card.contains("| Model family | lightgbm |") && card.contains("| Imported from |"),
+        "{card}"
+    );
+    let registry = lake
+        .sql_json("SELECT version, model_family, artifact FROM model_versions ORDER BY version");
+    assert_eq!(registry[0]["model_family"], "xgboost", "{registry:?}");
+    assert_eq!(registry[1]["model_family"], "lightgbm", "{registry:?}");
+    let artifact = Path::new(&lake.lake()).join(registry[1]["artifact"].as_str().expect("path"));
+    assert_eq!(
+        std::fs::read(&artifact).expect("artifact"),
+        std::fs::read(&model_txt).expect("model file"),
+        "the artifact is the file, byte for byte"
+    );
+
+    // evaluate and explain take it like any version.
+    let ev = json(&lake.ok(&[
+        "evaluate",
+        "--model",
+        "2",
+        "--test-start",
+        "2018-05-22",
+        "--test-days",
+        "5",
+        "--format",
+        "json",
+    ]));
+    assert!(
+        ev["metrics"]["auc_roc"].as_f64().is_some_and(|a| a > 0.5),
+        "{ev}"
+    );
+    let tx = lake.sql_json(
+        "SELECT tx_id FROM features WHERE tx_date = DATE '2018-05-16' ORDER BY tx_id LIMIT 1",
+    );
+    let tx = (num(&tx[0], "tx_id") as i64).to_string();
+    let ex = json(&lake.ok(&[
+        "explain", "--tx-id", &tx, "--model", "2", "--top", "3", "--format", "json",
+    ]));
+    let ex = ex.as_array().expect("rows");
+    assert_eq!(ex.len(), 3, "{ex:?}");
+    let c: Vec<f64> = ex
+        .iter()
+        .map(|r| r["contribution"].as_f64().expect("c").abs())
+        .collect();
+    assert!(c[0] >= c[1] && c[1] >= c[2], "{c:?}");
+
+    // The gate scores both families on the champion's test days; forced, since on a lake this
+    // small either may come out ahead.
+    let gate = json(&lake.ok(&[
+        "models",
+        "promote",
+        "2",
+        "--force",
+        "--reason",
+        "the LightGBM import test",
+        "--format",
+        "json",
+    ]));
+    assert_eq!(gate["promoted"], true, "{gate}");
+    assert_eq!(gate["test_from"], "2018-05-15", "{gate}");
+    assert!(
+        gate["candidate_score"].is_number() && gate["champion_score"].is_number(),
+        "{gate}"
+    );
+
+    // Served: /score is Python's predict, ?explain=true its pred_contrib.
+    let server = Server::start(&lake.lake(), &[]);
+    let port = server.port;
+    let (code, body) = http(port, "GET", "/models/current", &[], b"");
+    assert_eq!(code, 200, "{body}");
+    let current = json(&body);
+    assert_eq!(
+        (current["version"].as_i64(), current["trees"].as_i64()),
+        (Some(2), Some(trees))
+    );
+    let mut rows = Vec::new();
+    for i in 0..24i64 {
+        let amount = if i % 8 == 7 {
+            1_850.0
+        } else {
+            4.5 + 23.75 * i as f64
+        };
+        let body = tx_body(
+            9_300_000 + i,
+            &ts(30 * i),
+            (i * 13) % 300,
+            (i * 29) % 600,
+            amount,
+        );
+        let (code, text) = http(
+            port,
+            "POST",
+            "/score?explain=true",
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        );
+        assert_eq!(code, 200, "{text}");
+        let answer = json(&text);
+        assert_eq!(answer["model_version"], 2, "{answer}");
+        let row = served(&answer);
+        assert_eq!(row.names, names);
+        rows.push(row);
+    }
+    server.stop();
+    let csv = lake.path().join("served.csv");
+    rows_csv(&csv, &names, &rows);
+    let args: Vec<&OsStr> = vec![
+        OsStr::new("predict"),
+        OsStr::new(&model_txt),
+        csv.as_os_str(),
+    ];
+    let python_says = run_python(&python, "lightgbm_import.py", &args);
+    assert_eq!(python_says["rows"], rows.len());
+    let mut worst = (0.0f64, 0.0f64, 0.0f64);
+    for (i, row) in rows.iter().enumerate() {
+        let prob = python_says["probability"][i].as_f64().expect("probability");
+        let raw = python_says["raw"][i].as_f64().expect("raw");
+        let contrib: Vec<f64> = python_says["contributions"][i]
+            .as_array()
+            .expect("contributions")
+            .iter()
+            .map(|c| c.as_f64().expect("number"))
+            .collect();
+        assert_eq!(contrib.len(), names.len() + 1);
+        worst.0 = worst.0.max((row.risk - prob).abs());
+        for (a, b) in row.contributions.iter().zip(&contrib) {
+            worst.1 = worst.1.max((a - b).abs());
+        }
+        // The served contributions and the bias add up to the raw score: LightGBM's, and the
+        // one behind the served probability.
+        let bias = contrib[names.len()];
+        let sum = row.contributions.iter().sum::<f64>() + bias;
+        let logit = (row.risk / (1.0 - row.risk)).ln();
+        worst.2 = worst.2.max((sum - raw).abs()).max((sum - logit).abs());
+    }
+    assert!(
+        worst.0 <= TOLERANCE,
+        "served probability vs LightGBM: {}",
+        worst.0
+    );
+    assert!(
+        worst.1 <= TOLERANCE,
+        "served contribution vs pred_contrib: {}",
+        worst.1
+    );
+    assert!(
+        worst.2 <= TOLERANCE,
+        "contributions + bias vs raw score: {}",
+        worst.2
+    );
+    // The rows are not all alike: the model's scores spread.
+    let (lo, hi) = rows
+        .iter()
+        .fold((1.0f64, 0.0f64), |(l, h), r| (l.min(r.risk), h.max(r.risk)));
+    assert!(hi - lo > 0.01, "scores {lo}..{hi}");
+
+    // The lake writer recorded the LightGBM champion's answers; drift scores with it.
+    let written = lake.sql_json("SELECT COUNT(*) AS n FROM predictions WHERE model_version = 2");
+    assert_eq!(num(&written[0], "n") as usize, rows.len());
+    let drift = json(&lake.ok(&[
+        "drift",
+        "--current",
+        "2018-05-22..2018-05-28",
+        "--format",
+        "json",
+        "--no-save",
+    ]));
+    assert_eq!(drift["model_version"], 2, "{drift}");
+    assert_eq!(
+        drift["prediction"]["name"], "risk_score (champion, offline)",
+        "{drift}"
+    );
 }

@@ -36,7 +36,7 @@ impl Op for EvaluateArgs {
         let which = ctx.model(&self.model)?;
         let registry = Registry::new(lake.clone());
         let v = registry.get(&which).await?;
-        let (_, forest) = registry.load_artifact(&v.record).await?;
+        let (_, model) = registry.load_artifact(&v.record).await?;
         let from = ctx.logical_date - Duration::days(i64::from(self.test_days) - 1);
         let window = TestWindow {
             known_from: v.record.periods.train_start.min(from),
@@ -47,7 +47,7 @@ impl Op for EvaluateArgs {
         let m = train::evaluate_model(
             lake,
             &v.record.feature_spec(),
-            &forest,
+            &model,
             &window,
             v.record.metrics.threshold,
         )

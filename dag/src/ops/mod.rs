@@ -136,7 +136,7 @@ ops! {
     Train(train::TrainArgs) = "train",
     /// Score a model on a test period (`fraudlake evaluate`).
     Evaluate(evaluate::EvaluateArgs) = "evaluate",
-    /// Register an externally trained XGBoost JSON model.
+    /// Register an externally trained model (XGBoost JSON or LightGBM text).
     Register(register::RegisterArgs) = "register",
     /// Make a model the champion through the registry's gate.
     Promote(promote::PromoteArgs) = "promote",

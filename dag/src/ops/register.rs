@@ -1,13 +1,15 @@
-//! `register`: registers an externally trained XGBoost JSON model, evaluated on the week
-//! before the logical date like a candidate. Its own module so its arguments and the call
-//! stay together.
+//! `register`: registers an externally trained model (XGBoost JSON `.json` or LightGBM text
+//! `.txt`), evaluated on the week before the logical date like a candidate, through the same
+//! `import_and_register` as `fraudlake models import`. Its own module so its arguments and the
+//! call stay together.
 
 use crate::error::{Error, Result};
 use chrono::Duration;
-use fraudlake_model::booster::TrainParams;
 use fraudlake_model::protocol::Periods;
-use fraudlake_model::registry::{actor, NewVersion, Registry};
-use fraudlake_model::train::{self, FeatureSpec, TestWindow};
+use fraudlake_model::registry::actor;
+use fraudlake_model::train::{self, FeatureSpec, Import, Registration};
+use fraudlake_model::ModelFamily;
+use fraudlake_pipeline::labels::LabelPolicy;
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 
@@ -18,7 +20,8 @@ use crate::spec::args;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterArgs {
-    /// The XGBoost JSON model file.
+    /// The model file: XGBoost JSON (`.json`) or LightGBM text (`.txt`); the extension says
+    /// which.
     #[serde(deserialize_with = "path")]
     pub path: String,
     /// The feature set it was trained on (default: the current one).
@@ -28,9 +31,10 @@ pub struct RegisterArgs {
 
 fn path<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
     let path = args::non_empty(d)?;
-    if !path.to_ascii_lowercase().ends_with(".json") {
+    if ModelFamily::from_path(&path).is_none() {
         return Err(serde::de::Error::custom(format!(
-            "{path:?} is not an XGBoost JSON model file (.json)"
+            "{path:?} is not a model file fraudlake can register (.json: XGBoost JSON, .txt: \
+             LightGBM text)"
         )));
     }
     Ok(path)
@@ -73,51 +77,38 @@ impl Op for RegisterArgs {
                 )));
             }
         }
-        let registry = Registry::new(lake.clone());
+        let family = ModelFamily::from_path(path).ok_or_else(|| {
+            Error::invalid(format!(
+                "{path:?} is not a model file fraudlake can register (.json: XGBoost JSON, \
+                 .txt: LightGBM text)"
+            ))
+        })?;
         // An external model has no training run here: its metrics come from evaluating it
-        // on the week before the logical date, like a candidate.
-        let forest = fraudlake_model::trees::Forest::from_json(&bytes)
-            .map_err(|e| Error::model(format!("{path}: {e}")))?;
+        // on the week before the logical date, like a candidate (its training days are taken
+        // to be the week before the label delay, as a `train` task's would be).
         let periods = Periods {
             train_start: ctx.logical_date - Duration::days(20),
             train_days: 7,
             delay_days: 7,
             test_days: 7,
         };
-        let window = TestWindow {
-            known_from: periods.train_start,
-            delay_days: periods.delay_days,
-            from: periods.test_start(),
-            to: periods.test_end(),
-        };
-        let metrics = train::evaluate_model(lake, &spec, &forest, &window, 0.5).await?;
-        let record = registry
-            .register(NewVersion {
+        let record = train::import_and_register(
+            lake,
+            &spec,
+            Import {
+                source: path.clone(),
+                family,
+                bytes,
+            },
+            &periods,
+            0.5,
+            &LabelPolicy::default(),
+            Registration {
                 created_by: format!("dag:{}:{}", ctx.dag, actor()),
                 note: format!("registered from {path} by DAG {}", ctx.dag),
-                feature_set: spec.sha256.clone(),
-                feature_sql: spec.sql.clone(),
-                feature_names: spec.names.clone(),
-                periods,
-                params: TrainParams::default(),
-                rounds: forest.num_trees() as u32,
-                metrics: metrics.clone(),
-                lineage: fraudlake_model::registry::Lineage {
-                    tables: Vec::new(),
-                    train_from: String::new(),
-                    train_to: String::new(),
-                    test_from: window.from.to_string(),
-                    test_to: window.to.to_string(),
-                    train_rows: 0,
-                    train_frauds: 0,
-                    test_rows: metrics.test_rows,
-                    test_frauds: metrics.test_frauds,
-                    label_policy: String::new(),
-                    labels_overridden: Vec::new(),
-                },
-                model_json: bytes,
-            })
-            .await?;
+            },
+        )
+        .await?;
         ctx.note(format!("registered {path} as version {}", record.version));
         Ok(json!({"candidate_version": record.version}))
     }

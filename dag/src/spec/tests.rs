@@ -743,9 +743,16 @@ fn register_and_promote_args() {
         })
     );
     assert_eq!(
+        args_of("register", "{ path = \"models/lightgbm.TXT\" }"),
+        OpArgs::Register(RegisterArgs {
+            path: "models/lightgbm.TXT".into(),
+            feature_set: None
+        })
+    );
+    assert_eq!(
         arg_errors("register", "{ path = \"m.ubj\", feature_set = \"\" }"),
         vec![
-            "dags/x.toml: task \"t\": arg \"path\": \"m.ubj\" is not an XGBoost JSON model file (.json)",
+            "dags/x.toml: task \"t\": arg \"path\": \"m.ubj\" is not a model file fraudlake can register (.json: XGBoost JSON, .txt: LightGBM text)",
             "dags/x.toml: task \"t\": arg \"feature_set\": must not be empty (leave it out for the current one)",
         ]
     );

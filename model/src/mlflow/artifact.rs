@@ -10,10 +10,14 @@
 //! registry's own JSON artifact, byte for byte (`model_format: json`; Python xgboost loads it
 //! with identical predictions, see docs/models.md).
 //!
-//! Each model family is one arm of [`Flavor`]: today XGBoost only.
+//! Each model family is one arm of [`Flavor`]. A LightGBM version is what
+//! `mlflow.lightgbm.save_model(booster, path)` writes for a `lightgbm.Booster`: the registry's
+//! text artifact byte for byte as `model.lgb`, `model_class: lightgbm.basic.Booster`, whose
+//! pyfunc `predict` is `Booster.predict`, the probability for `objective=binary`.
 
 use std::fmt::Write;
 
+use crate::loaded::ModelFamily;
 use crate::registry::VersionRecord;
 
 /// The folder of the run's artifacts that holds the model (MLflow's `artifact_path`).
@@ -29,23 +33,33 @@ const PYTHON_VERSION: &str = "3.11";
 /// libxgboost that wrote the model file (the `xgboost_lib-sys` build, docs/models.md).
 const XGBOOST_VERSION: &str = "3.4.1";
 
+/// LightGBM whose text models the native reader is tested against (an imported file may come
+/// from another 4.x; MLflow only records the number).
+const LIGHTGBM_VERSION: &str = "4.7.0";
+
 /// An MLflow flavor: how a family's model file is loaded in Python.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {
     /// `mlflow.xgboost`, the registry's XGBoost JSON artifact as a `Booster`.
     Xgboost,
+    /// `mlflow.lightgbm`, the registry's LightGBM text artifact as a `Booster`.
+    Lightgbm,
 }
 
 impl Flavor {
     /// The flavor of a registered version (one match arm per model family).
-    pub fn of(_record: &VersionRecord) -> Flavor {
-        Flavor::Xgboost
+    pub fn of(record: &VersionRecord) -> Flavor {
+        match record.model_family {
+            ModelFamily::XGBoost => Flavor::Xgboost,
+            ModelFamily::LightGBM => Flavor::Lightgbm,
+        }
     }
 
     /// The flavor's name in `MLmodel` and the tag `fraudlake.model_family`.
     pub fn name(self) -> &'static str {
         match self {
             Flavor::Xgboost => "xgboost",
+            Flavor::Lightgbm => "lightgbm",
         }
     }
 
@@ -53,6 +67,7 @@ impl Flavor {
     fn data_file(self) -> &'static str {
         match self {
             Flavor::Xgboost => "model.json",
+            Flavor::Lightgbm => "model.lgb",
         }
     }
 
@@ -64,6 +79,11 @@ impl Flavor {
                  model_format: json\n    xgb_version: {XGBOOST_VERSION}\n",
                 self.data_file()
             ),
+            Flavor::Lightgbm => format!(
+                "  lightgbm:\n    code: null\n    data: {}\n    lgb_version: {LIGHTGBM_VERSION}\n    \
+                 model_class: lightgbm.basic.Booster\n",
+                self.data_file()
+            ),
         }
     }
 
@@ -73,6 +93,8 @@ impl Flavor {
         match self {
             // The JSON of libxgboost 3.x; older Python xgboost may not read its newer fields.
             Flavor::Xgboost => reqs.push("xgboost>=3.0"),
+            // The text format of LightGBM 4 (`version=v4`).
+            Flavor::Lightgbm => reqs.push("lightgbm>=4.0"),
         }
         reqs
     }
@@ -125,17 +147,28 @@ fn mlmodel(record: &VersionRecord, flavor: Flavor, run_id: &str, size: usize) ->
     // Deterministic (a second sync writes the same file): the artifact's hash as the uuid.
     let uuid: String = record.artifact_sha256.chars().take(32).collect();
     let created = record.created_at.format("%Y-%m-%d %H:%M:%S%.6f");
-    format!(
-        "artifact_path: {MODEL_DIR}\n\
-         flavors:\n\
-         \x20 python_function:\n\
+    let pyfunc = format!(
+        "\x20 python_function:\n\
          \x20   data: {data}\n\
          \x20   env:\n\
          \x20     conda: conda.yaml\n\
          \x20     virtualenv: python_env.yaml\n\
          \x20   loader_module: mlflow.{flavor}\n\
-         \x20   python_version: '{PYTHON_VERSION}'\n\
-         {section}\
+         \x20   python_version: '{PYTHON_VERSION}'\n",
+        data = flavor.data_file(),
+        flavor = flavor.name(),
+    );
+    // MLflow writes the flavors in name order: `lightgbm` before `python_function`, which is
+    // before `xgboost`.
+    let flavors = if flavor.name() < "python_function" {
+        format!("{}{pyfunc}", flavor.section())
+    } else {
+        format!("{pyfunc}{}", flavor.section())
+    };
+    format!(
+        "artifact_path: {MODEL_DIR}\n\
+         flavors:\n\
+         {flavors}\
          is_signature_from_type_hint: false\n\
          mlflow_version: {MLFLOW_FORMAT_VERSION}\n\
          model_size_bytes: {size}\n\
@@ -147,9 +180,6 @@ fn mlmodel(record: &VersionRecord, flavor: Flavor, run_id: &str, size: usize) ->
          \x20 params: null\n\
          type_hint_from_example: false\n\
          utc_time_created: '{created}'\n",
-        data = flavor.data_file(),
-        flavor = flavor.name(),
-        section = flavor.section(),
         inputs = yaml_str(&inputs),
         outputs = yaml_str(outputs),
     )
@@ -164,6 +194,51 @@ fn yaml_str(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lightgbm_version_is_what_mlflow_lightgbm_saves_for_a_booster() {
+        let mut record = crate::registry::card::tests::record();
+        record.model_family = ModelFamily::LightGBM;
+        let text = b"tree\nversion=v4\n".to_vec();
+        let files = model_files(&record, &text, "run1");
+        let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "MLmodel",
+                "model.lgb",
+                "requirements.txt",
+                "python_env.yaml",
+                "conda.yaml"
+            ]
+        );
+        assert_eq!(files[1].1, text);
+        let mlmodel = String::from_utf8(files[0].1.clone()).expect("utf-8");
+        let lightgbm = mlmodel
+            .find("\n  lightgbm:\n")
+            .expect("the lightgbm flavor");
+        let pyfunc = mlmodel.find("\n  python_function:\n").expect("pyfunc");
+        assert!(lightgbm < pyfunc, "flavors in name order: {mlmodel}");
+        for line in [
+            "    data: model.lgb\n",
+            "    model_class: lightgbm.basic.Booster\n",
+            "    loader_module: mlflow.lightgbm\n",
+        ] {
+            assert!(mlmodel.contains(line), "{line} in {mlmodel}");
+        }
+        assert!(!mlmodel.contains("xgboost"), "{mlmodel}");
+        let requirements = String::from_utf8(files[2].1.clone()).expect("utf-8");
+        assert!(requirements.contains("lightgbm>=4.0"), "{requirements}");
+
+        // XGBoost keeps its layout: python_function, then xgboost.
+        record.model_family = ModelFamily::XGBoost;
+        let mlmodel =
+            String::from_utf8(model_files(&record, b"{}", "run1")[0].1.clone()).expect("utf-8");
+        let pyfunc = mlmodel.find("\n  python_function:\n").expect("pyfunc");
+        let xgboost = mlmodel.find("\n  xgboost:\n").expect("the xgboost flavor");
+        assert!(pyfunc < xgboost, "{mlmodel}");
+        assert!(mlmodel.contains("    data: model.json\n"), "{mlmodel}");
+    }
 
     #[test]
     fn yaml_strings_escape_quotes_and_newlines() {

@@ -392,10 +392,14 @@ async fn log_run(
     Ok(run)
 }
 
-/// Parameters: the training parameters, the protocol's periods, the threshold.
+/// Parameters: the training parameters (none for an imported model: fraudlake does not know
+/// them), the protocol's periods, the threshold.
 fn params(r: &VersionRecord) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    if let Ok(serde_json::Value::Object(p)) = serde_json::to_value(&r.params) {
+    let trained_here = !r.lineage.is_imported();
+    if let (true, Ok(serde_json::Value::Object(p))) =
+        (trained_here, serde_json::to_value(&r.params))
+    {
         for (k, v) in p {
             out.push((k, plain(&v)));
         }
@@ -452,7 +456,15 @@ fn tags(r: &VersionRecord, status: &str) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = vec![
         ("mlflow.runName".into(), format!("fraudlake-v{}", r.version)),
         ("mlflow.user".into(), r.created_by.clone()),
-        ("mlflow.source.name".into(), "fraudlake train".into()),
+        (
+            "mlflow.source.name".into(),
+            if l.is_imported() {
+                "fraudlake models import"
+            } else {
+                "fraudlake train"
+            }
+            .into(),
+        ),
         ("mlflow.source.type".into(), "LOCAL".into()),
         ("mlflow.note.content".into(), version_description(r)),
         (TAG_STATUS.into(), status.into()),
@@ -489,6 +501,9 @@ fn tags(r: &VersionRecord, status: &str) -> Vec<(String, String)> {
     }
     if !r.note.is_empty() {
         out.push(("fraudlake.note".into(), r.note.clone()));
+    }
+    if let Some(file) = &l.imported_from {
+        out.push(("fraudlake.imported_from".into(), file.clone()));
     }
     out
 }

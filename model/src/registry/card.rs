@@ -58,7 +58,11 @@ fn sections(r: &VersionRecord) -> Vec<(&'static str, Vec<(String, String)>)> {
                 ),
                 (
                     "Training rows / frauds".into(),
-                    format!("{} / {}", l.train_rows, l.train_frauds),
+                    if l.is_imported() {
+                        "not known (trained outside fraudlake)".to_string()
+                    } else {
+                        format!("{} / {}", l.train_rows, l.train_frauds)
+                    },
                 ),
                 ("Feature set (sha256)".into(), r.feature_set.clone()),
                 (
@@ -66,6 +70,12 @@ fn sections(r: &VersionRecord) -> Vec<(&'static str, Vec<(String, String)>)> {
                     format!("{} (sha256 {})", r.artifact, r.artifact_sha256),
                 ),
             ];
+            if let Some(file) = &l.imported_from {
+                rows.push((
+                    "Imported from".into(),
+                    format!("{file} (`fraudlake models import`: trained outside fraudlake, training days as declared, evaluated here)"),
+                ));
+            }
             for t in &l.tables {
                 rows.push((
                     format!("Delta table `{}`", t.table),
@@ -99,10 +109,15 @@ fn sections(r: &VersionRecord) -> Vec<(&'static str, Vec<(String, String)>)> {
         (
             "Training",
             vec![
+                ("Model family".into(), r.model_family.name().to_string()),
                 ("Boosting rounds".into(), r.rounds.to_string()),
                 (
                     "Parameters".into(),
-                    serde_json::to_string(&r.params).unwrap_or_default(),
+                    if l.is_imported() {
+                        "not known (imported)".to_string()
+                    } else {
+                        serde_json::to_string(&r.params).unwrap_or_default()
+                    },
                 ),
                 (
                     "Created".into(),
@@ -160,7 +175,7 @@ pub fn html(r: &VersionRecord) -> Result<String, minijinja::Error> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use chrono::{NaiveDate, TimeZone, Utc};
 
     use super::*;
@@ -169,7 +184,8 @@ mod tests {
     use crate::protocol::{Metrics, Periods};
     use crate::registry::Lineage;
 
-    fn record() -> VersionRecord {
+    /// A version record with every section filled (also the MLflow artifact's tests').
+    pub(crate) fn record() -> VersionRecord {
         VersionRecord {
             version: 7,
             created_at: Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap(),
@@ -212,7 +228,9 @@ mod tests {
                     kept: "ingest:chargebacks.csv".into(),
                     labels: 1,
                 }],
+                imported_from: None,
             },
+            model_family: crate::loaded::ModelFamily::XGBoost,
             importance: vec![("half".into(), 1.5)],
             artifact: "models/v7/model.json".into(),
             artifact_sha256: "ff".into(),

@@ -85,11 +85,12 @@ async fn score(
     window: &TestWindow,
     metric: &str,
 ) -> Result<Option<f64>> {
-    let (_, forest) = registry.load_artifact(&v.record).await?;
+    // Either family: the version's artifact as a `LoadedModel`.
+    let (_, model) = registry.load_artifact(&v.record).await?;
     let m: Metrics = evaluate_model(
         registry.lake(),
         &v.record.feature_spec(),
-        &forest,
+        &model,
         window,
         v.record.metrics.threshold,
     )

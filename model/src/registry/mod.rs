@@ -1,6 +1,7 @@
 //! The model registry, kept in the lake: one row per version in the `model_versions` Delta
-//! table (queryable with `fraudlake sql`), the XGBoost JSON artifact under `models/` (through
-//! the lake's object store, content-addressed by sha256), and every alias change as an audit
+//! table (queryable with `fraudlake sql`), the model artifact under `models/` (through the
+//! lake's object store, content-addressed by sha256, with its family's extension: `.json` for
+//! XGBoost, `.txt` for LightGBM), and every alias change as an audit
 //! row in `model_events`. Alias state (champion, challenger, shadow, canary, archived) is the
 //! replay of those events, so the audit log is the source of truth and cannot drift from it.
 //! Shadow and canary are the steps of a gradual rollout (docs/rollout.md).
@@ -27,15 +28,17 @@ use deltalake::kernel::Transaction;
 use deltalake::logstore::object_store::{path::Path as StorePath, ObjectStoreExt, PutPayload};
 use deltalake::protocol::SaveMode;
 use deltalake::DeltaTableError;
-use fraudlake_pipeline::lake::{commit_note, register, tables::utc_micros, Lake, TableDef};
+use fraudlake_pipeline::lake::{
+    commit_note, evolve, register, tables::utc_micros, tables::MODEL_VERSIONS_TABLE, Lake, TableDef,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::booster::TrainParams;
 use crate::dataset::TableVersion;
 use crate::error::{Error, Result};
+use crate::loaded::{LoadedModel, ModelFamily};
 use crate::protocol::{Metrics, Periods};
-use crate::trees::Forest;
 use fraudlake_pipeline::columns;
 
 /// Folder (under the lake root) of artifacts and model cards.
@@ -56,7 +59,7 @@ pub const ACTION_STOP: &str = "stop";
 pub const ACTION_ANALYSIS: &str = "analysis";
 
 pub const MODEL_VERSIONS: TableDef = TableDef {
-    name: "model_versions",
+    name: MODEL_VERSIONS_TABLE,
     schema: versions_schema,
     partition_by: &[],
     description: "fraudlake model registry: one row per trained model version",
@@ -89,6 +92,10 @@ fn versions_schema() -> SchemaRef {
         Field::new("artifact_sha256", DataType::Utf8, false),
         // The whole version record as JSON (feature SQL, params, metrics, lineage, ...).
         Field::new("record", DataType::Utf8, false),
+        // `xgboost` or `lightgbm` (issue #18), added later: a lake made before it gains it on
+        // its next registration (`lake::evolve`), its older rows read as null, which means
+        // xgboost (their records have no `model_family` either, and read as xgboost).
+        Field::new("model_family", DataType::Utf8, true),
     ]))
 }
 
@@ -126,6 +133,19 @@ pub struct Lineage {
     /// Labels that did not count because a more trusted source said otherwise.
     #[serde(default)]
     pub labels_overridden: Vec<crate::dataset::LabelOverride>,
+    /// For a model trained outside fraudlake and registered with `fraudlake models import`
+    /// (or the DAG's `register` op): the file it came from. Its training days are the ones
+    /// the importer declared, `tables` and the test fields are fraudlake's evaluation, and
+    /// `train_rows`/`train_frauds` are 0 (not known). `None` for a model fraudlake trained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported_from: Option<String>,
+}
+
+impl Lineage {
+    /// Whether the model was trained outside fraudlake and imported.
+    pub fn is_imported(&self) -> bool {
+        self.imported_from.is_some()
+    }
 }
 
 /// Everything stored about one version.
@@ -139,10 +159,16 @@ pub struct VersionRecord {
     pub feature_sql: String,
     pub feature_names: Vec<String>,
     pub periods: Periods,
+    /// XGBoost's training parameters; for an imported model (`lineage.imported_from`) not
+    /// known, and left at their defaults.
     pub params: TrainParams,
     pub rounds: u32,
     pub metrics: Metrics,
     pub lineage: Lineage,
+    /// The library that trained it, which fixes the artifact's format (records made before
+    /// the field read as xgboost).
+    #[serde(default)]
+    pub model_family: ModelFamily,
     /// Gain importance, highest first.
     pub importance: Vec<(String, f64)>,
     /// Path of the artifact relative to the lake root.
@@ -182,7 +208,9 @@ pub struct NewVersion {
     pub rounds: u32,
     pub metrics: Metrics,
     pub lineage: Lineage,
-    pub model_json: Vec<u8>,
+    pub model_family: ModelFamily,
+    /// The model file of `model_family` (XGBoost JSON, LightGBM text), stored as it is.
+    pub model_file: Vec<u8>,
 }
 
 /// One audit row.
@@ -462,8 +490,9 @@ impl Registry {
         })
     }
 
-    /// Reads a version's artifact, checks its sha256 and that it parses as a scorable model.
-    pub async fn load_artifact(&self, record: &VersionRecord) -> Result<(Vec<u8>, Forest)> {
+    /// Reads a version's artifact, checks its sha256, that it parses as a scorable model of
+    /// the version's family and that it takes the version's features.
+    pub async fn load_artifact(&self, record: &VersionRecord) -> Result<(Vec<u8>, LoadedModel)> {
         let store = self.lake.files(MODELS_FOLDER)?;
         let rel = record
             .artifact
@@ -489,46 +518,44 @@ impl Registry {
                 record.version, record.artifact, record.artifact_sha256
             )));
         }
-        let forest = Forest::from_json(&bytes).map_err(|e| {
+        let model = LoadedModel::from_bytes(record.model_family, &bytes).map_err(|e| {
             Error::Model(format!(
-                "model version {}: artifact unusable: {e}",
-                record.version
+                "model version {}: artifact unusable as a {}: {e}",
+                record.version,
+                record.model_family.describe()
             ))
         })?;
-        check_width(&forest, &record.feature_names)?;
-        Ok((bytes, forest))
+        model
+            .check_features(&record.feature_names)
+            .map_err(|e| Error::Model(format!("model version {}: {e}", record.version)))?;
+        Ok((bytes, model))
     }
 
     /// Registers a new version: validates and stores the artifact, claims the next version
     /// number, writes the record, the model card and the audit row. The first version of a
     /// lake becomes champion; later ones become challenger.
     pub async fn register(&self, new: NewVersion) -> Result<VersionRecord> {
-        let forest = Forest::from_json(&new.model_json)
-            .map_err(|e| Error::Model(format!("refusing to register an unusable model: {e}")))?;
-        check_width(&forest, &new.feature_names)?;
-        let sha = hex::encode(Sha256::digest(&new.model_json));
-        let rel = format!("artifacts/{sha}.json");
+        let family = new.model_family;
+        let model = LoadedModel::from_bytes(family, &new.model_file).map_err(|e| {
+            Error::Model(format!(
+                "refusing to register an unusable {}: {e}",
+                family.describe()
+            ))
+        })?;
+        model
+            .check_features(&new.feature_names)
+            .map_err(|e| Error::Model(format!("refusing to register the model: {e}")))?;
+        let sha = hex::encode(Sha256::digest(&new.model_file));
+        let rel = format!("artifacts/{sha}.{}", family.extension());
         self.lake
             .files(MODELS_FOLDER)?
             .put(
                 &StorePath::from(rel.as_str()),
-                PutPayload::from(new.model_json.clone()),
+                PutPayload::from(new.model_file.clone()),
             )
             .await
             .map_err(|e| Error::Model(format!("cannot store the model artifact: {e}")))?;
-        let importance = forest
-            .gain_importance()
-            .into_iter()
-            .map(|(i, g)| {
-                (
-                    new.feature_names
-                        .get(i)
-                        .cloned()
-                        .unwrap_or_else(|| format!("f{i}")),
-                    g,
-                )
-            })
-            .collect();
+        let importance = model.importance(&new.feature_names);
 
         let mut record = VersionRecord {
             version: 0,
@@ -543,6 +570,7 @@ impl Registry {
             rounds: new.rounds,
             metrics: new.metrics,
             lineage: new.lineage,
+            model_family: family,
             importance,
             artifact: format!("{MODELS_FOLDER}/{rel}"),
             artifact_sha256: sha,
@@ -559,13 +587,17 @@ impl Registry {
                 + 1;
             let batch = version_batch(&record)?;
             let claim = Transaction::new("fraudlake.model_versions", record.version);
-            let write = table
-                .write(vec![batch])
-                .with_save_mode(SaveMode::Append)
-                .with_commit_properties(
-                    commit_note("register model").with_application_transaction(claim),
-                )
-                .await;
+            // `evolve`: a table made before `model_family` gains the column here.
+            let write = evolve(
+                &MODEL_VERSIONS,
+                table
+                    .write(vec![batch])
+                    .with_save_mode(SaveMode::Append)
+                    .with_commit_properties(
+                        commit_note("register model").with_application_transaction(claim),
+                    ),
+            )
+            .await;
             match write {
                 Ok(_) => break,
                 Err(e) if is_conflict(&e) && attempt < MAX_ATTEMPTS => {
@@ -678,17 +710,6 @@ pub struct EventDraft<'a> {
     pub details: Option<String>,
 }
 
-fn check_width(forest: &Forest, names: &[String]) -> Result<()> {
-    if forest.num_features() != names.len() {
-        return Err(Error::Model(format!(
-            "the model expects {} features but its feature set has {}",
-            forest.num_features(),
-            names.len()
-        )));
-    }
-    Ok(())
-}
-
 fn is_conflict(e: &DeltaTableError) -> bool {
     matches!(
         e,
@@ -732,6 +753,7 @@ fn version_batch(r: &VersionRecord) -> Result<RecordBatch> {
         Arc::new(StringArray::from(vec![r.artifact.as_str()])),
         Arc::new(StringArray::from(vec![r.artifact_sha256.as_str()])),
         Arc::new(StringArray::from(vec![json])),
+        Arc::new(StringArray::from(vec![r.model_family.name()])),
     ];
     Ok(RecordBatch::try_new(versions_schema(), cols)?)
 }
@@ -846,6 +868,173 @@ mod tests {
         log.push(event("archive", None, 4, None));
         let a = Aliases::replay(&log);
         assert_eq!((a.canary, a.shadow), (None, None));
+    }
+
+    fn record_v1() -> VersionRecord {
+        VersionRecord {
+            version: 1,
+            created_at: Utc::now(),
+            created_by: "an older fraudlake".into(),
+            note: String::new(),
+            feature_set: "abc".into(),
+            feature_sql: "SELECT 1".into(),
+            feature_names: vec!["amount".into(), "merchant".into()],
+            periods: Periods {
+                train_start: chrono::NaiveDate::from_ymd_opt(2018, 4, 1).expect("date"),
+                train_days: 7,
+                delay_days: 7,
+                test_days: 7,
+            },
+            params: TrainParams::default(),
+            rounds: 1,
+            metrics: Metrics::default(),
+            lineage: Lineage {
+                tables: Vec::new(),
+                train_from: "2018-04-01".into(),
+                train_to: "2018-04-07".into(),
+                test_from: "2018-04-15".into(),
+                test_to: "2018-04-21".into(),
+                train_rows: 100,
+                train_frauds: 5,
+                test_rows: 10,
+                test_frauds: 2,
+                label_policy: String::new(),
+                labels_overridden: Vec::new(),
+                imported_from: None,
+            },
+            model_family: ModelFamily::XGBoost,
+            importance: Vec::new(),
+            artifact: "models/artifacts/00.json".into(),
+            artifact_sha256: "00".into(),
+        }
+    }
+
+    /// `model_versions` as fraudlake wrote it before `model_family`: without its last column.
+    fn old_versions_schema() -> SchemaRef {
+        let fields: Vec<Field> = versions_schema()
+            .fields()
+            .iter()
+            .filter(|f| f.name() != "model_family")
+            .map(|f| Field::clone(f))
+            .collect();
+        Arc::new(Schema::new(fields))
+    }
+
+    const OLD_VERSIONS: TableDef = TableDef {
+        name: MODEL_VERSIONS_TABLE,
+        description: "model_versions before model_family",
+        schema: old_versions_schema,
+        partition_by: &[],
+    };
+
+    #[tokio::test]
+    async fn a_registry_made_before_model_family_reads_as_xgboost_and_gains_the_column() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lake = Lake::open(&dir.path().display().to_string()).expect("lake");
+        let registry = Registry::new(lake.clone());
+
+        // Version 1 as an older fraudlake wrote it: no column, no field in the record.
+        let v1 = record_v1();
+        let mut json = serde_json::to_value(&v1).expect("record");
+        json.as_object_mut()
+            .expect("an object")
+            .remove("model_family");
+        let full = version_batch(&v1).expect("batch");
+        let mut cols: Vec<Arc<dyn Array>> = full.columns()[..full.num_columns() - 2].to_vec();
+        cols.push(Arc::new(StringArray::from(vec![json.to_string()])));
+        let old = RecordBatch::try_new(old_versions_schema(), cols).expect("old batch");
+        lake.append(&OLD_VERSIONS, vec![old], "test")
+            .await
+            .expect("old row");
+        let versions = registry.versions().await.expect("versions");
+        assert_eq!(versions[0].model_family, ModelFamily::XGBoost);
+
+        // A LightGBM version: stored as .txt, the table gains the column.
+        let v2 = registry
+            .register(NewVersion {
+                created_by: "test".into(),
+                note: String::new(),
+                feature_set: "abc".into(),
+                feature_sql: "SELECT 1".into(),
+                feature_names: vec!["amount".into(), "merchant".into()],
+                periods: v1.periods,
+                params: TrainParams::default(),
+                rounds: 2,
+                metrics: Metrics::default(),
+                lineage: Lineage {
+                    imported_from: Some("model.txt".into()),
+                    ..v1.lineage.clone()
+                },
+                model_family: ModelFamily::LightGBM,
+                model_file: crate::lightgbm::tests::TINY.as_bytes().to_vec(),
+            })
+            .await
+            .expect("registers");
+        assert_eq!(v2.version, 2);
+        assert_eq!(v2.model_family, ModelFamily::LightGBM);
+        assert!(
+            v2.artifact.starts_with("models/artifacts/") && v2.artifact.ends_with(".txt"),
+            "{}",
+            v2.artifact
+        );
+        assert_eq!(v2.importance[0].0, "amount");
+        let (bytes, model) = registry.load_artifact(&v2).await.expect("loads");
+        assert_eq!(bytes, crate::lightgbm::tests::TINY.as_bytes());
+        assert_eq!(model.family(), ModelFamily::LightGBM);
+
+        let families: Vec<ModelFamily> = registry
+            .versions()
+            .await
+            .expect("versions")
+            .iter()
+            .map(|r| r.model_family)
+            .collect();
+        assert_eq!(families, [ModelFamily::XGBoost, ModelFamily::LightGBM]);
+        let table = lake
+            .load(MODEL_VERSIONS_TABLE)
+            .await
+            .expect("load")
+            .expect("the table");
+        let ctx = fraudlake_pipeline::lake::new_session();
+        register(&ctx, MODEL_VERSIONS_TABLE, &table)
+            .await
+            .expect("register");
+        let batches = ctx
+            .sql("SELECT model_family FROM model_versions ORDER BY version")
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect("rows");
+        let mut column = Vec::new();
+        for b in &batches {
+            let a = columns::utf8(b.column(0)).expect("strings");
+            column.extend((0..a.len()).map(|i| (!a.is_null(i)).then(|| a.value(i).to_string())));
+        }
+        assert_eq!(column, [None, Some("lightgbm".to_string())]);
+
+        // A model whose features are not the version's is refused at registration.
+        let wrong = registry
+            .register(NewVersion {
+                created_by: "test".into(),
+                note: String::new(),
+                feature_set: "abc".into(),
+                feature_sql: "SELECT 1".into(),
+                feature_names: vec!["merchant".into(), "amount".into()],
+                periods: v1.periods,
+                params: TrainParams::default(),
+                rounds: 2,
+                metrics: Metrics::default(),
+                lineage: v1.lineage.clone(),
+                model_family: ModelFamily::LightGBM,
+                model_file: crate::lightgbm::tests::TINY.as_bytes().to_vec(),
+            })
+            .await
+            .expect_err("swapped features");
+        assert!(
+            wrong.to_string().contains("feature names differ"),
+            "{wrong}"
+        );
     }
 
     #[test]

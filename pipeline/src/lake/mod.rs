@@ -315,15 +315,19 @@ pub async fn register_views(ctx: &SessionContext, views: &[&dyn LakeView]) -> Re
     Ok(())
 }
 
-/// How appends treat the table's schema: `labels` gained nullable provenance columns and
-/// `predictions` the rollout's role and score columns; a lake made before them gets them on
-/// its next write to the table (Delta schema evolution: the older files read as null).
-/// Other tables keep strict schemas: `Merge` would let a wrong batch widen them silently.
+/// How appends treat the table's schema: `labels` gained nullable provenance columns,
+/// `predictions` the rollout's role and score columns and `model_versions` the model family;
+/// a lake made before them gets them on its next write to the table (Delta schema evolution:
+/// the older files read as null). Other tables keep strict schemas: `Merge` would let a wrong
+/// batch widen them silently.
 pub fn evolve(
     def: &TableDef,
     write: deltalake::operations::write::WriteBuilder,
 ) -> deltalake::operations::write::WriteBuilder {
-    if def.name == tables::LABELS.name || def.name == tables::PREDICTIONS_TABLE {
+    if def.name == tables::LABELS.name
+        || def.name == tables::PREDICTIONS_TABLE
+        || def.name == tables::MODEL_VERSIONS_TABLE
+    {
         write.with_schema_mode(deltalake::operations::write::SchemaMode::Merge)
     } else {
         write

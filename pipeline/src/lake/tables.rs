@@ -2,8 +2,9 @@
 //! `simulate` and `ingest` land), and [`TableDef`], the way every crate declares its own
 //! tables beside the code that writes them (the registry's in fraudlake-model, `predictions`
 //! in fraudlake-serving, ...). SQL sessions find all of them by their Delta logs
-//! ([`super::catalog`]), so this crate lists none of the others (save the name of
-//! `predictions`, [`PREDICTIONS_TABLE`], which [`super::evolve`] must know).
+//! ([`super::catalog`]), so this crate lists none of the others (save the names of
+//! `predictions` and `model_versions`, [`PREDICTIONS_TABLE`] and [`MODEL_VERSIONS_TABLE`],
+//! which [`super::evolve`] must know).
 
 use std::sync::Arc;
 
@@ -80,6 +81,10 @@ pub const TRANSACTIONS: TableDef = TableDef {
 /// The name of `predictions`, defined in fraudlake-serving (its writer): it gained nullable
 /// columns (the rollout's roles and scores), so [`super::evolve`] merges its schema too.
 pub const PREDICTIONS_TABLE: &str = "predictions";
+
+/// The name of the registry's `model_versions`, defined in fraudlake-model: it gained a
+/// nullable column (`model_family`, issue #18), so [`super::evolve`] merges its schema too.
+pub const MODEL_VERSIONS_TABLE: &str = "model_versions";
 
 /// Fraud labels, which arrive separately and later (chargebacks). Which one counts per tx_id
 /// is the precedence policy of [`crate::labels`]: the most trusted source, latest within it.

@@ -369,7 +369,7 @@ fn explanation(
     row: &[f64],
 ) -> Result<(Vec<FeatureContribution>, Vec<FeatureContribution>), ApiError> {
     let all = scorer
-        .explainer
+        .model
         .explain(&scorer.version.record.feature_names, row)
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let wire = |c: fraudlake_model::booster::Contribution| FeatureContribution {
@@ -849,7 +849,7 @@ pub async fn current_model(State(state): State<SharedState>) -> Json<ModelInfo> 
         version: r.version,
         feature_set: r.feature_set.clone(),
         feature_names: r.feature_names.clone(),
-        trees: s.forest.num_trees(),
+        trees: s.model.num_trees(),
         loaded_at: s.loaded_at.to_rfc3339(),
         train_from: r.lineage.train_from.clone(),
         train_to: r.lineage.train_to.clone(),
@@ -870,7 +870,7 @@ fn rollout_model(s: &Scorer, percent: Option<f64>) -> RolloutModel {
         version: r.version,
         percent,
         feature_set: r.feature_set.clone(),
-        trees: s.forest.num_trees(),
+        trees: s.model.num_trees(),
         loaded_at: s.loaded_at.to_rfc3339(),
         train_from: r.lineage.train_from.clone(),
         train_to: r.lineage.train_to.clone(),

@@ -120,7 +120,7 @@ impl Models {
 /// One model's prediction, its evaluation time observed in `series`.
 fn predict(scorer: &Scorer, row: &[f64], series: &RoleSeries) -> Option<ModelScore> {
     let started = Instant::now();
-    let score = scorer.forest.predict(row)?;
+    let score = scorer.model.predict(row)?;
     series.predict.observe(started.elapsed().as_secs_f64());
     Some(ModelScore {
         version: scorer.number(),

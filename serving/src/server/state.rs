@@ -9,21 +9,19 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use arc_swap::ArcSwap;
 use fraudlake_features::{FeaturePlan, OnlineEngine};
-use fraudlake_model::booster::Explainer;
 use fraudlake_model::registry::{ModelVersion, Registry};
 use fraudlake_model::rollout::Role;
-use fraudlake_model::trees::Forest;
+use fraudlake_model::LoadedModel;
 use parking_lot::Mutex;
 
 use super::metrics::Metrics;
 use super::models::Models;
 use super::writer::LakeWriter;
 
-/// A loaded model version.
+/// A loaded model version, of either family (`LoadedModel` hides which).
 pub struct Scorer {
     pub version: ModelVersion,
-    pub forest: Forest,
-    pub explainer: Explainer,
+    pub model: LoadedModel,
     pub feature_set: Arc<str>,
     pub loaded_at: chrono::DateTime<chrono::Utc>,
 }
@@ -33,7 +31,7 @@ impl Scorer {
     /// one the online engine computes.
     pub async fn load(registry: &Registry, which: &str, plan: &FeaturePlan) -> Result<Scorer> {
         let version = registry.get(which).await?;
-        let (json, forest) = registry.load_artifact(&version.record).await?;
+        let (_, model) = registry.load_artifact(&version.record).await?;
         if version.record.feature_set != plan.feature_set.sha256 {
             return Err(Error::invalid(format!(
                 "model version {} was trained on feature set {} but this server computes {} ({}); \
@@ -52,12 +50,12 @@ impl Scorer {
                 plan.feature_names()
             )));
         }
-        let explainer = Explainer::new(&json, forest.num_features())?;
+        // Explanations ready before the model serves (for XGBoost, libxgboost's booster).
+        model.ready_to_explain()?;
         Ok(Scorer {
             feature_set: Arc::from(version.record.feature_set.as_str()),
             version,
-            forest,
-            explainer,
+            model,
             loaded_at: chrono::Utc::now(),
         })
     }
