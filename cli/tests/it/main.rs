@@ -16,6 +16,7 @@ mod mlflow;
 mod models;
 mod replicas;
 mod rollout;
+mod rollout_e2e;
 mod rollout_serving;
 mod s3;
 mod serve;
