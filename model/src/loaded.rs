@@ -212,12 +212,12 @@ impl LoadedModel {
     /// which it writes when it was trained without names).
     fn has_names(&self) -> bool {
         let names = self.feature_names();
-        !names.is_empty()
-            && !(self.family() == ModelFamily::LightGBM
-                && names
-                    .iter()
-                    .enumerate()
-                    .all(|(i, n)| *n == format!("Column_{i}")))
+        let placeholders = self.family() == ModelFamily::LightGBM
+            && names
+                .iter()
+                .enumerate()
+                .all(|(i, n)| *n == format!("Column_{i}"));
+        !names.is_empty() && !placeholders
     }
 
     /// Checks that the model takes the feature set's columns: as many features, and, when the
