@@ -1,8 +1,10 @@
 //! Issue #19, the server's side of a rollout (docs/rollout.md sections 2, 4, 5 and 8): a canary
 //! decides for a sticky 10 % of customers, read back from 20,000 answers; a shadow scores every
 //! transaction and changes no decision (a twin server without it answers the same); alias
-//! changes under load fail no request. Aliases are set through the registry functions the
-//! `models shadow/canary` commands call, and the server picks them up on its reload poll.
+//! changes under load fail no request; a shadow trained on another feature SQL gets its own
+//! online engine, built while the server serves, and scores what that SQL computes offline.
+//! Aliases are set through the registry functions the `models shadow/canary` commands call,
+//! and the server picks them up on its reload poll.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -15,7 +17,7 @@ use fraudlake_model::registry::{Registry, CANARY, SHADOW};
 use fraudlake_model::rollout::Role;
 use fraudlake_serving::server::rollout::{route, CanarySplit};
 
-use crate::common::{num, wait_until, wait_until_seen, TempLake};
+use crate::common::{num, repo_root, wait_until, wait_until_seen, TempLake};
 use crate::serve::{copy_dir, http, lake_with_champion, metric_value, ts, tx_body, Server};
 
 fn json(s: &str) -> serde_json::Value {
@@ -423,4 +425,175 @@ fn alias_changes_under_load_fail_no_request() {
     );
     assert!(!metrics.contains("version=\"1\"} 1"), "{metrics}");
     server.stop();
+}
+
+/// Version 2 trained on the default feature SQL plus one feature (another feature set); returns
+/// that SQL's path. The `features` table then holds that feature set (a build of another
+/// feature set rebuilds the whole table); version 1 was trained before.
+fn train_on_another_feature_sql(lake: &TempLake) -> String {
+    let base = std::fs::read_to_string(repo_root().join("sql/features.sql")).expect("sql");
+    let extended = base.replace(
+        "FROM tx_labeled",
+        ",\n  MAX(amount) OVER (PARTITION BY customer_id ORDER BY event_time RANGE BETWEEN \
+         INTERVAL '1 day' PRECEDING AND CURRENT ROW) AS customer_max_amount_1d\nFROM tx_labeled",
+    );
+    assert_ne!(base, extended);
+    let sql = lake.path().join("features_v2.sql");
+    std::fs::write(&sql, extended).expect("write the SQL");
+    let sql = sql.display().to_string();
+    lake.ok(&["features", "build", "--sql", sql.as_str()]);
+    lake.ok(&[
+        "train",
+        "--sql",
+        sql.as_str(),
+        "--train-start",
+        "2018-05-03",
+        "--n-estimators",
+        "30",
+        "--threads",
+        "1",
+    ]);
+    sql
+}
+
+/// docs/rollout.md section 2: a shadow on another feature SQL is not refused; its online
+/// engine is bootstrapped from the lake while the server serves (no request fails), caught up,
+/// and swapped in; then the shadow's score of each transaction is version 2's prediction on
+/// the features its own SQL computes offline for that transaction.
+#[test]
+fn a_shadow_on_another_feature_sql_gets_its_own_engine_and_scores_its_own_features() {
+    let lake = lake_with_champion();
+    let sql = train_on_another_feature_sql(&lake);
+    let aliases = Aliases::of(&lake);
+    let v2 = aliases
+        .runtime
+        .block_on(aliases.registry.get("2"))
+        .expect("version 2");
+    let v1 = aliases
+        .runtime
+        .block_on(aliases.registry.get("1"))
+        .expect("version 1");
+    assert_ne!(v1.record.feature_set, v2.record.feature_set);
+    let server = Server::start(&lake.lake(), &["--reload-secs", "1"]);
+    let port = server.port;
+
+    // A client scoring throughout the build and the swap.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let load = {
+        let (stop, failures, sent) = (stop.clone(), failures.clone(), sent.clone());
+        std::thread::spawn(move || {
+            let mut i = 0i64;
+            while !stop.load(Ordering::Relaxed) {
+                let body = tx_body(60_000_000 + i, &ts(i), i % 300, (i * 7) % 600, 12.5);
+                let (code, text) = post(port, "/score", &body);
+                if code != 200 {
+                    failures
+                        .lock()
+                        .expect("lock")
+                        .push(format!("{code}: {text}"));
+                }
+                i += 1;
+                sent.store(i as usize, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    wait_until("load running", Duration::from_secs(60), || {
+        sent.load(Ordering::Relaxed) > 20
+    });
+    aliases.start(SHADOW, "2", None);
+    let current = wait_for_models(port, "shadow 2 on its own engine", |m| {
+        m["shadow"]["version"] == 2
+    });
+    assert_eq!(current["version"], 1, "{current}");
+    assert_eq!(
+        current["shadow"]["feature_set"], v2.record.feature_set,
+        "{current}"
+    );
+    // Requests after the swap too.
+    let at = sent.load(Ordering::Relaxed);
+    wait_until("requests after the swap", Duration::from_secs(60), || {
+        sent.load(Ordering::Relaxed) > at + 50
+    });
+    stop.store(true, Ordering::Relaxed);
+    load.join().expect("load thread");
+    let failed = failures.lock().expect("lock").clone();
+    assert!(
+        failed.is_empty(),
+        "{} requests failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+
+    // After the load's last second: one transaction per customer, in event-time order.
+    let last = sent.load(Ordering::Relaxed) as i64;
+    const N: i64 = 300;
+    let answers = score_customers(port, 0..N, 50_000_000, last + 10);
+    assert!(answers
+        .values()
+        .all(|a| a["role"] == "champion" && a["model_version"] == 1));
+    let (_, metrics) = http(port, "GET", "/metrics", &[], b"");
+    assert_eq!(
+        metric_value(&metrics, "fraud_online_engines"),
+        2.0,
+        "{metrics}"
+    );
+    server.stop();
+
+    // The feature set of version 2, offline, over the lake that now holds those transactions.
+    lake.ok(&["features", "build", "--sql", sql.as_str()]);
+    let names = &v2.record.feature_names;
+    let offline = lake.sql_json(&format!(
+        "SELECT tx_id, {} FROM features WHERE tx_id >= 50000000 AND tx_id < 60000000",
+        names.join(", ")
+    ));
+    assert_eq!(offline.len(), N as usize);
+    let (_, model) = aliases
+        .runtime
+        .block_on(aliases.registry.load_artifact(&v2.record))
+        .expect("version 2's artifact");
+    let expected: HashMap<i64, f64> = offline
+        .iter()
+        .map(|r| {
+            let row: Vec<f64> = names
+                .iter()
+                .map(|n| r[n.as_str()].as_f64().unwrap_or(f64::NAN))
+                .collect();
+            let id = r["tx_id"].as_i64().expect("tx_id");
+            (id, model.predict(&row).expect("version 2 scores the row"))
+        })
+        .collect();
+    let rows = lake.sql_json(
+        "SELECT tx_id, shadow_version, shadow_score, champion_score, role, model_version \
+         FROM predictions WHERE tx_id >= 50000000 AND tx_id < 60000000",
+    );
+    assert_eq!(rows.len(), N as usize);
+    let mut differ = 0;
+    for r in &rows {
+        let id = r["tx_id"].as_i64().expect("tx_id");
+        assert_eq!(
+            (
+                r["shadow_version"].as_i64(),
+                r["role"].as_str(),
+                r["model_version"].as_i64()
+            ),
+            (Some(2), Some("champion"), Some(1)),
+            "{r}"
+        );
+        let shadow = r["shadow_score"].as_f64().expect("a shadow score");
+        let want = expected[&id];
+        assert!(
+            (shadow - want).abs() < 1e-6,
+            "tx {id}: the shadow scored {shadow}, version 2 on its offline features {want}"
+        );
+        if (shadow - num(r, "champion_score")).abs() > 1e-9 {
+            differ += 1;
+        }
+    }
+    assert!(
+        differ > 0,
+        "the shadow's scores equal the champion's: {rows:?}"
+    );
 }

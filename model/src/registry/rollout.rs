@@ -211,8 +211,9 @@ fn reason_or(reason: Option<&str>, default: String) -> String {
     }
 }
 
-/// A warning when `record`'s feature set is not the champion's: the server serves only models
-/// of its own feature SQL (docs/rollout.md section 2), so it would refuse this one.
+/// A warning when `record`'s feature set is not the champion's: the server builds a second
+/// online engine for it before serving it, and refuses it with a shared online store or a
+/// scoring log (docs/rollout.md section 2).
 async fn feature_set_warning(
     registry: &Registry,
     record: &super::VersionRecord,
@@ -231,7 +232,8 @@ async fn feature_set_warning(
     let short = |s: &str| s.chars().take(12).collect::<String>();
     Ok(Some(format!(
         "version {} was trained on feature set {}, the champion (version {champion}) on {}: \
-         the server serves only models of its own feature SQL and will refuse it",
+         the server serves it once a second online engine is built from the lake (refused with \
+         a shared online store or a scoring log)",
         record.version,
         short(&record.feature_set),
         short(&theirs.feature_set)

@@ -16,6 +16,7 @@ use fraudlake_model::rollout::Role;
 
 use super::api::*;
 use super::auth::{AdminScope, Caller, LabelScope, ScoreScope};
+use super::engines::OtherRows;
 use super::error::{ApiError, ErrorBody};
 use super::json::{explain_flag, Json};
 use super::models::{ModelScore, Models, Scores};
@@ -153,20 +154,34 @@ fn after_apply(
     }
 }
 
+/// Each transaction's rows of the engines of other feature sets, from each engine's rows.
+fn per_transaction(n: usize, engines: Vec<(std::sync::Arc<str>, Vec<Vec<f64>>)>) -> Vec<OtherRows> {
+    let mut out: Vec<OtherRows> = (0..n).map(|_| Vec::with_capacity(engines.len())).collect();
+    for (sha256, rows) in engines {
+        for (other, row) in out.iter_mut().zip(rows) {
+            other.push((sha256.clone(), row));
+        }
+    }
+    out
+}
+
 /// Features for `txs` in order (each seeing the ones before), from the in-memory state or
-/// the shared store. `at(i)` names item `i` in messages.
+/// the shared store, and from the engines of other feature sets (in-memory state only; see
+/// [`super::engines`]). `at(i)` names item `i` in messages.
 async fn features(
     state: &SharedState,
     txs: &mut [Transaction],
     at: impl Fn(usize) -> String,
-) -> Result<(Vec<Vec<f64>>, Vec<Outcome>), ApiError> {
+) -> Result<(Vec<Vec<f64>>, Vec<OtherRows>, Vec<Outcome>), ApiError> {
     let Some(shared) = state.shared.as_ref() else {
         let mut engine = state.engine.lock();
         let outcomes = judge(state, &mut engine, txs, &at)?;
         let rows = engine.score_rows(txs)?;
+        // Every engine takes the same transactions in the same order, under the main lock.
+        let others = state.engines.apply(txs);
         after_apply(state, &mut engine, txs, &outcomes);
         drop(engine);
-        return Ok((rows, outcomes));
+        return Ok((rows, per_transaction(txs.len(), others), outcomes));
     };
     let requested: Vec<Transaction> = txs.to_vec();
     let (mut outcomes, unlabeled, fraud) = {
@@ -206,7 +221,11 @@ async fn features(
             let batch =
                 deltalake::arrow::compute::concat_batches(&state.plan.output_schema, &batches)
                     .map_err(|e| ApiError::internal(e.to_string()))?;
-            return Ok((feature_rows(&state.plan, &batch)?, outcomes));
+            return Ok((
+                feature_rows(&state.plan, &batch)?,
+                per_transaction(txs.len(), Vec::new()),
+                outcomes,
+            ));
         }
     };
     let mut engine = state.engine.lock();
@@ -231,7 +250,11 @@ async fn features(
     drop(engine);
     let batch = deltalake::arrow::compute::concat_batches(&state.plan.output_schema, &batches)
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok((feature_rows(&state.plan, &batch)?, outcomes))
+    Ok((
+        feature_rows(&state.plan, &batch)?,
+        per_transaction(txs.len(), Vec::new()),
+        outcomes,
+    ))
 }
 
 /// RFC 3339 for microseconds since the epoch.
@@ -384,11 +407,13 @@ fn explanation(
     ))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn respond(
     state: &SharedState,
     models: &Models,
     tx: &Transaction,
     row: Vec<f64>,
+    others: OtherRows,
     outcome: Outcome,
     explain: bool,
     started: Instant,
@@ -398,7 +423,7 @@ fn respond(
         Outcome::Retry(Some(a)) => Verdict::remembered(&a),
         _ => {
             let scores = models
-                .score(&row, tx.customer_id, &state.metrics)
+                .score(&row, &others, tx.customer_id, &state.metrics)
                 .ok_or_else(|| {
                     ApiError::internal(
                         "the model and the feature SQL disagree on the number of features",
@@ -412,6 +437,16 @@ fn respond(
         }
     };
     let scorer = models.scorer(verdict.decider);
+    // The decider's feature vector (its own feature set's): explained, and the `features`
+    // column of `predictions` (whose `feature_set` is the decider's).
+    let row = if scorer.feature_set == models.champion.feature_set {
+        row
+    } else {
+        others
+            .into_iter()
+            .find(|(sha256, _)| *sha256 == scorer.feature_set)
+            .map_or(row, |(_, r)| r)
+    };
     let (features, top) = if explain {
         let (all, top) = explanation(scorer, &row)?;
         (Some(all), Some(top))
@@ -504,11 +539,14 @@ pub async fn score_transactions(
     let started = Instant::now();
     require_ready_to_score(state)?;
     let models = state.models.load_full();
-    let (rows, outcomes) = features(state, txs, |_| String::new()).await?;
+    let (rows, others, outcomes) = features(state, txs, |_| String::new()).await?;
     txs.iter()
         .zip(rows)
+        .zip(others)
         .zip(outcomes)
-        .map(|((tx, row), outcome)| respond(state, &models, tx, row, outcome, false, started))
+        .map(|(((tx, row), others), outcome)| {
+            respond(state, &models, tx, row, others, outcome, false, started)
+        })
         .collect()
 }
 
@@ -577,13 +615,15 @@ pub async fn score(
     let mut tx = req.validate("")?;
     require_ready_to_score(&state)?;
     let models = state.models.load_full();
-    let (mut rows, outcomes) =
+    let (mut rows, mut others, outcomes) =
         features(&state, std::slice::from_mut(&mut tx), |_| String::new()).await?;
     let (row, outcome) = rows
         .pop()
         .zip(outcomes.first().copied())
         .ok_or_else(|| ApiError::internal("no feature row"))?;
-    let (response, answered) = respond(&state, &models, &tx, row, outcome, explain, started)?;
+    let others = others.pop().unwrap_or_default();
+    let (response, answered) =
+        respond(&state, &models, &tx, row, others, outcome, explain, started)?;
     land(&state, vec![answered]).await?;
     Ok(Json(response))
 }
@@ -645,12 +685,16 @@ pub async fn score_batch(
         return Ok(Json(BatchResponse { results: vec![] }));
     }
     let models = state.models.load_full();
-    let (rows, outcomes) = features(&state, &mut txs, |i| format!("transactions[{i}].")).await?;
+    let (rows, others, outcomes) =
+        features(&state, &mut txs, |i| format!("transactions[{i}].")).await?;
     let (results, answered): (Vec<_>, Vec<_>) = txs
         .iter()
         .zip(rows)
+        .zip(others)
         .zip(outcomes)
-        .map(|((tx, row), outcome)| respond(&state, &models, tx, row, outcome, explain, started))
+        .map(|(((tx, row), others), outcome)| {
+            respond(&state, &models, tx, row, others, outcome, explain, started)
+        })
         .collect::<Result<Vec<_>, _>>()?
         .into_iter()
         .unzip();
@@ -741,7 +785,13 @@ pub async fn accept_labels(
         }
         if verdict.applies {
             let changed = match state.shared.as_ref() {
-                None => state.engine.lock().apply_label(l.tx_id, l.is_fraud)?,
+                None => {
+                    let mut engine = state.engine.lock();
+                    let changed = engine.apply_label(l.tx_id, l.is_fraud)?;
+                    // The engines of other feature sets too, under the same lock.
+                    state.engines.label(l.tx_id, l.is_fraud);
+                    changed
+                }
                 Some(shared) => {
                     state.metrics.store.round_trips.inc();
                     shared.store.label(l.tx_id, l.is_fraud).await.map_err(|e| {

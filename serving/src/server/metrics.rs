@@ -33,6 +33,9 @@ pub struct Metrics {
     /// rollout exposes none).
     roles: [OnceLock<RoleSeries>; 3],
     pub entities: IntGauge,
+    /// `fraud_online_engines`: online engines, one per feature set served (docs/rollout.md
+    /// section 2).
+    pub engines: IntGauge,
     pub writer_pending: IntGauge,
     pub writer_commit: HistogramVec,
     pub writer_failures: IntCounter,
@@ -281,6 +284,11 @@ fn build() -> prometheus::Result<Metrics> {
         &["version", "feature_set", "role"],
     )?;
     let entities = IntGauge::new("fraud_online_entities", "entities with online state")?;
+    let engines = IntGauge::new(
+        "fraud_online_engines",
+        "online feature engines, one per feature set the served models use",
+    )?;
+    engines.set(1);
     let writer_pending = IntGauge::new(
         "fraud_lake_writer_pending_rows",
         "scored transactions and labels not yet committed to the lake",
@@ -356,6 +364,7 @@ fn build() -> prometheus::Result<Metrics> {
     registry.register(Box::new(predict.clone()))?;
     registry.register(Box::new(model_info.clone()))?;
     registry.register(Box::new(entities.clone()))?;
+    registry.register(Box::new(engines.clone()))?;
     registry.register(Box::new(writer_pending.clone()))?;
     registry.register(Box::new(writer_commit.clone()))?;
     registry.register(Box::new(writer_failures.clone()))?;
@@ -376,6 +385,7 @@ fn build() -> prometheus::Result<Metrics> {
         model_info,
         roles: Default::default(),
         entities,
+        engines,
         writer_pending,
         writer_commit,
         writer_failures,

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod auth;
 pub mod drift;
+pub mod engines;
 pub mod error;
 pub mod handlers;
 pub mod json;
@@ -144,14 +145,29 @@ pub async fn build_state(
     let auth = auth::Auth::load(lake, config.insecure_no_auth).await?;
     let registry = Registry::new(lake.clone());
     let metrics = Arc::new(Metrics::new()?);
-    let models = reload::Loader {
+    let refusal = if config.online_store.is_some() {
+        Some(
+            "with the shared online store, the state of another feature set would need its own \
+             keyspace and a bootstrap shared by the replicas (not built): serve it from a server \
+             started with its feature SQL, or retrain it on the server's",
+        )
+    } else if scoring_log.is_some() {
+        Some(
+            "with a scoring log, rows reach the lake through its consumer, so the catch-up of a \
+             second online engine could not know the lake holds everything scored before it \
+             (not built)",
+        )
+    } else {
+        None
+    };
+    let engines = engines::Engines::new(refusal);
+    let loader = reload::Loader {
         registry: &registry,
         plan: &plan,
         metrics: &metrics,
-    }
-    .initial()
-    .await?;
-    tracing::info!("models loaded: {}", reload::describe(&models));
+        engines: &engines,
+    };
+    let mut models = loader.initial().await?;
     let started = Instant::now();
     let mut engine = OnlineEngine::new(plan.clone());
     engine.set_event_time_rules(config.event_time);
@@ -165,6 +181,14 @@ pub async fn build_state(
                 "online state rebuilt from the lake"
             );
             metrics.entities.set(engine.entities() as i64);
+            // A canary or shadow on another feature set: its engine from the same lake, before
+            // any traffic (so nothing to catch up on), then the set again with it.
+            if engines.build_now(lake, *engine.event_time_rules()).await {
+                let aliases = registry.aliases().await?;
+                models = loader
+                    .rollout(models.champion.clone(), &aliases, Some(&models))
+                    .await;
+            }
             None
         }
         Some(url) => {
@@ -178,6 +202,8 @@ pub async fn build_state(
             Some(shared)
         }
     };
+    tracing::info!("models loaded: {}", reload::describe(&models));
+    metrics.engines.set(engines.count() as i64);
     let (writer, writer_thread) = LakeWriter::start(
         lake.clone(),
         WriterConfig {
@@ -189,6 +215,7 @@ pub async fn build_state(
     )?;
     let state = Arc::new(AppState {
         engine: Mutex::new(engine),
+        engines,
         shared,
         plan,
         models: ArcSwap::from_pointee(models),

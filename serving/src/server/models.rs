@@ -6,6 +6,9 @@
 //!
 //! Without a canary or shadow, scoring is what it was before the rollout existed: one forest
 //! evaluation, no allocation beyond the answer (the scores are `Copy`).
+//!
+//! The champion scores the main engine's feature row; a canary or shadow trained on another
+//! feature set scores the row of its own feature set's engine (see [`super::engines`]).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,6 +16,7 @@ use std::time::Instant;
 use fraudlake_model::rollout::Role;
 
 use super::api::Decider;
+use super::engines::OtherRows;
 use super::metrics::{Metrics, RoleSeries};
 use super::rollout::{route, CanarySplit};
 use super::state::Scorer;
@@ -86,17 +90,46 @@ impl Models {
             && shadow(self) == shadow(other)
     }
 
-    /// Scores one feature row with every served model; the canary decides when the customer
+    /// The feature row `scorer` takes: `row` (the main engine's) when it is on the champion's
+    /// feature set, else its own feature set's among `others` (`None` when that engine gave
+    /// none).
+    pub fn row_of<'r>(
+        &self,
+        scorer: &Scorer,
+        row: &'r [f64],
+        others: &'r OtherRows,
+    ) -> Option<&'r [f64]> {
+        if scorer.feature_set == self.champion.feature_set {
+            return Some(row);
+        }
+        others
+            .iter()
+            .find(|(sha256, _)| *sha256 == scorer.feature_set)
+            .map(|(_, r)| r.as_slice())
+    }
+
+    /// Scores one transaction with every served model (`row` from the main engine, `others`
+    /// from the engines of other feature sets); the canary decides when the customer
     /// is routed to it. `None` when the champion cannot score the row (the model and the
     /// feature SQL disagree on the number of features). A canary or shadow that cannot score
     /// it records no score (and the champion decides): they never fail a request. Each
     /// model's evaluation time goes to `fraud_model_predict_seconds{role}`.
-    pub fn score(&self, row: &[f64], customer_id: i64, metrics: &Metrics) -> Option<Scores> {
+    pub fn score(
+        &self,
+        row: &[f64],
+        others: &OtherRows,
+        customer_id: i64,
+        metrics: &Metrics,
+    ) -> Option<Scores> {
         let champion = predict(&self.champion, row, metrics.role(Role::Champion))?;
+        let candidate = |scorer: &Scorer, role: Role| {
+            self.row_of(scorer, row, others)
+                .and_then(|r| predict(scorer, r, metrics.role(role)))
+        };
         let (canary, decider) = match &self.canary {
             None => (None, Decider::Champion),
             Some((scorer, split)) => {
-                let score = predict(scorer, row, metrics.role(Role::Canary));
+                let score = candidate(&**scorer, Role::Canary);
                 let decider = match route(customer_id, *split) {
                     Role::Canary if score.is_some() => Decider::Canary,
                     _ => Decider::Champion,
@@ -107,7 +140,7 @@ impl Models {
         let shadow = self
             .shadow
             .as_ref()
-            .and_then(|s| predict(s, row, metrics.role(Role::Shadow)));
+            .and_then(|s| candidate(&**s, Role::Shadow));
         Some(Scores {
             decider,
             champion,

@@ -6,6 +6,8 @@
 //! atomic store. A champion that cannot be loaded is refused with a clear log and the old one
 //! keeps serving; a canary or shadow that cannot be loaded is not served (serving a stale one
 //! would contradict the registry, and a candidate that does not score costs only time).
+//! A canary or shadow trained on another feature SQL is served once the online engine of its
+//! feature set is built (see [`super::engines`]); until then it is not served.
 //! The same poll re-reads the API keys, so revocations take effect within one interval.
 
 use std::sync::Arc;
@@ -16,22 +18,29 @@ use fraudlake_features::FeaturePlan;
 use fraudlake_model::registry::{Aliases, Registry, CHAMPION};
 use fraudlake_model::rollout::Role;
 
+use super::engines::{self, Engines, Status};
 use super::metrics::Metrics;
 use super::models::Models;
 use super::rollout::CanarySplit;
 use super::state::{Scorer, SharedState};
 
-/// Where models come from: the registry, checked against the server's feature plan.
+/// Where models come from: the registry, checked against the server's feature plan (the
+/// champion) or against the online engine of their own feature set (a canary or shadow).
 pub struct Loader<'a> {
     pub registry: &'a Registry,
     pub plan: &'a FeaturePlan,
     pub metrics: &'a Metrics,
+    pub engines: &'a Engines,
 }
 
 impl Loader<'_> {
-    /// The model of `version`: taken from `current` when it serves it, else loaded.
+    /// The champion of `version`: taken from `current` when it serves it, else loaded; on the
+    /// server's feature set either way.
     async fn scorer(&self, current: Option<&Models>, version: i64) -> Result<Arc<Scorer>> {
         if let Some(s) = current.and_then(|m| m.find(version)) {
+            // A canary or shadow of another feature set cannot become the champion here: the
+            // champion is the main engine's, as at start-up.
+            s.check(self.plan)?;
             return Ok(s);
         }
         let which = version.to_string();
@@ -41,17 +50,84 @@ impl Loader<'_> {
     }
 
     /// A canary or shadow, or `None` (logged and counted as refused) when it cannot be loaded.
+    /// One trained on another feature set is served once the online engine of that feature set
+    /// is ready; until then it is `None` too (its engine is asked for, and built off to the side).
     async fn candidate(
         &self,
         current: Option<&Models>,
         role: Role,
         version: i64,
     ) -> Option<Arc<Scorer>> {
-        match self.scorer(current, version).await {
-            Ok(s) => Some(s),
+        let loaded = match current.and_then(|m| m.find(version)) {
+            Some(s) => Ok(s),
+            None => Scorer::load_any(self.registry, &version.to_string())
+                .await
+                .map(Arc::new),
+        };
+        let scorer = match loaded {
+            Ok(s) if *s.feature_set == *self.plan.feature_set.sha256 => match s.check(self.plan) {
+                Ok(()) => return Some(s),
+                Err(e) => Err(e),
+            },
+            Ok(s) => Ok(s),
+            Err(e) => Err(e),
+        };
+        let scorer = match scorer {
+            Ok(s) => s,
             Err(e) => {
                 self.metrics.reloads.with_label_values(&["refused"]).inc();
                 tracing::error!(error = %e, version, "{role} not loaded; it is not served");
+                return None;
+            }
+        };
+        let feature_set = &*scorer.feature_set;
+        let short = &feature_set[..12.min(feature_set.len())];
+        match self.engines.status(feature_set) {
+            Status::Ready => Some(scorer),
+            Status::Building => {
+                tracing::debug!(
+                    version,
+                    feature_set = short,
+                    "{role} not served yet: the online state of its feature set is being built"
+                );
+                None
+            }
+            Status::Unknown => match engines::plan_of(&scorer).await {
+                Ok(plan) => {
+                    tracing::info!(
+                        version,
+                        feature_set = short,
+                        "{role} is trained on another feature set than the server's: building \
+                         its online state from the lake; it is not served until it is ready"
+                    );
+                    self.engines.want(plan);
+                    None
+                }
+                Err(e) => {
+                    self.metrics.reloads.with_label_values(&["refused"]).inc();
+                    tracing::error!(error = %e, version, "{role} not loaded; it is not served");
+                    self.engines.fail(feature_set, e.to_string());
+                    None
+                }
+            },
+            Status::Failed(why) => {
+                self.metrics.reloads.with_label_values(&["refused"]).inc();
+                tracing::error!(
+                    version,
+                    feature_set = short,
+                    "{role} not served: the online state of its feature set could not be \
+                     built ({why}); restart the server to try again"
+                );
+                None
+            }
+            Status::Refused(why) => {
+                self.metrics.reloads.with_label_values(&["refused"]).inc();
+                tracing::error!(
+                    version,
+                    feature_set = short,
+                    "{role} is trained on another feature set than the server's and is not \
+                     served: {why}"
+                );
                 None
             }
         }
@@ -123,6 +199,7 @@ pub async fn reload(state: &SharedState) -> Result<(bool, String)> {
         registry: &state.registry,
         plan: &state.plan,
         metrics: &state.metrics,
+        engines: &state.engines,
     };
     let (champion, refused) = match aliases.champion {
         Some(v) if v == current.champion.number() => (current.champion.clone(), None),
@@ -158,6 +235,14 @@ pub async fn reload(state: &SharedState) -> Result<(bool, String)> {
         }
         format!("{} is already being served", describe(&current))
     };
+    // Engines no served model uses go; the next one a candidate waits for starts building.
+    {
+        let served = state.models.load();
+        let used: Vec<&str> = served.served().map(|(_, s)| &*s.feature_set).collect();
+        state.engines.retain(&used);
+    }
+    engines::spawn_builds(state);
+    state.metrics.engines.set(state.engines.count() as i64);
     match refused {
         None => Ok((swapped, detail)),
         Some(e) => {

@@ -30,26 +30,16 @@ impl Scorer {
     /// Loads the champion (or `which`), checking the artifact and that its feature set is the
     /// one the online engine computes.
     pub async fn load(registry: &Registry, which: &str, plan: &FeaturePlan) -> Result<Scorer> {
+        let scorer = Scorer::load_any(registry, which).await?;
+        scorer.check(plan)?;
+        Ok(scorer)
+    }
+
+    /// Loads `which` on whatever feature set it was trained on (a canary or shadow may have
+    /// its own online engine, see [`super::engines`]); checks the artifact only.
+    pub async fn load_any(registry: &Registry, which: &str) -> Result<Scorer> {
         let version = registry.get(which).await?;
         let (_, model) = registry.load_artifact(&version.record).await?;
-        if version.record.feature_set != plan.feature_set.sha256 {
-            return Err(Error::invalid(format!(
-                "model version {} was trained on feature set {} but this server computes {} ({}); \
-                 restart the server with that feature SQL to serve it",
-                version.record.version,
-                &version.record.feature_set[..12.min(version.record.feature_set.len())],
-                plan.feature_set.short_hash(),
-                plan.feature_set.path.display()
-            )));
-        }
-        if version.record.feature_names != plan.feature_names() {
-            return Err(Error::invalid(format!(
-                "model version {} expects features {:?}, the feature SQL yields {:?}",
-                version.record.version,
-                version.record.feature_names,
-                plan.feature_names()
-            )));
-        }
         // Explanations ready before the model serves (for XGBoost, libxgboost's booster).
         model.ready_to_explain()?;
         Ok(Scorer {
@@ -58,6 +48,30 @@ impl Scorer {
             model,
             loaded_at: chrono::Utc::now(),
         })
+    }
+
+    /// Refuses a model not trained on `plan`'s feature set, or expecting other features.
+    pub fn check(&self, plan: &FeaturePlan) -> Result<()> {
+        let record = &self.version.record;
+        if record.feature_set != plan.feature_set.sha256 {
+            return Err(Error::invalid(format!(
+                "model version {} was trained on feature set {} but this server computes {} ({}); \
+                 restart the server with that feature SQL to serve it",
+                record.version,
+                &record.feature_set[..12.min(record.feature_set.len())],
+                plan.feature_set.short_hash(),
+                plan.feature_set.path.display()
+            )));
+        }
+        if record.feature_names != plan.feature_names() {
+            return Err(Error::invalid(format!(
+                "model version {} expects features {:?}, the feature SQL yields {:?}",
+                record.version,
+                record.feature_names,
+                plan.feature_names()
+            )));
+        }
+        Ok(())
     }
 
     pub fn number(&self) -> i64 {
@@ -83,6 +97,9 @@ pub struct AppState {
     /// With the in-memory store, the online state; with a shared store, this replica's
     /// bookkeeping (event-time watermark, recent tx_ids and their answers).
     pub engine: Mutex<OnlineEngine>,
+    /// The online engines of other feature sets than `plan`'s (a canary or shadow trained on
+    /// another feature SQL), locked inside `engine`'s lock.
+    pub engines: super::engines::Engines,
     /// The shared online store (`--online-store redis://...`), if any.
     pub shared: Option<super::shared::SharedOnline>,
     pub plan: Arc<FeaturePlan>,
