@@ -129,7 +129,7 @@ impl Models {
         let (canary, decider) = match &self.canary {
             None => (None, Decider::Champion),
             Some((scorer, split)) => {
-                let score = candidate(&**scorer, Role::Canary);
+                let score = candidate(scorer, Role::Canary);
                 let decider = match route(customer_id, *split) {
                     Role::Canary if score.is_some() => Decider::Canary,
                     _ => Decider::Champion,
@@ -140,7 +140,7 @@ impl Models {
         let shadow = self
             .shadow
             .as_ref()
-            .and_then(|s| candidate(&**s, Role::Shadow));
+            .and_then(|s| candidate(s, Role::Shadow));
         Some(Scores {
             decider,
             champion,
