@@ -95,12 +95,13 @@ impl Explain for Explainer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::lightgbm::LightGbmForest;
 
-    /// A one-stump XGBoost model (x0 < 0.5 -> -0.4, else 0.6) over two features.
-    const XGB: &str = r#"{"learner":{"objective":{"name":"binary:logistic"},
+    /// A one-stump XGBoost model (x0 < 0.5 -> -0.4, else 0.6) over two features (also
+    /// `loaded.rs`'s tests' model).
+    pub(crate) const XGB: &str = r#"{"learner":{"objective":{"name":"binary:logistic"},
         "learner_model_param":{"base_score":"5E-1","num_feature":"2"},
         "feature_names":["amount","merchant"],
         "gradient_booster":{"name":"gbtree","model":{"trees":[

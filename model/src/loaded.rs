@@ -304,13 +304,7 @@ mod tests {
     use super::*;
 
     /// The one-stump XGBoost model of `ensemble.rs`'s tests (x0 < 0.5 -> -0.4, else 0.6).
-    const XGB: &str = r#"{"learner":{"objective":{"name":"binary:logistic"},
-        "learner_model_param":{"base_score":"5E-1","num_feature":"2"},
-        "feature_names":["amount","merchant"],
-        "gradient_booster":{"name":"gbtree","model":{"trees":[
-          {"left_children":[1,-1,-1],"right_children":[2,-1,-1],"split_indices":[0,0,0],
-           "split_conditions":[0.5,-0.4,0.6],"default_left":[0,0,0],"loss_changes":[3.0,0,0]}
-        ]}}}}"#;
+    use crate::ensemble::tests::XGB;
 
     fn names(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()

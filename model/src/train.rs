@@ -135,24 +135,46 @@ pub async fn train_with(
     let fitted = fit_blocking(&rows, spec, valid, params).await?;
     let model = LoadedModel::from_bytes(ModelFamily::XGBoost, &fitted.json)?;
     let (metrics, _) = test(&snapshot, spec, &model, &periods.into(), threshold).await?;
-    let lineage = Lineage {
+    let lineage = lineage(
+        &snapshot,
+        periods,
+        &metrics,
+        policy,
+        (rows.len(), rows.frauds()),
+        None,
+    )
+    .await?;
+    Ok(Trained {
+        fitted,
+        metrics,
+        lineage,
+    })
+}
+
+/// The lineage of a version evaluated on `periods`' test days of `snapshot`: trained here
+/// (`train`: its rows and frauds) or imported from a file (`imported_from`, no training rows
+/// known). One constructor, so trained and imported versions record the same fields.
+async fn lineage(
+    snapshot: &Snapshot,
+    periods: &Periods,
+    metrics: &Metrics,
+    policy: &LabelPolicy,
+    (train_rows, train_frauds): (usize, usize),
+    imported_from: Option<String>,
+) -> Result<Lineage> {
+    Ok(Lineage {
         tables: snapshot.tables.clone(),
         train_from: periods.train_start.to_string(),
         train_to: periods.train_end().to_string(),
         test_from: periods.test_start().to_string(),
         test_to: periods.test_end().to_string(),
-        train_rows: rows.len(),
-        train_frauds: rows.frauds(),
+        train_rows,
+        train_frauds,
         test_rows: metrics.test_rows,
         test_frauds: metrics.test_frauds,
         label_policy: policy.describe(),
         labels_overridden: snapshot.overridden_labels().await?,
-        imported_from: None,
-    };
-    Ok(Trained {
-        fitted,
-        metrics,
-        lineage,
+        imported_from,
     })
 }
 
@@ -265,20 +287,15 @@ pub async fn import_and_register(
         .with_policy(policy.clone());
     snapshot.require_feature_set(&spec.sha256)?;
     let (metrics, _) = test(&snapshot, spec, &model, &periods.into(), threshold).await?;
-    let lineage = Lineage {
-        tables: snapshot.tables.clone(),
-        train_from: periods.train_start.to_string(),
-        train_to: periods.train_end().to_string(),
-        test_from: periods.test_start().to_string(),
-        test_to: periods.test_end().to_string(),
-        train_rows: 0,
-        train_frauds: 0,
-        test_rows: metrics.test_rows,
-        test_frauds: metrics.test_frauds,
-        label_policy: policy.describe(),
-        labels_overridden: snapshot.overridden_labels().await?,
-        imported_from: Some(import.source.clone()),
-    };
+    let lineage = lineage(
+        &snapshot,
+        periods,
+        &metrics,
+        policy,
+        (0, 0),
+        Some(import.source.clone()),
+    )
+    .await?;
     Registry::new(lake.clone())
         .register(NewVersion {
             created_by: who.created_by,
