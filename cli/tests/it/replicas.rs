@@ -176,6 +176,38 @@ fn split_lake(
     what: &str,
     within_terminal_delay: bool,
 ) -> Scenario {
+    let (lake, ingested, replay) = split_at(source, cut_us, limit);
+    let (first, last) = (
+        replay.first().expect("transactions to replay"),
+        replay.last().expect("transactions to replay"),
+    );
+    let span_us = last.ts_us - first.ts_us;
+    assert!(
+        !within_terminal_delay || span_us < TERMINAL_DELAY_US,
+        "the replay spans {:.1} days: terminal windows (7 days back) would read replayed \
+         transactions, whose arrival order across clients is not event-time order",
+        span_us as f64 / 86_400e6
+    );
+    lake.ok(&["features", "build"]);
+    lake.ok(&["train", "--n-estimators", "50", "--threads", "2"]);
+    let what = format!(
+        "{what}: {} transactions in the lake, {} to replay ({:.1} days of event time)",
+        num(&ingested, "accepted"),
+        replay.len(),
+        span_us as f64 / 86_400e6
+    );
+    Scenario { lake, replay, what }
+}
+
+/// `source` split at `cut_us`: a new lake holding its transactions before the cut, each with
+/// the label that counts (through `tx_labeled`, ingested from a Parquet file; the ingest's
+/// JSON row is returned), and the transactions from the cut on (at most `limit`), in event
+/// time order with their labels, to replay.
+pub(crate) fn split_at(
+    source: &TempLake,
+    cut_us: i64,
+    limit: Option<usize>,
+) -> (TempLake, serde_json::Value, Vec<ReplayTx>) {
     let lake = TempLake::new();
     let history = lake.path().join("history.parquet");
     let history = history.to_str().expect("a UTF-8 path");
@@ -198,26 +230,7 @@ fn split_lake(
         .iter()
         .map(ReplayTx::from_row)
         .collect();
-    let (first, last) = (
-        replay.first().expect("transactions to replay"),
-        replay.last().expect("transactions to replay"),
-    );
-    let span_us = last.ts_us - first.ts_us;
-    assert!(
-        !within_terminal_delay || span_us < TERMINAL_DELAY_US,
-        "the replay spans {:.1} days: terminal windows (7 days back) would read replayed \
-         transactions, whose arrival order across clients is not event-time order",
-        span_us as f64 / 86_400e6
-    );
-    lake.ok(&["features", "build"]);
-    lake.ok(&["train", "--n-estimators", "50", "--threads", "2"]);
-    let what = format!(
-        "{what}: {} transactions in the lake, {} to replay ({:.1} days of event time)",
-        num(&ingested, "accepted"),
-        replay.len(),
-        span_us as f64 / 86_400e6
-    );
-    Scenario { lake, replay, what }
+    (lake, ingested, replay)
 }
 
 /// The one row a `--output json` command prints (an array of one object).

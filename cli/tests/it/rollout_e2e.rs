@@ -72,7 +72,7 @@ use fraudlake_serving::server::rollout::{route, CanarySplit};
 
 use crate::common::{num, repo_root, wait_until, wait_until_seen, TempLake};
 use crate::dag::task_output;
-use crate::replicas::{first_row, ReplayTx};
+use crate::replicas::{first_row, split_at, ReplayTx};
 use crate::serve::{create_key, post_key, try_http, Lcg, Server};
 
 /// 2018-05-31T00:00:00Z in microseconds: the served lake holds the source's transactions
@@ -483,36 +483,8 @@ fn a_retrained_model_is_promoted_and_a_bad_one_rolled_back_by_the_dag_under_load
     eprintln!("source lake: {simulated}");
 
     // The served lake: everything before 2018-05-31, with the labels that count.
-    let lake = TempLake::new();
-    let history = lake.path().join("history.parquet");
-    let history = history.to_str().expect("a UTF-8 path");
-    source.ok(&[
-        "sql",
-        &format!(
-            "SELECT tx_id, tx_ts, customer_id, terminal_id, amount, is_fraud FROM tx_labeled \
-             WHERE CAST(tx_ts AS BIGINT) < {CUT_US}"
-        ),
-        "--out",
-        history,
-    ]);
-    let ingested = first_row(&lake.ok(&["ingest", history, "--output", "json"]));
+    let (lake, ingested, replay) = split_at(&source, CUT_US, None);
     assert!(num(&ingested, "accepted") > 0.0, "{ingested}");
-    let replay: Vec<ReplayTx> = source
-        .sql_json(&format!(
-            "SELECT tx_id, CAST(tx_ts AS BIGINT) AS us, customer_id, terminal_id, amount, \
-               is_fraud \
-             FROM tx_labeled WHERE CAST(tx_ts AS BIGINT) >= {CUT_US} ORDER BY tx_ts, tx_id"
-        ))
-        .iter()
-        .map(|row| ReplayTx {
-            tx_id: num(row, "tx_id") as i64,
-            ts_us: num(row, "us") as i64,
-            customer_id: num(row, "customer_id") as i64,
-            terminal_id: num(row, "terminal_id") as i64,
-            amount: num(row, "amount"),
-            is_fraud: num(row, "is_fraud") != 0.0,
-        })
-        .collect();
     let (phase_a, phase_b, phase_c) = (
         days(&replay, 0, 2),
         days(&replay, 2, 4),
