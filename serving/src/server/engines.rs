@@ -252,28 +252,14 @@ impl Inner {
     }
 }
 
-/// The plan of a model's feature SQL (from its version record), checked against the record.
+/// The plan of a model's feature SQL (from its version record), checked against the record
+/// (its feature set and names) by the same [`Scorer::check`] the champion passes.
 pub async fn plan_of(scorer: &Scorer) -> Result<Arc<FeaturePlan>> {
     let r = &scorer.version.record;
     let label = format!("the feature SQL of model version {}", r.version);
     let fs = FeatureSet::from_sql(std::path::Path::new(&label), r.feature_sql.clone())?;
-    if fs.sha256 != r.feature_set {
-        return Err(Error::invalid(format!(
-            "model version {}: its feature SQL hashes to {}, its record says {}",
-            r.version,
-            fs.short_hash(),
-            &r.feature_set[..12.min(r.feature_set.len())]
-        )));
-    }
     let plan = compile(&fs).await?;
-    if plan.feature_names() != r.feature_names {
-        return Err(Error::invalid(format!(
-            "model version {} expects features {:?}, its feature SQL yields {:?}",
-            r.version,
-            r.feature_names,
-            plan.feature_names()
-        )));
-    }
+    scorer.check(&plan)?;
     Ok(Arc::new(plan))
 }
 

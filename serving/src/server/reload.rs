@@ -64,15 +64,16 @@ impl Loader<'_> {
                 .await
                 .map(Arc::new),
         };
-        let scorer = match loaded {
-            Ok(s) if *s.feature_set == *self.plan.feature_set.sha256 => match s.check(self.plan) {
-                Ok(()) => return Some(s),
-                Err(e) => Err(e),
-            },
-            Ok(s) => Ok(s),
-            Err(e) => Err(e),
-        };
-        let scorer = match scorer {
+        let on_main = |s: &Scorer| *s.feature_set == *self.plan.feature_set.sha256;
+        // On the server's feature set: checked against its plan like the champion.
+        let scorer = match loaded.and_then(|s| {
+            if on_main(&s) {
+                s.check(self.plan).map(|()| s)
+            } else {
+                Ok(s)
+            }
+        }) {
+            Ok(s) if on_main(&s) => return Some(s),
             Ok(s) => s,
             Err(e) => {
                 self.metrics.reloads.with_label_values(&["refused"]).inc();
