@@ -1156,23 +1156,26 @@ fi
 # transactions to hold for 37 days (about 360 B each), and RSS grows linearly by design (see
 # docs/serving.md, Performance).
 # RSS (VmRSS) and the /metrics gauges `fraud_online_entities` and the scored count are sampled
-# every 5 s into $WORK/l_samples.txt (t_s rss_kb entities scored).
+# every 5 s into $WORK/l_samples.txt (t_s rss_kb entities scored anon_kb file_kb: VmRSS split
+# into RssAnon, the heap and other private memory, and RssFile, pages of mapped files such as
+# the binary's own code, so a growth can be told apart from code paged in on first use).
 # Then the seed's FastAPI stack (../shared/peers/fastapi_seed, the lake's model) gets the same
 # load, the same way sampled into $WORK/l_seed_samples.txt (its entities: n/a; its scored
 # count: its own `fraud_requests_total`). The seed starts empty: it has no lake to rebuild its
 # state from, so it holds only what the run scores; its RSS is what a Python process holding
 # that costs, not a like-for-like state size.
 l_sample() { # PID SECONDS FILE METRICS_URL
-  local pid=$1 secs=$2 file=$3 url=$4 t0 i d m rss ent scored
+  local pid=$1 secs=$2 file=$3 url=$4 t0 i d m rss anon file ent scored
   t0=$(now)
   for ((i = 0; i <= secs; i += 5)); do
     d=$(calc "$t0 + $i - $(now)" 3)
     if gt "$d" 0; then sleep "$d"; fi
-    rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || true)
+    read -r rss anon file < <(awk '/^VmRSS:/ { r = $2 } /^RssAnon:/ { a = $2 } /^RssFile:/ { f = $2 }
+      END { print (r == "" ? "n/a" : r), (a == "" ? "n/a" : a), (f == "" ? "n/a" : f) }' "/proc/$pid/status" 2>/dev/null || true)
     m=$(curl -s --max-time 2 "$url" || true)
     ent=$(awk '$1 == "fraud_online_entities" { print $2 }' <<<"$m")
     scored=$(awk '$1 == "fraud_requests_total{endpoint=\"/score\",status=\"200\"}" || $1 == "fraud_requests_total" { print $2 }' <<<"$m")
-    echo "$i ${rss:-n/a} ${ent:-n/a} ${scored:-0}" >>"$file"
+    echo "$i ${rss:-n/a} ${ent:-n/a} ${scored:-0} ${anon:-n/a} ${file:-n/a}" >>"$file"
   done
 }
 # l_figures FILE: from a samples file, sets l_r0 l_r30 l_rend l_tend l_ent l_min l_max l_spread
@@ -1313,6 +1316,10 @@ if want l; then
       line "RSS trend after 30 s: MB/min" "$f_mbmin" "$(sv "$s_mbmin")" "" "least squares"
       line "RSS trend: B per transaction scored" "$f_btx" "$(sv "$s_btx")" "" "$f_n / $(sv "$s_n") scored"
       line "transactions held at start (bootstrap)" "${l_held:-n/a}" "0 (no lake)" "" "37 days of the lake"
+      # Where the fraudlake RSS sits: private memory (heap) or pages of mapped files (code).
+      l_split=$(awk '$1 == 30 { a0 = $5; f0 = $6 } { a1 = $5; f1 = $6 }
+        END { if (a0 ~ /^[0-9]+$/ && a1 ~ /^[0-9]+$/) printf("%.1f -> %.1f / %.1f -> %.1f", a0 / 1024, a1 / 1024, f0 / 1024, f1 / 1024); else print "n/a" }' "$WORK/l_samples.txt")
+      line "RSS anon / file, 30 s -> end (MB)" "$l_split" "" "" "RssAnon / RssFile"
       row "l. memory" "load: event time = wall clock, ${RSS_SECONDS} s, wrk -t2 -c32 at $l_rate_txt: requests/s, p99" \
         "$(fmt "$l_rps" 0) req/s, p99 $(fmt "$l_p99" 2) ms (non-2xx $l_bad, errors $l_err)" \
         "$(sv "$(fmt "$ls_rps" 0) req/s, p99 $(fmt "$ls_p99" 2) ms (non-2xx $ls_bad, errors $ls_err)")" "—" "—"
@@ -1321,6 +1328,7 @@ if want l; then
       row "l. memory" "RSS max - min after the first 30 s, % of the 30 s RSS" "$f_spread % ($f_min..$f_max MB)" \
         "$(sv "$s_spread % ($s_min..$s_max MB)")" "—" "<= 10 %: $f_v"
       row "l. memory" "RSS per 1,000 entities at the end" "$f_per_k MB ($f_ent entities)" "—" "—" "—"
+      row "l. memory" "RSS split, 30 s -> end: private (RssAnon) / mapped files (RssFile)" "$l_split MB" "—" "—" "—"
       row "l. memory" "RSS trend after the first 30 s (least squares over the 5 s samples)" \
         "$f_mbmin MB/min, $f_btx B per transaction scored ($f_n scored)" \
         "$(sv "$s_mbmin MB/min, $s_btx B per transaction scored ($s_n scored)")" "—" "—"
