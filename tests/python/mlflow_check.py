@@ -33,6 +33,20 @@ problems = []
 name = expect["registered_model"]
 lake_versions = {v["version"]: v for v in expect["versions"]}
 
+def same_param(logged, value):
+    """Whether MLflow's parameter string is the record's value: a string as it is, anything
+    else as the JSON text fraudlake logs (`true`, `0.1`, `1e-7`, an object), compared as
+    values so that number formatting does not matter."""
+    if logged is None:
+        return False
+    if isinstance(value, str):
+        return logged == value
+    try:
+        return json.loads(logged) == value
+    except ValueError:
+        return False
+
+
 # Runs: one per fraudlake version, finished, with its metrics, params and lineage tags.
 experiment = client.get_experiment_by_name(expect["experiment"])
 runs = client.search_runs([experiment.experiment_id], max_results=1000)
@@ -66,7 +80,7 @@ for v, run in by_version.items():
     if not any(k.startswith("importance.") for k in run.data.metrics):
         problems.append(f"v{v}: no importance metrics")
     for param, value in lake["params"].items():
-        if run.data.params.get(param) != str(value):
+        if not same_param(run.data.params.get(param), value):
             problems.append(f"v{v} param {param}: {run.data.params.get(param)} vs {value}")
     tags = run.data.tags
     if tags.get("fraudlake.feature_set_sha256") != lake["feature_set"]:
