@@ -430,9 +430,10 @@ fn concurrent_registrations_get_distinct_versions() {
 }
 
 /// fraudlake's native scorer on every feature row of `days` (first, last) for the version
-/// `shown` (`models show --format json`), every 7th row with one feature missing (missing values
-/// must follow the same default branch), written to `path` as a CSV of the feature names plus
-/// `native` (what tests/python/native_rows.py reads); returns the row count.
+/// `shown` (`models show --format json`; either family, by its `model_family`), every 7th row
+/// with one feature missing (missing values must follow the same default branch), written to
+/// `path` as a CSV of the feature names plus `native` (what tests/python/native_rows.py reads);
+/// returns the row count.
 pub fn native_predictions_csv(
     lake: &TempLake,
     shown: &serde_json::Value,
@@ -443,7 +444,9 @@ pub fn native_predictions_csv(
         std::path::Path::new(&lake.lake()).join(shown["artifact"].as_str().expect("artifact"));
     let names: Vec<String> = serde_json::from_value(shown["feature_names"].clone()).expect("names");
     let bytes = std::fs::read(&artifact).expect("artifact");
-    let forest = fraudlake_model::trees::Forest::from_json(&bytes).expect("model");
+    let family: fraudlake_model::ModelFamily =
+        serde_json::from_value(shown["model_family"].clone()).expect("model_family");
+    let model = fraudlake_model::LoadedModel::from_bytes(family, &bytes).expect("model");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let rows = runtime.block_on(async {
         let l = fraudlake_pipeline::Lake::open(&lake.lake()).expect("lake");
@@ -467,7 +470,7 @@ pub fn native_predictions_csv(
         if i % 7 == 0 {
             row[i % names.len()] = f64::NAN;
         }
-        let p = forest.predict(&row).expect("width");
+        let p = model.predict(&row).expect("width");
         let cells: Vec<String> = row
             .iter()
             .map(|v| {
