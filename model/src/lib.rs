@@ -4,7 +4,8 @@
 //!
 //! * [`dataset`]: the training/test rows, read with SQL from `features` and `labels`.
 //! * [`protocol`]: train / delay / test periods and the known-compromised-card rule.
-//! * [`metrics`]: AUC ROC, average precision, card precision@k, log loss, Brier.
+//! * [`metrics`]: AUC ROC, average precision, card precision@k, log loss, Brier, and their
+//!   curves (the model card's charts).
 //! * [`xgboost`], [`booster`]: libxgboost (C API) training, batch prediction, TreeSHAP.
 //! * [`trees`]: the native scorer of the saved JSON model.
 //! * [`lightgbm`]: the native scorer and TreeSHAP of LightGBM's text model (issue #18, step 1).
@@ -16,6 +17,8 @@
 //! * [`canary`]: the canary analysis's input, read from `predictions`, labels and transactions.
 //! * [`html`]: the minijinja setup (and so the one HTML escaper) of every HTML page.
 //! * [`train`]: the `fraudlake train` / `evaluate` workflows over the above.
+//! * [`prequential`]: the handbook's chapter 5 protocol as one call (`evaluate --protocol
+//!   prequential`).
 //! * [`mlflow`]: the registry mirrored into an MLflow tracking server (`models sync`).
 //!
 //! Guide: docs/models.md in the repository.
@@ -30,6 +33,7 @@ pub mod lightgbm;
 pub mod loaded;
 pub mod metrics;
 pub mod mlflow;
+pub mod prequential;
 pub mod protocol;
 pub mod registry;
 pub mod rollout;
