@@ -20,7 +20,7 @@ use fraudlake_model::train::{self, MeanStd, TestWindow};
 use fraudlake_model::ModelFamily;
 use serde::Serialize;
 
-use super::train::{feature_spec, latest_train_start, metric_rows, ParamArgs};
+use super::train::{feature_spec, latest_train_start, mean_std, metric_rows, ParamArgs};
 use crate::bad_input;
 use crate::config::Settings;
 use crate::output::{print_rows, Format};
@@ -281,15 +281,6 @@ struct FoldRow {
     average_precision: String,
     #[serde(rename = "Card Precision@100")]
     card_precision_at_100: String,
-}
-
-/// `mean ± std` with three decimals, as the handbook's tables; the mean alone for one fold.
-fn mean_std(m: &MeanStd) -> String {
-    match (m.mean, m.std) {
-        (Some(mean), Some(std)) => format!("{mean:.3} ± {std:.3}"),
-        (Some(mean), None) => format!("{mean:.3}"),
-        _ => "n/a".into(),
-    }
 }
 
 /// The folds, then the summary: one `mean ± std` row in a table (three decimals), separate

@@ -376,6 +376,15 @@ struct FoldRow {
     fit_seconds: String,
 }
 
+/// `mean ± std` with three decimals, as the handbook's tables; the mean alone for one fold.
+pub(super) fn mean_std(m: &train::MeanStd) -> String {
+    match (m.mean, m.std) {
+        (Some(mean), Some(std)) => format!("{mean:.3} ± {std:.3}"),
+        (Some(mean), None) => format!("{mean:.3}"),
+        _ => "n/a".into(),
+    }
+}
+
 async fn cross_validate(
     lake: &fraudlake_pipeline::Lake,
     spec: &FeatureSpec,
@@ -411,18 +420,13 @@ async fn cross_validate(
         periods.delay_days,
         periods.test_days
     );
-    let ms = |m: train::MeanStd| match (m.mean, m.std) {
-        (Some(mean), Some(std)) => format!("{mean:.3} ± {std:.3}"),
-        (Some(mean), None) => format!("{mean:.3}"),
-        _ => "n/a".into(),
-    };
     let rows: Vec<FoldRow> = results
         .iter()
         .map(|r| FoldRow {
             setting: r.setting.clone(),
-            auc_roc: ms(r.auc_roc),
-            average_precision: ms(r.average_precision),
-            card_precision_at_100: ms(r.card_precision_at_100),
+            auc_roc: mean_std(&r.auc_roc),
+            average_precision: mean_std(&r.average_precision),
+            card_precision_at_100: mean_std(&r.card_precision_at_100),
             fit_seconds: format!("{:.2}", r.fit_seconds),
         })
         .collect();
