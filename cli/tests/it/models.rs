@@ -586,6 +586,17 @@ fn evaluate_prequential_trains_a_model_per_fold_and_registers_nothing() {
         serde_json::json!([])
     );
 
+    // --help tells the protocols apart.
+    let help = lake.ok(&["evaluate", "--help"]);
+    for needle in [
+        "--protocol holdout",
+        "--protocol prequential",
+        "chapter 5",
+        "--folds",
+    ] {
+        assert!(help.contains(needle), "{needle}: {help}");
+    }
+
     // Each protocol's flags, refused in the other by name (before any work).
     for (args, needle) in [
         (
