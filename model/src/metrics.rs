@@ -832,7 +832,7 @@ mod tests {
         // 40 cards a day at most: k = 1..=40, every one.
         assert_eq!(
             curve.iter().map(|c| c.0).collect::<Vec<_>>(),
-            (1..=40).collect::<Vec<_>>()
+            (1..=40usize).collect::<Vec<_>>()
         );
         for &(k, p) in &curve {
             let want = card_precision_at_k(&days, &cards, &labels, &scores, k).expect("defined");
