@@ -11,7 +11,7 @@
 //!
 //! Anything else is refused when the file is loaded, naming the feature and the construct.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use deltalake::arrow::datatypes::{DataType, SchemaRef};
@@ -28,6 +28,46 @@ use serde::Serialize;
 use crate::definition::{view_schema, FeatureSet, KEY_COLUMNS, VIEW_NAME};
 
 const NANOS_PER_DAY: i64 = 86_400_000_000_000;
+
+/// How long after a transaction its label is assumed known: the handbook's delay, and the
+/// simulator's longest (labels arrive 1 hour to 7 days after the transaction). A window may
+/// aggregate `is_fraud` only over a frame that ends at least this long before the transaction;
+/// anything nearer reads labels the scoring server does not have yet (label leakage).
+pub const LABEL_DELAY_NS: i64 = 7 * NANOS_PER_DAY;
+
+/// What a column of one step's rows is computed from: the window aggregates it reads
+/// (indexes into the plan's windows, in plan order) and whether it reads the transaction's
+/// own label (`is_fraud` not through a window ending a label delay before the transaction).
+#[derive(Debug, Clone, Default)]
+struct Origin {
+    windows: Vec<usize>,
+    label: bool,
+}
+
+impl Origin {
+    fn merge(&mut self, other: &Origin) {
+        for w in &other.windows {
+            if !self.windows.contains(w) {
+                self.windows.push(*w);
+            }
+        }
+        self.label |= other.label;
+    }
+}
+
+/// The origin of `expr` over rows of `schema` whose columns have `origins`.
+fn origin_of(expr: &Expr, schema: &DFSchema, origins: &[Origin]) -> Result<Origin> {
+    let mut out = Origin::default();
+    for c in expr.column_refs() {
+        let index = schema.index_of_column(c)?;
+        if let Some(o) = origins.get(index) {
+            out.merge(o);
+        }
+    }
+    // column_refs is a set: plan order, whatever the set's order.
+    out.windows.sort_unstable();
+    Ok(out)
+}
 
 /// The aggregates the online engine maintains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -69,6 +109,9 @@ pub struct WindowSpec {
     pub start_ns: i64,
     pub end_ns: i64,
     pub output_type: DataType,
+    /// Whether the argument reads `is_fraud` (then the frame ends at least
+    /// [`LABEL_DELAY_NS`] before the transaction).
+    pub reads_labels: bool,
 }
 
 impl WindowSpec {
@@ -210,8 +253,17 @@ pub async fn compile(feature_set: &FeatureSet) -> Result<FeaturePlan> {
 
     let state = ctx.state();
     let mut steps = Vec::new();
-    let mut window_columns: HashSet<String> = HashSet::new();
-    let mut infos_by_column: Vec<(String, FeatureInfo)> = Vec::new();
+    // What each column of the current step's rows derives from (the scan's first).
+    let mut origins: Vec<Origin> = input_schema
+        .fields()
+        .iter()
+        .map(|f| Origin {
+            windows: Vec::new(),
+            label: f.name() == "is_fraud",
+        })
+        .collect();
+    // One per window aggregate, in plan order (what `Origin::windows` indexes).
+    let mut window_infos: Vec<FeatureInfo> = Vec::new();
     let mut lookback_ns = 0i64;
     for node in chain.into_iter().rev() {
         match node {
@@ -222,6 +274,11 @@ pub async fn compile(feature_set: &FeatureSet) -> Result<FeaturePlan> {
                     .iter()
                     .map(|e| state.create_physical_expr(e.clone(), input_schema))
                     .collect::<std::result::Result<Vec<_>, _>>()?;
+                origins = p
+                    .expr
+                    .iter()
+                    .map(|e| origin_of(e, input_schema, &origins))
+                    .collect::<Result<Vec<_>>>()?;
                 steps.push(Step::Project {
                     exprs,
                     schema: Arc::new(p.schema.as_arrow().clone()),
@@ -231,6 +288,7 @@ pub async fn compile(feature_set: &FeatureSet) -> Result<FeaturePlan> {
                 let input_schema: &DFSchema = w.input.schema();
                 let mut windows = Vec::new();
                 let mut order_index = None;
+                let mut window_origins = Vec::new();
                 for (i, expr) in w.window_expr.iter().enumerate() {
                     let field = w.schema.field(input_schema.fields().len() + i);
                     let name = field.name().clone();
@@ -247,7 +305,7 @@ pub async fn compile(feature_set: &FeatureSet) -> Result<FeaturePlan> {
                         &shown,
                         wf,
                         input_schema,
-                        &window_columns,
+                        &origins,
                         field.data_type(),
                         &state,
                     )?;
@@ -259,12 +317,14 @@ pub async fn compile(feature_set: &FeatureSet) -> Result<FeaturePlan> {
                         ));
                     }
                     lookback_ns = lookback_ns.max(spec.start_ns);
-                    infos_by_column.push((name.clone(), info_for(&spec)));
+                    window_origins.push(Origin {
+                        windows: vec![window_infos.len()],
+                        label: false,
+                    });
+                    window_infos.push(info_for(&spec));
                     windows.push(spec);
                 }
-                for spec in &windows {
-                    window_columns.insert(spec.column.clone());
-                }
+                origins.extend(window_origins);
                 let horizon_ns = windows.iter().map(|s| s.start_ns).max().unwrap_or(0);
                 steps.push(Step::Window {
                     windows,
@@ -277,43 +337,35 @@ pub async fn compile(feature_set: &FeatureSet) -> Result<FeaturePlan> {
         }
     }
 
-    // Describe each output column: a window aggregate passed through or wrapped (COALESCE),
-    // or a row-level expression.
+    // Describe each output column by the windows it reads: one aggregate passed through or
+    // wrapped (COALESCE), an expression over several (a ratio of two counts), or none (a
+    // row-level expression). A column that reads the transaction's own label is refused.
     let mut feature_indexes = Vec::new();
     let mut features = Vec::new();
-    let top_exprs: Option<&Vec<Expr>> = match &plan {
-        LogicalPlan::Projection(p) => Some(&p.expr),
-        _ => None,
-    };
     for (i, field) in output_schema.fields().iter().enumerate() {
         let name = field.name();
         if KEY_COLUMNS.contains(&name.as_str()) || name == "event_time" {
             continue;
         }
         feature_indexes.push(i);
-        let referenced: Vec<String> = top_exprs
-            .and_then(|e| e.get(i))
-            .map(|e| {
-                e.column_refs()
-                    .into_iter()
-                    .map(|c| c.name.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let window = infos_by_column
+        let origin = origins.get(i).cloned().unwrap_or_default();
+        if origin.label {
+            return Err(unsupported(
+                feature_set,
+                &format!(
+                    "feature '{name}': reads is_fraud of the transaction itself (label \
+                     leakage: its label is not known when it is scored); aggregate is_fraud \
+                     over a window ending at least {} before the transaction",
+                    fmt_duration(LABEL_DELAY_NS)
+                ),
+            ));
+        }
+        let read: Vec<&FeatureInfo> = origin
+            .windows
             .iter()
-            .find(|(col, _)| referenced.contains(col) || col == name);
-        let mut info = match window {
-            Some((_, info)) => info.clone(),
-            None => FeatureInfo {
-                name: String::new(),
-                data_type: String::new(),
-                kind: "row".into(),
-                entity: None,
-                window: None,
-                delay: None,
-            },
-        };
+            .filter_map(|&w| window_infos.get(w))
+            .collect();
+        let mut info = combine(&read);
         info.name = name.clone();
         info.data_type = field.data_type().to_string();
         features.push(info);
@@ -334,6 +386,61 @@ pub async fn compile(feature_set: &FeatureSet) -> Result<FeaturePlan> {
         features,
         lookback_ns,
     })
+}
+
+/// What `features show` says of a column computed from `windows`: nothing (a row-level
+/// expression), the one window it reads, or all of them.
+fn combine(windows: &[&FeatureInfo]) -> FeatureInfo {
+    match windows {
+        [] => FeatureInfo {
+            name: String::new(),
+            data_type: String::new(),
+            kind: "row".into(),
+            entity: None,
+            window: None,
+            delay: None,
+        },
+        [one] => (*one).clone(),
+        several => {
+            let kinds: Vec<&str> = several.iter().map(|w| w.kind.as_str()).collect();
+            // Frames: one entry per window, in plan order (not deduplicated: "1d, 30d" and
+            // "30d, 30d" say which frames the expression combines).
+            let each = |f: fn(&FeatureInfo) -> Option<&String>| -> Option<String> {
+                Some(
+                    several
+                        .iter()
+                        .filter_map(|w| f(w).cloned())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                )
+            };
+            FeatureInfo {
+                name: String::new(),
+                data_type: String::new(),
+                kind: format!("expr({})", kinds.join(", ")),
+                entity: distinct_join(several, |w| w.entity.as_ref(), "; "),
+                window: each(|w| w.window.as_ref()),
+                delay: each(|w| w.delay.as_ref()),
+            }
+        }
+    }
+}
+
+/// The distinct values `f` gives for `windows`, in order, joined by `sep`.
+fn distinct_join(
+    windows: &[&FeatureInfo],
+    f: fn(&FeatureInfo) -> Option<&String>,
+    sep: &str,
+) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for w in windows {
+        if let Some(p) = f(w) {
+            if !parts.contains(&p.as_str()) {
+                parts.push(p.as_str());
+            }
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join(sep))
 }
 
 fn strip_alias(e: &Expr) -> &Expr {
@@ -366,7 +473,7 @@ fn window_spec(
     shown: &str,
     wf: &WindowFunction,
     input_schema: &DFSchema,
-    lower_windows: &HashSet<String>,
+    origins: &[Origin],
     output_type: &DataType,
     state: &deltalake::datafusion::execution::SessionState,
 ) -> Result<WindowSpec> {
@@ -406,6 +513,12 @@ fn window_spec(
     ) {
         return Err(bad("PARTITION BY a non-integer column"));
     }
+    if origins.get(partition_index).is_some_and(|o| o.label) {
+        return Err(bad(
+            "PARTITION BY a column computed from is_fraud (label leakage: the label is not \
+             known when the transaction is scored)",
+        ));
+    }
     if p.window_frame.units != WindowFrameUnits::Range {
         return Err(bad(&format!(
             "{} frames (only RANGE with interval bounds)",
@@ -421,28 +534,26 @@ fn window_spec(
     if p.args.len() > 1 {
         return Err(bad("aggregates of several arguments"));
     }
-    let arg_uses_labels = p
-        .args
-        .iter()
-        .any(|a| a.column_refs().iter().any(|c| c.name == "is_fraud"));
-    if arg_uses_labels && end_ns == 0 {
-        return Err(bad(
-            "aggregates is_fraud up to the current transaction: labels are not known when \
-             scoring (label leakage); end the frame a label delay earlier, e.g. \
-             INTERVAL '7 days' PRECEDING",
-        ));
+    let mut arg_origin = Origin::default();
+    for a in &p.args {
+        arg_origin.merge(&origin_of(a, input_schema, origins)?);
+    }
+    if arg_origin.label && end_ns < LABEL_DELAY_NS {
+        return Err(bad(&format!(
+            "aggregates is_fraud over a frame ending {} before the transaction: labels arrive \
+             up to {} after it, so the scoring server does not have them yet (label leakage); \
+             end the frame a label delay earlier, e.g. INTERVAL '7 days' PRECEDING",
+            fmt_duration(end_ns),
+            fmt_duration(LABEL_DELAY_NS)
+        )));
+    }
+    if !arg_origin.windows.is_empty() {
+        return Err(bad("a window over another window's result"));
     }
     let arg = match p.args.first().map(strip_alias) {
         None => None,
         Some(Expr::Literal(v, _)) if kind == AggKind::Count && !v.is_null() => None,
-        Some(e) => {
-            for c in e.column_refs() {
-                if lower_windows.contains(&c.name) {
-                    return Err(bad("a window over another window's result"));
-                }
-            }
-            Some(state.create_physical_expr(e.clone(), input_schema)?)
-        }
+        Some(e) => Some(state.create_physical_expr(e.clone(), input_schema)?),
     };
     if !matches!(output_type, DataType::Int64 | DataType::Float64) {
         return Err(bad(&format!(
@@ -458,6 +569,7 @@ fn window_spec(
         start_ns,
         end_ns,
         output_type: output_type.clone(),
+        reads_labels: arg_origin.label,
     })
 }
 

@@ -1030,6 +1030,29 @@ mod tests {
         .await;
     }
 
+    /// Expressions over window results (ratios of two counts, CASE and COALESCE over
+    /// aggregates, windows of two entities in one expression) compile on the row path and
+    /// agree with Arrow.
+    #[tokio::test]
+    async fn expressions_over_window_results_agree_with_arrow() {
+        let c1 = "PARTITION BY customer_id ORDER BY event_time \
+                  RANGE BETWEEN INTERVAL '1 day' PRECEDING AND CURRENT ROW";
+        let c30 = "PARTITION BY customer_id ORDER BY event_time \
+                   RANGE BETWEEN INTERVAL '30 days' PRECEDING AND CURRENT ROW";
+        same_on_both_paths(&format!(
+            "SELECT tx_id, tx_ts, customer_id, terminal_id,
+               COUNT(*) OVER ({c1}) / NULLIF(COUNT(*) OVER ({c30}), 0) AS velocity_int,
+               CAST(COUNT(*) OVER ({c1}) AS DOUBLE) / NULLIF(COUNT(*) OVER ({c30}), 0) AS velocity,
+               CASE WHEN amount > 2 * AVG(amount) OVER ({c30}) THEN 1
+                    WHEN COUNT(*) OVER ({c1}) > 2 THEN 2 ELSE 0 END AS unusual,
+               COALESCE(SUM(amount) OVER (PARTITION BY terminal_id ORDER BY event_time
+                 RANGE BETWEEN INTERVAL '2 days' PRECEDING AND INTERVAL '1 day' PRECEDING)
+                 / COUNT(*) OVER ({c1}), -1) AS mixed
+             FROM tx_labeled"
+        ))
+        .await;
+    }
+
     /// A value Arrow refuses (a cast out of range) is refused on the row path too, with
     /// Arrow's own message: the row path defers it.
     #[tokio::test]
