@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use deltalake::arrow::datatypes::{DataType, SchemaRef};
+use deltalake::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use deltalake::datafusion::common::{DFSchema, ScalarValue};
 use deltalake::datafusion::datasource::MemTable;
 use deltalake::datafusion::logical_expr::expr::WindowFunction;
@@ -77,7 +77,13 @@ pub enum AggKind {
     Avg,
     Min,
     Max,
+    /// The sample standard deviation (DataFusion's `stddev`, alias `stddev_samp`): NULL for
+    /// fewer than two values. Both engines compute it with [`sample_stddev`].
+    Stddev,
 }
+
+/// What a refused aggregate's message lists.
+const SUPPORTED_AGGREGATES: &str = "only COUNT, SUM, AVG, MIN, MAX, STDDEV";
 
 impl AggKind {
     /// The aggregate of a DataFusion aggregate function name, if the engines support it.
@@ -88,9 +94,43 @@ impl AggKind {
             "avg" | "mean" => Some(AggKind::Avg),
             "min" => Some(AggKind::Min),
             "max" => Some(AggKind::Max),
+            "stddev" | "stddev_samp" => Some(AggKind::Stddev),
             _ => None,
         }
     }
+
+    /// Whether the aggregate reads every value of its frame (MIN, MAX, STDDEV), rather than
+    /// the two prefix sums at the frame's ends (COUNT, SUM, AVG).
+    pub fn scans_frame(self) -> bool {
+        matches!(self, AggKind::Min | AggKind::Max | AggKind::Stddev)
+    }
+}
+
+/// The sample standard deviation of `values` (in frame order), `None` for fewer than two:
+/// what DataFusion's `stddev` means. Two passes over the frame (the mean, then the squared
+/// deviations from it), never a running sum of squares: `sum(x^2) - sum(x)^2 / n` cancels
+/// catastrophically when the values are close (a few equal amounts give up to 1.6e-5 instead
+/// of 0; differences of prefix sums over an entity's history, 1e-4), and a sliding Welford
+/// state carries rounding from values long gone. The
+/// offline operator and the online engine both call this function on the same values in the
+/// same order, so they agree to the last bit (a frame's values are ordered by event time in
+/// both).
+pub fn sample_stddev(values: &[f64]) -> Option<f64> {
+    let n = values.len();
+    if n < 2 {
+        return None;
+    }
+    let mut sum = 0.0;
+    for v in values {
+        sum += v;
+    }
+    let mean = sum / n as f64;
+    let mut m2 = 0.0;
+    for v in values {
+        let d = v - mean;
+        m2 += d * d;
+    }
+    Some((m2 / (n - 1) as f64).sqrt())
 }
 
 /// One window aggregate, as the online engine runs it.
@@ -480,13 +520,13 @@ fn window_spec(
     let bad = |what: &str| unsupported(fs, &format!("feature '{shown}': {what}"));
     let WindowFunctionDefinition::AggregateUDF(udaf) = &wf.fun else {
         return Err(bad(&format!(
-            "window function {} (only COUNT, SUM, AVG, MIN, MAX)",
+            "window function {} ({SUPPORTED_AGGREGATES})",
             wf.fun
         )));
     };
     let Some(kind) = AggKind::from_name(udaf.name()) else {
         return Err(bad(&format!(
-            "aggregate {} (only COUNT, SUM, AVG, MIN, MAX)",
+            "aggregate {} ({SUPPORTED_AGGREGATES})",
             udaf.name().to_ascii_lowercase()
         )));
     };
@@ -555,10 +595,24 @@ fn window_spec(
         Some(Expr::Literal(v, _)) if kind == AggKind::Count && !v.is_null() => None,
         Some(e) => Some(state.create_physical_expr(e.clone(), input_schema)?),
     };
-    if !matches!(output_type, DataType::Int64 | DataType::Float64) {
-        return Err(bad(&format!(
-            "result type {output_type} (only BIGINT or DOUBLE)"
-        )));
+    match output_type {
+        DataType::Int64 | DataType::Float64 => {}
+        // The online state stores arguments as DOUBLE: microseconds are exact up to 2^53
+        // (the year 2255), nanoseconds since 1970 are not.
+        DataType::Timestamp(TimeUnit::Microsecond, _)
+            if matches!(kind, AggKind::Min | AggKind::Max) => {}
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            return Err(bad(&format!(
+                "result type {output_type}: nanosecond timestamps (event_time) do not fit the \
+                 online state's DOUBLE exactly; use tx_ts (microseconds)"
+            )))
+        }
+        _ => {
+            return Err(bad(&format!(
+                "result type {output_type} (only BIGINT or DOUBLE, or MIN/MAX of a microsecond \
+                 TIMESTAMP such as tx_ts)"
+            )))
+        }
     }
     Ok(WindowSpec {
         column: name.to_string(),
@@ -651,5 +705,30 @@ fn info_for(spec: &WindowSpec) -> FeatureInfo {
         entity: Some(spec.entity.clone()),
         window: Some(fmt_duration(spec.start_ns - spec.end_ns)),
         delay: Some(fmt_duration(spec.end_ns)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_stddev_is_the_sample_standard_deviation() {
+        assert_eq!(sample_stddev(&[]), None);
+        assert_eq!(
+            sample_stddev(&[3.0]),
+            None,
+            "NULL for one value, as DataFusion"
+        );
+        let sd = sample_stddev(&[2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]).unwrap();
+        assert!((sd - (32.0f64 / 7.0).sqrt()).abs() < 1e-15, "{sd}");
+        assert_eq!(sample_stddev(&[25.0; 40]), Some(0.0));
+        // Equal amounts that are not exact in binary: zero up to the last bits of the mean,
+        // where the sum-of-squares formula is off by ~1e-5.
+        let same = [100.01; 50];
+        assert!(sample_stddev(&same).unwrap() < 1e-12);
+        let (s, q) = same.iter().fold((0.0, 0.0), |(s, q), x| (s + x, q + x * x));
+        let naive = ((q - s * s / 50.0) / 49.0f64).abs().sqrt();
+        assert!(naive > 1e-9, "the naive formula cancels: {naive}");
     }
 }

@@ -516,3 +516,157 @@ fn expressions_over_window_results_agree_offline_and_online() {
     );
     assert_eq!(shown(&show, "amount_vs_usual")["kind"], "avg");
 }
+
+const CUSTOMER_7D: &str =
+    "PARTITION BY customer_id ORDER BY event_time RANGE BETWEEN INTERVAL '7 days' PRECEDING AND CURRENT ROW";
+/// The terminal's week before yesterday: a frame that ends before the transaction.
+const TERMINAL_PREV_WEEK: &str =
+    "PARTITION BY terminal_id ORDER BY event_time RANGE BETWEEN INTERVAL '8 days' PRECEDING AND INTERVAL '1 day' PRECEDING";
+
+/// MIN, MAX and STDDEV over RANGE frames (ending at the row, or before it), of amounts, of a
+/// label a delay back, and of tx_ts (a timestamp).
+fn extremes_sql() -> String {
+    format!(
+        "SELECT tx_id, tx_ts, customer_id, terminal_id,
+           MIN(amount) OVER ({CUSTOMER_7D}) AS customer_min_7d,
+           MAX(amount) OVER ({CUSTOMER_7D}) AS customer_max_7d,
+           (amount - MIN(amount) OVER ({CUSTOMER_7D}))
+             / NULLIF(MAX(amount) OVER ({CUSTOMER_7D}) - MIN(amount) OVER ({CUSTOMER_7D}), 0)
+             AS amount_in_7d_range,
+           STDDEV(amount) OVER ({CUSTOMER_30D}) AS customer_std_30d,
+           amount / NULLIF(STDDEV(amount) OVER ({CUSTOMER_30D}), 0) AS amount_over_std,
+           STDDEV(amount) OVER ({TERMINAL_PREV_WEEK}) AS terminal_std_prev_week,
+           MIN(amount) OVER ({TERMINAL_PREV_WEEK}) AS terminal_min_prev_week,
+           CAST(MAX(tx_ts) OVER ({TERMINAL_PREV_WEEK}) AS BIGINT) AS terminal_last_us,
+           MAX(is_fraud) OVER (PARTITION BY terminal_id ORDER BY event_time
+             RANGE BETWEEN INTERVAL '30 days' PRECEDING AND INTERVAL '7 days' PRECEDING)
+             AS terminal_had_fraud
+         FROM tx_labeled"
+    )
+}
+
+#[test]
+fn min_max_stddev_over_range_frames_agree_offline_and_online() {
+    let sql = extremes_sql();
+    let sim = simulated_lake();
+    let (report, path) = build_and_check_parity(&sim, "extremes.sql", &sql);
+    assert_eq!(report["features"].as_array().unwrap().len(), 9);
+    let sane = sim.sql_json(
+        "SELECT COUNT(*) AS n, \
+           SUM(CASE WHEN customer_min_7d <= customer_max_7d THEN 1 ELSE 0 END) AS ordered, \
+           COUNT(customer_std_30d) AS with_std, MAX(terminal_had_fraud) AS fraud, \
+           SUM(CASE WHEN terminal_last_us <= CAST(tx_ts AS BIGINT) - 86400000000 THEN 1 ELSE 0 END) \
+             AS before_yesterday, COUNT(terminal_last_us) AS with_last \
+         FROM features",
+    );
+    let r = &sane[0];
+    assert_eq!(num(r, "ordered"), num(r, "n"));
+    assert!(num(r, "with_std") > 0.5 * num(r, "n"), "{r}");
+    assert_eq!(num(r, "fraud"), 1.0);
+    assert_eq!(num(r, "before_yesterday"), num(r, "with_last"));
+    assert!(num(r, "with_last") > 0.0);
+    let show = show_json(&sim, &path);
+    assert_eq!(shown(&show, "customer_std_30d")["kind"], "stddev");
+    assert_eq!(shown(&show, "terminal_last_us")["kind"], "max");
+    assert_eq!(shown(&show, "terminal_last_us")["delay"], "1d");
+
+    let lake = ties_lake();
+    build_and_check_parity(&lake, "extremes.sql", &sql);
+    // Customer 3 always pays 25.00: no spread, and no z-like ratio (NULLIF of a zero).
+    let flat = lake.sql_json(
+        "SELECT MAX(customer_std_30d) AS s, COUNT(customer_std_30d) AS n, \
+                COUNT(amount_over_std) AS ratios FROM features WHERE customer_id = 3",
+    );
+    assert_eq!(num(&flat[0], "s"), 0.0);
+    assert!(num(&flat[0], "n") > 10.0);
+    assert_eq!(num(&flat[0], "ratios"), 0.0);
+    // The same-second ties (40.00, 40.00, 10.00 in id order) each see the earlier ones.
+    let ties = lake.sql_json(&format!(
+        "SELECT tx_id, customer_min_7d AS lo, customer_max_7d AS hi FROM features \
+         WHERE tx_id IN ({}, {}, {}) ORDER BY tx_id",
+        TIE_IDS[0], TIE_IDS[1], TIE_IDS[2]
+    ));
+    assert!(
+        num(&ties[1], "hi") >= 40.0 && num(&ties[2], "lo") <= 10.0,
+        "{ties:?}"
+    );
+}
+
+/// STDDEV offline is [`sample_stddev`] over the frame (two passes); stock DataFusion keeps a
+/// sliding Welford state, adding and retracting values, whose rounding from values long gone
+/// stays in it. They agree within that rounding: variances within 1e-9 of the frame's largest
+/// squared amount, and at least 99 % of values within the parity tolerance (1e-9 relative,
+/// absolute below 1) outright. Stock may even give NaN (a retraction leaving a tiny negative
+/// sum of squares) where the true value is 0. MIN/MAX of tx_ts are integers: equal.
+#[test]
+fn stddev_and_timestamp_extremes_equal_stock_datafusion() {
+    let lake = TempLake::new();
+    lake.simulate_small(&["--days", "50"]);
+    let sql = format!(
+        "SELECT tx_id, tx_ts, customer_id, terminal_id,
+           STDDEV(amount) OVER ({CUSTOMER_30D}) AS c_std,
+           MAX(ABS(amount)) OVER ({CUSTOMER_30D}) AS c_scale,
+           STDDEV(amount) OVER ({TERMINAL_PREV_WEEK}) AS t_std,
+           MAX(ABS(amount)) OVER ({TERMINAL_PREV_WEEK}) AS t_scale,
+           CAST(MAX(tx_ts) OVER ({TERMINAL_PREV_WEEK}) AS BIGINT) AS t_last_us,
+           CAST(MIN(tx_ts) OVER ({CUSTOMER_30D}) AS BIGINT) AS c_first_us
+         FROM tx_labeled"
+    );
+    let path = lake.path().join("stddev.sql");
+    std::fs::write(&path, sql).unwrap();
+    let path = path.to_str().unwrap();
+    let query = "SELECT tx_id, CASE WHEN isnan(c_std) THEN -1 ELSE c_std END AS c_std, c_scale, \
+                        CASE WHEN isnan(t_std) THEN -1 ELSE t_std END AS t_std, t_scale, \
+                        t_last_us, c_first_us \
+                 FROM features ORDER BY tx_id";
+    let build = |envs: &[(&str, &str)]| {
+        let out = lake.run_env(&["features", "build", "--sql", path], envs);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        lake.sql_json(query)
+    };
+    let stock = build(&[("FRAUDLAKE_STOCK_WINDOWS", "1")]);
+    let ours = build(&[]);
+    assert_eq!(stock.len(), ours.len());
+    assert!(stock.len() > 1000);
+    let (mut compared, mut outright) = (0usize, 0usize);
+    for (a, b) in stock.iter().zip(&ours) {
+        for key in ["t_last_us", "c_first_us", "c_scale", "t_scale"] {
+            assert_eq!(a[key], b[key], "tx {}: {key}", a["tx_id"]);
+        }
+        for (std, scale) in [("c_std", "c_scale"), ("t_std", "t_scale")] {
+            let (x, y) = match (a[std].as_f64(), b[std].as_f64()) {
+                (None, None) => continue,
+                (Some(x), Some(y)) => (x, y),
+                (x, y) => panic!("tx {}: {std} stock {x:?} vs ours {y:?}", a["tx_id"]),
+            };
+            let scale = b[scale].as_f64().unwrap_or(0.0).max(1.0);
+            compared += 1;
+            if x == -1.0 {
+                // Stock NaN: ours must be (nearly) zero.
+                assert!(
+                    y <= 1e-4 * scale,
+                    "tx {}: {std} stock NaN vs {y}",
+                    a["tx_id"]
+                );
+                continue;
+            }
+            assert!(
+                (x * x - y * y).abs() <= 1e-9 * scale * scale,
+                "tx {}: {std} stock {x} vs ours {y}",
+                a["tx_id"]
+            );
+            if (x - y).abs() <= 1e-9 * x.abs().max(1.0) {
+                outright += 1;
+            }
+        }
+    }
+    assert!(compared > 1000, "{compared}");
+    assert!(
+        outright as f64 >= 0.99 * compared as f64,
+        "{outright} of {compared} within the parity tolerance"
+    );
+}

@@ -24,7 +24,7 @@ use super::clock::{Ahead, EventClock, EventTimeRules, SkewPolicy, Timing};
 use super::row::{self, Defer, InputColumn, RowProgram, RowStep, Value};
 use super::sharded::Sharded;
 use super::state::{EntityKey, EntityStore, MemoryStore};
-use crate::compile::{AggKind, FeaturePlan, Step, WindowSpec};
+use crate::compile::{sample_stddev, AggKind, FeaturePlan, Step, WindowSpec};
 use crate::definition::event_time_ns;
 
 /// A transaction as the online engine receives it.
@@ -992,6 +992,8 @@ impl Acc {
             AggKind::Avg => Some(self.sum / self.n as f64),
             AggKind::Min => Some(self.min),
             AggKind::Max => Some(self.max),
+            // Not a running aggregate: `window_row` reads its frame (`sample_stddev`).
+            AggKind::Stddev => None,
         }
     }
 }
@@ -1001,6 +1003,8 @@ impl Acc {
 struct Scratch {
     row_args: Vec<Option<f64>>,
     ranges: Vec<std::ops::Range<usize>>,
+    /// One frame's values (STDDEV).
+    values: Vec<f64>,
 }
 
 /// The state changes one transaction makes (one per group it has an entity in), applied
@@ -1091,6 +1095,27 @@ fn window_row<S: EntityStore>(
             }
             for (k, &w) in group.windows.iter().enumerate() {
                 let spec = &windows[w];
+                // The transaction itself, when its frame holds it and it is not stored yet.
+                let current = (spec.includes_current() && mode != Mode::Recompute).then(|| {
+                    match group.slot_of[k] {
+                        Some(s) => scratch.row_args[s],
+                        None => Some(1.0),
+                    }
+                });
+                if let (AggKind::Stddev, Some(s)) = (spec.kind, group.slot_of[k]) {
+                    // The frame's values in event-time order, the transaction (the newest)
+                    // last: the order the offline operator reads them in.
+                    scratch.values.clear();
+                    if let Some(h) = history {
+                        let r = scratch.ranges[group.frame_of[k]].clone();
+                        scratch.values.extend(r.filter_map(|i| h.arg(i, s)));
+                    }
+                    if let Some(Some(v)) = current {
+                        scratch.values.push(v);
+                    }
+                    values[w] = sample_stddev(&scratch.values);
+                    continue;
+                }
                 let mut acc = Acc::default();
                 if let Some(h) = history {
                     let r = scratch.ranges[group.frame_of[k]].clone();
@@ -1100,18 +1125,18 @@ fn window_row<S: EntityStore>(
                         (AggKind::Count | AggKind::Sum | AggKind::Avg, Some(s)) => {
                             (acc.sum, acc.n) = h.sum_count(s, r);
                         }
-                        (AggKind::Min | AggKind::Max, Some(s)) => {
+                        // MIN and MAX read the frame's retained events: O(events in frame),
+                        // exact whatever the arrival order (a monotonic deque would need
+                        // in-order arrivals and frames ending at the newest event).
+                        (AggKind::Min | AggKind::Max | AggKind::Stddev, Some(s)) => {
                             for i in r {
                                 acc.add(h.arg(i, s));
                             }
                         }
                     }
                 }
-                if spec.includes_current() && mode != Mode::Recompute {
-                    acc.add(match group.slot_of[k] {
-                        Some(s) => scratch.row_args[s],
-                        None => Some(1.0),
-                    });
+                if let Some(v) = current {
+                    acc.add(v);
                 }
                 values[w] = acc.finish(spec.kind);
             }
@@ -1209,6 +1234,16 @@ fn window_step<S: EntityStore>(
                     .map(|v| v.map(|x| x as i64))
                     .collect::<Int64Array>(),
             ),
+            // MIN/MAX of tx_ts: the stored microseconds back to the timestamp type.
+            DataType::Timestamp(_, _) => {
+                let ints: ArrayRef = Arc::new(
+                    values[w]
+                        .iter()
+                        .map(|v| v.map(|x| x as i64))
+                        .collect::<Int64Array>(),
+                );
+                cast(&ints, &spec.output_type)?
+            }
             _ => Arc::new(values[w].iter().copied().collect::<Float64Array>()),
         };
         columns.push(column);
@@ -1296,8 +1331,11 @@ fn row_of<S: EntityStore>(
                         .zip(values)
                         .map(|(w, v)| match (v, &w.output_type) {
                             (None, _) => Value::Null,
-                            // As the Arrow path builds the column: an Int64 aggregate is truncated.
-                            (Some(x), DataType::Int64) => Value::Int(x as i64),
+                            // As the Arrow path builds the column: an Int64 aggregate is
+                            // truncated, a timestamp one is its integer count of units.
+                            (Some(x), DataType::Int64 | DataType::Timestamp(_, _)) => {
+                                Value::Int(x as i64)
+                            }
                             (Some(x), _) => Value::Float(x),
                         }),
                 );

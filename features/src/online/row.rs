@@ -731,14 +731,30 @@ impl RowProgram {
                             Kind::Int(_)
                         )
                         .then_some(())?;
-                        matches!(w.output_type, DataType::Int64 | DataType::Float64)
-                            .then_some(())?;
+                        // A timestamp aggregate (MIN/MAX of tx_ts) is an `Int` of microseconds,
+                        // as the Arrow path casts the stored value back.
+                        match &w.output_type {
+                            DataType::Int64 | DataType::Float64 => {}
+                            dt @ DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                                Kind::of(dt)?;
+                            }
+                            _ => return None,
+                        }
                         args.push(match &w.arg {
                             None => None,
                             Some(e) => {
                                 let (n, k) = compile(e, &schema)?;
-                                matches!(k, Kind::Int(_) | Kind::Float | Kind::Bool | Kind::Null)
-                                    .then_some(())?;
+                                // A timestamp argument is stored as its count of microseconds
+                                // (`Value::as_feature`), as Arrow's cast to Float64 gives it.
+                                matches!(
+                                    k,
+                                    Kind::Int(_)
+                                        | Kind::Float
+                                        | Kind::Bool
+                                        | Kind::Null
+                                        | Kind::Ts(TimeUnit::Microsecond)
+                                )
+                                .then_some(())?;
                                 Some(n)
                             }
                         });
@@ -1048,6 +1064,27 @@ mod tests {
                COALESCE(SUM(amount) OVER (PARTITION BY terminal_id ORDER BY event_time
                  RANGE BETWEEN INTERVAL '2 days' PRECEDING AND INTERVAL '1 day' PRECEDING)
                  / COUNT(*) OVER ({c1}), -1) AS mixed
+             FROM tx_labeled"
+        ))
+        .await;
+    }
+
+    /// MIN, MAX and STDDEV over frames that hold the row or end before it, and MIN/MAX of a
+    /// timestamp (tx_ts, turned into microseconds: a timestamp feature keeps a plan on Arrow),
+    /// on the row path and on Arrow: the same values.
+    #[tokio::test]
+    async fn min_max_stddev_and_timestamp_extremes_agree_with_arrow() {
+        let c7 = "PARTITION BY customer_id ORDER BY event_time \
+                  RANGE BETWEEN INTERVAL '7 days' PRECEDING AND CURRENT ROW";
+        let t_prev = "PARTITION BY terminal_id ORDER BY event_time \
+                      RANGE BETWEEN INTERVAL '3 days' PRECEDING AND INTERVAL '1 nanosecond' PRECEDING";
+        same_on_both_paths(&format!(
+            "SELECT tx_id, tx_ts, customer_id, terminal_id,
+               STDDEV(amount) OVER ({c7}) AS std_c,
+               STDDEV(amount) OVER ({t_prev}) AS std_t,
+               MIN(amount) OVER ({c7}) AS min_c,
+               CAST(MIN(tx_ts) OVER ({c7}) AS BIGINT) AS first_c_us,
+               CAST(tx_ts AS BIGINT) - CAST(MAX(tx_ts) OVER ({t_prev}) AS BIGINT) AS since_us
              FROM tx_labeled"
         ))
         .await;
