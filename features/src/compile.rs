@@ -518,11 +518,11 @@ fn window_spec(
     state: &deltalake::datafusion::execution::SessionState,
 ) -> Result<WindowSpec> {
     let bad = |what: &str| unsupported(fs, &format!("feature '{shown}': {what}"));
-    let WindowFunctionDefinition::AggregateUDF(udaf) = &wf.fun else {
-        return Err(bad(&format!(
-            "window function {} ({SUPPORTED_AGGREGATES})",
-            wf.fun
-        )));
+    let udaf = match &wf.fun {
+        WindowFunctionDefinition::AggregateUDF(udaf) => udaf,
+        WindowFunctionDefinition::WindowUDF(udwf) => {
+            return Err(bad(&window_function_refusal(udwf.name())))
+        }
     };
     let Some(kind) = AggKind::from_name(udaf.name()) else {
         return Err(bad(&format!(
@@ -627,6 +627,27 @@ fn window_spec(
     })
 }
 
+/// Why a window function that is not an aggregate is refused.
+fn window_function_refusal(name: &str) -> String {
+    match name.to_ascii_lowercase().as_str() {
+        "lag" => format!(
+            "LAG reads the entity's previous transaction however long ago it was: no bound on \
+             the history an incremental build, a restart or the parity replay must read back, \
+             nor on how long an idle entity's state is kept. For the time since the previous \
+             transaction within a bound, use MAX(tx_ts) OVER (PARTITION BY ... ORDER BY \
+             event_time RANGE BETWEEN INTERVAL '30 days' PRECEDING AND INTERVAL '1 nanosecond' \
+             PRECEDING) (NULL when there is none that recent) ({SUPPORTED_AGGREGATES})"
+        ),
+        "lead" => "LEAD sees the future (a later transaction of the entity)".to_string(),
+        "row_number" | "rank" | "dense_rank" | "percent_rank" | "cume_dist" | "ntile" => format!(
+            "{name} numbers the entity's transactions from its first one: no bound on the \
+             history it needs; count a bounded frame instead, COUNT(*) OVER (PARTITION BY ... \
+             ORDER BY event_time RANGE BETWEEN INTERVAL '30 days' PRECEDING AND CURRENT ROW)"
+        ),
+        _ => format!("window function {name} ({SUPPORTED_AGGREGATES})"),
+    }
+}
+
 fn order_column(
     fs: &FeatureSet,
     name: &str,
@@ -689,21 +710,46 @@ fn interval_ns(v: &ScalarValue) -> std::result::Result<i64, String> {
     Ok(ns)
 }
 
+/// A duration in its largest whole unit: `7d`, `12h`, `90s`, `1ns`.
 fn fmt_duration(ns: i64) -> String {
-    if ns % NANOS_PER_DAY == 0 {
-        format!("{}d", ns / NANOS_PER_DAY)
-    } else {
-        format!("{}s", ns as f64 / 1e9)
+    const UNITS: [(i64, &str); 7] = [
+        (NANOS_PER_DAY, "d"),
+        (3_600_000_000_000, "h"),
+        (60_000_000_000, "min"),
+        (1_000_000_000, "s"),
+        (1_000_000, "ms"),
+        (1_000, "us"),
+        (1, "ns"),
+    ];
+    if ns == 0 {
+        return "0d".into();
     }
+    for (per, unit) in UNITS {
+        if ns % per == 0 {
+            return format!("{}{unit}", ns / per);
+        }
+    }
+    format!("{ns}ns")
 }
 
 fn info_for(spec: &WindowSpec) -> FeatureInfo {
+    let length = spec.start_ns - spec.end_ns;
+    // A frame like [t - 30d, t - 1ns] reads better as its two ends than as 2591999999999999ns.
+    let window = if spec.end_ns > 0 && length % 1_000_000_000 != 0 {
+        format!(
+            "{} - {}",
+            fmt_duration(spec.start_ns),
+            fmt_duration(spec.end_ns)
+        )
+    } else {
+        fmt_duration(length)
+    };
     FeatureInfo {
         name: spec.column.clone(),
         data_type: spec.output_type.to_string(),
         kind: format!("{:?}", spec.kind).to_ascii_lowercase(),
         entity: Some(spec.entity.clone()),
-        window: Some(fmt_duration(spec.start_ns - spec.end_ns)),
+        window: Some(window),
         delay: Some(fmt_duration(spec.end_ns)),
     }
 }
@@ -711,6 +757,17 @@ fn info_for(spec: &WindowSpec) -> FeatureInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_print_in_their_largest_whole_unit() {
+        let day = NANOS_PER_DAY;
+        assert_eq!(fmt_duration(0), "0d");
+        assert_eq!(fmt_duration(7 * day), "7d");
+        assert_eq!(fmt_duration(day / 2), "12h");
+        assert_eq!(fmt_duration(90_000_000_000), "90s");
+        assert_eq!(fmt_duration(1), "1ns");
+        assert_eq!(fmt_duration(30 * day - 1), "2591999999999999ns");
+    }
 
     #[test]
     fn sample_stddev_is_the_sample_standard_deviation() {

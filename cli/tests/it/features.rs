@@ -128,7 +128,11 @@ fn constructs_outside_the_online_subset_are_refused_by_name() {
         ("COUNT(*) OVER (PARTITION BY customer_id ORDER BY event_time RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS f", "UNBOUNDED PRECEDING"),
         ("SUM(is_fraud) OVER (PARTITION BY customer_id ORDER BY event_time RANGE BETWEEN INTERVAL '1 day' PRECEDING AND CURRENT ROW) AS f", "label leakage"),
         ("COUNT(*) OVER (PARTITION BY customer_id ORDER BY tx_ts RANGE BETWEEN INTERVAL '1 day' PRECEDING AND CURRENT ROW) AS f", "ORDER BY event_time"),
-        ("STDDEV(amount) OVER (PARTITION BY customer_id ORDER BY event_time RANGE BETWEEN INTERVAL '1 day' PRECEDING AND CURRENT ROW) AS f", "only COUNT, SUM, AVG, MIN, MAX"),
+        ("VAR(amount) OVER (PARTITION BY customer_id ORDER BY event_time RANGE BETWEEN INTERVAL '1 day' PRECEDING AND CURRENT ROW) AS f", "aggregate var (only COUNT, SUM, AVG, MIN, MAX, STDDEV)"),
+        ("CAST(tx_ts AS BIGINT) - CAST(LAG(tx_ts) OVER (PARTITION BY customer_id ORDER BY event_time) AS BIGINT) AS f", "LAG reads the entity's previous transaction however long ago"),
+        ("ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY event_time) AS f", "row_number numbers the entity's transactions"),
+        ("LEAD(amount) OVER (PARTITION BY customer_id ORDER BY event_time) AS f", "LEAD sees the future"),
+        ("MAX(event_time) OVER (PARTITION BY customer_id ORDER BY event_time RANGE BETWEEN INTERVAL '1 day' PRECEDING AND INTERVAL '1 nanosecond' PRECEDING) AS f", "use tx_ts (microseconds)"),
         ("COUNT(*) OVER (PARTITION BY customer_id ORDER BY event_time RANGE BETWEEN INTERVAL '1 day' PRECEDING AND INTERVAL '1 day' FOLLOWING) AS f", "FOLLOWING"),
     ];
     for (expr, want) in cases {
@@ -668,5 +672,81 @@ fn stddev_and_timestamp_extremes_equal_stock_datafusion() {
     assert!(
         outright as f64 >= 0.99 * compared as f64,
         "{outright} of {compared} within the parity tolerance"
+    );
+}
+
+/// The customer's transactions of the last 30 days before this one (a frame that ends one
+/// nanosecond before the row: a same-instant peer that came first is in it, the row is not).
+const CUSTOMER_PREVIOUS: &str = "PARTITION BY customer_id ORDER BY event_time \
+     RANGE BETWEEN INTERVAL '30 days' PRECEDING AND INTERVAL '1 nanosecond' PRECEDING";
+
+/// The time since the entity's previous transaction, in the forms sql/features.sql's header
+/// documents (LAG is refused: see `constructs_outside_the_online_subset_are_refused_by_name`).
+fn since_sql() -> String {
+    format!(
+        "SELECT tx_id, tx_ts, customer_id, terminal_id,
+           (CAST(tx_ts AS BIGINT) - CAST(MAX(tx_ts) OVER ({CUSTOMER_PREVIOUS}) AS BIGINT))
+             / 1000000.0 AS secs_since_prev,
+           date_part('epoch', tx_ts) - date_part('epoch', MAX(tx_ts) OVER ({CUSTOMER_PREVIOUS}))
+             AS secs_since_prev_epoch,
+           COALESCE((CAST(tx_ts AS BIGINT) - CAST(MAX(tx_ts) OVER ({CUSTOMER_PREVIOUS}) AS BIGINT))
+             / 1000000.0, 2592000.0) AS secs_since_prev_capped,
+           (CAST(tx_ts AS BIGINT) - CAST(MAX(tx_ts) OVER (PARTITION BY terminal_id ORDER BY event_time
+              RANGE BETWEEN INTERVAL '7 days' PRECEDING AND INTERVAL '1 nanosecond' PRECEDING) AS BIGINT))
+             / 1000000.0 AS terminal_idle_secs,
+           CAST(tx_ts AS BIGINT)
+             - CAST(MAX(CASE WHEN amount > 100 THEN tx_ts END) OVER ({CUSTOMER_PREVIOUS}) AS BIGINT)
+             AS us_since_big
+         FROM tx_labeled"
+    )
+}
+
+#[test]
+fn time_since_the_previous_transaction_agrees_offline_and_online() {
+    let sql = since_sql();
+    let sim = simulated_lake();
+    let (report, path) = build_and_check_parity(&sim, "since.sql", &sql);
+    assert_eq!(report["features"].as_array().unwrap().len(), 5);
+    let rows = sim.sql_json(
+        "SELECT COUNT(*) AS n, COUNT(secs_since_prev) AS known, \
+           SUM(CASE WHEN secs_since_prev > 0 AND secs_since_prev <= 2592000 THEN 1 ELSE 0 END) AS in_range, \
+           MAX(ABS(secs_since_prev - secs_since_prev_epoch)) AS epoch_diff, \
+           COUNT(us_since_big) AS big, SUM(CASE WHEN us_since_big >= 0 THEN 1 ELSE 0 END) AS big_after \
+         FROM features",
+    );
+    let r = &rows[0];
+    assert!(num(r, "known") > 0.9 * num(r, "n"), "{r}");
+    assert!(num(r, "in_range") >= num(r, "known") - 5.0, "{r}");
+    assert!(num(r, "epoch_diff") < 1e-3, "{r}");
+    assert!(
+        num(r, "big") > 0.0 && num(r, "big_after") == num(r, "big"),
+        "{r}"
+    );
+    let show = show_json(&sim, &path);
+    let since = shown(&show, "secs_since_prev");
+    assert_eq!(since["kind"], "max");
+    assert_eq!(since["window"], "30d - 1ns");
+    assert_eq!(since["delay"], "1ns");
+
+    let lake = ties_lake();
+    build_and_check_parity(&lake, "since.sql", &sql);
+    // NULL for a customer's first transaction, and for customer 4's first after 39 silent
+    // days (more than the 30-day bound).
+    let nulls = lake.sql_json(
+        "SELECT customer_id, COUNT(*) - COUNT(secs_since_prev) AS nulls FROM features \
+         GROUP BY customer_id ORDER BY customer_id",
+    );
+    let got: Vec<f64> = nulls.iter().map(|r| num(r, "nulls")).collect();
+    assert_eq!(got, vec![1.0, 1.0, 1.0, 2.0], "{nulls:?}");
+    // A same-second peer that came first is the previous transaction: 0 seconds.
+    let ties = lake.sql_json(&format!(
+        "SELECT tx_id, secs_since_prev AS s FROM features WHERE tx_id IN ({}, {}, {}) ORDER BY tx_id",
+        TIE_IDS[0], TIE_IDS[1], TIE_IDS[2]
+    ));
+    assert!(num(&ties[0], "s") > 0.0, "{ties:?}");
+    assert_eq!(
+        (num(&ties[1], "s"), num(&ties[2], "s")),
+        (0.0, 0.0),
+        "{ties:?}"
     );
 }

@@ -10,10 +10,11 @@
 //! Exactness first: only constructs whose DataFusion/Arrow semantics this module reproduces
 //! exactly are compiled (columns, literals, arithmetic, comparisons with Arrow's total order
 //! on floats, AND/OR/NOT with SQL's three-valued logic, IS [NOT] NULL, IN lists, CASE, CAST
-//! between numeric types, COALESCE, NULLIF, `date_part` on UTC timestamps). A plan with
-//! anything else runs on Arrow (the reference path) as before, and a value this module cannot
-//! give exactly at run time (an integer overflow or division by zero, which Arrow wraps or
-//! refuses, an out-of-range cast) makes that transaction run on Arrow instead ([`Defer`]).
+//! between numeric types, COALESCE, NULLIF, `date_part` on UTC timestamps, 'epoch' included).
+//! A plan with anything else runs on Arrow (the reference path) as before, and a value this
+//! module cannot give exactly at run time (an integer overflow or division by zero, which
+//! Arrow wraps or refuses, an out-of-range cast) makes that transaction run on Arrow instead
+//! ([`Defer`]).
 //! Tests compare the two paths value for value.
 
 use std::sync::Arc;
@@ -139,6 +140,8 @@ pub(crate) enum Part {
     DayOfWeek,
     IsoDayOfWeek,
     DayOfYear,
+    /// Seconds since 1970 as a DOUBLE (the only part that is not an Int32).
+    Epoch,
 }
 
 impl Part {
@@ -153,6 +156,7 @@ impl Part {
             "dow" => Part::DayOfWeek,
             "isodow" => Part::IsoDayOfWeek,
             "doy" => Part::DayOfYear,
+            "epoch" => Part::Epoch,
             _ => return None,
         })
     }
@@ -378,7 +382,12 @@ fn function(f: &ScalarFunctionExpr, schema: &Schema, kind: Kind) -> Option<Node>
                 .and_then(|l| l.value().try_as_str().flatten().and_then(Part::parse))?;
             let (e, k) = compile(&args[1], schema)?;
             let Kind::Ts(unit) = k else { return None };
-            (kind == Kind::Int(32)).then(|| Node::DatePart {
+            let want = if part == Part::Epoch {
+                Kind::Float
+            } else {
+                Kind::Int(32)
+            };
+            (kind == want).then(|| Node::DatePart {
                 part,
                 expr: Box::new(e),
                 unit,
@@ -572,6 +581,9 @@ impl Node {
             }
             Node::DatePart { part, expr, unit } => match expr.eval(row)? {
                 Value::Null => Value::Null,
+                Value::Int(t) if *part == Part::Epoch => {
+                    Value::Float(epoch(t, *unit).ok_or(Defer)?)
+                }
                 Value::Int(t) => Value::Int(date_part(*part, t, *unit).ok_or(Defer)?),
                 _ => return Err(Defer),
             },
@@ -615,6 +627,15 @@ fn cast(v: Value, from: Kind, to: Kind) -> Eval {
     })
 }
 
+/// `date_part('epoch', t)`: DataFusion's formula, the count of units over units per second.
+fn epoch(t: i64, unit: TimeUnit) -> Option<f64> {
+    match unit {
+        TimeUnit::Microsecond => Some(t as f64 / 1_000_000_f64),
+        TimeUnit::Nanosecond => Some(t as f64 / 1_000_000_000_f64),
+        _ => None,
+    }
+}
+
 fn date_part(part: Part, t: i64, unit: TimeUnit) -> Option<i64> {
     let dt = match unit {
         TimeUnit::Microsecond => DateTime::from_timestamp_micros(t)?,
@@ -631,6 +652,7 @@ fn date_part(part: Part, t: i64, unit: TimeUnit) -> Option<i64> {
         Part::DayOfWeek => dt.weekday().num_days_from_sunday() as i32,
         Part::IsoDayOfWeek => dt.weekday().number_from_monday() as i32,
         Part::DayOfYear => dt.ordinal() as i32,
+        Part::Epoch => return None,
     }))
 }
 
@@ -1085,6 +1107,24 @@ mod tests {
                MIN(amount) OVER ({c7}) AS min_c,
                CAST(MIN(tx_ts) OVER ({c7}) AS BIGINT) AS first_c_us,
                CAST(tx_ts AS BIGINT) - CAST(MAX(tx_ts) OVER ({t_prev}) AS BIGINT) AS since_us
+             FROM tx_labeled"
+        ))
+        .await;
+    }
+
+    /// The time since the entity's previous transaction (MAX(tx_ts) over a frame ending one
+    /// nanosecond before the row), as integer microseconds and through date_part('epoch'),
+    /// and since its last large one: the same on both paths, ties included.
+    #[tokio::test]
+    async fn time_since_the_previous_transaction_agrees_with_arrow() {
+        let prev = "PARTITION BY customer_id ORDER BY event_time \
+                    RANGE BETWEEN INTERVAL '30 days' PRECEDING AND INTERVAL '1 nanosecond' PRECEDING";
+        same_on_both_paths(&format!(
+            "SELECT tx_id, tx_ts, customer_id, terminal_id,
+               (CAST(tx_ts AS BIGINT) - CAST(MAX(tx_ts) OVER ({prev}) AS BIGINT)) / 1000000.0 AS since_s,
+               date_part('epoch', tx_ts) - date_part('epoch', MAX(tx_ts) OVER ({prev})) AS since_epoch,
+               CAST(tx_ts AS BIGINT)
+                 - CAST(MAX(CASE WHEN amount > 100 THEN tx_ts END) OVER ({prev}) AS BIGINT) AS since_big_us
              FROM tx_labeled"
         ))
         .await;
