@@ -5,9 +5,10 @@
 //! * row-level steps (projections) become DataFusion physical expressions, evaluated by
 //!   DataFusion itself, so CASE, COALESCE, CAST, date_part ... mean exactly what they mean
 //!   offline;
-//! * window aggregates (COUNT, SUM, AVG, MIN, MAX over one entity column, ordered by
-//!   `event_time`, RANGE frames with interval bounds) become [`WindowSpec`]s that a
-//!   per-entity sliding-window store answers.
+//! * window aggregates (COUNT, SUM, AVG, MIN, MAX, STDDEV over one entity column or a pair of
+//!   them, ordered by `event_time`, RANGE frames with interval bounds) become [`WindowSpec`]s
+//!   that a per-entity sliding-window store answers; expressions over their results are
+//!   row-level steps after them.
 //!
 //! Anything else is refused when the file is loaded, naming the feature and the construct.
 
@@ -82,6 +83,12 @@ pub enum AggKind {
     Stddev,
 }
 
+/// Most columns of a window's PARTITION BY: an entity, or a pair of them ([`EntityKey`] holds
+/// two integers).
+///
+/// [`EntityKey`]: crate::online::EntityKey
+pub const MAX_ENTITY_COLUMNS: usize = 2;
+
 /// What a refused aggregate's message lists.
 const SUPPORTED_AGGREGATES: &str = "only COUNT, SUM, AVG, MIN, MAX, STDDEV";
 
@@ -141,9 +148,10 @@ pub struct WindowSpec {
     pub kind: AggKind,
     /// Argument, evaluated on the step's input row; `None` for `COUNT(*)`.
     pub arg: Option<Arc<dyn PhysicalExpr>>,
-    /// Index of the entity column in the step's input row.
-    pub partition_index: usize,
-    /// Name of the entity column (customer_id, terminal_id, ...).
+    /// Indexes of the entity columns in the step's input row: one (customer_id), or two for
+    /// a composite entity (customer_id, terminal_id: the card-terminal pair).
+    pub partition_indexes: Vec<usize>,
+    /// Names of the entity columns, joined by ", " (`customer_id, terminal_id`).
     pub entity: String,
     /// Frame `[t - start_ns, t - end_ns]` on `event_time`; `end_ns == 0` includes the row.
     pub start_ns: i64,
@@ -537,27 +545,34 @@ fn window_spec(
     if p.filter.is_some() {
         return Err(bad("FILTER (WHERE ...) on a window aggregate"));
     }
-    if p.partition_by.len() != 1 {
+    if p.partition_by.is_empty() || p.partition_by.len() > MAX_ENTITY_COLUMNS {
         return Err(bad(&format!(
-            "PARTITION BY {} expressions (exactly one entity column)",
+            "PARTITION BY {} expressions (one entity column, or two for a pair such as \
+             customer_id, terminal_id: the online state is keyed by at most two integers)",
             p.partition_by.len()
         )));
     }
-    let Expr::Column(entity) = strip_alias(&p.partition_by[0]) else {
-        return Err(bad("PARTITION BY an expression (use one column)"));
-    };
-    let partition_index = input_schema.index_of_column(entity)?;
-    if !matches!(
-        input_schema.field(partition_index).data_type(),
-        DataType::Int64 | DataType::Int32
-    ) {
-        return Err(bad("PARTITION BY a non-integer column"));
-    }
-    if origins.get(partition_index).is_some_and(|o| o.label) {
-        return Err(bad(
-            "PARTITION BY a column computed from is_fraud (label leakage: the label is not \
-             known when the transaction is scored)",
-        ));
+    let mut partition_indexes = Vec::with_capacity(p.partition_by.len());
+    let mut entities = Vec::with_capacity(p.partition_by.len());
+    for e in &p.partition_by {
+        let Expr::Column(entity) = strip_alias(e) else {
+            return Err(bad("PARTITION BY an expression (use columns)"));
+        };
+        let index = input_schema.index_of_column(entity)?;
+        if !matches!(
+            input_schema.field(index).data_type(),
+            DataType::Int64 | DataType::Int32
+        ) {
+            return Err(bad("PARTITION BY a non-integer column"));
+        }
+        if origins.get(index).is_some_and(|o| o.label) {
+            return Err(bad(
+                "PARTITION BY a column computed from is_fraud (label leakage: the label is not \
+                 known when the transaction is scored)",
+            ));
+        }
+        partition_indexes.push(index);
+        entities.push(entity.name.clone());
     }
     if p.window_frame.units != WindowFrameUnits::Range {
         return Err(bad(&format!(
@@ -618,8 +633,8 @@ fn window_spec(
         column: name.to_string(),
         kind,
         arg,
-        partition_index,
-        entity: entity.name.clone(),
+        partition_indexes,
+        entity: entities.join(", "),
         start_ns,
         end_ns,
         output_type: output_type.clone(),

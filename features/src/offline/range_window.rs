@@ -33,8 +33,8 @@ use deltalake::datafusion::physical_plan::execution_plan::{
 use deltalake::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use deltalake::datafusion::physical_plan::windows::BoundedWindowAggExec;
 use deltalake::datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
-    SendableRecordBatchStream,
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, InputOrderMode,
+    PlanProperties, SendableRecordBatchStream,
 };
 use futures::{StreamExt, TryStreamExt};
 
@@ -80,11 +80,12 @@ struct RangeAgg {
     output_type: DataType,
 }
 
-/// All windows of one entity column, computed in one pass over each entity's sorted rows.
+/// All windows of one entity (one column, or several: a customer-terminal pair), computed in
+/// one pass over each entity's sorted rows.
 #[derive(Debug)]
 pub struct RangeWindowExec {
     input: Arc<dyn ExecutionPlan>,
-    partition: Arc<dyn PhysicalExpr>,
+    partition: Vec<Arc<dyn PhysicalExpr>>,
     order: Arc<dyn PhysicalExpr>,
     aggs: Vec<RangeAgg>,
     schema: SchemaRef,
@@ -94,9 +95,14 @@ pub struct RangeWindowExec {
 impl RangeWindowExec {
     /// The replacement for `w`, when every window it holds is supported.
     fn try_from_window(w: &BoundedWindowAggExec) -> Option<RangeWindowExec> {
+        // Rows of one entity must be contiguous and in time order: the input sorted on the
+        // partition keys (in any order of them), then the order key.
+        if w.input_order_mode != InputOrderMode::Sorted {
+            return None;
+        }
         let exprs = w.window_expr();
         let first = exprs.first()?;
-        if first.partition_by().len() != 1 || first.order_by().len() != 1 {
+        if first.partition_by().is_empty() || first.order_by().len() != 1 {
             return None;
         }
         let order = &first.order_by()[0];
@@ -109,8 +115,7 @@ impl RangeWindowExec {
         };
         let mut aggs = Vec::new();
         for e in exprs {
-            if e.partition_by().len() != 1
-                || !e.partition_by()[0].eq(&first.partition_by()[0])
+            if e.partition_by() != first.partition_by()
                 || e.order_by().len() != 1
                 || !e.order_by()[0].expr.eq(&order.expr)
                 || e.order_by()[0].options != order.options
@@ -164,7 +169,7 @@ impl RangeWindowExec {
         );
         Some(RangeWindowExec {
             input: w.input().clone(),
-            partition: first.partition_by()[0].clone(),
+            partition: first.partition_by().to_vec(),
             order: order.expr.clone(),
             aggs,
             schema,
@@ -189,10 +194,11 @@ fn bound(b: &WindowFrameBound, unit: TimeUnit) -> Option<i64> {
 
 impl DisplayAs for RangeWindowExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let partition: Vec<String> = self.partition.iter().map(|p| p.to_string()).collect();
         write!(
             f,
-            "RangeWindowExec: partition_by={}, order_by={}, windows={}",
-            self.partition,
+            "RangeWindowExec: partition_by=[{}], order_by={}, windows={}",
+            partition.join(", "),
             self.order,
             self.aggs.len()
         )
@@ -216,7 +222,8 @@ impl ExecutionPlan for RangeWindowExec {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        let mut roots = vec![&self.partition, &self.order];
+        let mut roots: Vec<&Arc<dyn PhysicalExpr>> = self.partition.iter().collect();
+        roots.push(&self.order);
         roots.extend(self.aggs.iter().map(|a| &a.arg));
         apply_expression_roots(roots, f)
     }
@@ -291,12 +298,15 @@ fn to_array(e: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<ArrayRef> 
 /// The windows of every row of one partition, input sorted by (entity, order key).
 fn compute(
     batch: &RecordBatch,
-    partition: &Arc<dyn PhysicalExpr>,
+    partition: &[Arc<dyn PhysicalExpr>],
     order: &Arc<dyn PhysicalExpr>,
     aggs: &[RangeAgg],
     schema: &SchemaRef,
 ) -> Result<RecordBatch> {
-    let keys = to_array(partition, batch)?;
+    let keys = partition
+        .iter()
+        .map(|p| to_array(p, batch))
+        .collect::<Result<Vec<_>>>()?;
     let order = cast(&to_array(order, batch)?, &DataType::Int64)?;
     let order = order.as_primitive::<Int64Type>();
     if order.null_count() > 0 {
@@ -305,7 +315,7 @@ fn compute(
         ));
     }
     let t = order.values();
-    let runs = deltalake::arrow::compute::partition(&[keys])?.ranges();
+    let runs = deltalake::arrow::compute::partition(&keys)?.ranges();
     let mut columns = batch.columns().to_vec();
     for agg in aggs {
         let column = match agg.output_type {

@@ -43,11 +43,13 @@ impl Transaction {
     }
 }
 
-/// The windows of one step that share an entity column: one history per entity value.
+/// The windows of one step that share their entity columns: one history per entity value
+/// (a customer, or a customer-terminal pair).
 #[derive(Debug, Clone)]
 struct Group {
     id: u32,
-    partition_index: usize,
+    /// The entity columns (one, or two for a pair) in the step's input row.
+    partition: Vec<usize>,
     /// Indexes into the step's windows.
     windows: Vec<usize>,
     horizon_ns: i64,
@@ -273,11 +275,11 @@ impl<S: EntityStore> OnlineEngine<S> {
                 for (i, w) in windows.iter().enumerate() {
                     if !step_groups
                         .iter()
-                        .any(|g| g.partition_index == w.partition_index)
+                        .any(|g| g.partition == w.partition_indexes)
                     {
                         step_groups.push(Group {
                             id: next_id,
-                            partition_index: w.partition_index,
+                            partition: w.partition_indexes.clone(),
                             windows: Vec::new(),
                             horizon_ns: 0,
                             keep_ns: 0,
@@ -291,7 +293,7 @@ impl<S: EntityStore> OnlineEngine<S> {
                     }
                     if let Some(g) = step_groups
                         .iter_mut()
-                        .find(|g| g.partition_index == w.partition_index)
+                        .find(|g| g.partition == w.partition_indexes)
                     {
                         g.add(i, w);
                     }
@@ -628,7 +630,10 @@ impl<S: EntityStore> OnlineEngine<S> {
                 Step::Window { windows, .. } => {
                     for w in windows {
                         let arg = w.arg.as_ref().is_some_and(|a| depends(a, &derived));
-                        let entity = derived.get(w.partition_index).copied().unwrap_or(true);
+                        let entity = w
+                            .partition_indexes
+                            .iter()
+                            .any(|&p| derived.get(p).copied().unwrap_or(true));
                         if arg || entity {
                             return Some(w.column.clone());
                         }
@@ -953,6 +958,16 @@ fn run_steps<S: EntityStore>(
     Ok(batch)
 }
 
+/// The entity of row `row` in the key columns of a group (the second 0 for one column); `None`
+/// when a key is NULL.
+fn key_at(columns: &[Int64Array], row: usize) -> Option<(i64, i64)> {
+    let first = columns.first()?;
+    if columns.iter().any(|c| c.is_null(row)) {
+        return None;
+    }
+    Some((first.value(row), columns.get(1).map_or(0, |c| c.value(row))))
+}
+
 /// Running state of one aggregate over a frame.
 #[derive(Debug, Clone, Copy)]
 struct Acc {
@@ -1059,7 +1074,7 @@ fn window_row<S: EntityStore>(
     mode: Mode,
     t: i64,
     tx_id: i64,
-    key_of: impl Fn(usize) -> Option<i64>,
+    key_of: impl Fn(usize) -> Option<(i64, i64)>,
     arg_of: impl Fn(usize) -> Option<f64>,
     scratch: &mut Scratch,
     values: &mut [Option<f64>],
@@ -1067,12 +1082,13 @@ fn window_row<S: EntityStore>(
 ) {
     values.fill(None);
     for (g, group) in groups.iter().enumerate() {
-        let Some(entity) = key_of(g) else {
+        let Some((entity, entity2)) = key_of(g) else {
             continue;
         };
         let key = EntityKey {
             group: group.id,
             entity,
+            entity2,
         };
         scratch.row_args.clear();
         scratch
@@ -1181,9 +1197,14 @@ fn window_step<S: EntityStore>(
             }
         })
         .collect::<Result<_>>()?;
-    let keys: Vec<Int64Array> = groups
+    let keys: Vec<Vec<Int64Array>> = groups
         .iter()
-        .map(|g| -> Result<Int64Array> { as_i64(batch.column(g.partition_index)) })
+        .map(|g| -> Result<Vec<Int64Array>> {
+            g.partition
+                .iter()
+                .map(|&p| as_i64(batch.column(p)))
+                .collect()
+        })
         .collect::<Result<_>>()?;
     let arg_value = |w: usize, row: usize| -> Option<f64> {
         match &args[w] {
@@ -1212,7 +1233,7 @@ fn window_step<S: EntityStore>(
             mode,
             t,
             tx_id,
-            |g| (!keys[g].is_null(row)).then(|| keys[g].value(row)),
+            |g| key_at(&keys[g], row),
             |w| arg_value(w, row),
             &mut scratch,
             &mut row_values,
@@ -1303,13 +1324,18 @@ fn row_of<S: EntityStore>(
                 for a in args {
                     arg_values.push(row::window_arg(a, &row)?);
                 }
-                let mut keys = Vec::with_capacity(step_groups.len());
+                let mut keys: Vec<Option<(i64, i64)>> = Vec::with_capacity(step_groups.len());
                 for g in step_groups {
-                    keys.push(match row.get(g.partition_index) {
-                        Some(Value::Int(k)) => Some(*k),
-                        Some(Value::Null) => None,
-                        _ => return Err(Defer),
-                    });
+                    let mut key = [0i64; 2];
+                    let mut null = false;
+                    for (slot, &p) in key.iter_mut().zip(&g.partition) {
+                        match row.get(p) {
+                            Some(Value::Int(k)) => *slot = *k,
+                            Some(Value::Null) => null = true,
+                            _ => return Err(Defer),
+                        }
+                    }
+                    keys.push((!null).then_some((key[0], key[1])));
                 }
                 let mut values = vec![None; windows.len()];
                 window_row(

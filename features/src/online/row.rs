@@ -748,11 +748,10 @@ impl RowProgram {
                     let mut args = Vec::with_capacity(windows.len());
                     for w in windows {
                         // Entity keys are read as integers, as the Arrow path casts them.
-                        matches!(
-                            Kind::of(schema.field(w.partition_index).data_type())?,
-                            Kind::Int(_)
-                        )
-                        .then_some(())?;
+                        for &p in &w.partition_indexes {
+                            matches!(Kind::of(schema.field(p).data_type())?, Kind::Int(_))
+                                .then_some(())?;
+                        }
                         // A timestamp aggregate (MIN/MAX of tx_ts) is an `Int` of microseconds,
                         // as the Arrow path casts the stored value back.
                         match &w.output_type {
@@ -1125,6 +1124,27 @@ mod tests {
                date_part('epoch', tx_ts) - date_part('epoch', MAX(tx_ts) OVER ({prev})) AS since_epoch,
                CAST(tx_ts AS BIGINT)
                  - CAST(MAX(CASE WHEN amount > 100 THEN tx_ts END) OVER ({prev}) AS BIGINT) AS since_big_us
+             FROM tx_labeled"
+        ))
+        .await;
+    }
+
+    /// Windows over a card-terminal pair (and the pair in the other order, a separate
+    /// entity) next to one-column windows: the same on both paths.
+    #[tokio::test]
+    async fn composite_partition_keys_agree_with_arrow() {
+        let pair = "PARTITION BY customer_id, terminal_id ORDER BY event_time \
+                    RANGE BETWEEN INTERVAL '30 days' PRECEDING AND INTERVAL '1 nanosecond' PRECEDING";
+        same_on_both_paths(&format!(
+            "SELECT tx_id, tx_ts, customer_id, terminal_id,
+               COUNT(*) OVER ({pair}) AS pair_n,
+               COALESCE(SUM(amount) OVER ({pair}), 0) AS pair_spend,
+               STDDEV(amount) OVER ({pair}) AS pair_std,
+               COUNT(*) OVER (PARTITION BY terminal_id, customer_id ORDER BY event_time
+                 RANGE BETWEEN INTERVAL '2 days' PRECEDING AND CURRENT ROW) AS pair_2d,
+               CAST(COUNT(*) OVER ({pair}) AS DOUBLE) / NULLIF(COUNT(*) OVER (PARTITION BY
+                 customer_id ORDER BY event_time RANGE BETWEEN INTERVAL '30 days' PRECEDING
+                 AND INTERVAL '1 nanosecond' PRECEDING), 0) AS share
              FROM tx_labeled"
         ))
         .await;
