@@ -198,6 +198,12 @@ pub struct FeatureInfo {
     pub entity: Option<String>,
     pub window: Option<String>,
     pub delay: Option<String>,
+    /// The online state behind it, per entity: a fixed part and a part per event kept (see
+    /// `state_cost`), shared by every window of the same window step and entity columns.
+    pub state: Option<String>,
+    /// The work per transaction: `O(log n)` (two binary searches over the entity's `n`
+    /// events, COUNT/SUM/AVG) or `O(n in frame)` (a scan of the frame, MIN/MAX/STDDEV).
+    pub per_tx: Option<String>,
 }
 
 /// The compiled feature set.
@@ -385,6 +391,8 @@ pub async fn compile(feature_set: &FeatureSet) -> Result<FeaturePlan> {
         }
     }
 
+    add_state_costs(&steps, &mut window_infos);
+
     // Describe each output column by the windows it reads: one aggregate passed through or
     // wrapped (COALESCE), an expression over several (a ratio of two counts), or none (a
     // row-level expression). A column that reads the transaction's own label is refused.
@@ -447,6 +455,8 @@ fn combine(windows: &[&FeatureInfo]) -> FeatureInfo {
             entity: None,
             window: None,
             delay: None,
+            state: None,
+            per_tx: None,
         },
         [one] => (*one).clone(),
         several => {
@@ -469,6 +479,8 @@ fn combine(windows: &[&FeatureInfo]) -> FeatureInfo {
                 entity: distinct_join(several, |w| w.entity.as_ref(), "; "),
                 window: each(|w| w.window.as_ref()),
                 delay: each(|w| w.delay.as_ref()),
+                state: distinct_join(several, |w| w.state.as_ref(), "; "),
+                per_tx: distinct_join(several, |w| w.per_tx.as_ref(), ", "),
             }
         }
     }
@@ -489,6 +501,57 @@ fn distinct_join(
         }
     }
     (!parts.is_empty()).then(|| parts.join(sep))
+}
+
+/// Fills in the state each window's entity keeps (see [`FeatureInfo::state`]): the online
+/// engine keeps one history per window step and entity columns, one stored argument per
+/// distinct argument of that group's windows (COUNT(*) stores none), and events as far back
+/// as the group's longest frame reaches.
+fn add_state_costs(steps: &[Step], infos: &mut [FeatureInfo]) {
+    let mut k = 0;
+    for step in steps {
+        let Step::Window { windows, .. } = step else {
+            continue;
+        };
+        for w in windows {
+            let group: Vec<&WindowSpec> = windows
+                .iter()
+                .filter(|o| o.partition_indexes == w.partition_indexes)
+                .collect();
+            let mut slots: Vec<String> = Vec::new();
+            for o in &group {
+                if let Some(arg) = &o.arg {
+                    let key = arg.to_string();
+                    if !slots.contains(&key) {
+                        slots.push(key);
+                    }
+                }
+            }
+            let horizon_ns = group.iter().map(|o| o.start_ns).max().unwrap_or(0);
+            if let Some(info) = infos.get_mut(k) {
+                info.state = Some(state_cost(&w.entity, slots.len(), horizon_ns));
+            }
+            k += 1;
+        }
+    }
+}
+
+/// Bytes of online state per entity, as the in-memory store holds it: a fixed part (the map
+/// entry and the history's vectors) and a part per event kept (event time, tx_id, and per
+/// stored argument its value and two prefix sums). Approximate: vectors over-allocate up to
+/// twice, and the hash map keeps some slots free. The number of entities is the number of
+/// distinct values (or pairs) seen within the horizon: for a card-terminal pair, every pair
+/// the cards used in the last horizon, which is at most the transactions of that period.
+fn state_cost(entity: &str, slots: usize, horizon_ns: i64) -> String {
+    let per_entity = std::mem::size_of::<crate::online::EntityKey>()
+        + std::mem::size_of::<crate::online::History>()
+        + slots * (3 * std::mem::size_of::<Vec<f64>>() + 16);
+    let per_event = 16 + 32 * slots;
+    format!(
+        "per ({entity}): ~{per_entity} B + {per_event} B per event of its last {} (+ the \
+         event skew)",
+        fmt_duration(horizon_ns)
+    )
 }
 
 fn strip_alias(e: &Expr) -> &Expr {
@@ -766,12 +829,53 @@ fn info_for(spec: &WindowSpec) -> FeatureInfo {
         entity: Some(spec.entity.clone()),
         window: Some(window),
         delay: Some(fmt_duration(spec.end_ns)),
+        // Filled in by `add_state_costs` once the window's whole step is known.
+        state: None,
+        per_tx: Some(
+            if spec.kind.scans_frame() {
+                "O(n in frame)"
+            } else {
+                "O(log n)"
+            }
+            .to_string(),
+        ),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `features show`'s cost of the shipped feature set: one stored argument per entity
+    /// (amount for customers, is_fraud for terminals; COUNT(*) stores none).
+    #[tokio::test]
+    async fn every_window_states_its_cost_per_entity() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql/features.sql");
+        let plan = compile(&FeatureSet::load(&path).unwrap()).await.unwrap();
+        let info = |name: &str| {
+            plan.features
+                .iter()
+                .find(|f| f.name == name)
+                .cloned()
+                .unwrap_or_else(|| panic!("{name}"))
+        };
+        let customer = info("customer_avg_amount_1d");
+        let state = customer.state.unwrap_or_default();
+        assert!(state.starts_with("per (customer_id): ~"), "{state}");
+        assert!(
+            state.contains(" + 48 B per event of its last 30d"),
+            "{state}"
+        );
+        assert_eq!(customer.per_tx.as_deref(), Some("O(log n)"));
+        let terminal = info("terminal_risk_30d").state.unwrap_or_default();
+        assert!(terminal.contains("per (terminal_id)"), "{terminal}");
+        assert!(
+            terminal.contains("48 B per event of its last 37d"),
+            "{terminal}"
+        );
+        assert_eq!(info("tx_amount").state, None);
+        assert_eq!(info("tx_amount").kind, "row");
+    }
 
     #[test]
     fn durations_print_in_their_largest_whole_unit() {

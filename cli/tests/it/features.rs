@@ -572,6 +572,7 @@ fn min_max_stddev_over_range_frames_agree_offline_and_online() {
     assert!(num(r, "with_last") > 0.0);
     let show = show_json(&sim, &path);
     assert_eq!(shown(&show, "customer_std_30d")["kind"], "stddev");
+    assert_eq!(shown(&show, "customer_std_30d")["per_tx"], "O(n in frame)");
     assert_eq!(shown(&show, "terminal_last_us")["kind"], "max");
     assert_eq!(shown(&show, "terminal_last_us")["delay"], "1d");
 
@@ -803,6 +804,25 @@ fn composite_partition_keys_agree_offline_and_online() {
     assert_eq!(
         shown(&show, "pair_risk")["entity"],
         "terminal_id, customer_id"
+    );
+    // The pair's cost: amount stored once for SUM and AVG over the pair's 30 days.
+    let state = shown(&show, "pair_spend_30d")["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        state.starts_with("per (customer_id, terminal_id): ~")
+            && state.contains("48 B per event of its last 30d"),
+        "{state}"
+    );
+    assert_eq!(shown(&show, "pair_spend_30d")["per_tx"], "O(log n)");
+    let share = shown(&show, "pair_share_of_card_30d")["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        share.contains("per (customer_id, terminal_id)") && share.contains("per (customer_id)"),
+        "{share}"
     );
 
     let lake = ties_lake();
