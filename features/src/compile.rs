@@ -603,7 +603,14 @@ fn window_spec(
     };
     let p = &wf.params;
     if p.distinct {
-        return Err(bad("DISTINCT aggregates"));
+        return Err(bad(&format!(
+            "{}(DISTINCT ...): the distinct values of a frame are as many as its \
+             transactions, no bounded state per entity; for 'has this card used this terminal \
+             before', count the pair: COUNT(*) OVER (PARTITION BY customer_id, terminal_id \
+             ORDER BY event_time RANGE BETWEEN INTERVAL '30 days' PRECEDING AND INTERVAL \
+             '1 nanosecond' PRECEDING) = 0",
+            udaf.name().to_ascii_uppercase()
+        )));
     }
     if p.filter.is_some() {
         return Err(bad("FILTER (WHERE ...) on a window aggregate"));

@@ -135,6 +135,9 @@ fn constructs_outside_the_online_subset_are_refused_by_name() {
         ("LEAD(amount) OVER (PARTITION BY customer_id ORDER BY event_time) AS f", "LEAD sees the future"),
         ("MAX(event_time) OVER (PARTITION BY customer_id ORDER BY event_time RANGE BETWEEN INTERVAL '1 day' PRECEDING AND INTERVAL '1 nanosecond' PRECEDING) AS f", "use tx_ts (microseconds)"),
         ("COUNT(*) OVER (PARTITION BY customer_id ORDER BY event_time RANGE BETWEEN INTERVAL '1 day' PRECEDING AND INTERVAL '1 day' FOLLOWING) AS f", "FOLLOWING"),
+        ("COUNT(DISTINCT terminal_id) OVER (PARTITION BY customer_id ORDER BY event_time RANGE BETWEEN INTERVAL '30 days' PRECEDING AND CURRENT ROW) AS f", "COUNT(DISTINCT ...): the distinct values of a frame"),
+        ("AVG(is_fraud) OVER (PARTITION BY terminal_id ORDER BY event_time RANGE BETWEEN INTERVAL '8 days' PRECEDING AND INTERVAL '1 day' PRECEDING) AS f", "ending 1d before the transaction: labels arrive up to 7d after it"),
+        ("is_fraud * 2 AS f", "reads is_fraud of the transaction itself (label leakage"),
     ];
     for (expr, want) in cases {
         let sql = lake.path().join("bad.sql");
@@ -152,6 +155,11 @@ fn constructs_outside_the_online_subset_are_refused_by_name() {
         ("SELECT a.tx_id, a.tx_ts, b.amount FROM tx_labeled a JOIN tx_labeled b ON a.tx_id = b.tx_id", "joins"),
         ("SELECT tx_id, tx_ts, amount FROM tx_labeled WHERE amount > 10", "one row per transaction"),
         ("SELECT tx_id, nonsense FROM tx_labeled", "nonsense"),
+        // Label leakage and windows over windows are found through subqueries too.
+        ("SELECT tx_id, tx_ts, f FROM (SELECT tx_id, tx_ts, is_fraud AS f FROM tx_labeled)", "feature 'f': reads is_fraud"),
+        ("SELECT tx_id, tx_ts, SUM(n) OVER (PARTITION BY customer_id ORDER BY event_time RANGE BETWEEN INTERVAL '1 day' PRECEDING AND CURRENT ROW) AS f \
+          FROM (SELECT *, COUNT(*) OVER (PARTITION BY terminal_id ORDER BY event_time RANGE BETWEEN INTERVAL '1 day' PRECEDING AND CURRENT ROW) AS n FROM tx_labeled)",
+         "a window over another window's result"),
     ] {
         let sql = lake.path().join("bad.sql");
         std::fs::write(&sql, sql_text).unwrap();
