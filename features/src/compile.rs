@@ -118,21 +118,20 @@ impl AggKind {
 /// deviations from it), never a running sum of squares: `sum(x^2) - sum(x)^2 / n` cancels
 /// catastrophically when the values are close (a few equal amounts give up to 1.6e-5 instead
 /// of 0; differences of prefix sums over an entity's history, 1e-4), and a sliding Welford
-/// state carries rounding from values long gone. The
-/// offline operator and the online engine both call this function on the same values in the
-/// same order, so they agree to the last bit (a frame's values are ordered by event time in
-/// both).
+/// state carries rounding from values long gone. The offline operator and the online engine
+/// both call this function on the same values in the same order, so they agree to the last
+/// bit (a frame's values are ordered by event time in both).
 pub fn sample_stddev(values: &[f64]) -> Option<f64> {
     let n = values.len();
     if n < 2 {
         return None;
     }
-    let mut sum = 0.0;
+    let mut sum = 0.0f64;
     for v in values {
         sum += v;
     }
     let mean = sum / n as f64;
-    let mut m2 = 0.0;
+    let mut m2 = 0.0f64;
     for v in values {
         let d = v - mean;
         m2 += d * d;
@@ -910,7 +909,9 @@ mod tests {
         // where the sum-of-squares formula is off by ~1e-5.
         let same = [100.01; 50];
         assert!(sample_stddev(&same).unwrap() < 1e-12);
-        let (s, q) = same.iter().fold((0.0, 0.0), |(s, q), x| (s + x, q + x * x));
+        let (s, q) = same
+            .iter()
+            .fold((0.0f64, 0.0f64), |(s, q), x| (s + x, q + x * x));
         let naive = ((q - s * s / 50.0) / 49.0f64).abs().sqrt();
         assert!(naive > 1e-9, "the naive formula cancels: {naive}");
     }
