@@ -850,3 +850,20 @@ fn composite_partition_keys_agree_offline_and_online() {
     );
     assert_eq!((day[1] - day[0], day[2] - day[0]), (1.0, 2.0), "{ties:?}");
 }
+
+/// sql/features_v2.sql (the handbook's 15 and 15 more with the new constructs) builds, and
+/// both engines agree on every row, on both lakes.
+#[test]
+fn features_v2_agrees_offline_and_online() {
+    let sql = std::fs::read_to_string(repo_root().join("sql/features_v2.sql")).unwrap();
+    for lake in [simulated_lake(), ties_lake()] {
+        let (report, path) = build_and_check_parity(&lake, "features_v2.sql", &sql);
+        assert_eq!(report["features"].as_array().unwrap().len(), 30);
+        let show = show_json(&lake, &path);
+        assert_eq!(show.len(), 30);
+        assert_eq!(
+            shown(&show, "card_new_terminal_30d")["entity"],
+            "customer_id, terminal_id"
+        );
+    }
+}

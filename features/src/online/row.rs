@@ -1018,6 +1018,13 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_v2_feature_sql_runs_on_the_row_path_and_agrees_with_arrow() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql/features_v2.sql");
+        let sql = std::fs::read_to_string(path).unwrap();
+        same_on_both_paths(&sql).await;
+    }
+
+    #[tokio::test]
     async fn every_compiled_construct_agrees_with_arrow() {
         same_on_both_paths(
             "SELECT tx_id, tx_ts, customer_id, terminal_id,
