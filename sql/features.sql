@@ -25,6 +25,10 @@
 -- (...)) also works (DOUBLE seconds since 1970, so rounded to ~0.2 us). LAG(tx_ts) is refused:
 -- it reaches back without bound, and incremental builds, restarts and the parity replay read
 -- only the lookback.
+--
+-- Also compiled by both engines (sql/features_v2.sql uses them; docs/features.md lists them
+-- with their online cost, `fraudlake features show` per feature): expressions over window
+-- results, MIN/MAX/STDDEV over RANGE frames, PARTITION BY customer_id, terminal_id.
 SELECT
   tx_id,
   tx_ts,
