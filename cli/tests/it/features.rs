@@ -210,23 +210,12 @@ fn range_window_operator_equals_stock_datafusion() {
          MAX(amount) OVER (PARTITION BY customer_id ORDER BY event_time RANGE BETWEEN INTERVAL '2 days' PRECEDING AND CURRENT ROW) AS c_max,\n  \
          SUM(amount) OVER (PARTITION BY customer_id ORDER BY event_time RANGE BETWEEN INTERVAL '12 hours' PRECEDING AND CURRENT ROW) AS c_sum\nFROM tx_labeled",
     );
-    let sql = lake.path().join("features_wide.sql");
-    std::fs::write(&sql, extended).unwrap();
-    let sql = sql.to_str().unwrap();
-    let query = "SELECT * EXCLUDE (tx_ts, feature_set, tx_date) FROM features ORDER BY tx_id";
-    let build = |envs: &[(&str, &str)]| {
-        let out = lake.run_env(&["features", "build", "--sql", sql], envs);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        lake.sql_json(query)
-    };
-    let stock = build(&[("FRAUDLAKE_STOCK_WINDOWS", "1")]);
-    let ours = build(&[]);
-    assert_eq!(stock.len(), ours.len());
-    assert!(stock.len() > 1000);
+    let (stock, ours) = stock_and_ours(
+        &lake,
+        "features_wide.sql",
+        &extended,
+        "SELECT * EXCLUDE (tx_ts, feature_set, tx_date) FROM features ORDER BY tx_id",
+    );
     for (a, b) in stock.iter().zip(&ours) {
         for (key, va) in a.as_object().unwrap() {
             let vb = &b[key];
@@ -240,6 +229,34 @@ fn range_window_operator_equals_stock_datafusion() {
             }
         }
     }
+}
+
+/// Builds the features of `sql` (written to `name` in the lake's folder) on DataFusion's stock
+/// window operator, then on ours, and returns `query`'s rows after each (same length, over
+/// 1000 rows).
+fn stock_and_ours(
+    lake: &TempLake,
+    name: &str,
+    sql: &str,
+    query: &str,
+) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
+    let path = lake.path().join(name);
+    std::fs::write(&path, sql).unwrap();
+    let path = path.to_str().unwrap();
+    let build = |envs: &[(&str, &str)]| {
+        let out = lake.run_env(&["features", "build", "--sql", path], envs);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        lake.sql_json(query)
+    };
+    let stock = build(&[("FRAUDLAKE_STOCK_WINDOWS", "1")]);
+    let ours = build(&[]);
+    assert_eq!(stock.len(), ours.len());
+    assert!(stock.len() > 1000);
+    (stock, ours)
 }
 
 fn tx(id: i64, day: f64, customer: i64, terminal: i64, amount: f64) -> Transaction {
@@ -628,26 +645,15 @@ fn stddev_and_timestamp_extremes_equal_stock_datafusion() {
            CAST(MIN(tx_ts) OVER ({CUSTOMER_30D}) AS BIGINT) AS c_first_us
          FROM tx_labeled"
     );
-    let path = lake.path().join("stddev.sql");
-    std::fs::write(&path, sql).unwrap();
-    let path = path.to_str().unwrap();
-    let query = "SELECT tx_id, CASE WHEN isnan(c_std) THEN -1 ELSE c_std END AS c_std, c_scale, \
-                        CASE WHEN isnan(t_std) THEN -1 ELSE t_std END AS t_std, t_scale, \
-                        t_last_us, c_first_us \
-                 FROM features ORDER BY tx_id";
-    let build = |envs: &[(&str, &str)]| {
-        let out = lake.run_env(&["features", "build", "--sql", path], envs);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        lake.sql_json(query)
-    };
-    let stock = build(&[("FRAUDLAKE_STOCK_WINDOWS", "1")]);
-    let ours = build(&[]);
-    assert_eq!(stock.len(), ours.len());
-    assert!(stock.len() > 1000);
+    let (stock, ours) = stock_and_ours(
+        &lake,
+        "stddev.sql",
+        &sql,
+        "SELECT tx_id, CASE WHEN isnan(c_std) THEN -1 ELSE c_std END AS c_std, c_scale, \
+                CASE WHEN isnan(t_std) THEN -1 ELSE t_std END AS t_std, t_scale, \
+                t_last_us, c_first_us \
+         FROM features ORDER BY tx_id",
+    );
     let (mut compared, mut outright) = (0usize, 0usize);
     for (a, b) in stock.iter().zip(&ours) {
         for key in ["t_last_us", "c_first_us", "c_scale", "t_scale"] {
