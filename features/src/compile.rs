@@ -507,31 +507,26 @@ fn distinct_join(
 /// distinct argument of that group's windows (COUNT(*) stores none), and events as far back
 /// as the group's longest frame reaches.
 fn add_state_costs(steps: &[Step], infos: &mut [FeatureInfo]) {
-    let mut k = 0;
-    for step in steps {
-        let Step::Window { windows, .. } = step else {
-            continue;
-        };
-        for w in windows {
-            let group: Vec<&WindowSpec> = windows
-                .iter()
-                .filter(|o| o.partition_indexes == w.partition_indexes)
-                .collect();
-            let mut slots: Vec<String> = Vec::new();
-            for o in &group {
-                if let Some(arg) = &o.arg {
-                    let key = arg.to_string();
-                    if !slots.contains(&key) {
-                        slots.push(key);
-                    }
+    let windows = steps.iter().flat_map(|step| match step {
+        Step::Window { windows, .. } => windows.iter().map(|w| (windows, w)).collect::<Vec<_>>(),
+        Step::Project { .. } => Vec::new(),
+    });
+    for (info, (step_windows, w)) in infos.iter_mut().zip(windows) {
+        let group: Vec<&WindowSpec> = step_windows
+            .iter()
+            .filter(|o| o.partition_indexes == w.partition_indexes)
+            .collect();
+        let mut slots: Vec<String> = Vec::new();
+        for o in &group {
+            if let Some(arg) = &o.arg {
+                let key = arg.to_string();
+                if !slots.contains(&key) {
+                    slots.push(key);
                 }
             }
-            let horizon_ns = group.iter().map(|o| o.start_ns).max().unwrap_or(0);
-            if let Some(info) = infos.get_mut(k) {
-                info.state = Some(state_cost(&w.entity, slots.len(), horizon_ns));
-            }
-            k += 1;
         }
+        let horizon_ns = group.iter().map(|o| o.start_ns).max().unwrap_or(0);
+        info.state = Some(state_cost(&w.entity, slots.len(), horizon_ns));
     }
 }
 
