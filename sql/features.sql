@@ -14,6 +14,21 @@
 -- transaction exactly w earlier to the nanosecond of event_time.)
 -- is_fraud may only be aggregated a label delay (7 days) before the transaction: the online
 -- engine refuses frames that would read labels not yet known at scoring time.
+--
+-- The time since the entity's previous transaction, in seconds (NULL for its first one, or
+-- when the previous one is more than 30 days old), in a form both engines run:
+--   (CAST(tx_ts AS BIGINT) - CAST(MAX(tx_ts) OVER (PARTITION BY customer_id ORDER BY event_time
+--      RANGE BETWEEN INTERVAL '30 days' PRECEDING AND INTERVAL '1 nanosecond' PRECEDING)
+--      AS BIGINT)) / 1000000.0
+-- The frame ends one nanosecond before the row: a same-second transaction with a smaller tx_id
+-- is the previous one (0 s). date_part('epoch', tx_ts) - date_part('epoch', MAX(tx_ts) OVER
+-- (...)) also works (DOUBLE seconds since 1970, so rounded to ~0.2 us). LAG(tx_ts) is refused:
+-- it reaches back without bound, and incremental builds, restarts and the parity replay read
+-- only the lookback.
+--
+-- Also compiled by both engines (sql/features_v2.sql uses them; docs/features.md lists them
+-- with their online cost, `fraudlake features show` per feature): expressions over window
+-- results, MIN/MAX/STDDEV over RANGE frames, PARTITION BY customer_id, terminal_id.
 SELECT
   tx_id,
   tx_ts,

@@ -5,16 +5,17 @@
 //! * row-level steps (projections) become DataFusion physical expressions, evaluated by
 //!   DataFusion itself, so CASE, COALESCE, CAST, date_part ... mean exactly what they mean
 //!   offline;
-//! * window aggregates (COUNT, SUM, AVG, MIN, MAX over one entity column, ordered by
-//!   `event_time`, RANGE frames with interval bounds) become [`WindowSpec`]s that a
-//!   per-entity sliding-window store answers.
+//! * window aggregates (COUNT, SUM, AVG, MIN, MAX, STDDEV over one entity column or a pair of
+//!   them, ordered by `event_time`, RANGE frames with interval bounds) become [`WindowSpec`]s
+//!   that a per-entity sliding-window store answers; expressions over their results are
+//!   row-level steps after them.
 //!
 //! Anything else is refused when the file is loaded, naming the feature and the construct.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use deltalake::arrow::datatypes::{DataType, SchemaRef};
+use deltalake::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use deltalake::datafusion::common::{DFSchema, ScalarValue};
 use deltalake::datafusion::datasource::MemTable;
 use deltalake::datafusion::logical_expr::expr::WindowFunction;
@@ -29,6 +30,46 @@ use crate::definition::{view_schema, FeatureSet, KEY_COLUMNS, VIEW_NAME};
 
 const NANOS_PER_DAY: i64 = 86_400_000_000_000;
 
+/// How long after a transaction its label is assumed known: the handbook's delay, and the
+/// simulator's longest (labels arrive 1 hour to 7 days after the transaction). A window may
+/// aggregate `is_fraud` only over a frame that ends at least this long before the transaction;
+/// anything nearer reads labels the scoring server does not have yet (label leakage).
+pub const LABEL_DELAY_NS: i64 = 7 * NANOS_PER_DAY;
+
+/// What a column of one step's rows is computed from: the window aggregates it reads
+/// (indexes into the plan's windows, in plan order) and whether it reads the transaction's
+/// own label (`is_fraud` not through a window ending a label delay before the transaction).
+#[derive(Debug, Clone, Default)]
+struct Origin {
+    windows: Vec<usize>,
+    label: bool,
+}
+
+impl Origin {
+    fn merge(&mut self, other: &Origin) {
+        for w in &other.windows {
+            if !self.windows.contains(w) {
+                self.windows.push(*w);
+            }
+        }
+        self.label |= other.label;
+    }
+}
+
+/// The origin of `expr` over rows of `schema` whose columns have `origins`.
+fn origin_of(expr: &Expr, schema: &DFSchema, origins: &[Origin]) -> Result<Origin> {
+    let mut out = Origin::default();
+    for c in expr.column_refs() {
+        let index = schema.index_of_column(c)?;
+        if let Some(o) = origins.get(index) {
+            out.merge(o);
+        }
+    }
+    // column_refs is a set: plan order, whatever the set's order.
+    out.windows.sort_unstable();
+    Ok(out)
+}
+
 /// The aggregates the online engine maintains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum AggKind {
@@ -37,7 +78,19 @@ pub enum AggKind {
     Avg,
     Min,
     Max,
+    /// The sample standard deviation (DataFusion's `stddev`, alias `stddev_samp`): NULL for
+    /// fewer than two values. Both engines compute it with [`sample_stddev`].
+    Stddev,
 }
+
+/// Most columns of a window's PARTITION BY: an entity, or a pair of them ([`EntityKey`] holds
+/// two integers).
+///
+/// [`EntityKey`]: crate::online::EntityKey
+pub const MAX_ENTITY_COLUMNS: usize = 2;
+
+/// What a refused aggregate's message lists.
+const SUPPORTED_AGGREGATES: &str = "only COUNT, SUM, AVG, MIN, MAX, STDDEV";
 
 impl AggKind {
     /// The aggregate of a DataFusion aggregate function name, if the engines support it.
@@ -48,9 +101,42 @@ impl AggKind {
             "avg" | "mean" => Some(AggKind::Avg),
             "min" => Some(AggKind::Min),
             "max" => Some(AggKind::Max),
+            "stddev" | "stddev_samp" => Some(AggKind::Stddev),
             _ => None,
         }
     }
+
+    /// Whether the aggregate reads every value of its frame (MIN, MAX, STDDEV), rather than
+    /// the two prefix sums at the frame's ends (COUNT, SUM, AVG).
+    pub fn scans_frame(self) -> bool {
+        matches!(self, AggKind::Min | AggKind::Max | AggKind::Stddev)
+    }
+}
+
+/// The sample standard deviation of `values` (in frame order), `None` for fewer than two:
+/// what DataFusion's `stddev` means. Two passes over the frame (the mean, then the squared
+/// deviations from it), never a running sum of squares: `sum(x^2) - sum(x)^2 / n` cancels
+/// catastrophically when the values are close (a few equal amounts give up to 1.6e-5 instead
+/// of 0; differences of prefix sums over an entity's history, 1e-4), and a sliding Welford
+/// state carries rounding from values long gone. The offline operator and the online engine
+/// both call this function on the same values in the same order, so they agree to the last
+/// bit (a frame's values are ordered by event time in both).
+pub fn sample_stddev(values: &[f64]) -> Option<f64> {
+    let n = values.len();
+    if n < 2 {
+        return None;
+    }
+    let mut sum = 0.0f64;
+    for v in values {
+        sum += v;
+    }
+    let mean = sum / n as f64;
+    let mut m2 = 0.0f64;
+    for v in values {
+        let d = v - mean;
+        m2 += d * d;
+    }
+    Some((m2 / (n - 1) as f64).sqrt())
 }
 
 /// One window aggregate, as the online engine runs it.
@@ -61,14 +147,18 @@ pub struct WindowSpec {
     pub kind: AggKind,
     /// Argument, evaluated on the step's input row; `None` for `COUNT(*)`.
     pub arg: Option<Arc<dyn PhysicalExpr>>,
-    /// Index of the entity column in the step's input row.
-    pub partition_index: usize,
-    /// Name of the entity column (customer_id, terminal_id, ...).
+    /// Indexes of the entity columns in the step's input row: one (customer_id), or two for
+    /// a composite entity (customer_id, terminal_id: the card-terminal pair).
+    pub partition_indexes: Vec<usize>,
+    /// Names of the entity columns, joined by ", " (`customer_id, terminal_id`).
     pub entity: String,
     /// Frame `[t - start_ns, t - end_ns]` on `event_time`; `end_ns == 0` includes the row.
     pub start_ns: i64,
     pub end_ns: i64,
     pub output_type: DataType,
+    /// Whether the argument reads `is_fraud` (then the frame ends at least
+    /// [`LABEL_DELAY_NS`] before the transaction).
+    pub reads_labels: bool,
 }
 
 impl WindowSpec {
@@ -107,6 +197,12 @@ pub struct FeatureInfo {
     pub entity: Option<String>,
     pub window: Option<String>,
     pub delay: Option<String>,
+    /// The online state behind it, per entity: a fixed part and a part per event kept (see
+    /// `state_cost`), shared by every window of the same window step and entity columns.
+    pub state: Option<String>,
+    /// The work per transaction: `O(log n)` (two binary searches over the entity's `n`
+    /// events, COUNT/SUM/AVG) or `O(n in frame)` (a scan of the frame, MIN/MAX/STDDEV).
+    pub per_tx: Option<String>,
 }
 
 /// The compiled feature set.
@@ -210,8 +306,17 @@ pub async fn compile(feature_set: &FeatureSet) -> Result<FeaturePlan> {
 
     let state = ctx.state();
     let mut steps = Vec::new();
-    let mut window_columns: HashSet<String> = HashSet::new();
-    let mut infos_by_column: Vec<(String, FeatureInfo)> = Vec::new();
+    // What each column of the current step's rows derives from (the scan's first).
+    let mut origins: Vec<Origin> = input_schema
+        .fields()
+        .iter()
+        .map(|f| Origin {
+            windows: Vec::new(),
+            label: f.name() == "is_fraud",
+        })
+        .collect();
+    // One per window aggregate, in plan order (what `Origin::windows` indexes).
+    let mut window_infos: Vec<FeatureInfo> = Vec::new();
     let mut lookback_ns = 0i64;
     for node in chain.into_iter().rev() {
         match node {
@@ -222,6 +327,11 @@ pub async fn compile(feature_set: &FeatureSet) -> Result<FeaturePlan> {
                     .iter()
                     .map(|e| state.create_physical_expr(e.clone(), input_schema))
                     .collect::<std::result::Result<Vec<_>, _>>()?;
+                origins = p
+                    .expr
+                    .iter()
+                    .map(|e| origin_of(e, input_schema, &origins))
+                    .collect::<Result<Vec<_>>>()?;
                 steps.push(Step::Project {
                     exprs,
                     schema: Arc::new(p.schema.as_arrow().clone()),
@@ -231,6 +341,7 @@ pub async fn compile(feature_set: &FeatureSet) -> Result<FeaturePlan> {
                 let input_schema: &DFSchema = w.input.schema();
                 let mut windows = Vec::new();
                 let mut order_index = None;
+                let mut window_origins = Vec::new();
                 for (i, expr) in w.window_expr.iter().enumerate() {
                     let field = w.schema.field(input_schema.fields().len() + i);
                     let name = field.name().clone();
@@ -247,7 +358,7 @@ pub async fn compile(feature_set: &FeatureSet) -> Result<FeaturePlan> {
                         &shown,
                         wf,
                         input_schema,
-                        &window_columns,
+                        &origins,
                         field.data_type(),
                         &state,
                     )?;
@@ -259,12 +370,14 @@ pub async fn compile(feature_set: &FeatureSet) -> Result<FeaturePlan> {
                         ));
                     }
                     lookback_ns = lookback_ns.max(spec.start_ns);
-                    infos_by_column.push((name.clone(), info_for(&spec)));
+                    window_origins.push(Origin {
+                        windows: vec![window_infos.len()],
+                        label: false,
+                    });
+                    window_infos.push(info_for(&spec));
                     windows.push(spec);
                 }
-                for spec in &windows {
-                    window_columns.insert(spec.column.clone());
-                }
+                origins.extend(window_origins);
                 let horizon_ns = windows.iter().map(|s| s.start_ns).max().unwrap_or(0);
                 steps.push(Step::Window {
                     windows,
@@ -277,43 +390,37 @@ pub async fn compile(feature_set: &FeatureSet) -> Result<FeaturePlan> {
         }
     }
 
-    // Describe each output column: a window aggregate passed through or wrapped (COALESCE),
-    // or a row-level expression.
+    add_state_costs(&steps, &mut window_infos);
+
+    // Describe each output column by the windows it reads: one aggregate passed through or
+    // wrapped (COALESCE), an expression over several (a ratio of two counts), or none (a
+    // row-level expression). A column that reads the transaction's own label is refused.
     let mut feature_indexes = Vec::new();
     let mut features = Vec::new();
-    let top_exprs: Option<&Vec<Expr>> = match &plan {
-        LogicalPlan::Projection(p) => Some(&p.expr),
-        _ => None,
-    };
     for (i, field) in output_schema.fields().iter().enumerate() {
         let name = field.name();
         if KEY_COLUMNS.contains(&name.as_str()) || name == "event_time" {
             continue;
         }
         feature_indexes.push(i);
-        let referenced: Vec<String> = top_exprs
-            .and_then(|e| e.get(i))
-            .map(|e| {
-                e.column_refs()
-                    .into_iter()
-                    .map(|c| c.name.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let window = infos_by_column
+        let origin = origins.get(i).cloned().unwrap_or_default();
+        if origin.label {
+            return Err(unsupported(
+                feature_set,
+                &format!(
+                    "feature '{name}': reads is_fraud of the transaction itself (label \
+                     leakage: its label is not known when it is scored); aggregate is_fraud \
+                     over a window ending at least {} before the transaction",
+                    fmt_duration(LABEL_DELAY_NS)
+                ),
+            ));
+        }
+        let read: Vec<&FeatureInfo> = origin
+            .windows
             .iter()
-            .find(|(col, _)| referenced.contains(col) || col == name);
-        let mut info = match window {
-            Some((_, info)) => info.clone(),
-            None => FeatureInfo {
-                name: String::new(),
-                data_type: String::new(),
-                kind: "row".into(),
-                entity: None,
-                window: None,
-                delay: None,
-            },
-        };
+            .filter_map(|&w| window_infos.get(w))
+            .collect();
+        let mut info = combine(&read);
         info.name = name.clone();
         info.data_type = field.data_type().to_string();
         features.push(info);
@@ -334,6 +441,111 @@ pub async fn compile(feature_set: &FeatureSet) -> Result<FeaturePlan> {
         features,
         lookback_ns,
     })
+}
+
+/// What `features show` says of a column computed from `windows`: nothing (a row-level
+/// expression), the one window it reads, or all of them.
+fn combine(windows: &[&FeatureInfo]) -> FeatureInfo {
+    match windows {
+        [] => FeatureInfo {
+            name: String::new(),
+            data_type: String::new(),
+            kind: "row".into(),
+            entity: None,
+            window: None,
+            delay: None,
+            state: None,
+            per_tx: None,
+        },
+        [one] => (*one).clone(),
+        several => {
+            let kinds: Vec<&str> = several.iter().map(|w| w.kind.as_str()).collect();
+            // Frames: one entry per window, in plan order (not deduplicated: "1d, 30d" and
+            // "30d, 30d" say which frames the expression combines).
+            let each = |f: fn(&FeatureInfo) -> Option<&String>| -> Option<String> {
+                Some(
+                    several
+                        .iter()
+                        .filter_map(|w| f(w).cloned())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                )
+            };
+            FeatureInfo {
+                name: String::new(),
+                data_type: String::new(),
+                kind: format!("expr({})", kinds.join(", ")),
+                entity: distinct_join(several, |w| w.entity.as_ref(), "; "),
+                window: each(|w| w.window.as_ref()),
+                delay: each(|w| w.delay.as_ref()),
+                state: distinct_join(several, |w| w.state.as_ref(), "; "),
+                per_tx: distinct_join(several, |w| w.per_tx.as_ref(), ", "),
+            }
+        }
+    }
+}
+
+/// The distinct values `f` gives for `windows`, in order, joined by `sep`.
+fn distinct_join(
+    windows: &[&FeatureInfo],
+    f: fn(&FeatureInfo) -> Option<&String>,
+    sep: &str,
+) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for w in windows {
+        if let Some(p) = f(w) {
+            if !parts.contains(&p.as_str()) {
+                parts.push(p.as_str());
+            }
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join(sep))
+}
+
+/// Fills in the state each window's entity keeps (see [`FeatureInfo::state`]): the online
+/// engine keeps one history per window step and entity columns, one stored argument per
+/// distinct argument of that group's windows (COUNT(*) stores none), and events as far back
+/// as the group's longest frame reaches.
+fn add_state_costs(steps: &[Step], infos: &mut [FeatureInfo]) {
+    let windows = steps.iter().flat_map(|step| match step {
+        Step::Window { windows, .. } => windows.iter().map(|w| (windows, w)).collect::<Vec<_>>(),
+        Step::Project { .. } => Vec::new(),
+    });
+    for (info, (step_windows, w)) in infos.iter_mut().zip(windows) {
+        let group: Vec<&WindowSpec> = step_windows
+            .iter()
+            .filter(|o| o.partition_indexes == w.partition_indexes)
+            .collect();
+        let mut slots: Vec<String> = Vec::new();
+        for o in &group {
+            if let Some(arg) = &o.arg {
+                let key = arg.to_string();
+                if !slots.contains(&key) {
+                    slots.push(key);
+                }
+            }
+        }
+        let horizon_ns = group.iter().map(|o| o.start_ns).max().unwrap_or(0);
+        info.state = Some(state_cost(&w.entity, slots.len(), horizon_ns));
+    }
+}
+
+/// Bytes of online state per entity, as the in-memory store holds it: a fixed part (the map
+/// entry and the history's vectors) and a part per event kept (event time, tx_id, and per
+/// stored argument its value and two prefix sums). Approximate: vectors over-allocate up to
+/// twice, and the hash map keeps some slots free. The number of entities is the number of
+/// distinct values (or pairs) seen within the horizon: for a card-terminal pair, every pair
+/// the cards used in the last horizon, which is at most the transactions of that period.
+fn state_cost(entity: &str, slots: usize, horizon_ns: i64) -> String {
+    let per_entity = std::mem::size_of::<crate::online::EntityKey>()
+        + std::mem::size_of::<crate::online::History>()
+        + slots * (3 * std::mem::size_of::<Vec<f64>>() + 16);
+    let per_event = 16 + 32 * slots;
+    format!(
+        "per ({entity}): ~{per_entity} B + {per_event} B per event of its last {} (+ the \
+         event skew)",
+        fmt_duration(horizon_ns)
+    )
 }
 
 fn strip_alias(e: &Expr) -> &Expr {
@@ -366,45 +578,65 @@ fn window_spec(
     shown: &str,
     wf: &WindowFunction,
     input_schema: &DFSchema,
-    lower_windows: &HashSet<String>,
+    origins: &[Origin],
     output_type: &DataType,
     state: &deltalake::datafusion::execution::SessionState,
 ) -> Result<WindowSpec> {
     let bad = |what: &str| unsupported(fs, &format!("feature '{shown}': {what}"));
-    let WindowFunctionDefinition::AggregateUDF(udaf) = &wf.fun else {
-        return Err(bad(&format!(
-            "window function {} (only COUNT, SUM, AVG, MIN, MAX)",
-            wf.fun
-        )));
+    let udaf = match &wf.fun {
+        WindowFunctionDefinition::AggregateUDF(udaf) => udaf,
+        WindowFunctionDefinition::WindowUDF(udwf) => {
+            return Err(bad(&window_function_refusal(udwf.name())))
+        }
     };
     let Some(kind) = AggKind::from_name(udaf.name()) else {
         return Err(bad(&format!(
-            "aggregate {} (only COUNT, SUM, AVG, MIN, MAX)",
+            "aggregate {} ({SUPPORTED_AGGREGATES})",
             udaf.name().to_ascii_lowercase()
         )));
     };
     let p = &wf.params;
     if p.distinct {
-        return Err(bad("DISTINCT aggregates"));
+        return Err(bad(&format!(
+            "{}(DISTINCT ...): the distinct values of a frame are as many as its \
+             transactions, no bounded state per entity; for 'has this card used this terminal \
+             before', count the pair: COUNT(*) OVER (PARTITION BY customer_id, terminal_id \
+             ORDER BY event_time RANGE BETWEEN INTERVAL '30 days' PRECEDING AND INTERVAL \
+             '1 nanosecond' PRECEDING) = 0",
+            udaf.name().to_ascii_uppercase()
+        )));
     }
     if p.filter.is_some() {
         return Err(bad("FILTER (WHERE ...) on a window aggregate"));
     }
-    if p.partition_by.len() != 1 {
+    if p.partition_by.is_empty() || p.partition_by.len() > MAX_ENTITY_COLUMNS {
         return Err(bad(&format!(
-            "PARTITION BY {} expressions (exactly one entity column)",
+            "PARTITION BY {} expressions (one entity column, or two for a pair such as \
+             customer_id, terminal_id: the online state is keyed by at most two integers)",
             p.partition_by.len()
         )));
     }
-    let Expr::Column(entity) = strip_alias(&p.partition_by[0]) else {
-        return Err(bad("PARTITION BY an expression (use one column)"));
-    };
-    let partition_index = input_schema.index_of_column(entity)?;
-    if !matches!(
-        input_schema.field(partition_index).data_type(),
-        DataType::Int64 | DataType::Int32
-    ) {
-        return Err(bad("PARTITION BY a non-integer column"));
+    let mut partition_indexes = Vec::with_capacity(p.partition_by.len());
+    let mut entities = Vec::with_capacity(p.partition_by.len());
+    for e in &p.partition_by {
+        let Expr::Column(entity) = strip_alias(e) else {
+            return Err(bad("PARTITION BY an expression (use columns)"));
+        };
+        let index = input_schema.index_of_column(entity)?;
+        if !matches!(
+            input_schema.field(index).data_type(),
+            DataType::Int64 | DataType::Int32
+        ) {
+            return Err(bad("PARTITION BY a non-integer column"));
+        }
+        if origins.get(index).is_some_and(|o| o.label) {
+            return Err(bad(
+                "PARTITION BY a column computed from is_fraud (label leakage: the label is not \
+                 known when the transaction is scored)",
+            ));
+        }
+        partition_indexes.push(index);
+        entities.push(entity.name.clone());
     }
     if p.window_frame.units != WindowFrameUnits::Range {
         return Err(bad(&format!(
@@ -421,44 +653,78 @@ fn window_spec(
     if p.args.len() > 1 {
         return Err(bad("aggregates of several arguments"));
     }
-    let arg_uses_labels = p
-        .args
-        .iter()
-        .any(|a| a.column_refs().iter().any(|c| c.name == "is_fraud"));
-    if arg_uses_labels && end_ns == 0 {
-        return Err(bad(
-            "aggregates is_fraud up to the current transaction: labels are not known when \
-             scoring (label leakage); end the frame a label delay earlier, e.g. \
-             INTERVAL '7 days' PRECEDING",
-        ));
+    let mut arg_origin = Origin::default();
+    for a in &p.args {
+        arg_origin.merge(&origin_of(a, input_schema, origins)?);
+    }
+    if arg_origin.label && end_ns < LABEL_DELAY_NS {
+        return Err(bad(&format!(
+            "aggregates is_fraud over a frame ending {} before the transaction: labels arrive \
+             up to {} after it, so the scoring server does not have them yet (label leakage); \
+             end the frame a label delay earlier, e.g. INTERVAL '7 days' PRECEDING",
+            fmt_duration(end_ns),
+            fmt_duration(LABEL_DELAY_NS)
+        )));
+    }
+    if !arg_origin.windows.is_empty() {
+        return Err(bad("a window over another window's result"));
     }
     let arg = match p.args.first().map(strip_alias) {
         None => None,
         Some(Expr::Literal(v, _)) if kind == AggKind::Count && !v.is_null() => None,
-        Some(e) => {
-            for c in e.column_refs() {
-                if lower_windows.contains(&c.name) {
-                    return Err(bad("a window over another window's result"));
-                }
-            }
-            Some(state.create_physical_expr(e.clone(), input_schema)?)
-        }
+        Some(e) => Some(state.create_physical_expr(e.clone(), input_schema)?),
     };
-    if !matches!(output_type, DataType::Int64 | DataType::Float64) {
-        return Err(bad(&format!(
-            "result type {output_type} (only BIGINT or DOUBLE)"
-        )));
+    match output_type {
+        DataType::Int64 | DataType::Float64 => {}
+        // The online state stores arguments as DOUBLE: microseconds are exact up to 2^53
+        // (the year 2255), nanoseconds since 1970 are not.
+        DataType::Timestamp(TimeUnit::Microsecond, _)
+            if matches!(kind, AggKind::Min | AggKind::Max) => {}
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            return Err(bad(&format!(
+                "result type {output_type}: nanosecond timestamps (event_time) do not fit the \
+                 online state's DOUBLE exactly; use tx_ts (microseconds)"
+            )))
+        }
+        _ => {
+            return Err(bad(&format!(
+                "result type {output_type} (only BIGINT or DOUBLE, or MIN/MAX of a microsecond \
+                 TIMESTAMP such as tx_ts)"
+            )))
+        }
     }
     Ok(WindowSpec {
         column: name.to_string(),
         kind,
         arg,
-        partition_index,
-        entity: entity.name.clone(),
+        partition_indexes,
+        entity: entities.join(", "),
         start_ns,
         end_ns,
         output_type: output_type.clone(),
+        reads_labels: arg_origin.label,
     })
+}
+
+/// Why a window function that is not an aggregate is refused.
+fn window_function_refusal(name: &str) -> String {
+    match name.to_ascii_lowercase().as_str() {
+        "lag" => format!(
+            "LAG reads the entity's previous transaction however long ago it was: no bound on \
+             the history an incremental build, a restart or the parity replay must read back, \
+             nor on how long an idle entity's state is kept. For the time since the previous \
+             transaction within a bound, use MAX(tx_ts) OVER (PARTITION BY ... ORDER BY \
+             event_time RANGE BETWEEN INTERVAL '30 days' PRECEDING AND INTERVAL '1 nanosecond' \
+             PRECEDING) (NULL when there is none that recent) ({SUPPORTED_AGGREGATES})"
+        ),
+        "lead" => "LEAD sees the future (a later transaction of the entity)".to_string(),
+        "row_number" | "rank" | "dense_rank" | "percent_rank" | "cume_dist" | "ntile" => format!(
+            "{name} numbers the entity's transactions from its first one: no bound on the \
+             history it needs; count a bounded frame instead, COUNT(*) OVER (PARTITION BY ... \
+             ORDER BY event_time RANGE BETWEEN INTERVAL '30 days' PRECEDING AND CURRENT ROW)"
+        ),
+        _ => format!("window function {name} ({SUPPORTED_AGGREGATES})"),
+    }
 }
 
 fn order_column(
@@ -523,21 +789,125 @@ fn interval_ns(v: &ScalarValue) -> std::result::Result<i64, String> {
     Ok(ns)
 }
 
+/// A duration in its largest whole unit: `7d`, `12h`, `90s`, `1ns`.
 fn fmt_duration(ns: i64) -> String {
-    if ns % NANOS_PER_DAY == 0 {
-        format!("{}d", ns / NANOS_PER_DAY)
-    } else {
-        format!("{}s", ns as f64 / 1e9)
+    const UNITS: [(i64, &str); 7] = [
+        (NANOS_PER_DAY, "d"),
+        (3_600_000_000_000, "h"),
+        (60_000_000_000, "min"),
+        (1_000_000_000, "s"),
+        (1_000_000, "ms"),
+        (1_000, "us"),
+        (1, "ns"),
+    ];
+    if ns == 0 {
+        return "0d".into();
     }
+    for (per, unit) in UNITS {
+        if ns % per == 0 {
+            return format!("{}{unit}", ns / per);
+        }
+    }
+    format!("{ns}ns")
 }
 
 fn info_for(spec: &WindowSpec) -> FeatureInfo {
+    let length = spec.start_ns - spec.end_ns;
+    // A frame like [t - 30d, t - 1ns] reads better as its two ends than as 2591999999999999ns.
+    let window = if spec.end_ns > 0 && length % 1_000_000_000 != 0 {
+        format!(
+            "{} - {}",
+            fmt_duration(spec.start_ns),
+            fmt_duration(spec.end_ns)
+        )
+    } else {
+        fmt_duration(length)
+    };
     FeatureInfo {
         name: spec.column.clone(),
         data_type: spec.output_type.to_string(),
         kind: format!("{:?}", spec.kind).to_ascii_lowercase(),
         entity: Some(spec.entity.clone()),
-        window: Some(fmt_duration(spec.start_ns - spec.end_ns)),
+        window: Some(window),
         delay: Some(fmt_duration(spec.end_ns)),
+        // Filled in by `add_state_costs` once the window's whole step is known.
+        state: None,
+        per_tx: Some(
+            if spec.kind.scans_frame() {
+                "O(n in frame)"
+            } else {
+                "O(log n)"
+            }
+            .to_string(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `features show`'s cost of the shipped feature set: one stored argument per entity
+    /// (amount for customers, is_fraud for terminals; COUNT(*) stores none).
+    #[tokio::test]
+    async fn every_window_states_its_cost_per_entity() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql/features.sql");
+        let plan = compile(&FeatureSet::load(&path).unwrap()).await.unwrap();
+        let info = |name: &str| {
+            plan.features
+                .iter()
+                .find(|f| f.name == name)
+                .cloned()
+                .unwrap_or_else(|| panic!("{name}"))
+        };
+        let customer = info("customer_avg_amount_1d");
+        let state = customer.state.unwrap_or_default();
+        assert!(state.starts_with("per (customer_id): ~"), "{state}");
+        assert!(
+            state.contains(" + 48 B per event of its last 30d"),
+            "{state}"
+        );
+        assert_eq!(customer.per_tx.as_deref(), Some("O(log n)"));
+        let terminal = info("terminal_risk_30d").state.unwrap_or_default();
+        assert!(terminal.contains("per (terminal_id)"), "{terminal}");
+        assert!(
+            terminal.contains("48 B per event of its last 37d"),
+            "{terminal}"
+        );
+        assert_eq!(info("tx_amount").state, None);
+        assert_eq!(info("tx_amount").kind, "row");
+    }
+
+    #[test]
+    fn durations_print_in_their_largest_whole_unit() {
+        let day = NANOS_PER_DAY;
+        assert_eq!(fmt_duration(0), "0d");
+        assert_eq!(fmt_duration(7 * day), "7d");
+        assert_eq!(fmt_duration(day / 2), "12h");
+        assert_eq!(fmt_duration(90_000_000_000), "90s");
+        assert_eq!(fmt_duration(1), "1ns");
+        assert_eq!(fmt_duration(30 * day - 1), "2591999999999999ns");
+    }
+
+    #[test]
+    fn sample_stddev_is_the_sample_standard_deviation() {
+        assert_eq!(sample_stddev(&[]), None);
+        assert_eq!(
+            sample_stddev(&[3.0]),
+            None,
+            "NULL for one value, as DataFusion"
+        );
+        let sd = sample_stddev(&[2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]).unwrap();
+        assert!((sd - (32.0f64 / 7.0).sqrt()).abs() < 1e-15, "{sd}");
+        assert_eq!(sample_stddev(&[25.0; 40]), Some(0.0));
+        // Equal amounts that are not exact in binary: zero up to the last bits of the mean,
+        // where the sum-of-squares formula is off by ~1e-5.
+        let same = [100.01; 50];
+        assert!(sample_stddev(&same).unwrap() < 1e-12);
+        let (s, q) = same
+            .iter()
+            .fold((0.0f64, 0.0f64), |(s, q), x| (s + x, q + x * x));
+        let naive = ((q - s * s / 50.0) / 49.0f64).abs().sqrt();
+        assert!(naive > 1e-9, "the naive formula cancels: {naive}");
     }
 }

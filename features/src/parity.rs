@@ -78,15 +78,18 @@ pub async fn check(
     let rows = history::load(lake, Some(from_us), Some(offline.max_ts_us)).await?;
 
     // When a label is known in the replay: its labeled_at, or the smallest label delay of the
-    // feature windows after the transaction, whichever is first (the SQL's model of when
-    // labels are available).
+    // windows that read labels after the transaction, whichever is first (the SQL's model of
+    // when labels are available; the compiler makes that delay at least LABEL_DELAY_NS).
     let min_delay_ns = plan
         .steps
         .iter()
         .filter_map(|s| match s {
-            Step::Window { windows, .. } => {
-                windows.iter().map(|w| w.end_ns).filter(|d| *d > 0).min()
-            }
+            Step::Window { windows, .. } => windows
+                .iter()
+                .filter(|w| w.reads_labels)
+                .map(|w| w.end_ns)
+                .filter(|d| *d > 0)
+                .min(),
             _ => None,
         })
         .min();

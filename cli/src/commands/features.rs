@@ -34,7 +34,8 @@ pub enum FeaturesCommand {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
-    /// Print the feature set as the online engine understood it.
+    /// Print the feature set as the online engine understood it: each feature's entity
+    /// columns, frame (window, delay) and online cost (state per entity, work per transaction).
     Show {
         #[command(flatten)]
         sql: SqlPath,

@@ -24,7 +24,7 @@ use super::clock::{Ahead, EventClock, EventTimeRules, SkewPolicy, Timing};
 use super::row::{self, Defer, InputColumn, RowProgram, RowStep, Value};
 use super::sharded::Sharded;
 use super::state::{EntityKey, EntityStore, MemoryStore};
-use crate::compile::{AggKind, FeaturePlan, Step, WindowSpec};
+use crate::compile::{sample_stddev, AggKind, FeaturePlan, Step, WindowSpec};
 use crate::definition::event_time_ns;
 
 /// A transaction as the online engine receives it.
@@ -43,11 +43,13 @@ impl Transaction {
     }
 }
 
-/// The windows of one step that share an entity column: one history per entity value.
+/// The windows of one step that share their entity columns: one history per entity value
+/// (a customer, or a customer-terminal pair).
 #[derive(Debug, Clone)]
 struct Group {
     id: u32,
-    partition_index: usize,
+    /// The entity columns (one, or two for a pair) in the step's input row.
+    partition: Vec<usize>,
     /// Indexes into the step's windows.
     windows: Vec<usize>,
     horizon_ns: i64,
@@ -273,11 +275,11 @@ impl<S: EntityStore> OnlineEngine<S> {
                 for (i, w) in windows.iter().enumerate() {
                     if !step_groups
                         .iter()
-                        .any(|g| g.partition_index == w.partition_index)
+                        .any(|g| g.partition == w.partition_indexes)
                     {
                         step_groups.push(Group {
                             id: next_id,
-                            partition_index: w.partition_index,
+                            partition: w.partition_indexes.clone(),
                             windows: Vec::new(),
                             horizon_ns: 0,
                             keep_ns: 0,
@@ -291,7 +293,7 @@ impl<S: EntityStore> OnlineEngine<S> {
                     }
                     if let Some(g) = step_groups
                         .iter_mut()
-                        .find(|g| g.partition_index == w.partition_index)
+                        .find(|g| g.partition == w.partition_indexes)
                     {
                         g.add(i, w);
                     }
@@ -628,7 +630,10 @@ impl<S: EntityStore> OnlineEngine<S> {
                 Step::Window { windows, .. } => {
                     for w in windows {
                         let arg = w.arg.as_ref().is_some_and(|a| depends(a, &derived));
-                        let entity = derived.get(w.partition_index).copied().unwrap_or(true);
+                        let entity = w
+                            .partition_indexes
+                            .iter()
+                            .any(|&p| derived.get(p).copied().unwrap_or(true));
                         if arg || entity {
                             return Some(w.column.clone());
                         }
@@ -953,6 +958,16 @@ fn run_steps<S: EntityStore>(
     Ok(batch)
 }
 
+/// The entity of row `row` in the key columns of a group (the second 0 for one column); `None`
+/// when a key is NULL.
+fn key_at(columns: &[Int64Array], row: usize) -> Option<(i64, i64)> {
+    let first = columns.first()?;
+    if columns.iter().any(|c| c.is_null(row)) {
+        return None;
+    }
+    Some((first.value(row), columns.get(1).map_or(0, |c| c.value(row))))
+}
+
 /// Running state of one aggregate over a frame.
 #[derive(Debug, Clone, Copy)]
 struct Acc {
@@ -992,6 +1007,8 @@ impl Acc {
             AggKind::Avg => Some(self.sum / self.n as f64),
             AggKind::Min => Some(self.min),
             AggKind::Max => Some(self.max),
+            // Not a running aggregate: `window_row` reads its frame (`sample_stddev`).
+            AggKind::Stddev => None,
         }
     }
 }
@@ -1001,6 +1018,8 @@ impl Acc {
 struct Scratch {
     row_args: Vec<Option<f64>>,
     ranges: Vec<std::ops::Range<usize>>,
+    /// One frame's values (STDDEV).
+    values: Vec<f64>,
 }
 
 /// The state changes one transaction makes (one per group it has an entity in), applied
@@ -1055,7 +1074,7 @@ fn window_row<S: EntityStore>(
     mode: Mode,
     t: i64,
     tx_id: i64,
-    key_of: impl Fn(usize) -> Option<i64>,
+    key_of: impl Fn(usize) -> Option<(i64, i64)>,
     arg_of: impl Fn(usize) -> Option<f64>,
     scratch: &mut Scratch,
     values: &mut [Option<f64>],
@@ -1063,12 +1082,13 @@ fn window_row<S: EntityStore>(
 ) {
     values.fill(None);
     for (g, group) in groups.iter().enumerate() {
-        let Some(entity) = key_of(g) else {
+        let Some((entity, entity2)) = key_of(g) else {
             continue;
         };
         let key = EntityKey {
             group: group.id,
             entity,
+            entity2,
         };
         scratch.row_args.clear();
         scratch
@@ -1091,6 +1111,27 @@ fn window_row<S: EntityStore>(
             }
             for (k, &w) in group.windows.iter().enumerate() {
                 let spec = &windows[w];
+                // The transaction itself, when its frame holds it and it is not stored yet.
+                let current = (spec.includes_current() && mode != Mode::Recompute).then(|| {
+                    match group.slot_of[k] {
+                        Some(s) => scratch.row_args[s],
+                        None => Some(1.0),
+                    }
+                });
+                if let (AggKind::Stddev, Some(s)) = (spec.kind, group.slot_of[k]) {
+                    // The frame's values in event-time order, the transaction (the newest)
+                    // last: the order the offline operator reads them in.
+                    scratch.values.clear();
+                    if let Some(h) = history {
+                        let r = scratch.ranges[group.frame_of[k]].clone();
+                        scratch.values.extend(r.filter_map(|i| h.arg(i, s)));
+                    }
+                    if let Some(Some(v)) = current {
+                        scratch.values.push(v);
+                    }
+                    values[w] = sample_stddev(&scratch.values);
+                    continue;
+                }
                 let mut acc = Acc::default();
                 if let Some(h) = history {
                     let r = scratch.ranges[group.frame_of[k]].clone();
@@ -1100,18 +1141,18 @@ fn window_row<S: EntityStore>(
                         (AggKind::Count | AggKind::Sum | AggKind::Avg, Some(s)) => {
                             (acc.sum, acc.n) = h.sum_count(s, r);
                         }
-                        (AggKind::Min | AggKind::Max, Some(s)) => {
+                        // MIN and MAX read the frame's retained events: O(events in frame),
+                        // exact whatever the arrival order (a monotonic deque would need
+                        // in-order arrivals and frames ending at the newest event).
+                        (AggKind::Min | AggKind::Max | AggKind::Stddev, Some(s)) => {
                             for i in r {
                                 acc.add(h.arg(i, s));
                             }
                         }
                     }
                 }
-                if spec.includes_current() && mode != Mode::Recompute {
-                    acc.add(match group.slot_of[k] {
-                        Some(s) => scratch.row_args[s],
-                        None => Some(1.0),
-                    });
+                if let Some(v) = current {
+                    acc.add(v);
                 }
                 values[w] = acc.finish(spec.kind);
             }
@@ -1156,9 +1197,14 @@ fn window_step<S: EntityStore>(
             }
         })
         .collect::<Result<_>>()?;
-    let keys: Vec<Int64Array> = groups
+    let keys: Vec<Vec<Int64Array>> = groups
         .iter()
-        .map(|g| -> Result<Int64Array> { as_i64(batch.column(g.partition_index)) })
+        .map(|g| -> Result<Vec<Int64Array>> {
+            g.partition
+                .iter()
+                .map(|&p| as_i64(batch.column(p)))
+                .collect()
+        })
         .collect::<Result<_>>()?;
     let arg_value = |w: usize, row: usize| -> Option<f64> {
         match &args[w] {
@@ -1187,7 +1233,7 @@ fn window_step<S: EntityStore>(
             mode,
             t,
             tx_id,
-            |g| (!keys[g].is_null(row)).then(|| keys[g].value(row)),
+            |g| key_at(&keys[g], row),
             |w| arg_value(w, row),
             &mut scratch,
             &mut row_values,
@@ -1209,6 +1255,16 @@ fn window_step<S: EntityStore>(
                     .map(|v| v.map(|x| x as i64))
                     .collect::<Int64Array>(),
             ),
+            // MIN/MAX of tx_ts: the stored microseconds back to the timestamp type.
+            DataType::Timestamp(_, _) => {
+                let ints: ArrayRef = Arc::new(
+                    values[w]
+                        .iter()
+                        .map(|v| v.map(|x| x as i64))
+                        .collect::<Int64Array>(),
+                );
+                cast(&ints, &spec.output_type)?
+            }
             _ => Arc::new(values[w].iter().copied().collect::<Float64Array>()),
         };
         columns.push(column);
@@ -1268,13 +1324,18 @@ fn row_of<S: EntityStore>(
                 for a in args {
                     arg_values.push(row::window_arg(a, &row)?);
                 }
-                let mut keys = Vec::with_capacity(step_groups.len());
+                let mut keys: Vec<Option<(i64, i64)>> = Vec::with_capacity(step_groups.len());
                 for g in step_groups {
-                    keys.push(match row.get(g.partition_index) {
-                        Some(Value::Int(k)) => Some(*k),
-                        Some(Value::Null) => None,
-                        _ => return Err(Defer),
-                    });
+                    let mut key = [0i64; 2];
+                    let mut null = false;
+                    for (slot, &p) in key.iter_mut().zip(&g.partition) {
+                        match row.get(p) {
+                            Some(Value::Int(k)) => *slot = *k,
+                            Some(Value::Null) => null = true,
+                            _ => return Err(Defer),
+                        }
+                    }
+                    keys.push((!null).then_some((key[0], key[1])));
                 }
                 let mut values = vec![None; windows.len()];
                 window_row(
@@ -1296,8 +1357,11 @@ fn row_of<S: EntityStore>(
                         .zip(values)
                         .map(|(w, v)| match (v, &w.output_type) {
                             (None, _) => Value::Null,
-                            // As the Arrow path builds the column: an Int64 aggregate is truncated.
-                            (Some(x), DataType::Int64) => Value::Int(x as i64),
+                            // As the Arrow path builds the column: an Int64 aggregate is
+                            // truncated, a timestamp one is its integer count of units.
+                            (Some(x), DataType::Int64 | DataType::Timestamp(_, _)) => {
+                                Value::Int(x as i64)
+                            }
                             (Some(x), _) => Value::Float(x),
                         }),
                 );

@@ -16,8 +16,9 @@
 //! Redis serializes the scripts, so concurrent replicas agree with one process that received
 //! the transactions in the order Redis ran them. Keys (prefix `fl:<feature-set-hash>:`):
 //! `gen` (generation, written last by a bootstrap), `boot` (bootstrap lock), `wm` (the
-//! bootstrap's event-time watermark), `e:<group>:<entity>` (sorted set: score = event time
-//! in µs, member = packed event time, tx_id and window arguments), `tx:<tx_id>` (hash: body,
+//! bootstrap's event-time watermark), `e:<group>:<entity>[:<entity2>]` (sorted set: score =
+//! event time in µs, member = packed event time, tx_id and window arguments; `entity2` for a
+//! customer-terminal pair), `tx:<tx_id>` (hash: body,
 //! label, members of both label variants, so a label is applied by one server-side script),
 //! `lbl:<tx_id>` (a label that came before its transaction), `lblcur`/`lbllock` (the lake
 //! labels applied so far, see [`RedisStore::sync_lake_labels`]). Entities and transaction
@@ -376,8 +377,18 @@ impl RedisStore {
         format!("{}{name}", self.prefix)
     }
 
+    /// `e:<group>:<entity>`, and `e:<group>:<entity>:<entity2>` for a pair whose second value
+    /// is not 0 (within a group, injective either way; one-column entities keep the key they
+    /// had before pairs existed).
     fn entity_key(&self, key: EntityKey) -> String {
-        format!("{}e:{}:{}", self.prefix, key.group, key.entity)
+        if key.entity2 == 0 {
+            format!("{}e:{}:{}", self.prefix, key.group, key.entity)
+        } else {
+            format!(
+                "{}e:{}:{}:{}",
+                self.prefix, key.group, key.entity, key.entity2
+            )
+        }
     }
 
     /// (Re)loads the scripts (a restarted Redis has forgotten them).

@@ -10,10 +10,11 @@
 //! Exactness first: only constructs whose DataFusion/Arrow semantics this module reproduces
 //! exactly are compiled (columns, literals, arithmetic, comparisons with Arrow's total order
 //! on floats, AND/OR/NOT with SQL's three-valued logic, IS [NOT] NULL, IN lists, CASE, CAST
-//! between numeric types, COALESCE, NULLIF, `date_part` on UTC timestamps). A plan with
-//! anything else runs on Arrow (the reference path) as before, and a value this module cannot
-//! give exactly at run time (an integer overflow or division by zero, which Arrow wraps or
-//! refuses, an out-of-range cast) makes that transaction run on Arrow instead ([`Defer`]).
+//! between numeric types, COALESCE, NULLIF, `date_part` on UTC timestamps, 'epoch' included).
+//! A plan with anything else runs on Arrow (the reference path) as before, and a value this
+//! module cannot give exactly at run time (an integer overflow or division by zero, which
+//! Arrow wraps or refuses, an out-of-range cast) makes that transaction run on Arrow instead
+//! ([`Defer`]).
 //! Tests compare the two paths value for value.
 
 use std::sync::Arc;
@@ -139,6 +140,8 @@ pub(crate) enum Part {
     DayOfWeek,
     IsoDayOfWeek,
     DayOfYear,
+    /// Seconds since 1970 as a DOUBLE (the only part that is not an Int32).
+    Epoch,
 }
 
 impl Part {
@@ -153,6 +156,7 @@ impl Part {
             "dow" => Part::DayOfWeek,
             "isodow" => Part::IsoDayOfWeek,
             "doy" => Part::DayOfYear,
+            "epoch" => Part::Epoch,
             _ => return None,
         })
     }
@@ -378,7 +382,12 @@ fn function(f: &ScalarFunctionExpr, schema: &Schema, kind: Kind) -> Option<Node>
                 .and_then(|l| l.value().try_as_str().flatten().and_then(Part::parse))?;
             let (e, k) = compile(&args[1], schema)?;
             let Kind::Ts(unit) = k else { return None };
-            (kind == Kind::Int(32)).then(|| Node::DatePart {
+            let want = if part == Part::Epoch {
+                Kind::Float
+            } else {
+                Kind::Int(32)
+            };
+            (kind == want).then(|| Node::DatePart {
                 part,
                 expr: Box::new(e),
                 unit,
@@ -572,6 +581,9 @@ impl Node {
             }
             Node::DatePart { part, expr, unit } => match expr.eval(row)? {
                 Value::Null => Value::Null,
+                Value::Int(t) if *part == Part::Epoch => {
+                    Value::Float(epoch(t, *unit).ok_or(Defer)?)
+                }
                 Value::Int(t) => Value::Int(date_part(*part, t, *unit).ok_or(Defer)?),
                 _ => return Err(Defer),
             },
@@ -615,6 +627,15 @@ fn cast(v: Value, from: Kind, to: Kind) -> Eval {
     })
 }
 
+/// `date_part('epoch', t)`: DataFusion's formula, the count of units over units per second.
+fn epoch(t: i64, unit: TimeUnit) -> Option<f64> {
+    match unit {
+        TimeUnit::Microsecond => Some(t as f64 / 1_000_000_f64),
+        TimeUnit::Nanosecond => Some(t as f64 / 1_000_000_000_f64),
+        _ => None,
+    }
+}
+
 fn date_part(part: Part, t: i64, unit: TimeUnit) -> Option<i64> {
     let dt = match unit {
         TimeUnit::Microsecond => DateTime::from_timestamp_micros(t)?,
@@ -631,6 +652,7 @@ fn date_part(part: Part, t: i64, unit: TimeUnit) -> Option<i64> {
         Part::DayOfWeek => dt.weekday().num_days_from_sunday() as i32,
         Part::IsoDayOfWeek => dt.weekday().number_from_monday() as i32,
         Part::DayOfYear => dt.ordinal() as i32,
+        Part::Epoch => return None,
     }))
 }
 
@@ -726,19 +748,34 @@ impl RowProgram {
                     let mut args = Vec::with_capacity(windows.len());
                     for w in windows {
                         // Entity keys are read as integers, as the Arrow path casts them.
-                        matches!(
-                            Kind::of(schema.field(w.partition_index).data_type())?,
-                            Kind::Int(_)
-                        )
-                        .then_some(())?;
-                        matches!(w.output_type, DataType::Int64 | DataType::Float64)
-                            .then_some(())?;
+                        for &p in &w.partition_indexes {
+                            matches!(Kind::of(schema.field(p).data_type())?, Kind::Int(_))
+                                .then_some(())?;
+                        }
+                        // A timestamp aggregate (MIN/MAX of tx_ts) is an `Int` of microseconds,
+                        // as the Arrow path casts the stored value back.
+                        match &w.output_type {
+                            DataType::Int64 | DataType::Float64 => {}
+                            dt @ DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                                Kind::of(dt)?;
+                            }
+                            _ => return None,
+                        }
                         args.push(match &w.arg {
                             None => None,
                             Some(e) => {
                                 let (n, k) = compile(e, &schema)?;
-                                matches!(k, Kind::Int(_) | Kind::Float | Kind::Bool | Kind::Null)
-                                    .then_some(())?;
+                                // A timestamp argument is stored as its count of microseconds
+                                // (`Value::as_feature`), as Arrow's cast to Float64 gives it.
+                                matches!(
+                                    k,
+                                    Kind::Int(_)
+                                        | Kind::Float
+                                        | Kind::Bool
+                                        | Kind::Null
+                                        | Kind::Ts(TimeUnit::Microsecond)
+                                )
+                                .then_some(())?;
                                 Some(n)
                             }
                         });
@@ -981,6 +1018,13 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_v2_feature_sql_runs_on_the_row_path_and_agrees_with_arrow() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql/features_v2.sql");
+        let sql = std::fs::read_to_string(path).unwrap();
+        same_on_both_paths(&sql).await;
+    }
+
+    #[tokio::test]
     async fn every_compiled_construct_agrees_with_arrow() {
         same_on_both_paths(
             "SELECT tx_id, tx_ts, customer_id, terminal_id,
@@ -1027,6 +1071,89 @@ mod tests {
                  RANGE BETWEEN INTERVAL '1 day' PRECEDING AND CURRENT ROW) AS n_t
              FROM tx_labeled",
         )
+        .await;
+    }
+
+    /// Expressions over window results (ratios of two counts, CASE and COALESCE over
+    /// aggregates, windows of two entities in one expression) compile on the row path and
+    /// agree with Arrow.
+    #[tokio::test]
+    async fn expressions_over_window_results_agree_with_arrow() {
+        let c1 = "PARTITION BY customer_id ORDER BY event_time \
+                  RANGE BETWEEN INTERVAL '1 day' PRECEDING AND CURRENT ROW";
+        let c30 = "PARTITION BY customer_id ORDER BY event_time \
+                   RANGE BETWEEN INTERVAL '30 days' PRECEDING AND CURRENT ROW";
+        same_on_both_paths(&format!(
+            "SELECT tx_id, tx_ts, customer_id, terminal_id,
+               COUNT(*) OVER ({c1}) / NULLIF(COUNT(*) OVER ({c30}), 0) AS velocity_int,
+               CAST(COUNT(*) OVER ({c1}) AS DOUBLE) / NULLIF(COUNT(*) OVER ({c30}), 0) AS velocity,
+               CASE WHEN amount > 2 * AVG(amount) OVER ({c30}) THEN 1
+                    WHEN COUNT(*) OVER ({c1}) > 2 THEN 2 ELSE 0 END AS unusual,
+               COALESCE(SUM(amount) OVER (PARTITION BY terminal_id ORDER BY event_time
+                 RANGE BETWEEN INTERVAL '2 days' PRECEDING AND INTERVAL '1 day' PRECEDING)
+                 / COUNT(*) OVER ({c1}), -1) AS mixed
+             FROM tx_labeled"
+        ))
+        .await;
+    }
+
+    /// MIN, MAX and STDDEV over frames that hold the row or end before it, and MIN/MAX of a
+    /// timestamp (tx_ts, turned into microseconds: a timestamp feature keeps a plan on Arrow),
+    /// on the row path and on Arrow: the same values.
+    #[tokio::test]
+    async fn min_max_stddev_and_timestamp_extremes_agree_with_arrow() {
+        let c7 = "PARTITION BY customer_id ORDER BY event_time \
+                  RANGE BETWEEN INTERVAL '7 days' PRECEDING AND CURRENT ROW";
+        let t_prev = "PARTITION BY terminal_id ORDER BY event_time \
+                      RANGE BETWEEN INTERVAL '3 days' PRECEDING AND INTERVAL '1 nanosecond' PRECEDING";
+        same_on_both_paths(&format!(
+            "SELECT tx_id, tx_ts, customer_id, terminal_id,
+               STDDEV(amount) OVER ({c7}) AS std_c,
+               STDDEV(amount) OVER ({t_prev}) AS std_t,
+               MIN(amount) OVER ({c7}) AS min_c,
+               CAST(MIN(tx_ts) OVER ({c7}) AS BIGINT) AS first_c_us,
+               CAST(tx_ts AS BIGINT) - CAST(MAX(tx_ts) OVER ({t_prev}) AS BIGINT) AS since_us
+             FROM tx_labeled"
+        ))
+        .await;
+    }
+
+    /// The time since the entity's previous transaction (MAX(tx_ts) over a frame ending one
+    /// nanosecond before the row), as integer microseconds and through date_part('epoch'),
+    /// and since its last large one: the same on both paths, ties included.
+    #[tokio::test]
+    async fn time_since_the_previous_transaction_agrees_with_arrow() {
+        let prev = "PARTITION BY customer_id ORDER BY event_time \
+                    RANGE BETWEEN INTERVAL '30 days' PRECEDING AND INTERVAL '1 nanosecond' PRECEDING";
+        same_on_both_paths(&format!(
+            "SELECT tx_id, tx_ts, customer_id, terminal_id,
+               (CAST(tx_ts AS BIGINT) - CAST(MAX(tx_ts) OVER ({prev}) AS BIGINT)) / 1000000.0 AS since_s,
+               date_part('epoch', tx_ts) - date_part('epoch', MAX(tx_ts) OVER ({prev})) AS since_epoch,
+               CAST(tx_ts AS BIGINT)
+                 - CAST(MAX(CASE WHEN amount > 100 THEN tx_ts END) OVER ({prev}) AS BIGINT) AS since_big_us
+             FROM tx_labeled"
+        ))
+        .await;
+    }
+
+    /// Windows over a card-terminal pair (and the pair in the other order, a separate
+    /// entity) next to one-column windows: the same on both paths.
+    #[tokio::test]
+    async fn composite_partition_keys_agree_with_arrow() {
+        let pair = "PARTITION BY customer_id, terminal_id ORDER BY event_time \
+                    RANGE BETWEEN INTERVAL '30 days' PRECEDING AND INTERVAL '1 nanosecond' PRECEDING";
+        same_on_both_paths(&format!(
+            "SELECT tx_id, tx_ts, customer_id, terminal_id,
+               COUNT(*) OVER ({pair}) AS pair_n,
+               COALESCE(SUM(amount) OVER ({pair}), 0) AS pair_spend,
+               STDDEV(amount) OVER ({pair}) AS pair_std,
+               COUNT(*) OVER (PARTITION BY terminal_id, customer_id ORDER BY event_time
+                 RANGE BETWEEN INTERVAL '2 days' PRECEDING AND CURRENT ROW) AS pair_2d,
+               CAST(COUNT(*) OVER ({pair}) AS DOUBLE) / NULLIF(COUNT(*) OVER (PARTITION BY
+                 customer_id ORDER BY event_time RANGE BETWEEN INTERVAL '30 days' PRECEDING
+                 AND INTERVAL '1 nanosecond' PRECEDING), 0) AS share
+             FROM tx_labeled"
+        ))
         .await;
     }
 

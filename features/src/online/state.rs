@@ -4,12 +4,15 @@
 
 use std::collections::HashMap;
 
-/// Which history: one per (window step, entity column) of the compiled plan, and one
-/// entity value (a customer id, a terminal id).
+/// Which history: one per (window step, entity columns) of the compiled plan, and one
+/// entity value (a customer id, a terminal id, or a pair of them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct EntityKey {
     pub group: u32,
     pub entity: i64,
+    /// The second column's value for a pair (`PARTITION BY customer_id, terminal_id`: the
+    /// terminal); 0 for an entity of one column. The group says which it is.
+    pub entity2: i64,
 }
 
 /// The time-ordered events of one entity: for each, its event time, tx_id and the aggregate
@@ -270,6 +273,7 @@ mod tests {
         let k = EntityKey {
             group: 0,
             entity: 7,
+            entity2: 0,
         };
         s.insert(k, 10, 1, &[Some(1.0)], 100);
         s.insert(k, 30, 3, &[Some(3.0)], 100);
@@ -298,6 +302,7 @@ mod tests {
         let k = EntityKey {
             group: 1,
             entity: 1,
+            entity2: 0,
         };
         for i in 0..1000 {
             s.insert(k, i * 10, i, &[Some(i as f64), None], 200);
@@ -309,5 +314,27 @@ mod tests {
         assert_eq!(h.arg(0, 1), None);
         assert_eq!(h.sum_count(0, 0..21), ((979..1000).sum::<i64>() as f64, 21));
         assert_eq!(h.sum_count(1, 0..21), (0.0, 0));
+    }
+
+    /// Two pairs sharing a customer (or a terminal) are two histories.
+    #[test]
+    fn pairs_are_distinct_entities() {
+        let mut s = MemoryStore::default();
+        let pair = |entity, entity2| EntityKey {
+            group: 2,
+            entity,
+            entity2,
+        };
+        s.insert(pair(1, 5), 10, 1, &[Some(1.0)], 100);
+        s.insert(pair(1, 6), 20, 2, &[Some(2.0)], 100);
+        s.insert(pair(2, 5), 30, 3, &[Some(3.0)], 100);
+        s.insert(pair(1, 5), 40, 4, &[Some(4.0)], 100);
+        assert_eq!(s.entities(), 3);
+        assert_eq!(
+            s.history(pair(1, 5)).map(|h| h.tx_ids().to_vec()),
+            Some(vec![1, 4])
+        );
+        assert_eq!(s.history(pair(1, 6)).map(|h| h.len()), Some(1));
+        assert!(s.history(pair(5, 1)).is_none());
     }
 }
