@@ -42,7 +42,7 @@ pub struct FileConfig {
     pub storage_options: std::collections::HashMap<String, String>,
     /// `[train]`: XGBoost parameters (n_estimators, max_depth, learning_rate, ...).
     #[serde(default)]
-    pub train: fraudlake_model::booster::TrainParams,
+    pub train: fraudlake_model::params::TrainParams,
     /// `[gate]`: promotion gate (metric, tolerance).
     #[serde(default)]
     pub gate: GateConfig,
@@ -145,7 +145,7 @@ pub struct Settings {
     pub progress: bool,
     pub features_sql: PathBuf,
     pub storage_options: std::collections::HashMap<String, String>,
-    pub train: fraudlake_model::booster::TrainParams,
+    pub train: fraudlake_model::params::TrainParams,
     pub gate: GateConfig,
     pub drift: DriftConfig,
     pub event_time: EventTimeConfig,

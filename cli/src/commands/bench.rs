@@ -124,14 +124,17 @@ async fn train(cmd: BenchCommand, settings: &Settings) -> Result<u8> {
     }
     let load_seconds = started.elapsed().as_secs_f64();
     let matrix = rows.matrix();
-    let params = fraudlake_model::booster::TrainParams {
-        n_estimators,
-        max_depth,
-        learning_rate,
-        threads,
-        early_stopping_rounds: 0,
-        ..Default::default()
-    };
+    let mut params = fraudlake_model::params::TrainParams::default();
+    for (name, value) in [
+        ("n_estimators", n_estimators.to_string()),
+        ("max_depth", max_depth.to_string()),
+        ("learning_rate", learning_rate.to_string()),
+        ("threads", threads.to_string()),
+        ("early_stopping_rounds", "0".to_string()),
+    ] {
+        params.assign(name, &value)?;
+    }
+    params.validate()?;
     let names = plan.feature_names();
     let mut times = Vec::new();
     for _ in 0..repeat.max(1) {

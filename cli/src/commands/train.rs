@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 use chrono::{Duration, NaiveDate};
 use clap::Args;
-use fraudlake_model::booster::TrainParams;
 use fraudlake_model::mlflow::{self, Auth, SyncReport};
+use fraudlake_model::params::TrainParams;
 use fraudlake_model::protocol::{Metrics, Periods};
 use fraudlake_model::registry::{actor, metric_map, Registry};
 use fraudlake_model::train::{self, FeatureSpec, Registration, TestWindow};
@@ -56,12 +56,14 @@ pub struct ParamArgs {
 }
 
 impl ParamArgs {
+    /// `base` (`[train]`) with the flags given, each set by its name as `[train]` and
+    /// `--grid` name it; the model crate refuses one the family does not take.
     fn resolve(&self, base: &TrainParams) -> Result<TrainParams> {
         let mut p = base.clone();
-        macro_rules! take {
-            ($($f:ident),*) => { $( if let Some(v) = self.$f { p.$f = v; } )* };
+        macro_rules! flags {
+            ($($f:ident),*) => { [$( (stringify!($f), self.$f.map(|v| v.to_string())) ),*] };
         }
-        take!(
+        let given = flags!(
             n_estimators,
             max_depth,
             learning_rate,
@@ -74,6 +76,11 @@ impl ParamArgs {
             early_stopping_rounds,
             validation_days
         );
+        for (name, value) in given {
+            if let Some(value) = value {
+                p.assign(name, &value)?;
+            }
+        }
         p.validate()?;
         Ok(p)
     }
