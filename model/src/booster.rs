@@ -153,9 +153,14 @@ impl Trainer<'_> {
             ModelFamily::XGBoost => {
                 boost_xgboost(data, valid, self.names, &self.library, rounds, after_round)
             }
-            ModelFamily::LightGBM => Err(Error::invalid(
-                "training LightGBM is not built yet: train XGBoost, or import a LightGBM model",
-            )),
+            ModelFamily::LightGBM => crate::lightgbm::train::boost(
+                data,
+                valid,
+                self.names,
+                &self.library,
+                rounds,
+                after_round,
+            ),
         }
     }
 }
