@@ -40,7 +40,9 @@ pub struct FileConfig {
     pub features_sql: Option<PathBuf>,
     #[serde(default)]
     pub storage_options: std::collections::HashMap<String, String>,
-    /// `[train]`: XGBoost parameters (n_estimators, max_depth, learning_rate, ...).
+    /// `[train]`: the model family (`model = "xgboost"` or `"lightgbm"`, default xgboost) and
+    /// its parameters (n_estimators, max_depth, ... or num_leaves, min_data_in_leaf, ...);
+    /// a parameter of the other family is refused.
     #[serde(default)]
     pub train: fraudlake_model::params::TrainParams,
     /// `[gate]`: promotion gate (metric, tolerance).

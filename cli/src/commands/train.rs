@@ -1,6 +1,6 @@
-//! `fraudlake train` and `fraudlake evaluate`: fit XGBoost on the lake's features with the
-//! handbook's train / delay / test protocol, register the result, or score a stored version
-//! on any period.
+//! `fraudlake train` and `fraudlake evaluate`: fit XGBoost or LightGBM (`--model`) on the
+//! lake's features with the handbook's train / delay / test protocol, register the result, or
+//! score a stored version on any period.
 
 use std::path::PathBuf;
 
@@ -12,39 +12,68 @@ use fraudlake_model::params::TrainParams;
 use fraudlake_model::protocol::{Metrics, Periods};
 use fraudlake_model::registry::{actor, metric_map, Registry};
 use fraudlake_model::train::{self, FeatureSpec, Registration, TestWindow};
+use fraudlake_model::ModelFamily;
 use serde::Serialize;
 
+use super::models::parse_family;
 use crate::config::Settings;
 use crate::output::{print_rows, Format};
 
-/// XGBoost parameters as flags; each overrides `[train]` in fraudlake.toml.
+/// The model family and its parameters as flags; each overrides `[train]` in fraudlake.toml.
+/// A flag of the other family's parameter is refused (the model crate says whose it is).
 #[derive(Debug, Args)]
 pub struct ParamArgs {
-    /// Boosting rounds (upper bound with early stopping). Default 200.
+    /// The model family: xgboost or lightgbm. Default xgboost, or `[train] model`; the other
+    /// family starts from its own defaults (seed, threads and early stopping kept).
+    #[arg(long, env = "FRAUDLAKE_TRAIN_MODEL", value_parser = parse_family)]
+    model: Option<ModelFamily>,
+    /// Boosting rounds (upper bound with early stopping). Default 200 (XGBoost), 300
+    /// (LightGBM).
     #[arg(long, env = "FRAUDLAKE_TRAIN_N_ESTIMATORS")]
     n_estimators: Option<u32>,
-    /// Tree depth. Default 3.
+    /// XGBoost: tree depth. Default 3.
     #[arg(long, env = "FRAUDLAKE_TRAIN_MAX_DEPTH")]
     max_depth: Option<u32>,
-    /// Shrinkage (eta). Default 0.1.
+    /// Shrinkage (eta). Default 0.1 (XGBoost), 0.05 (LightGBM).
     #[arg(long, env = "FRAUDLAKE_TRAIN_LEARNING_RATE")]
     learning_rate: Option<f64>,
-    /// Row subsampling per tree. Default 1.
+    /// XGBoost: row subsampling per tree. Default 1.
     #[arg(long)]
     subsample: Option<f64>,
-    /// Column subsampling per tree. Default 1.
+    /// XGBoost: column subsampling per tree. Default 1.
     #[arg(long)]
     colsample_bytree: Option<f64>,
     /// Weight of the fraud class. Default 1.
     #[arg(long)]
     scale_pos_weight: Option<f64>,
-    /// Minimum hessian per leaf. Default 1.
+    /// XGBoost: minimum hessian per leaf. Default 1.
     #[arg(long)]
     min_child_weight: Option<f64>,
+    /// LightGBM: leaves per tree. Default 31.
+    #[arg(long)]
+    num_leaves: Option<u32>,
+    /// LightGBM: minimum rows per leaf. Default 100.
+    #[arg(long)]
+    min_data_in_leaf: Option<u32>,
+    /// LightGBM: share of the features each tree may use. Default 0.9.
+    #[arg(long)]
+    feature_fraction: Option<f64>,
+    /// LightGBM: share of the rows each bagging draws. Default 0.8.
+    #[arg(long)]
+    bagging_fraction: Option<f64>,
+    /// LightGBM: bag every this many iterations (0 = no bagging). Default 1.
+    #[arg(long)]
+    bagging_freq: Option<u32>,
+    /// LightGBM: weight the classes by their frequencies (instead of --scale-pos-weight).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    is_unbalance: Option<bool>,
+    /// LightGBM: L2 regularization of the leaf values. Default 0.
+    #[arg(long)]
+    lambda_l2: Option<f64>,
     /// Random seed. Default 0.
     #[arg(long)]
     seed: Option<u64>,
-    /// libxgboost threads (0 = all cores).
+    /// The library's threads (0 = all cores).
     #[arg(long, env = "FRAUDLAKE_TRAIN_THREADS")]
     threads: Option<u32>,
     /// Stop after this many rounds without validation improvement (0 = off, the default).
@@ -56,10 +85,13 @@ pub struct ParamArgs {
 }
 
 impl ParamArgs {
-    /// `base` (`[train]`) with the flags given, each set by its name as `[train]` and
-    /// `--grid` name it; the model crate refuses one the family does not take.
+    /// `base` (`[train]`) for `--model`'s family, with the flags given, each set by its name
+    /// as `[train]` and `--grid` name it; the model crate refuses one the family does not take.
     fn resolve(&self, base: &TrainParams) -> Result<TrainParams> {
-        let mut p = base.clone();
+        let mut p = match self.model {
+            Some(family) => base.for_model(family),
+            None => base.clone(),
+        };
         macro_rules! flags {
             ($($f:ident),*) => { [$( (stringify!($f), self.$f.map(|v| v.to_string())) ),*] };
         }
@@ -71,6 +103,13 @@ impl ParamArgs {
             colsample_bytree,
             scale_pos_weight,
             min_child_weight,
+            num_leaves,
+            min_data_in_leaf,
+            feature_fraction,
+            bagging_fraction,
+            bagging_freq,
+            is_unbalance,
+            lambda_l2,
             seed,
             threads,
             early_stopping_rounds,
@@ -209,6 +248,7 @@ async fn feature_spec(settings: &Settings, sql: &Option<PathBuf>) -> Result<Feat
 #[derive(Serialize)]
 struct TrainSummary {
     version: Option<i64>,
+    model_family: ModelFamily,
     aliases: Vec<String>,
     periods: Periods,
     rounds: u32,
@@ -286,6 +326,7 @@ pub async fn train(a: TrainArgs, settings: &Settings) -> Result<u8> {
     let trained = done.trained;
     let mut summary = TrainSummary {
         version: None,
+        model_family: trained.fitted.family,
         aliases: vec![],
         periods,
         rounds: trained.fitted.rounds,
@@ -328,7 +369,8 @@ pub async fn train(a: TrainArgs, settings: &Settings) -> Result<u8> {
         return mlflow_failure.map_or(Ok(0), Err);
     }
     println!(
-        "trained on {} .. {} ({} rows, {} frauds), {} rounds{} in {:.2} s; tested on {} .. {}",
+        "trained {} on {} .. {} ({} rows, {} frauds), {} rounds{} in {:.2} s; tested on {} .. {}",
+        summary.model_family,
         periods.train_start,
         periods.train_end(),
         summary.train_rows,
