@@ -289,13 +289,14 @@ impl Explainer {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::params::{ModelParams, XGBoostParams};
+    use crate::loaded::LoadedModel;
+    use crate::params::{LightGbmParams, ModelParams, XGBoostParams};
     use crate::trees::Forest;
 
     /// A deterministic pseudo-random stream (no rand dependency needed for a test).
     pub(crate) struct Lcg(pub u64);
     impl Lcg {
-        pub(crate) fn next(&mut self) -> f64 {
+        pub(crate) fn uniform(&mut self) -> f64 {
             self.0 = self
                 .0
                 .wrapping_mul(6364136223846793005)
@@ -321,40 +322,63 @@ pub(crate) mod tests {
         for _ in 0..rows {
             let x: Vec<f32> = (0..cols)
                 .map(|_| {
-                    if r.next() < 0.2 {
+                    if r.uniform() < 0.2 {
                         f32::NAN
                     } else {
-                        (r.next() * 10.0).round() as f32 / 2.0
+                        (r.uniform() * 10.0).round() as f32 / 2.0
                     }
                 })
                 .collect();
             let signal =
                 x[0].max(0.0) + if x[1].is_nan() { 3.0 } else { x[1] } - x[2].max(0.0) * 0.5;
             m.labels
-                .push(f32::from(u8::from(signal + r.next() as f32 * 4.0 > 6.0)));
+                .push(f32::from(u8::from(signal + r.uniform() as f32 * 4.0 > 6.0)));
             m.values.extend(x);
         }
         m
     }
 
-    /// XGBoost with fraudlake's defaults but these rounds, on one thread.
-    fn xgboost_params(n_estimators: u32, early_stopping_rounds: u32) -> TrainParams {
-        TrainParams {
-            model: ModelParams::XGBoost(XGBoostParams {
+    /// `family` with fraudlake's defaults but these rounds, on one thread; LightGBM with
+    /// trees for a small data set (15 leaves of at least 20 rows, learning rate 0.2).
+    pub(crate) fn test_params(
+        family: ModelFamily,
+        n_estimators: u32,
+        early_stopping_rounds: u32,
+    ) -> TrainParams {
+        let model = match family {
+            ModelFamily::XGBoost => ModelParams::XGBoost(XGBoostParams {
                 n_estimators,
                 ..XGBoostParams::DEFAULT
             }),
+            ModelFamily::LightGBM => ModelParams::LightGBM(LightGbmParams {
+                n_estimators,
+                num_leaves: 15,
+                min_data_in_leaf: 20,
+                learning_rate: 0.2,
+                ..LightGbmParams::DEFAULT
+            }),
+        };
+        TrainParams {
+            model,
             threads: 1,
             early_stopping_rounds,
-            ..TrainParams::default()
+            ..TrainParams::defaults(family)
         }
+    }
+
+    /// Probabilities that spread from below `lo` to above `hi`: the model is not trivial.
+    pub(crate) fn assert_spread(probabilities: &[f64], lo: f64, hi: f64) {
+        let (min, max) = probabilities
+            .iter()
+            .fold((1.0f64, 0.0f64), |(l, h), &p| (l.min(p), h.max(p)));
+        assert!(min < lo && max > hi, "predictions span {min}..{max}");
     }
 
     #[test]
     fn native_scorer_matches_libxgboost_on_10000_rows_with_missing_values() {
         let train = synthetic(5_000, 7);
         let names: Vec<String> = (0..5).map(|i| format!("f{i}")).collect();
-        let params = xgboost_params(60, 0);
+        let params = test_params(ModelFamily::XGBoost, 60, 0);
         let fitted = fit(&train, &names, 0, &params).expect("trains");
         assert_eq!(fitted.rounds, 60);
         let forest = Forest::from_json(&fitted.model_file).expect("parses");
@@ -374,32 +398,39 @@ pub(crate) mod tests {
             .map(|(a, b)| (f64::from(*a) - b).abs())
             .fold(0.0, f64::max);
         assert!(worst <= 1e-6, "native vs libxgboost: max abs diff {worst}");
-        // The model is not trivial: predictions spread out.
-        let (lo, hi) = native
-            .iter()
-            .fold((1.0f64, 0.0f64), |(l, h), &p| (l.min(p), h.max(p)));
-        assert!(lo < 0.1 && hi > 0.9, "predictions span {lo}..{hi}");
+        assert_spread(&native, 0.1, 0.9);
     }
 
     #[test]
     fn early_stopping_picks_rounds_then_refits_on_everything() {
         let train = synthetic(4_000, 3);
         let names: Vec<String> = (0..5).map(|i| format!("f{i}")).collect();
-        let params = xgboost_params(300, 10);
-        let fitted = fit(&train, &names, 800, &params).expect("trains");
-        let best = fitted.best_round.expect("early stopping ran");
-        assert_eq!(fitted.rounds, best + 1);
-        assert!(fitted.rounds < 300, "stopped early at {}", fitted.rounds);
-        assert!(fitted.validation_aucpr.is_some_and(|ap| ap > 0.5));
-        let forest = Forest::from_json(&fitted.model_file).expect("parses");
-        assert_eq!(forest.num_trees() as u32, fitted.rounds);
+        for family in ModelFamily::ALL {
+            let params = test_params(family, 500, 10);
+            let fitted = fit(&train, &names, 800, &params).expect("trains");
+            assert_eq!(fitted.family, family);
+            let best = fitted.best_round.expect("early stopping ran");
+            assert_eq!(fitted.rounds, best + 1, "{family}");
+            assert!(
+                fitted.rounds < 500,
+                "{family}: stopped early at {}",
+                fitted.rounds
+            );
+            assert!(
+                fitted.validation_aucpr.is_some_and(|ap| ap > 0.5),
+                "{family}: {:?}",
+                fitted.validation_aucpr
+            );
+            let model = LoadedModel::from_bytes(family, &fitted.model_file).expect("loads");
+            assert_eq!(model.num_trees() as u32, fitted.rounds, "{family}");
+        }
     }
 
     #[test]
     fn explanations_sum_to_the_margin() {
         let train = synthetic(2_000, 11);
         let names: Vec<String> = (0..5).map(|i| format!("f{i}")).collect();
-        let params = xgboost_params(20, 0);
+        let params = test_params(ModelFamily::XGBoost, 20, 0);
         let fitted = fit(&train, &names, 0, &params).expect("trains");
         let forest = Forest::from_json(&fitted.model_file).expect("parses");
         let explainer = Explainer::new(&fitted.model_file, 5).expect("loads");
@@ -416,23 +447,18 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn bad_parameters_are_named() {
-        let p = TrainParams {
-            model: ModelParams::XGBoost(XGBoostParams {
-                learning_rate: 0.0,
-                ..XGBoostParams::DEFAULT
-            }),
-            ..TrainParams::default()
-        };
-        assert!(p
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("learning_rate"));
-        let empty = Matrix {
-            num_features: 2,
-            ..Matrix::default()
-        };
-        assert!(fit(&empty, &[], 0, &TrainParams::default()).is_err());
+    fn fit_refuses_bad_parameters_and_an_empty_set() {
+        let train = synthetic(100, 1);
+        for family in ModelFamily::ALL {
+            let e = fit(&train, &[], 0, &test_params(family, 0, 0))
+                .expect_err("no rounds")
+                .to_string();
+            assert!(e.contains("n_estimators"), "{family}: {e}");
+            let empty = Matrix {
+                num_features: 2,
+                ..Matrix::default()
+            };
+            assert!(fit(&empty, &[], 0, &TrainParams::defaults(family)).is_err());
+        }
     }
 }

@@ -157,6 +157,16 @@ fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
+/// The feature names of a version as `models show --format json` gives it.
+fn feature_names(version: &serde_json::Value) -> Vec<String> {
+    version["feature_names"]
+        .as_array()
+        .expect("feature_names")
+        .iter()
+        .map(|n| n.as_str().expect("name").to_string())
+        .collect()
+}
+
 /// One `/score?explain=true` answer: the risk, and per feature (model order) its name, value
 /// (NaN when the server sent null: missing) and contribution.
 struct Served {
@@ -330,12 +340,7 @@ fn an_imported_lightgbm_model_is_gated_served_and_explained_as_python_lightgbm_p
     // A small lake with features and an XGBoost champion (version 1, trained 2018-05-01..07).
     let lake = lake_with_champion();
     let champion = json(&lake.ok(&["models", "show", "champion", "--format", "json"]));
-    let names: Vec<String> = champion["feature_names"]
-        .as_array()
-        .expect("feature_names")
-        .iter()
-        .map(|n| n.as_str().expect("name").to_string())
-        .collect();
+    let names = feature_names(&champion);
     assert_eq!(champion["model_family"], "xgboost", "{champion}");
 
     // Python LightGBM trains on the same days, reading the lake with `deltalake`.
@@ -618,12 +623,7 @@ fn a_lightgbm_model_trained_by_fraudlake_is_gated_served_and_predicts_as_python_
         "{params}"
     );
     assert!(params.get("max_depth").is_none(), "{params}");
-    let names: Vec<String> = shown["feature_names"]
-        .as_array()
-        .expect("feature_names")
-        .iter()
-        .map(|n| n.as_str().expect("name").to_string())
-        .collect();
+    let names = feature_names(&shown);
     let card = lake.ok(&["models", "show", "2", "--card"]);
     assert!(
         card.contains("| Model family | lightgbm |")

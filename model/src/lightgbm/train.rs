@@ -77,11 +77,11 @@ mod tests {
     use lightgbm3::Booster as Reference;
 
     use super::*;
-    use crate::booster::tests::{synthetic_wide, Lcg};
+    use crate::booster::tests::{assert_spread, synthetic_wide, test_params, Lcg};
     use crate::booster::{fit, Fitted};
     use crate::lightgbm::LightGbmForest;
     use crate::loaded::{LoadedModel, ModelFamily};
-    use crate::params::{LightGbmParams, ModelParams, TrainParams};
+    use crate::params::TrainParams;
 
     const FEATURES: usize = 8;
 
@@ -89,26 +89,13 @@ mod tests {
         (0..FEATURES).map(|i| format!("f{i}")).collect()
     }
 
-    /// LightGBM with these rounds, 15 leaves of at least 20 rows, learning rate 0.2 (bagging
-    /// and feature sampling as by default), on one thread.
-    fn lightgbm_params(n_estimators: u32, early_stopping_rounds: u32) -> TrainParams {
-        TrainParams {
-            model: ModelParams::LightGBM(LightGbmParams {
-                n_estimators,
-                num_leaves: 15,
-                min_data_in_leaf: 20,
-                learning_rate: 0.2,
-                ..LightGbmParams::DEFAULT
-            }),
-            threads: 1,
-            early_stopping_rounds,
-            ..TrainParams::defaults(ModelFamily::LightGBM)
-        }
+    fn lightgbm_params(n_estimators: u32) -> TrainParams {
+        test_params(ModelFamily::LightGBM, n_estimators, 0)
     }
 
     fn trained() -> Fitted {
         let train = synthetic_wide(2_000, FEATURES, 7);
-        let fitted = fit(&train, &names(), 0, &lightgbm_params(40, 0)).expect("trains");
+        let fitted = fit(&train, &names(), 0, &lightgbm_params(40)).expect("trains");
         assert_eq!(fitted.family, ModelFamily::LightGBM);
         assert_eq!(fitted.rounds, 40);
         fitted
@@ -150,14 +137,14 @@ mod tests {
                     .filter(|(f, _)| *f == feature)
                     .map(|(_, t)| *t)
                     .collect();
-                let u = r.next();
+                let u = r.uniform();
                 let value = if u < 0.1 {
                     nan += 1;
                     f64::NAN
                 } else if u < 0.35 && !of_feature.is_empty() {
                     let t = of_feature
-                        [(r.next() * of_feature.len() as f64) as usize % of_feature.len()];
-                    match (r.next() * 3.0) as u32 {
+                        [(r.uniform() * of_feature.len() as f64) as usize % of_feature.len()];
+                    match (r.uniform() * 3.0) as u32 {
                         0 => {
                             on_threshold += 1;
                             t
@@ -168,7 +155,7 @@ mod tests {
                 } else if u < 0.4 {
                     0.0
                 } else {
-                    (r.next() * 12.0 - 1.0).round() / 2.0
+                    (r.uniform() * 12.0 - 1.0).round() / 2.0
                 };
                 rows.push(value);
             }
@@ -231,11 +218,7 @@ mod tests {
             "native vs LightGBM: {worst} on row {at}: {:?}",
             &rows[at * FEATURES..(at + 1) * FEATURES]
         );
-        // Not a constant model.
-        let (lo, hi) = native
-            .iter()
-            .fold((1.0f64, 0.0f64), |(l, h), &p| (l.min(p), h.max(p)));
-        assert!(lo < 0.2 && hi > 0.8, "predictions span {lo}..{hi}");
+        assert_spread(&native, 0.2, 0.8);
     }
 
     #[test]
@@ -273,7 +256,7 @@ mod tests {
     fn training_is_deterministic_for_a_seed() {
         let train = synthetic_wide(2_000, FEATURES, 5);
         // Bagging and feature sampling on: their draws come from the seed.
-        let params = lightgbm_params(30, 0);
+        let params = lightgbm_params(30);
         let first = fit(&train, &names(), 0, &params).expect("trains");
         let second = fit(&train, &names(), 0, &params).expect("trains again");
         assert!(first.model_file == second.model_file, "two fits differ");
@@ -286,33 +269,17 @@ mod tests {
     }
 
     #[test]
-    fn early_stopping_picks_iterations_then_refits_on_everything() {
-        let train = synthetic_wide(4_000, FEATURES, 3);
-        let fitted = fit(&train, &names(), 800, &lightgbm_params(500, 10)).expect("trains");
-        let best = fitted.best_round.expect("early stopping ran");
-        assert_eq!(fitted.rounds, best + 1);
-        assert!(fitted.rounds < 500, "stopped early at {}", fitted.rounds);
-        assert!(
-            fitted.validation_aucpr.is_some_and(|ap| ap > 0.5),
-            "{:?}",
-            fitted.validation_aucpr
-        );
-        let forest = LightGbmForest::from_bytes(&fitted.model_file).expect("parses");
-        assert_eq!(forest.num_trees() as u32, fitted.rounds);
-    }
-
-    #[test]
     fn feature_names_lightgbm_would_change_are_refused() {
         let train = synthetic_wide(200, 3, 1);
         for bad in ["tx amount", "a,b", "x:y", ""] {
             let names = vec!["f0".to_string(), bad.to_string(), "f2".to_string()];
-            let e = fit(&train, &names, 0, &lightgbm_params(5, 0))
+            let e = fit(&train, &names, 0, &lightgbm_params(5))
                 .expect_err("refused")
                 .to_string();
             assert!(e.contains("feature name"), "{bad:?}: {e}");
         }
         // Without names LightGBM writes Column_0.., which the registry checks by width only.
-        let fitted = fit(&train, &[], 0, &lightgbm_params(5, 0)).expect("trains");
+        let fitted = fit(&train, &[], 0, &lightgbm_params(5)).expect("trains");
         let forest = LightGbmForest::from_bytes(&fitted.model_file).expect("parses");
         assert_eq!(forest.feature_names(), ["Column_0", "Column_1", "Column_2"]);
     }
