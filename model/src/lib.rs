@@ -4,7 +4,8 @@
 //!
 //! * [`dataset`]: the training/test rows, read with SQL from `features` and `labels`.
 //! * [`protocol`]: train / delay / test periods and the known-compromised-card rule.
-//! * [`metrics`]: AUC ROC, average precision, card precision@k, log loss, Brier.
+//! * [`metrics`]: AUC ROC, average precision, card precision@k, log loss, Brier, and their
+//!   curves (the model card's charts).
 //! * [`params`]: the training parameters of either family, tagged by family.
 //! * [`booster`]: fitting either family (early stopping included), libxgboost's batch
 //!   prediction and TreeSHAP; [`xgboost`]: libxgboost's C API.
@@ -19,6 +20,8 @@
 //! * [`canary`]: the canary analysis's input, read from `predictions`, labels and transactions.
 //! * [`html`]: the minijinja setup (and so the one HTML escaper) of every HTML page.
 //! * [`train`]: the `fraudlake train` / `evaluate` workflows over the above.
+//! * [`prequential`]: the handbook's chapter 5 protocol as one call (`evaluate --protocol
+//!   prequential`).
 //! * [`mlflow`]: the registry mirrored into an MLflow tracking server (`models sync`).
 //!
 //! Guide: docs/models.md in the repository.
@@ -34,6 +37,7 @@ pub mod loaded;
 pub mod metrics;
 pub mod mlflow;
 pub mod params;
+pub mod prequential;
 pub mod protocol;
 pub mod registry;
 pub mod rollout;

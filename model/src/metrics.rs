@@ -18,6 +18,11 @@
 //!   is `None`, never NaN.
 //!
 //! The functions that rank scores sort once and are O(n log n).
+//!
+//! The curves of the model card ([`roc_curve`], [`pr_curve`], [`card_precision_curve`], stored
+//! as [`Curves`]) come from the same sorts as the metrics and add up to them: the ROC curve's
+//! trapezoids are [`auc_roc`], the precision-recall curve's steps [`average_precision`], and
+//! each point of the card curve is [`card_precision_at_k`] at its `k`.
 
 use std::collections::HashSet;
 
@@ -150,8 +155,31 @@ pub fn card_precision_at_k(
     scores: &[f64],
     k: usize,
 ) -> Option<CardPrecision> {
+    if k == 0 {
+        return None;
+    }
+    Some(card_precision_of(
+        &ranked_cards(days, cards, labels, scores)?,
+        k,
+    ))
+}
+
+/// One day's cards as (max score, card, any fraud), highest score first (ties: card id
+/// ascending): the order the handbook's card precision@k takes them in.
+type RankedDay = (i32, Vec<(f64, i64, bool)>);
+
+/// Every day's [`RankedDay`], days ascending: the one sort behind [`card_precision_at_k`] and
+/// [`card_precision_curve`], which is independent of `k` (only which cards are already
+/// detected depends on it, and that is skipped while walking a day's ranking). `None` on
+/// invalid input (see [`card_precision_at_k`]).
+fn ranked_cards(
+    days: &[i32],
+    cards: &[i64],
+    labels: &[bool],
+    scores: &[f64],
+) -> Option<Vec<RankedDay>> {
     let n = days.len();
-    if k == 0 || cards.len() != n || !valid_scores(labels, scores) || labels.len() != n {
+    if cards.len() != n || !valid_scores(labels, scores) || labels.len() != n {
         return None;
     }
 
@@ -159,43 +187,239 @@ pub fn card_precision_at_k(
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_unstable_by_key(|&i| (days[i], cards[i]));
 
-    let mut detected: HashSet<i64> = HashSet::new();
-    let mut per_day = Vec::new();
-    // (max score, card, any fraud) per card not yet detected, reused across days.
-    let mut ranked: Vec<(f64, i64, bool)> = Vec::new();
+    let mut out = Vec::new();
     for day_rows in order.chunk_by(|&a, &b| days[a] == days[b]) {
         let Some(&first) = day_rows.first() else {
             continue;
         };
-        ranked.clear();
+        let mut ranked: Vec<(f64, i64, bool)> = Vec::new();
         for card_rows in day_rows.chunk_by(|&a, &b| cards[a] == cards[b]) {
             let Some(&first_row) = card_rows.first() else {
                 continue;
             };
-            let card = cards[first_row];
-            if detected.contains(&card) {
-                continue;
-            }
             let max_score = card_rows
                 .iter()
                 .map(|&i| scores[i])
                 .fold(f64::NEG_INFINITY, f64::max);
             let fraud = card_rows.iter().any(|&i| labels[i]);
-            ranked.push((max_score, card, fraud));
+            ranked.push((max_score, cards[first_row], fraud));
         }
         ranked.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        let top = &ranked[..k.min(ranked.len())];
-        let hits = top.iter().filter(|&&(_, _, fraud)| fraud).count();
-        per_day.push((days[first], hits as f64 / k as f64));
-        detected.extend(
-            top.iter()
-                .filter(|&&(_, _, fraud)| fraud)
+        out.push((days[first], ranked));
+    }
+    Some(out)
+}
+
+/// Card precision@k over ranked days (`k` > 0, at least one day): each day's top `k` cards
+/// among those not detected on an earlier day, its frauds then detected.
+fn card_precision_of(ranked: &[RankedDay], k: usize) -> CardPrecision {
+    let mut detected: HashSet<i64> = HashSet::new();
+    let mut per_day = Vec::with_capacity(ranked.len());
+    let mut found: Vec<i64> = Vec::new();
+    for (day, cards) in ranked {
+        found.clear();
+        let top = cards
+            .iter()
+            .filter(|(_, card, _)| !detected.contains(card))
+            .take(k);
+        found.extend(
+            top.filter(|&&(_, _, fraud)| fraud)
                 .map(|&(_, card, _)| card),
         );
+        per_day.push((*day, found.len() as f64 / k as f64));
+        detected.extend(found.iter().copied());
+    }
+    let mean = per_day.iter().map(|&(_, p)| p).sum::<f64>() / per_day.len().max(1) as f64;
+    CardPrecision { mean, per_day }
+}
+
+/// How many points a stored curve keeps at most (the model card's charts): enough for a smooth
+/// line at the card's size, few enough to keep the registry record small.
+pub const CURVE_POINTS: usize = 200;
+
+/// The largest `k` of the stored card precision@k curve (fewer when no day has that many
+/// cards): well past the handbook's 100 cards a day, where the curve has flattened out.
+pub const CARD_CURVE_MAX_K: usize = 500;
+
+/// The ROC curve: `(false positive rate, true positive rate)` from `(0, 0)` (nothing flagged)
+/// through every distinct threshold, scores descending, to `(1, 1)` (everything flagged), as
+/// scikit-learn's `roc_curve(drop_intermediate=False)`. Its trapezoids add up to [`auc_roc`].
+///
+/// `None` where [`auc_roc`] is: invalid input or a single class.
+pub fn roc_curve(labels: &[bool], scores: &[f64]) -> Option<Vec<(f64, f64)>> {
+    let curve = roc_points(labels, scores)?;
+    let &(positives, negatives) = curve.last()?;
+    if positives == 0 || negatives == 0 {
+        return None;
+    }
+    let (p, n) = (positives as f64, negatives as f64);
+    let mut out = Vec::with_capacity(curve.len() + 1);
+    out.push((0.0, 0.0));
+    out.extend(curve.iter().map(|&(tp, fp)| (fp as f64 / n, tp as f64 / p)));
+    Some(out)
+}
+
+/// The precision-recall curve: `(recall, precision)` from `(0, 1)` (scikit-learn's
+/// `precision_recall_curve` convention for flagging nothing) through every distinct threshold,
+/// scores descending. Its steps are [`average_precision`]'s: `AP = sum over points of
+/// (r_i - r_(i-1)) * p_i`, with the same floating-point operations.
+///
+/// `None` where [`average_precision`] is: invalid input or no positive label.
+pub fn pr_curve(labels: &[bool], scores: &[f64]) -> Option<Vec<(f64, f64)>> {
+    let curve = roc_points(labels, scores)?;
+    let &(positives, _) = curve.last()?;
+    if positives == 0 {
+        return None;
+    }
+    let total = positives as f64;
+    let mut out = Vec::with_capacity(curve.len() + 1);
+    out.push((0.0, 1.0));
+    // Every point holds at least one row, so tp + fp > 0.
+    out.extend(
+        curve
+            .iter()
+            .map(|&(tp, fp)| (tp as f64 / total, tp as f64 / (tp + fp) as f64)),
+    );
+    Some(out)
+}
+
+/// The card precision@k curve: `(k, mean card precision@k)` for at most `max_points` values of
+/// `k` from 1 to `max_k` or the most cards any day has (whichever is smaller), evenly spaced,
+/// both ends and `k` = 100 (the handbook's) included when in range. Each value is
+/// [`card_precision_at_k`]`(.., k).mean`; the days are ranked once for all of them.
+///
+/// `None` where [`card_precision_at_k`] is (invalid input), or when `max_k` or `max_points` is 0.
+pub fn card_precision_curve(
+    days: &[i32],
+    cards: &[i64],
+    labels: &[bool],
+    scores: &[f64],
+    max_k: usize,
+    max_points: usize,
+) -> Option<Vec<(usize, f64)>> {
+    if max_k == 0 || max_points == 0 {
+        return None;
+    }
+    let ranked = ranked_cards(days, cards, labels, scores)?;
+    let most_cards = ranked.iter().map(|(_, c)| c.len()).max().unwrap_or(0);
+    let last = max_k.min(most_cards).max(1);
+    Some(
+        curve_ks(last, max_points)
+            .into_iter()
+            .map(|k| (k, card_precision_of(&ranked, k).mean))
+            .collect(),
+    )
+}
+
+/// At most `max_points` (>= 1) values of `k` in `1..=last`, evenly spaced, `1`, `last` and 100
+/// (when `last` >= 100) included, ascending.
+fn curve_ks(last: usize, max_points: usize) -> Vec<usize> {
+    if last <= max_points {
+        return (1..=last).collect();
+    }
+    // One point is kept back for k = 100.
+    let spaced = max_points.saturating_sub(1).max(2);
+    let mut ks: Vec<usize> = (0..spaced)
+        .map(|i| 1 + ((last - 1) as f64 * i as f64 / (spaced - 1) as f64).round() as usize)
+        .collect();
+    if last >= 100 {
+        ks.push(100);
+    }
+    ks.sort_unstable();
+    ks.dedup();
+    ks.truncate(max_points.max(1));
+    if let Some(end) = ks.last_mut() {
+        *end = last;
+    }
+    ks
+}
+
+/// At most `max` (at least 2) of `points`, a polyline in the unit square (ROC, PR): the first
+/// and the last always, the others where the line has travelled `1 / (max - 1)` of its whole
+/// length since the last point kept, so the points follow the curve where it bends rather than
+/// where the thresholds happen to be dense. Shorter input is returned as it is.
+pub fn downsample(points: &[(f64, f64)], max: usize) -> Vec<(f64, f64)> {
+    let max = max.max(2);
+    let (Some(&first), Some(&last)) = (points.first(), points.last()) else {
+        return Vec::new();
+    };
+    if points.len() <= max {
+        return points.to_vec();
+    }
+    let dist = |a: (f64, f64), b: (f64, f64)| (b.0 - a.0).hypot(b.1 - a.1);
+    let total: f64 = points.windows(2).map(|w| dist(w[0], w[1])).sum();
+    let mut out = Vec::with_capacity(max);
+    out.push(first);
+    if total > 0.0 && max > 2 {
+        let step = total / (max - 1) as f64;
+        let mut travelled = 0.0;
+        for w in points[..points.len() - 1].windows(2) {
+            travelled += dist(w[0], w[1]);
+            // `out.len() < max - 1` keeps a place for the last point, whatever the rounding.
+            if travelled >= step && out.len() < max - 1 {
+                out.push(w[1]);
+                travelled = 0.0;
+            }
+        }
+    }
+    out.push(last);
+    out
+}
+
+/// The curves of a model on its test rows, as a version stores them for its model card: ROC,
+/// precision-recall (each at most [`CURVE_POINTS`] points, see [`downsample`]) and card
+/// precision@k up to [`CARD_CURVE_MAX_K`]; values rounded to 6 decimals. A curve that is
+/// undefined on the rows (no fraud, a single class) is empty.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Curves {
+    /// `(false positive rate, true positive rate)`, from `(0, 0)` to `(1, 1)`.
+    #[serde(default)]
+    pub roc: Vec<(f64, f64)>,
+    /// `(recall, precision)`, from `(0, 1)` to `(1, share of frauds)`.
+    #[serde(default)]
+    pub precision_recall: Vec<(f64, f64)>,
+    /// `(k, card precision@k)`, `k` ascending from 1.
+    #[serde(default)]
+    pub card_precision: Vec<(usize, f64)>,
+}
+
+impl Curves {
+    /// The curves of `scores` on rows given by day, card and label (as [`card_precision_at_k`]
+    /// takes them).
+    pub fn of(days: &[i32], cards: &[i64], labels: &[bool], scores: &[f64]) -> Curves {
+        let stored = |curve: Option<Vec<(f64, f64)>>| -> Vec<(f64, f64)> {
+            curve.map_or_else(Vec::new, |c| {
+                downsample(&c, CURVE_POINTS)
+                    .into_iter()
+                    .map(|(x, y)| (round6(x), round6(y)))
+                    .collect()
+            })
+        };
+        Curves {
+            roc: stored(roc_curve(labels, scores)),
+            precision_recall: stored(pr_curve(labels, scores)),
+            card_precision: card_precision_curve(
+                days,
+                cards,
+                labels,
+                scores,
+                CARD_CURVE_MAX_K,
+                CURVE_POINTS,
+            )
+            .map_or_else(Vec::new, |c| {
+                c.into_iter().map(|(k, p)| (k, round6(p))).collect()
+            }),
+        }
     }
 
-    let mean = per_day.iter().map(|&(_, p)| p).sum::<f64>() / per_day.len() as f64;
-    Some(CardPrecision { mean, per_day })
+    /// Whether no curve is defined.
+    pub fn is_empty(&self) -> bool {
+        self.roc.is_empty() && self.precision_recall.is_empty() && self.card_precision.is_empty()
+    }
+}
+
+fn round6(v: f64) -> f64 {
+    (v * 1e6).round() / 1e6
 }
 
 /// Cumulative `(true positives, false positives)` after each distinct score, scores taken in
@@ -491,6 +715,165 @@ mod tests {
             precision_recall_at(&[false, false], &[0.7, 0.1], 0.5),
             Some((0.0, 0.0))
         );
+    }
+
+    /// The area under a polyline by trapezoids.
+    fn trapezoids(points: &[(f64, f64)]) -> f64 {
+        points
+            .windows(2)
+            .map(|w| (w[1].0 - w[0].0) * (w[1].1 + w[0].1) / 2.0)
+            .sum()
+    }
+
+    /// `sum (r_i - r_(i-1)) * p_i` over a precision-recall curve.
+    fn pr_steps(points: &[(f64, f64)]) -> f64 {
+        points.windows(2).map(|w| (w[1].0 - w[0].0) * w[1].1).sum()
+    }
+
+    /// Deterministic rows: about one fraud in eight, frauds scoring higher on average, scores
+    /// rounded to 3 decimals so that many are tied; 40 cards over 5 days.
+    fn synthetic(n: usize) -> (Vec<i32>, Vec<i64>, Vec<bool>, Vec<f64>) {
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let mut out = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for i in 0..n {
+            let fraud = next() < 0.125;
+            let score = (next() * 0.7 + if fraud { 0.3 } else { 0.0 }) * 1000.0;
+            out.0.push((i % 5) as i32);
+            out.1.push((next() * 40.0) as i64);
+            out.2.push(fraud);
+            out.3.push(score.round() / 1000.0);
+        }
+        out
+    }
+
+    #[test]
+    fn roc_and_pr_curves_of_a_small_input() {
+        // Thresholds 0.9 (a fraud and a legit row tied) and 0.2 (a fraud).
+        let (labels, scores) = ([true, false, true], [0.9, 0.9, 0.2]);
+        assert_eq!(
+            roc_curve(&labels, &scores),
+            Some(vec![(0.0, 0.0), (1.0, 0.5), (1.0, 1.0)])
+        );
+        let pr = pr_curve(&labels, &scores).expect("defined");
+        assert_eq!(pr[..2], [(0.0, 1.0), (0.5, 0.5)]);
+        assert_eq!(pr[2].0, 1.0);
+        assert!((pr[2].1 - 2.0 / 3.0).abs() < 1e-15, "{pr:?}");
+        // Undefined where the metrics are.
+        assert_eq!(roc_curve(&[true, true], &[0.1, 0.2]), None);
+        assert_eq!(pr_curve(&[false, false], &[0.1, 0.2]), None);
+        assert_eq!(roc_curve(&[true, false], &[0.1, f64::NAN]), None);
+        assert_eq!(pr_curve(&[], &[]), None);
+    }
+
+    #[test]
+    fn curves_add_up_to_auc_and_average_precision() {
+        let mut cases: Vec<(String, Vec<bool>, Vec<f64>)> = vectors()
+            .cases
+            .into_iter()
+            .map(|c| (c.name, bools(&c.labels), c.scores))
+            .collect();
+        let (_, _, labels, scores) = synthetic(5000);
+        cases.push(("synthetic".into(), labels, scores));
+        for (name, labels, scores) in &cases {
+            let (Some(auc), Some(ap)) =
+                (auc_roc(labels, scores), average_precision(labels, scores))
+            else {
+                continue;
+            };
+            let roc = roc_curve(labels, scores).expect("defined with the AUC");
+            assert_eq!(roc.first(), Some(&(0.0, 0.0)), "{name}");
+            assert_eq!(roc.last(), Some(&(1.0, 1.0)), "{name}");
+            let area = trapezoids(&roc);
+            assert!((area - auc).abs() < 1e-9, "{name}: {area} vs AUC {auc}");
+            let pr = pr_curve(labels, scores).expect("defined with the AP");
+            assert_eq!(pr.first(), Some(&(0.0, 1.0)), "{name}");
+            assert_eq!(pr.last().map(|p| p.0), Some(1.0), "{name}");
+            let steps = pr_steps(&pr);
+            assert!((steps - ap).abs() < 1e-12, "{name}: {steps} vs AP {ap}");
+        }
+    }
+
+    #[test]
+    fn downsampling_keeps_the_ends_and_the_area() {
+        let (_, _, labels, scores) = synthetic(20_000);
+        let roc = roc_curve(&labels, &scores).expect("defined");
+        assert!(roc.len() > 500, "{} points", roc.len());
+        let small = downsample(&roc, CURVE_POINTS);
+        assert!(small.len() <= CURVE_POINTS && small.len() > CURVE_POINTS / 2);
+        assert_eq!(small.first(), roc.first());
+        assert_eq!(small.last(), roc.last());
+        assert!(small
+            .windows(2)
+            .all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1));
+        let (full, kept) = (trapezoids(&roc), trapezoids(&small));
+        assert!((full - kept).abs() < 2e-3, "{full} vs {kept}");
+        let pr = pr_curve(&labels, &scores).expect("defined");
+        let small = downsample(&pr, CURVE_POINTS);
+        assert!(small.len() <= CURVE_POINTS);
+        assert_eq!((small.first(), small.last()), (pr.first(), pr.last()));
+        // Short input as it is; degenerate sizes.
+        assert_eq!(downsample(&roc[..10], CURVE_POINTS), roc[..10].to_vec());
+        assert_eq!(downsample(&roc, 2), vec![roc[0], roc[roc.len() - 1]]);
+        assert_eq!(downsample(&roc, 3).len(), 3);
+        assert!(downsample(&[], 5).is_empty());
+    }
+
+    #[test]
+    fn card_precision_curve_is_card_precision_at_each_k() {
+        let (days, cards, labels, scores) = synthetic(3000);
+        let curve =
+            card_precision_curve(&days, &cards, &labels, &scores, 1000, 200).expect("defined");
+        // 40 cards a day at most: k = 1..=40, every one.
+        assert_eq!(
+            curve.iter().map(|c| c.0).collect::<Vec<_>>(),
+            (1..=40usize).collect::<Vec<_>>()
+        );
+        for &(k, p) in &curve {
+            let want = card_precision_at_k(&days, &cards, &labels, &scores, k).expect("defined");
+            assert_eq!(p, want.mean, "k = {k}");
+        }
+        assert!(card_precision_curve(&days, &cards, &labels, &scores, 0, 200).is_none());
+        assert!(card_precision_curve(&[1], &[1, 2], &[true], &[0.5], 10, 200).is_none());
+    }
+
+    #[test]
+    fn curve_ks_are_spaced_and_hold_both_ends_and_100() {
+        assert_eq!(curve_ks(5, 200), vec![1, 2, 3, 4, 5]);
+        for (last, max) in [(500, 200), (201, 200), (1000, 50), (150, 10)] {
+            let ks = curve_ks(last, max);
+            assert!(ks.len() <= max, "{last} {max}: {ks:?}");
+            assert_eq!(ks.first(), Some(&1), "{ks:?}");
+            assert_eq!(ks.last(), Some(&last), "{ks:?}");
+            assert!(ks.contains(&100), "{ks:?}");
+            assert!(ks.windows(2).all(|w| w[0] < w[1]), "{ks:?}");
+        }
+    }
+
+    #[test]
+    fn stored_curves_are_small_and_agree_with_the_metrics() {
+        let (days, cards, labels, scores) = synthetic(20_000);
+        let c = Curves::of(&days, &cards, &labels, &scores);
+        assert!(c.roc.len() <= CURVE_POINTS && c.precision_recall.len() <= CURVE_POINTS);
+        assert_eq!(c.roc.first(), Some(&(0.0, 0.0)));
+        assert_eq!(c.roc.last(), Some(&(1.0, 1.0)));
+        assert_eq!(c.precision_recall.first(), Some(&(0.0, 1.0)));
+        let auc = auc_roc(&labels, &scores).expect("auc");
+        assert!((trapezoids(&c.roc) - auc).abs() < 2e-3);
+        // 40 cards a day: the card curve stops at k = 40.
+        assert_eq!(c.card_precision.len(), 40);
+        let cp10 = card_precision_at_k(&days, &cards, &labels, &scores, 10).expect("cp");
+        assert!((c.card_precision[9].1 - cp10.mean).abs() <= 5e-7);
+        // No fraud: ROC and PR are undefined, card precision is not.
+        let none = Curves::of(&days, &cards, &vec![false; labels.len()], &scores);
+        assert!(none.roc.is_empty() && none.precision_recall.is_empty());
+        assert!(!none.is_empty() && none.card_precision.iter().all(|&(_, p)| p == 0.0));
+        assert!(Curves::default().is_empty());
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::booster::{fit, Fitted};
 use crate::dataset::{Rows, Snapshot};
 use crate::error::{Error, Result};
 use crate::loaded::{LoadedModel, ModelFamily};
+use crate::metrics::Curves;
 use crate::params::TrainParams;
 use crate::protocol::{evaluate, unknown_cards, Metrics, Periods};
 use crate::registry::{Lineage, NewVersion, Registry, VersionRecord};
@@ -50,6 +51,8 @@ pub struct Trained {
     pub fitted: Fitted,
     pub metrics: Metrics,
     pub lineage: Lineage,
+    /// ROC, precision-recall and card precision@k on the test days (the model card's charts).
+    pub curves: Curves,
 }
 
 /// Where a test happens: cards with a fraud between `known_from` and `day - delay - 1` are
@@ -136,7 +139,7 @@ pub async fn train_with(
     let valid = validation_rows(&rows, periods, params);
     let fitted = fit_blocking(&rows, spec, valid, params).await?;
     let model = LoadedModel::from_bytes(fitted.family, &fitted.model_file)?;
-    let (metrics, _) = test(&snapshot, spec, &model, &periods.into(), threshold).await?;
+    let (metrics, scored) = test(&snapshot, spec, &model, &periods.into(), threshold).await?;
     let lineage = lineage(
         &snapshot,
         periods,
@@ -150,6 +153,7 @@ pub async fn train_with(
         fitted,
         metrics,
         lineage,
+        curves: scored.curves(),
     })
 }
 
@@ -227,6 +231,7 @@ pub async fn train_and_register(
             lineage: trained.lineage.clone(),
             model_family: trained.fitted.family,
             model_file: trained.fitted.model_file.clone(),
+            curves: Some(trained.curves.clone()),
         })
         .await?;
     Ok(TrainedVersion {
@@ -288,7 +293,7 @@ pub async fn import_and_register(
         .await?
         .with_policy(policy.clone());
     snapshot.require_feature_set(&spec.sha256)?;
-    let (metrics, _) = test(&snapshot, spec, &model, &periods.into(), threshold).await?;
+    let (metrics, scored) = test(&snapshot, spec, &model, &periods.into(), threshold).await?;
     let lineage = lineage(
         &snapshot,
         periods,
@@ -313,8 +318,23 @@ pub async fn import_and_register(
             lineage,
             model_family: import.family,
             model_file: import.bytes,
+            curves: Some(scored.curves()),
         })
         .await
+}
+
+/// Test rows (known compromised cards removed) and the model's score of each.
+pub struct Scored {
+    pub rows: Rows,
+    pub probs: Vec<f64>,
+}
+
+impl Scored {
+    /// The ROC, precision-recall and card precision@k curves of these scores.
+    pub fn curves(&self) -> Curves {
+        let r = &self.rows;
+        Curves::of(&r.day, &r.customer_id, &r.labels, &self.probs)
+    }
 }
 
 /// Scores a model on a test window of a snapshot; returns the metrics and the scored rows.
@@ -324,7 +344,7 @@ pub async fn test(
     model: &LoadedModel,
     window: &TestWindow,
     threshold: f64,
-) -> Result<(Metrics, Rows)> {
+) -> Result<(Metrics, Scored)> {
     let rows = snapshot
         .rows(&spec.names, window.from, window.to, &spec.sha256)
         .await?;
@@ -341,7 +361,8 @@ pub async fn test(
     let kept = rows.filter(&keep);
     let removed = rows.len() - kept.len();
     let probs = model.predict_many(&kept.values);
-    Ok((evaluate(&kept, &probs, threshold, removed), kept))
+    let metrics = evaluate(&kept, &probs, threshold, removed);
+    Ok((metrics, Scored { rows: kept, probs }))
 }
 
 /// Evaluates a stored model on any window (the lake as it is now).

@@ -1,11 +1,15 @@
 """MLflow interop check: read what `fraudlake models sync` logged through MLflow's own client
 (no fraudlake code), and load the champion with `mlflow.pyfunc`.
 
-Usage: mlflow_check.py TRACKING_URI EXPECT_JSON ROWS_CSV
+Usage: mlflow_check.py TRACKING_URI EXPECT_JSON
 EXPECT_JSON: {"registered_model", "experiment", "versions": `models list --format json`,
-              "champion": N, "challenger": N}
-ROWS_CSV: a header of feature names plus `native` (fraudlake's champion probability); empty
-cells are missing values.
+              "champion": N, "challenger": N,
+              "loads": [{"alias": "champion" | "version": N, "rows": ROWS_CSV}, ...]}
+Each load is loaded with `mlflow.pyfunc.load_model` through the registry
+(`models:/NAME@ALIAS`, or `models:/NAME/MV` for the model version that mirrors fraudlake's
+version N) and with its own flavor (`mlflow.xgboost` / `mlflow.lightgbm`); ROWS_CSV is a header
+of feature names plus `native` (fraudlake's probability for that version); empty cells are
+missing values.
 
 Prints one JSON object; `problems` lists every mismatch found (empty when all is well)."""
 import json
@@ -15,11 +19,12 @@ import sys
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
 import native_rows
 
-uri, expect_path, rows_path = sys.argv[1], sys.argv[2], sys.argv[3]
+uri, expect_path = sys.argv[1], sys.argv[2]
 with open(expect_path) as f:
     expect = json.load(f)
 mlflow.set_tracking_uri(uri)
@@ -27,6 +32,20 @@ client = MlflowClient()
 problems = []
 name = expect["registered_model"]
 lake_versions = {v["version"]: v for v in expect["versions"]}
+
+def same_param(logged, value):
+    """Whether MLflow's parameter string is the record's value: a string as it is, anything
+    else as the JSON text fraudlake logs (`true`, `0.1`, `1e-7`, an object), compared as
+    values so that number formatting does not matter."""
+    if logged is None:
+        return False
+    if isinstance(value, str):
+        return logged == value
+    try:
+        return json.loads(logged) == value
+    except ValueError:
+        return False
+
 
 # Runs: one per fraudlake version, finished, with its metrics, params and lineage tags.
 experiment = client.get_experiment_by_name(expect["experiment"])
@@ -61,7 +80,7 @@ for v, run in by_version.items():
     if not any(k.startswith("importance.") for k in run.data.metrics):
         problems.append(f"v{v}: no importance metrics")
     for param, value in lake["params"].items():
-        if run.data.params.get(param) != str(value):
+        if not same_param(run.data.params.get(param), value):
             problems.append(f"v{v} param {param}: {run.data.params.get(param)} vs {value}")
     tags = run.data.tags
     if tags.get("fraudlake.feature_set_sha256") != lake["feature_set"]:
@@ -72,12 +91,24 @@ for v, run in by_version.items():
     status = "archived" if lake["archived"] else "active"
     if tags.get("fraudlake.status") != status:
         problems.append(f"v{v}: run status tag {tags.get('fraudlake.status')}, lake {status}")
+    # The model directory is what `mlflow.<family>.save_model` writes for a Booster.
+    family = lake.get("model_family", "xgboost")
+    model_file = {"xgboost": "model.json", "lightgbm": "model.lgb"}.get(family)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
     artifacts |= {a.path for a in client.list_artifacts(run.info.run_id, "model_card")}
-    for needed in ("model/MLmodel", "model/model.json", "model/requirements.txt",
+    for needed in ("model/MLmodel", f"model/{model_file}", "model/requirements.txt",
                    "model/python_env.yaml", "model/conda.yaml", "model_card/card.html"):
         if needed not in artifacts:
             problems.append(f"v{v}: artifact {needed} missing ({sorted(artifacts)})")
+    mlmodel = Model.load(f"runs:/{run.info.run_id}/model")
+    if sorted(mlmodel.flavors) != sorted([family, "python_function"]):
+        problems.append(f"v{v} ({family}): MLmodel flavors {sorted(mlmodel.flavors)}")
+    pyfunc_conf = mlmodel.flavors.get("python_function", {})
+    if pyfunc_conf.get("loader_module") != f"mlflow.{family}":
+        problems.append(f"v{v}: python_function loader {pyfunc_conf.get('loader_module')}")
+    if pyfunc_conf.get("data") != model_file or \
+            mlmodel.flavors.get(family, {}).get("data") != model_file:
+        problems.append(f"v{v}: MLmodel data is not {model_file}: {mlmodel.flavors}")
 
 # Registered model versions: one per fraudlake version, archive status as tags; aliases.
 model_versions = client.search_model_versions(f"name = '{name}'")
@@ -105,31 +136,55 @@ if aliases != wanted:
     problems.append(f"aliases {aliases}, lake {wanted}")
 champion_mv = client.get_model_version_by_alias(name, "champion")
 
-# The champion as MLflow users load it: pyfunc, through the registry alias.
-names, values, native = native_rows.read(rows_path)
-frame = pd.DataFrame(values, columns=names)
-model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
-schema_names = model.metadata.get_input_schema().input_names()
-if schema_names != names:
-    problems.append(f"signature names {schema_names} != feature names {names}")
-pred = np.asarray(model.predict(frame), dtype=np.float64).reshape(-1)
-diff = np.abs(pred - native)
-if not ((pred >= 0).all() and (pred <= 1).all()):
-    problems.append("pyfunc predictions are not probabilities")
-# The native flavor too: mlflow.xgboost gives the Booster.
-booster = mlflow.xgboost.load_model(f"models:/{name}@champion")
-flavor_class = type(booster).__name__
 
+def check_load(load):
+    """One model as MLflow users load it: pyfunc through the registry (an alias, or the model
+    version mirroring a fraudlake version), then the flavor's own loader."""
+    if "alias" in load:
+        model_uri = f"models:/{name}@{load['alias']}"
+        mv = client.get_model_version_by_alias(name, load["alias"])
+    else:
+        mv = mv_of.get(load["version"])
+        if mv is None:
+            problems.append(f"no model version for fraudlake version {load['version']}")
+            return None
+        model_uri = f"models:/{name}/{mv.version}"
+    version = int(mv.tags["fraudlake.version"])
+    family = lake_versions[version].get("model_family", "xgboost")
+    names, values, native = native_rows.read(load["rows"])
+    frame = pd.DataFrame(values, columns=names)
+    model = mlflow.pyfunc.load_model(model_uri)
+    schema_names = model.metadata.get_input_schema().input_names()
+    if schema_names != names:
+        problems.append(f"{model_uri}: signature names {schema_names} != feature names {names}")
+    loader = model.metadata.flavors["python_function"]["loader_module"]
+    if loader != f"mlflow.{family}":
+        problems.append(f"{model_uri}: pyfunc loader {loader}, fraudlake family {family}")
+    pred = np.asarray(model.predict(frame), dtype=np.float64).reshape(-1)
+    diff = np.abs(pred - native)
+    if not ((pred >= 0).all() and (pred <= 1).all()):
+        problems.append(f"{model_uri}: pyfunc predictions are not probabilities")
+    # The native flavor too: mlflow.xgboost / mlflow.lightgbm give the Booster.
+    booster = getattr(mlflow, family).load_model(model_uri)
+    return {
+        "uri": model_uri,
+        "version": version,
+        "family": family,
+        "rows": int(frame.shape[0]),
+        "missing_values": int(frame.isna().sum().sum()),
+        "max_abs_diff": float(diff.max()),
+        "rows_over_1e-6": int((diff > 1e-6).sum()),
+        "flavor_class": f"{type(booster).__module__}.{type(booster).__name__}",
+    }
+
+
+loads = [check_load(load) for load in expect["loads"]]
 print(json.dumps({
     "runs": len(runs),
     "model_versions": len(model_versions),
     "aliases": aliases,
     "champion_model_version": champion_mv.version,
-    "rows": int(frame.shape[0]),
-    "missing_values": int(frame.isna().sum().sum()),
-    "max_abs_diff": float(diff.max()),
-    "rows_over_1e-6": int((diff > 1e-6).sum()),
-    "flavor_class": flavor_class,
+    "loads": loads,
     "mlflow": mlflow.__version__,
     "problems": problems,
 }))

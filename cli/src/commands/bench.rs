@@ -104,11 +104,12 @@ struct TrainBench {
     load_seconds: f64,
     fit_median_seconds: f64,
     fit_min_seconds: f64,
-    /// The parameters as `[train]` names them.
-    params: TrainParams,
-    /// What the library was given (LightGBM's or libxgboost's `key=value`s, the round count
-    /// aside: `rounds`), for a peer to train the same model.
-    library_params: BTreeMap<&'static str, String>,
+    /// What the library was given (LightGBM's or libxgboost's names and values), and the
+    /// round count as `n_estimators`: what a peer passes to train the same model
+    /// (bench/train_peer.py).
+    params: BTreeMap<&'static str, String>,
+    /// The same parameters as `[train]` names them.
+    train_params: TrainParams,
 }
 
 /// The library's defaults for `model`, then the flags.
@@ -131,6 +132,13 @@ fn bench_params(
     }
     params.validate()?;
     Ok(params)
+}
+
+/// [`TrainParams::library_params`] with the round count, which fraudlake runs itself.
+fn given_to_library(params: &TrainParams) -> BTreeMap<&'static str, String> {
+    let mut given: BTreeMap<&'static str, String> = params.library_params().into_iter().collect();
+    given.insert("n_estimators", params.n_estimators().to_string());
+    given
 }
 
 async fn train(cmd: BenchCommand, settings: &Settings) -> Result<u8> {
@@ -198,8 +206,8 @@ async fn train(cmd: BenchCommand, settings: &Settings) -> Result<u8> {
             load_seconds,
             fit_median_seconds: percentile(&times, 0.5),
             fit_min_seconds: times[0],
-            library_params: params.library_params().into_iter().collect(),
-            params,
+            params: given_to_library(&params),
+            train_params: params,
         }],
         format,
     )?;

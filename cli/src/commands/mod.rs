@@ -3,6 +3,7 @@
 mod bench;
 mod dag;
 mod drift;
+mod evaluate;
 mod features;
 mod ingest;
 mod keys;
@@ -38,8 +39,22 @@ pub enum Command {
     Features(features::FeaturesCommand),
     /// Train XGBoost on the lake's features (handbook protocol) and register the model.
     Train(train::TrainArgs),
-    /// Score a registered model on any test period.
-    Evaluate(train::EvaluateArgs),
+    /// The handbook's protocols: a registered version on any test days (holdout, ch. 3), or a
+    /// fresh model per prequential fold (ch. 5).
+    ///
+    /// `--protocol holdout` (chapter 3, the default) scores a registered version (`--model`, a
+    /// number or an alias, default champion) on the test days from `--test-start`, cards
+    /// already known to be compromised removed; it trains nothing and writes nothing.
+    ///
+    /// `--protocol prequential` (chapter 5) trains a new model (`--model`, a family, default
+    /// xgboost) on each of `--folds` windows (default 4), fold 1 starting at `--train-start`
+    /// and each later fold one test period earlier, tests it on the fold's test days, and
+    /// prints every fold and the mean ± std of AUC ROC, average precision and card
+    /// precision@100, as the handbook's chapter 5 tables; nothing is registered. The
+    /// parameters are `fraudlake train`'s (flags over `[train]` in fraudlake.toml), the
+    /// feature set `--sql`'s. Re-run the handbook's comparison with `fraudlake evaluate
+    /// --protocol prequential --folds 4 --train-start 2018-08-15`.
+    Evaluate(evaluate::EvaluateArgs),
     /// Why did the model score these transactions as it did? (TreeSHAP contributions)
     Explain(train::ExplainArgs),
     /// The scoring API: POST /score with live features and the champion model.
@@ -77,7 +92,7 @@ pub async fn run(command: Command, settings: &Settings) -> Result<u8> {
         Command::Lake(c) => lake::run(c, settings).await,
         Command::Features(c) => features::run(c, settings).await,
         Command::Train(a) => train::train(a, settings).await,
-        Command::Evaluate(a) => train::evaluate(a, settings).await,
+        Command::Evaluate(a) => evaluate::run(a, settings).await,
         Command::Explain(a) => train::explain(a, settings).await,
         Command::Models(c) => models::run(c, settings).await,
         Command::Serve(a) => serve::run(a, settings).await,

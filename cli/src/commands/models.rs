@@ -423,7 +423,17 @@ pub async fn run(cmd: ModelsCommand, settings: &Settings) -> Result<u8> {
         ModelsCommand::List { format } => {
             let versions = registry.list().await?;
             if format == Format::Json {
-                let values = versions.iter().map(json_of).collect::<Result<Vec<_>>>()?;
+                // Without the curves (up to 600 points a version): `models show` has them.
+                let values = versions
+                    .iter()
+                    .map(|v| -> Result<serde_json::Value> {
+                        let mut value = json_of(v)?;
+                        if let Some(obj) = value.as_object_mut() {
+                            obj.remove("curves");
+                        }
+                        Ok(value)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
                 println!("{}", serde_json::to_string_pretty(&values)?);
             } else if versions.is_empty() && format == Format::Table {
                 println!("no models yet: run `fraudlake train`");

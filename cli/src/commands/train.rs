@@ -1,6 +1,7 @@
-//! `fraudlake train` and `fraudlake evaluate`: fit XGBoost or LightGBM (`--model`) on the
-//! lake's features with the handbook's train / delay / test protocol, register the result, or
-//! score a stored version on any period.
+//! `fraudlake train` and `fraudlake explain`: fit XGBoost or LightGBM (`--model`) on the
+//! lake's features with the handbook's train / delay / test protocol and register the result,
+//! or explain a stored version's scores. `fraudlake evaluate` (both of the handbook's
+//! protocols) is in `evaluate.rs`, with the training flags of [`ParamArgs`].
 
 use std::path::PathBuf;
 
@@ -11,7 +12,7 @@ use fraudlake_model::mlflow::{self, Auth, SyncReport};
 use fraudlake_model::params::TrainParams;
 use fraudlake_model::protocol::{Metrics, Periods};
 use fraudlake_model::registry::{actor, metric_map, Registry};
-use fraudlake_model::train::{self, FeatureSpec, Registration, TestWindow};
+use fraudlake_model::train::{self, FeatureSpec, Registration};
 use fraudlake_model::ModelFamily;
 use serde::Serialize;
 
@@ -19,14 +20,11 @@ use super::models::parse_family;
 use crate::config::Settings;
 use crate::output::{print_rows, Format};
 
-/// The model family and its parameters as flags; each overrides `[train]` in fraudlake.toml.
-/// A flag of the other family's parameter is refused (the model crate says whose it is).
+/// The training parameters as flags; each overrides `[train]` in fraudlake.toml. The family
+/// is the command's `--model`; a flag of the other family's parameter is refused (the model
+/// crate says whose it is).
 #[derive(Debug, Args)]
 pub struct ParamArgs {
-    /// The model family: xgboost or lightgbm. Default xgboost, or `[train] model`; the other
-    /// family starts from its own defaults (seed, threads and early stopping kept).
-    #[arg(long, env = "FRAUDLAKE_TRAIN_MODEL", value_parser = parse_family)]
-    model: Option<ModelFamily>,
     /// Boosting rounds (upper bound with early stopping). Default 200 (XGBoost), 300
     /// (LightGBM).
     #[arg(long, env = "FRAUDLAKE_TRAIN_N_ESTIMATORS")]
@@ -85,10 +83,15 @@ pub struct ParamArgs {
 }
 
 impl ParamArgs {
-    /// `base` (`[train]`) for `--model`'s family, with the flags given, each set by its name
-    /// as `[train]` and `--grid` name it; the model crate refuses one the family does not take.
-    fn resolve(&self, base: &TrainParams) -> Result<TrainParams> {
-        let mut p = match self.model {
+    /// `base` (`[train]`) for `model`'s family (`base`'s own when `None`), with the flags
+    /// given, each set by its name as `[train]` and `--grid` name it; the model crate refuses
+    /// one the family does not take.
+    pub(super) fn resolve(
+        &self,
+        base: &TrainParams,
+        model: Option<ModelFamily>,
+    ) -> Result<TrainParams> {
+        let mut p = match model {
             Some(family) => base.for_model(family),
             None => base.clone(),
         };
@@ -137,6 +140,11 @@ pub struct TrainArgs {
     delay_days: u32,
     #[arg(long, default_value_t = 7)]
     test_days: u32,
+    /// The model family: xgboost or lightgbm. Default `[train] model`, else xgboost; another
+    /// family than `[train]`'s starts from its own defaults (seed, threads and early stopping
+    /// kept).
+    #[arg(long, env = "FRAUDLAKE_TRAIN_MODEL", value_parser = parse_family)]
+    model: Option<ModelFamily>,
     #[command(flatten)]
     params: ParamArgs,
     /// Decision threshold for precision/recall.
@@ -191,20 +199,6 @@ pub struct ExplainArgs {
     format: Format,
 }
 
-#[derive(Debug, Args)]
-pub struct EvaluateArgs {
-    /// Version number or alias (champion, challenger).
-    #[arg(long, default_value = "champion")]
-    model: String,
-    /// First test day, YYYY-MM-DD.
-    #[arg(long)]
-    test_start: NaiveDate,
-    #[arg(long, default_value_t = 7)]
-    test_days: u32,
-    #[arg(long, value_enum, default_value_t)]
-    format: Format,
-}
-
 /// One printed metric row.
 #[derive(Serialize)]
 pub struct MetricRow {
@@ -240,9 +234,30 @@ pub fn metric_rows(m: &Metrics) -> Vec<MetricRow> {
     rows
 }
 
-async fn feature_spec(settings: &Settings, sql: &Option<PathBuf>) -> Result<FeatureSpec> {
+pub(super) async fn feature_spec(
+    settings: &Settings,
+    sql: &Option<PathBuf>,
+) -> Result<FeatureSpec> {
     let path = sql.clone().unwrap_or_else(|| settings.features_sql.clone());
     Ok(FeatureSpec::load(&path).await?)
+}
+
+/// The first training day of the latest window of these day counts whose test days are in the
+/// lake: its last test day is the last day of `features`.
+pub(super) async fn latest_train_start(
+    lake: &fraudlake_pipeline::Lake,
+    train_days: u32,
+    delay_days: u32,
+    test_days: u32,
+) -> Result<NaiveDate> {
+    let snapshot = fraudlake_model::dataset::Snapshot::open(lake, &Default::default()).await?;
+    let (_, last) = snapshot.day_range().await?.ok_or_else(|| {
+        crate::bad_input("the features table is empty: run `fraudlake features build`")
+    })?;
+    let span = i64::from(train_days) + i64::from(delay_days) + i64::from(test_days) - 1;
+    Duration::try_days(span)
+        .and_then(|d| last.checked_sub_signed(d))
+        .ok_or_else(|| crate::bad_input(format!("{span} days before {last} is not a date")))
 }
 
 #[derive(Serialize)]
@@ -269,17 +284,10 @@ struct TrainSummary {
 pub async fn train(a: TrainArgs, settings: &Settings) -> Result<u8> {
     let lake = settings.open_lake()?;
     let spec = feature_spec(settings, &a.sql).await?;
-    let params = a.params.resolve(&settings.train)?;
+    let params = a.params.resolve(&settings.train, a.model)?;
     let train_start = match a.train_start {
         Some(d) => d,
-        None => {
-            let snapshot =
-                fraudlake_model::dataset::Snapshot::open(&lake, &Default::default()).await?;
-            let (_, last) = snapshot.day_range().await?.ok_or_else(|| {
-                crate::bad_input("the features table is empty: run `fraudlake features build`")
-            })?;
-            last - Duration::days(i64::from(a.train_days + a.delay_days + a.test_days) - 1)
-        }
+        None => latest_train_start(&lake, a.train_days, a.delay_days, a.test_days).await?,
     };
     let periods = Periods {
         train_start,
@@ -424,6 +432,15 @@ struct FoldRow {
     fit_seconds: String,
 }
 
+/// `mean ± std` with three decimals, as the handbook's tables; the mean alone for one fold.
+pub(super) fn mean_std(m: &train::MeanStd) -> String {
+    match (m.mean, m.std) {
+        (Some(mean), Some(std)) => format!("{mean:.3} ± {std:.3}"),
+        (Some(mean), None) => format!("{mean:.3}"),
+        _ => "n/a".into(),
+    }
+}
+
 async fn cross_validate(
     lake: &fraudlake_pipeline::Lake,
     spec: &FeatureSpec,
@@ -459,66 +476,17 @@ async fn cross_validate(
         periods.delay_days,
         periods.test_days
     );
-    let ms = |m: train::MeanStd| match (m.mean, m.std) {
-        (Some(mean), Some(std)) => format!("{mean:.3} ± {std:.3}"),
-        (Some(mean), None) => format!("{mean:.3}"),
-        _ => "n/a".into(),
-    };
     let rows: Vec<FoldRow> = results
         .iter()
         .map(|r| FoldRow {
             setting: r.setting.clone(),
-            auc_roc: ms(r.auc_roc),
-            average_precision: ms(r.average_precision),
-            card_precision_at_100: ms(r.card_precision_at_100),
+            auc_roc: mean_std(&r.auc_roc),
+            average_precision: mean_std(&r.average_precision),
+            card_precision_at_100: mean_std(&r.card_precision_at_100),
             fit_seconds: format!("{:.2}", r.fit_seconds),
         })
         .collect();
     print_rows(&rows, a.format)?;
-    Ok(0)
-}
-
-pub async fn evaluate(a: EvaluateArgs, settings: &Settings) -> Result<u8> {
-    let lake = settings.open_lake()?;
-    let registry = Registry::new(lake.clone());
-    let v = registry.get(&a.model).await?;
-    let (_, model) = registry.load_artifact(&v.record).await?;
-    let spec = v.record.feature_spec();
-    if a.test_days == 0 {
-        return Err(crate::bad_input("--test-days must be at least 1"));
-    }
-    let window = TestWindow {
-        known_from: v.record.periods.train_start.min(a.test_start),
-        delay_days: v.record.periods.delay_days,
-        from: a.test_start,
-        to: a.test_start + Duration::days(i64::from(a.test_days) - 1),
-    };
-    let m =
-        train::evaluate_model(&lake, &spec, &model, &window, v.record.metrics.threshold).await?;
-    if a.format == Format::Json {
-        #[derive(Serialize)]
-        struct Out {
-            version: i64,
-            test_from: NaiveDate,
-            test_to: NaiveDate,
-            metrics: std::collections::BTreeMap<String, Option<f64>>,
-            detail: Metrics,
-        }
-        let out = Out {
-            version: v.record.version,
-            test_from: window.from,
-            test_to: window.to,
-            metrics: metric_map(&m),
-            detail: m,
-        };
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(0);
-    }
-    println!(
-        "model version {} on {} .. {} (cards compromised since {} removed)",
-        v.record.version, window.from, window.to, window.known_from
-    );
-    print_rows(&metric_rows(&m), a.format)?;
     Ok(0)
 }
 

@@ -1,10 +1,12 @@
 //! MLflow interop against a real MLflow tracking server (PyPI `mlflow` of
 //! tests/python/requirements.txt, started here on a free loopback port with a SQLite backend and
 //! proxied artifacts, stopped by its process group): train, promote, roll back, archive, sync
-//! (and sync again: nothing duplicated), then MLflow's own Python client checks the runs,
-//! metrics, aliases, and that `mlflow.pyfunc.load_model("models:/fraud-detector@champion")`
-//! predicts what fraudlake predicts. A server that is down fails the sync and leaves the lake
-//! as it was.
+//! (and sync again: nothing duplicated), then a LightGBM version (`train --model lightgbm`)
+//! promoted to champion through the gate and synced; MLflow's own Python client checks the
+//! runs, metrics, each run's `MLmodel` flavors, aliases, and that
+//! `mlflow.pyfunc.load_model("models:/fraud-detector@champion")` (the LightGBM champion) and
+//! the XGBoost version's model predict what fraudlake predicts. A server that is down fails the
+//! sync and leaves the lake as it was.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -194,7 +196,7 @@ fn mlflow_sync_mirrors_versions_aliases_and_a_loadable_model() {
     let Some(server) = MlflowServer::start() else {
         return;
     };
-    let Some(python) = python_with(&["mlflow", "xgboost", "pandas"]) else {
+    let Some(python) = python_with(&["mlflow", "xgboost", "lightgbm", "pandas"]) else {
         return;
     };
     let url = server.url();
@@ -319,12 +321,85 @@ fn mlflow_sync_mirrors_versions_aliases_and_a_loadable_model() {
         log.contains("0 run(s), 0 model version(s) created"),
         "{log}"
     );
+
+    // A LightGBM version on the champion's training days, promoted through the gate (scored
+    // beside the XGBoost champion on its test days; the tolerance lets either family win on a
+    // lake this small, but both scores must exist and nothing is forced), then synced: a run
+    // and a model version with the lightgbm flavor, and the champion alias moves to it.
+    let lgbm = train(
+        &lake,
+        &[
+            "--model",
+            "lightgbm",
+            "--train-start",
+            "2018-05-01",
+            "--note",
+            "lightgbm",
+        ],
+    );
+    assert_eq!(lgbm["version"], 4, "{lgbm}");
+    let gate = json(&lake.ok(&[
+        "models",
+        "promote",
+        "4",
+        "--tolerance",
+        "1",
+        "--format",
+        "json",
+    ]));
+    assert_eq!(
+        (gate["passed"].as_bool(), gate["forced"].as_bool()),
+        (Some(true), Some(false)),
+        "{gate}"
+    );
+    assert_eq!(gate["promoted"], true, "{gate}");
+    assert_eq!(gate["champion"], 1, "{gate}");
+    assert!(
+        gate["candidate_score"].is_number() && gate["champion_score"].is_number(),
+        "{gate}"
+    );
+    let with_lgbm = json(&lake.ok(&["models", "sync", "--mlflow", &url, "--format", "json"]));
+    assert_eq!(with_lgbm["runs_created"], 1, "{with_lgbm}");
+    assert_eq!(with_lgbm["model_versions_created"], 1, "{with_lgbm}");
+    assert_eq!(
+        with_lgbm["aliases"]["champion"],
+        mv_of(&with_lgbm, 4),
+        "{with_lgbm}"
+    );
+    // Registering version 4 made it the challenger, and its promotion ended that.
+    assert!(
+        with_lgbm["aliases"].get("challenger").is_none(),
+        "{with_lgbm}"
+    );
+    let moves: Vec<String> =
+        serde_json::from_value(with_lgbm["alias_changes"].clone()).expect("moves");
+    assert_eq!(
+        moves,
+        [
+            format!("champion: {} -> {}", mv_of(&first, 1), mv_of(&with_lgbm, 4)),
+            format!("challenger: {} -> none", mv_of(logged, 3)),
+        ],
+        "{with_lgbm}"
+    );
     let synced = t0.elapsed();
 
-    // What MLflow's own client sees.
+    // What MLflow's own client sees: the LightGBM champion, and the XGBoost version it
+    // replaced, each loaded through the registry and scored on the same feature rows.
     let listed = json(&lake.ok(&["models", "list", "--format", "json"]));
     let champion = json(&lake.ok(&["models", "show", "champion", "--format", "json"]));
-    assert_eq!(champion["version"], 1);
+    assert_eq!(champion["version"], 4);
+    assert_eq!(champion["model_family"], "lightgbm", "{champion}");
+    let xgboost = json(&lake.ok(&["models", "show", "1", "--format", "json"]));
+    assert_eq!(xgboost["model_family"], "xgboost", "{xgboost}");
+    let days = ("2018-05-15", "2018-05-30");
+    let champion_rows = lake.path().join("champion_rows.csv");
+    let rows = native_predictions_csv(&lake, &champion, days, &champion_rows);
+    assert!(rows > 1000, "{rows} rows");
+    let xgboost_rows = lake.path().join("v1_rows.csv");
+    assert_eq!(
+        native_predictions_csv(&lake, &xgboost, days, &xgboost_rows),
+        rows
+    );
     let expect_path = lake.path().join("mlflow_expect.json");
     std::fs::write(
         &expect_path,
@@ -332,37 +407,48 @@ fn mlflow_sync_mirrors_versions_aliases_and_a_loadable_model() {
             "registered_model": "fraud-detector",
             "experiment": "fraudlake",
             "versions": listed,
-            "champion": 1,
-            "challenger": 3,
+            "champion": 4,
+            "challenger": null,
+            "loads": [
+                {"alias": "champion", "rows": champion_rows.display().to_string()},
+                {"version": 1, "rows": xgboost_rows.display().to_string()},
+            ],
         })
         .to_string(),
     )
     .expect("expectations");
-    let rows_path = lake.path().join("champion_rows.csv");
-    let rows = native_predictions_csv(&lake, &champion, ("2018-05-15", "2018-05-30"), &rows_path);
-    assert!(rows > 1000, "{rows} rows");
     let report = crate::common::run_python(
         &python,
         "mlflow_check.py",
-        &[url.as_ref(), expect_path.as_ref(), rows_path.as_ref()],
+        &[url.as_ref(), expect_path.as_ref()],
     );
     eprintln!(
-        "mlflow interop: synced in {:.1} s (3 trainings included); MLflow check: {report}",
+        "mlflow interop: synced in {:.1} s (4 trainings included); MLflow check: {report}",
         synced.as_secs_f64()
     );
-    assert_eq!(report["runs"], 3, "{report}");
-    assert_eq!(report["model_versions"], 3, "{report}");
+    assert_eq!(report["runs"], 4, "{report}");
+    assert_eq!(report["model_versions"], 4, "{report}");
     assert_eq!(report["problems"], serde_json::json!([]), "{report}");
-    assert_eq!(report["rows"].as_u64(), Some(rows as u64));
-    assert!(
-        report["missing_values"].as_u64().is_some_and(|m| m > 100),
-        "{report}"
-    );
-    let max_diff = report["max_abs_diff"].as_f64().expect("diff");
-    assert!(
-        max_diff <= 1e-6,
-        "mlflow.pyfunc vs fraudlake: max abs diff {max_diff}"
-    );
+    let loads = report["loads"].as_array().expect("loads");
+    assert_eq!(loads.len(), 2, "{report}");
+    for (load, (version, class)) in loads
+        .iter()
+        .zip([(4, "lightgbm.basic.Booster"), (1, "xgboost.core.Booster")])
+    {
+        assert_eq!(load["version"], version, "{load}");
+        assert_eq!(load["flavor_class"], class, "{load}");
+        assert_eq!(load["rows"].as_u64(), Some(rows as u64), "{load}");
+        assert!(
+            load["missing_values"].as_u64().is_some_and(|m| m > 100),
+            "{load}"
+        );
+        let max_diff = load["max_abs_diff"].as_f64().expect("diff");
+        assert!(
+            max_diff <= 1e-6,
+            "mlflow.pyfunc ({}) vs fraudlake: max abs diff {max_diff}",
+            load["uri"]
+        );
+    }
     drop(server);
 }
 

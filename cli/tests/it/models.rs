@@ -1,7 +1,9 @@
 //! Training, evaluation and the registry, through the real binary on a small simulated lake:
 //! train -> register -> gate -> promote/rollback/archive -> audit; lineage points at real
-//! Delta versions; a corrupt artifact is refused; concurrent registrations get distinct
-//! versions; Python XGBoost loads the artifact and predicts what fraudlake predicts.
+//! Delta versions; the model card draws the version's curves; a corrupt artifact is refused;
+//! concurrent registrations get distinct versions; the handbook's chapter 5 protocol
+//! (`evaluate --protocol prequential`); Python XGBoost loads the artifact and predicts what
+//! fraudlake predicts.
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -132,6 +134,15 @@ fn train_register_gate_promote_rollback_archive() {
         .as_str()
         .expect("sql")
         .contains("customer_nb_tx_1d"));
+    // The curves of its test days, stored with it for the model card.
+    let roc = shown["curves"]["roc"].as_array().expect("ROC curve");
+    assert!(roc.len() >= 2 && roc.len() <= 200, "{} points", roc.len());
+    assert_eq!(roc[0], serde_json::json!([0.0, 0.0]));
+    assert_eq!(roc[roc.len() - 1], serde_json::json!([1.0, 1.0]));
+    let pr = shown["curves"]["precision_recall"].as_array().expect("PR");
+    assert_eq!(pr[0], serde_json::json!([0.0, 1.0]));
+    let cp = shown["curves"]["card_precision"].as_array().expect("CP@k");
+    assert!(cp.len() >= 2 && cp[0][0] == 1, "{cp:?}");
 
     // 3. A second, deliberately weak model registers as challenger; the gate refuses it.
     let weak = train(
@@ -250,9 +261,15 @@ fn train_register_gate_promote_rollback_archive() {
         card.contains("Average precision") && card.contains("```sql"),
         "{card}"
     );
-    assert!(std::path::Path::new(&lake.lake())
-        .join("models/v1/card.html")
-        .exists());
+    let html =
+        std::fs::read_to_string(std::path::Path::new(&lake.lake()).join("models/v1/card.html"))
+            .expect("card.html");
+    assert!(html.contains("<h2>Curves</h2>"), "{html}");
+    assert_eq!(html.matches("<svg").count(), 3, "{html}");
+    assert_eq!(html.matches("<polyline points=").count(), 3, "{html}");
+    assert!(card.contains("## Curves"), "{card}");
+    // The listing leaves the curves to `models show`.
+    assert!(listed[0].get("curves").is_none() && listed[0].get("feature_sql").is_some());
 
     // 8. explain: TreeSHAP contributions of the champion for a fraud of the test period.
     let fraud = lake.sql_json(
@@ -429,10 +446,207 @@ fn concurrent_registrations_get_distinct_versions() {
     assert_eq!(champions, 1);
 }
 
+/// Issue #21: the handbook's chapter 5 protocol in one command. A model per fold, trained and
+/// tested on windows one week apart; the folds and mean ± std in JSON, in CSV and in the
+/// handbook's table; nothing registered. Each protocol refuses the other's flags by name.
+#[test]
+fn evaluate_prequential_trains_a_model_per_fold_and_registers_nothing() {
+    let lake = lake_with_features();
+    let run = |format: &str| {
+        lake.ok(&[
+            "evaluate",
+            "--protocol",
+            "prequential",
+            "--folds",
+            "2",
+            "--train-start",
+            "2018-05-08",
+            "--n-estimators",
+            "20",
+            "--threads",
+            "2",
+            "--format",
+            format,
+        ])
+    };
+    let r = json(&run("json"));
+    assert_eq!(r["protocol"], "prequential", "{r}");
+    assert_eq!(r["model"], "xgboost");
+    assert_eq!(r["params"]["n_estimators"], 20);
+    let folds = r["folds"].as_array().expect("folds");
+    assert_eq!(folds.len(), 2, "{r}");
+    let days = |f: &serde_json::Value| {
+        ["fold", "train_from", "train_to", "test_from", "test_to"].map(|k| f[k].to_string())
+    };
+    assert_eq!(
+        days(&folds[0]),
+        [
+            "1",
+            "\"2018-05-08\"",
+            "\"2018-05-14\"",
+            "\"2018-05-22\"",
+            "\"2018-05-28\""
+        ]
+    );
+    assert_eq!(
+        days(&folds[1]),
+        [
+            "2",
+            "\"2018-05-01\"",
+            "\"2018-05-07\"",
+            "\"2018-05-15\"",
+            "\"2018-05-21\""
+        ]
+    );
+    for metric in ["auc_roc", "average_precision", "card_precision_at_100"] {
+        let values: Vec<f64> = folds
+            .iter()
+            .map(|f| f["metrics"][metric].as_f64().expect("a value per fold"))
+            .collect();
+        assert!(
+            values.iter().all(|v| (0.0..=1.0).contains(v)),
+            "{metric}: {values:?}"
+        );
+        let mean = (values[0] + values[1]) / 2.0;
+        // The sample standard deviation (n - 1), as the handbook's.
+        let std = ((values[0] - mean).powi(2) + (values[1] - mean).powi(2)).sqrt();
+        let got = &r[metric];
+        assert!(
+            (got["mean"].as_f64().expect("mean") - mean).abs() < 1e-12,
+            "{metric}: {got}"
+        );
+        assert!(
+            (got["std"].as_f64().expect("std") - std).abs() < 1e-12,
+            "{metric}: {got}"
+        );
+    }
+    assert!(
+        r["folds"][0]["metrics"]["auc_roc"].as_f64() > Some(0.6),
+        "{r}"
+    );
+
+    // The handbook's layout: a row per fold, then mean ± std.
+    let table = run("table");
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 6, "{table}");
+    assert!(
+        lines[0].starts_with(
+            "prequential validation (Fraud Detection Handbook, chapter 5): 2 folds of 7 days \
+             training, 7 delay, 7 test, tested from 2018-05-15 to 2018-05-28; model xgboost"
+        ),
+        "{table}"
+    );
+    let columns = [
+        "fold",
+        "train",
+        "test",
+        "AUC ROC",
+        "Average precision",
+        "Card Precision@100",
+    ];
+    let at: Vec<usize> = columns
+        .iter()
+        .map(|c| {
+            lines[1]
+                .find(c)
+                .unwrap_or_else(|| panic!("no column {c}: {table}"))
+        })
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]) && at[0] == 0, "{table}");
+    assert!(lines[2].starts_with("----"), "{table}");
+    assert!(lines[3].starts_with("1 ") && lines[3].contains("2018-05-08 .. 2018-05-14"));
+    assert!(lines[4].starts_with("2 ") && lines[4].contains("2018-05-15 .. 2018-05-21"));
+    assert!(lines[5].starts_with("mean ± std"), "{table}");
+    assert_eq!(lines[5].matches(" ± ").count(), 4, "{table}");
+
+    // CSV: full precision, the mean and std rows consistent with the folds.
+    let csv = run("csv");
+    let rows: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(
+        rows[0],
+        [
+            "fold",
+            "train",
+            "test",
+            "AUC ROC",
+            "Average precision",
+            "Card Precision@100"
+        ]
+    );
+    assert_eq!(rows.len(), 5, "{csv}");
+    assert_eq!((rows[3][0], rows[4][0]), ("mean", "std"), "{csv}");
+    for col in 3..6 {
+        let v = |row: usize| rows[row][col].parse::<f64>().expect("a number");
+        assert!((v(3) - (v(1) + v(2)) / 2.0).abs() < 1e-12, "{csv}");
+    }
+
+    // Nothing was registered.
+    assert_eq!(
+        json(&lake.ok(&["models", "list", "--format", "json"])),
+        serde_json::json!([])
+    );
+
+    // --help tells the protocols apart.
+    let help = lake.ok(&["evaluate", "--help"]);
+    for needle in [
+        "--protocol holdout",
+        "--protocol prequential",
+        "chapter 5",
+        "--folds",
+    ] {
+        assert!(help.contains(needle), "{needle}: {help}");
+    }
+
+    // Each protocol's flags, refused in the other by name (before any work).
+    for (args, needle) in [
+        (
+            &[
+                "evaluate",
+                "--protocol",
+                "prequential",
+                "--test-start",
+                "2018-05-22",
+            ][..],
+            "--test-start: only with --protocol holdout",
+        ),
+        (
+            &["evaluate", "--folds", "2", "--test-start", "2018-05-22"][..],
+            "--folds: only with --protocol prequential",
+        ),
+        (&["evaluate", "--model", "1"][..], "needs --test-start"),
+        (
+            &[
+                "evaluate",
+                "--protocol",
+                "prequential",
+                "--model",
+                "champion",
+            ][..],
+            "names a model family",
+        ),
+        (
+            &[
+                "evaluate",
+                "--model",
+                "xgboost",
+                "--test-start",
+                "2018-05-22",
+            ][..],
+            "is a model family",
+        ),
+    ] {
+        let out = lake.run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
 /// fraudlake's native scorer on every feature row of `days` (first, last) for the version
-/// `shown` (`models show --format json`), every 7th row with one feature missing (missing values
-/// must follow the same default branch), written to `path` as a CSV of the feature names plus
-/// `native` (what tests/python/native_rows.py reads); returns the row count.
+/// `shown` (`models show --format json`; either family, by its `model_family`), every 7th row
+/// with one feature missing (missing values must follow the same default branch), written to
+/// `path` as a CSV of the feature names plus `native` (what tests/python/native_rows.py reads);
+/// returns the row count.
 pub fn native_predictions_csv(
     lake: &TempLake,
     shown: &serde_json::Value,
@@ -443,7 +657,9 @@ pub fn native_predictions_csv(
         std::path::Path::new(&lake.lake()).join(shown["artifact"].as_str().expect("artifact"));
     let names: Vec<String> = serde_json::from_value(shown["feature_names"].clone()).expect("names");
     let bytes = std::fs::read(&artifact).expect("artifact");
-    let forest = fraudlake_model::trees::Forest::from_json(&bytes).expect("model");
+    let family: fraudlake_model::ModelFamily =
+        serde_json::from_value(shown["model_family"].clone()).expect("model_family");
+    let model = fraudlake_model::LoadedModel::from_bytes(family, &bytes).expect("model");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let rows = runtime.block_on(async {
         let l = fraudlake_pipeline::Lake::open(&lake.lake()).expect("lake");
@@ -467,7 +683,7 @@ pub fn native_predictions_csv(
         if i % 7 == 0 {
             row[i % names.len()] = f64::NAN;
         }
-        let p = forest.predict(&row).expect("width");
+        let p = model.predict(&row).expect("width");
         let cells: Vec<String> = row
             .iter()
             .map(|v| {

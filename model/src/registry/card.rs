@@ -1,11 +1,23 @@
 //! Model cards: what an analyst or auditor needs to know about one version (metrics, the
 //! features that matter, the data it came from, the exact feature SQL), as Markdown for the
 //! repository and as a self-contained HTML page (a minijinja template, compiled into the
-//! binary).
+//! binary), with the ROC, precision-recall and card precision@k curves drawn as inline SVG
+//! (`registry/charts.rs`).
+//!
+//! Where the curves come from: a card is rendered from the [`VersionRecord`] alone, at
+//! registration ([`super::Registry::register`]) and again by every MLflow sync
+//! (`mlflow::sync` uploads `card.html`), long after the test rows and their scores are gone.
+//! Re-scoring the test days at render time would need the lake at the version's Delta versions
+//! and its label policy, and could draw curves that disagree with the metrics beside them
+//! (labels arrive late). So the curves are computed where the metrics are, from the same scored
+//! test rows (`train::test`), cut to at most 200 points each
+//! ([`crate::metrics::Curves::of`]: about 10 KB of JSON) and stored in the record
+//! ([`VersionRecord::curves`], inside `model_versions.record`, so no new column). Records made
+//! before them have none and their card has no charts.
 
 use std::fmt::Write;
 
-use super::VersionRecord;
+use super::{charts, VersionRecord};
 
 /// The HTML card's template, compiled into the binary.
 const TEMPLATE: &str = include_str!("../../templates/card.html");
@@ -155,12 +167,47 @@ pub fn markdown(r: &VersionRecord) -> String {
         }
         out.push('\n');
     }
+    if let Some(c) = r.curves.as_ref().filter(|c| !c.card_precision.is_empty()) {
+        let _ = writeln!(
+            out,
+            "## Curves\n\nROC, precision-recall and card precision@k on the test days: charts in \
+             card.html.\n\n| k | card precision@k |\n| --- | --- |"
+        );
+        for (k, p) in c
+            .card_precision
+            .iter()
+            .filter(|(k, _)| [10, 25, 50, 100, 200, 500].contains(k))
+        {
+            let _ = writeln!(out, "| {k} | {p:.4} |");
+        }
+        out.push('\n');
+    }
     let _ = writeln!(
         out,
         "## Feature SQL\n\n```sql\n{}\n```",
         r.feature_sql.trim_end()
     );
     out
+}
+
+/// The sentence above the charts: what they were computed on.
+fn curves_note(r: &VersionRecord) -> String {
+    let l = &r.lineage;
+    let last_k = r
+        .curves
+        .as_ref()
+        .and_then(|c| c.card_precision.last())
+        .map_or(0, |&(k, _)| k);
+    format!(
+        "On the test days {} .. {} ({} rows, {} frauds; cards already known to be compromised \
+         removed), at most {} points per curve; card precision@k for k = 1 .. {last_k} cards \
+         checked a day, k = 100 (the handbook's) marked.",
+        l.test_from,
+        l.test_to,
+        r.metrics.test_rows,
+        r.metrics.test_frauds,
+        crate::metrics::CURVE_POINTS
+    )
 }
 
 /// The HTML card: `templates/card.html` rendered by [`crate::html`] (minijinja, auto-escaped).
@@ -173,6 +220,8 @@ pub fn html(r: &VersionRecord) -> Result<String, minijinja::Error> {
             version => r.version,
             sections => sections(r),
             feature_sql => &r.feature_sql,
+            curves => r.curves.as_ref().and_then(|c| charts::charts(c, &r.metrics)),
+            curves_note => curves_note(r),
         })?;
     // minijinja drops the template's last newline; the file ends with one, as text files do.
     page.push('\n');
@@ -239,7 +288,58 @@ pub(crate) mod tests {
             importance: vec![("half".into(), 1.5)],
             artifact: "models/v7/model.json".into(),
             artifact_sha256: "ff".into(),
+            curves: None,
         }
+    }
+
+    #[test]
+    fn html_card_draws_the_stored_curves() {
+        let r = VersionRecord {
+            curves: Some(crate::registry::charts::tests::curves()),
+            ..record()
+        };
+        let page = html(&r).expect("render");
+        assert!(page.contains("<h2>Curves</h2>"), "{page}");
+        assert!(page.contains("<p>On the test days 2018-04-15 .. 2018-04-21 (10 rows, 2 frauds;"));
+        assert!(page.contains("k = 1 .. 120 cards checked a day"), "{page}");
+        let start = page.find("<svg").expect("a chart");
+        let end = page.rfind("</svg>").expect("a chart") + "</svg>".len();
+        let names = crate::registry::charts::tests::well_formed(&page[start..end])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(names.iter().filter(|n| *n == "svg").count(), 3);
+        assert_eq!(names.iter().filter(|n| *n == "polyline").count(), 3);
+        // Self-contained: nothing fetched, nothing run.
+        assert!(!page.contains("<script") && !page.contains("src=") && !page.contains("href="));
+        // The rest of the card is unchanged.
+        assert!(page.contains("<tr><th>AUC ROC</th><td>0.8765</td></tr>"));
+        let md = markdown(&r);
+        assert!(md.contains("## Curves\n"), "{md}");
+        assert!(md.contains("| 100 | 0.1667 |\n"), "{md}");
+        assert!(!md.contains("| 500 |"), "{md}");
+    }
+
+    #[test]
+    fn a_record_made_before_curves_loads_and_renders_without_them() {
+        let mut json = serde_json::to_value(VersionRecord {
+            curves: Some(crate::registry::charts::tests::curves()),
+            ..record()
+        })
+        .expect("json");
+        assert!(json.get("curves").is_some());
+        json.as_object_mut().expect("an object").remove("curves");
+        let old: VersionRecord = serde_json::from_value(json).expect("an old record reads");
+        assert_eq!(old.curves, None);
+        assert_eq!(old, record());
+        let page = html(&old).expect("render");
+        assert!(
+            !page.contains("<svg") && !page.contains("<h2>Curves</h2>"),
+            "{page}"
+        );
+        assert!(page.contains("<h2>Feature SQL</h2>"));
+        assert!(!markdown(&old).contains("## Curves"));
+        // A record without curves writes no `curves` key (older readers see what they knew).
+        let json = serde_json::to_value(record()).expect("json");
+        assert!(json.get("curves").is_none(), "{json}");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! Delta's optimistic concurrency control, and the loser re-reads and retries.
 
 pub mod card;
+mod charts;
 pub mod gate;
 pub mod rollout;
 
@@ -37,6 +38,7 @@ use sha2::{Digest, Sha256};
 use crate::dataset::TableVersion;
 use crate::error::{Error, Result};
 use crate::loaded::{LoadedModel, ModelFamily};
+use crate::metrics::Curves;
 use crate::params::TrainParams;
 use crate::protocol::{Metrics, Periods};
 use fraudlake_pipeline::columns;
@@ -175,6 +177,10 @@ pub struct VersionRecord {
     /// Path of the artifact relative to the lake root.
     pub artifact: String,
     pub artifact_sha256: String,
+    /// ROC, precision-recall and card precision@k curves on the test days, drawn by the model
+    /// card ([`card`]); `None` in records made before them (their card has no charts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub curves: Option<Curves>,
 }
 
 impl VersionRecord {
@@ -212,6 +218,8 @@ pub struct NewVersion {
     pub model_family: ModelFamily,
     /// The model file of `model_family` (XGBoost JSON, LightGBM text), stored as it is.
     pub model_file: Vec<u8>,
+    /// The curves on the test days, for the model card.
+    pub curves: Option<Curves>,
 }
 
 /// One audit row.
@@ -582,6 +590,7 @@ impl Registry {
             importance,
             artifact: format!("{MODELS_FOLDER}/{rel}"),
             artifact_sha256: sha,
+            curves: new.curves,
         };
         for attempt in 1..=MAX_ATTEMPTS {
             let table = self.lake.table(&MODEL_VERSIONS).await?;
@@ -914,6 +923,7 @@ mod tests {
             importance: Vec::new(),
             artifact: "models/artifacts/00.json".into(),
             artifact_sha256: "00".into(),
+            curves: None,
         }
     }
 
@@ -962,6 +972,10 @@ mod tests {
         let versions = registry.versions().await.expect("versions");
         assert_eq!(versions[0].model_family, ModelFamily::XGBoost);
         assert_eq!(versions[0].params, TrainParams::default());
+        // Made before curves too: none, and its card renders without charts.
+        assert_eq!(versions[0].curves, None);
+        let page = card::html(&versions[0]).expect("card");
+        assert!(!page.contains("<svg"), "{page}");
 
         // A LightGBM version: stored as .txt, the table gains the column.
         let v2 = registry
@@ -981,6 +995,7 @@ mod tests {
                 },
                 model_family: ModelFamily::LightGBM,
                 model_file: crate::lightgbm::tests::TINY.as_bytes().to_vec(),
+                curves: None,
             })
             .await
             .expect("registers");
@@ -1042,6 +1057,7 @@ mod tests {
                 lineage: v1.lineage.clone(),
                 model_family: ModelFamily::LightGBM,
                 model_file: crate::lightgbm::tests::TINY.as_bytes().to_vec(),
+                curves: None,
             })
             .await
             .expect_err("swapped features");
