@@ -197,7 +197,7 @@ mod tests {
         let native = model.predict_many(&rows);
         let reference = Reference::from_string(text)
             .expect("LightGBM loads its model")
-            .predict(&rows, FEATURES as i32, true)
+            .predict(rows.as_slice(), FEATURES as i32, true)
             .expect("LightGBM predicts");
         assert_eq!(native.len(), 10_000);
         assert_eq!(reference.len(), 10_000);
