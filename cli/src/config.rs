@@ -40,9 +40,11 @@ pub struct FileConfig {
     pub features_sql: Option<PathBuf>,
     #[serde(default)]
     pub storage_options: std::collections::HashMap<String, String>,
-    /// `[train]`: XGBoost parameters (n_estimators, max_depth, learning_rate, ...).
+    /// `[train]`: the model family (`model = "xgboost"` or `"lightgbm"`, default xgboost) and
+    /// its parameters (n_estimators, max_depth, ... or num_leaves, min_data_in_leaf, ...);
+    /// a parameter of the other family is refused.
     #[serde(default)]
-    pub train: fraudlake_model::booster::TrainParams,
+    pub train: fraudlake_model::params::TrainParams,
     /// `[gate]`: promotion gate (metric, tolerance).
     #[serde(default)]
     pub gate: GateConfig,
@@ -145,7 +147,7 @@ pub struct Settings {
     pub progress: bool,
     pub features_sql: PathBuf,
     pub storage_options: std::collections::HashMap<String, String>,
-    pub train: fraudlake_model::booster::TrainParams,
+    pub train: fraudlake_model::params::TrainParams,
     pub gate: GateConfig,
     pub drift: DriftConfig,
     pub event_time: EventTimeConfig,

@@ -1,124 +1,18 @@
-//! libxgboost (through [`crate::xgboost`]): fit a gradient-boosted tree model with early stopping
-//! on a time-ordered validation slice, predict in batch, and explain one prediction with
-//! TreeSHAP (`pred_contribs`). Everything else (scoring on the request path, importance) reads
-//! the saved JSON with [`crate::trees::Forest`].
+//! Fitting a model of either family with early stopping on a time-ordered validation slice
+//! ([`fit`]: the family's library boosts, this module picks the rounds), and libxgboost's batch
+//! prediction and TreeSHAP (`pred_contribs`) for XGBoost models (through [`crate::xgboost`]).
+//! Everything else (scoring on the request path, importance) reads the saved model with the
+//! native evaluators ([`crate::loaded::LoadedModel`]).
 
 use std::sync::Mutex;
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::loaded::ModelFamily;
+use crate::params::TrainParams;
 use crate::xgboost::{Booster, DMatrix, Prediction};
-
-/// XGBoost parameters fraudlake exposes. Defaults (depth 3, 200 rounds, learning rate 0.1)
-/// were chosen by prequential validation on the handbook data over folds that end before its
-/// chapter 3 test period (docs/models.md, "Model quality"); XGBoost's own defaults (6, 100, 0.3)
-/// scored lower there. Early stopping is available but off by default: a one-day validation
-/// slice holds too few frauds to pick the round count reliably (measured: AP 0.614 vs 0.637).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TrainParams {
-    pub n_estimators: u32,
-    pub max_depth: u32,
-    pub learning_rate: f64,
-    pub subsample: f64,
-    pub colsample_bytree: f64,
-    pub scale_pos_weight: f64,
-    pub min_child_weight: f64,
-    pub seed: u64,
-    /// libxgboost threads; 0 = all cores.
-    pub threads: u32,
-    /// Stop when validation average precision has not improved for this many rounds
-    /// (0 = train all `n_estimators` rounds).
-    pub early_stopping_rounds: u32,
-    /// The last days of the training period held out (in time order) to choose the number
-    /// of rounds; the final model is refit on the whole period with that many rounds.
-    pub validation_days: u32,
-}
-
-impl Default for TrainParams {
-    fn default() -> Self {
-        TrainParams {
-            n_estimators: 200,
-            max_depth: 3,
-            learning_rate: 0.1,
-            subsample: 1.0,
-            colsample_bytree: 1.0,
-            scale_pos_weight: 1.0,
-            min_child_weight: 1.0,
-            seed: 0,
-            threads: 0,
-            early_stopping_rounds: 0,
-            validation_days: 1,
-        }
-    }
-}
-
-impl TrainParams {
-    /// Checks ranges, naming the parameter (bad values would otherwise surface as a libxgboost
-    /// message about its internal names).
-    pub fn validate(&self) -> Result<()> {
-        let fail = |m: String| Err(Error::invalid(m));
-        if self.n_estimators == 0 || self.n_estimators > 100_000 {
-            return fail(format!(
-                "n_estimators must be 1..100000, got {}",
-                self.n_estimators
-            ));
-        }
-        if self.max_depth == 0 || self.max_depth > 32 {
-            return fail(format!("max_depth must be 1..32, got {}", self.max_depth));
-        }
-        if !(self.learning_rate > 0.0 && self.learning_rate <= 1.0) {
-            return fail(format!(
-                "learning_rate must be in (0, 1], got {}",
-                self.learning_rate
-            ));
-        }
-        for (name, v) in [
-            ("subsample", self.subsample),
-            ("colsample_bytree", self.colsample_bytree),
-        ] {
-            if !(v > 0.0 && v <= 1.0) {
-                return fail(format!("{name} must be in (0, 1], got {v}"));
-            }
-        }
-        if !(self.scale_pos_weight > 0.0 && self.scale_pos_weight.is_finite()) {
-            return fail(format!(
-                "scale_pos_weight must be positive, got {}",
-                self.scale_pos_weight
-            ));
-        }
-        if !(self.min_child_weight >= 0.0 && self.min_child_weight.is_finite()) {
-            return fail(format!(
-                "min_child_weight must be >= 0, got {}",
-                self.min_child_weight
-            ));
-        }
-        Ok(())
-    }
-
-    /// The libxgboost parameter strings.
-    fn pairs(&self) -> Vec<(&'static str, String)> {
-        let mut p = vec![
-            ("objective", "binary:logistic".to_string()),
-            ("tree_method", "hist".to_string()),
-            ("max_depth", self.max_depth.to_string()),
-            ("eta", self.learning_rate.to_string()),
-            ("subsample", self.subsample.to_string()),
-            ("colsample_bytree", self.colsample_bytree.to_string()),
-            ("scale_pos_weight", self.scale_pos_weight.to_string()),
-            ("min_child_weight", self.min_child_weight.to_string()),
-            ("seed", self.seed.to_string()),
-            ("eval_metric", "aucpr".to_string()),
-            ("verbosity", "0".to_string()),
-        ];
-        if self.threads > 0 {
-            p.push(("nthread", self.threads.to_string()));
-        }
-        p
-    }
-}
 
 /// A row-major feature matrix with labels, in time order.
 #[derive(Debug, Clone, Default)]
@@ -153,22 +47,24 @@ impl Matrix {
 /// What one fit produced.
 #[derive(Debug, Clone, Serialize)]
 pub struct Fitted {
-    /// The model as XGBoost JSON.
+    /// The family trained, which fixes the model file's format.
+    pub family: ModelFamily,
+    /// The model file: XGBoost JSON, or LightGBM's text model.
     #[serde(skip)]
-    pub json: Vec<u8>,
+    pub model_file: Vec<u8>,
     /// Boosting rounds in the final model.
     pub rounds: u32,
     /// Round chosen by early stopping (None when it did not run).
     pub best_round: Option<u32>,
     /// Validation average precision at the chosen round.
     pub validation_aucpr: Option<f64>,
-    /// Wall time of the libxgboost fits (validation fit plus refit).
+    /// Wall time of the library's fits (validation fit plus refit).
     pub fit_seconds: f64,
 }
 
-/// Fits a model. With early stopping, `valid_rows` trailing rows of `train` (in time order)
-/// pick the number of rounds; the final model is then refit on all rows.
-/// `names` are stored in the model.
+/// Fits a model of `params`' family. With early stopping, `valid_rows` trailing rows of
+/// `train` (in time order) pick the number of rounds; the final model is then refit on all
+/// rows. `names` are stored in the model.
 pub fn fit(
     train: &Matrix,
     names: &[String],
@@ -180,22 +76,26 @@ pub fn fit(
         return Err(Error::invalid("the training set is empty"));
     }
     let started = Instant::now();
+    let trainer = Trainer {
+        family: params.family(),
+        names,
+        library: params.library_params(),
+    };
     let use_valid = params.early_stopping_rounds > 0 && valid_rows > 0 && valid_rows < train.rows();
     let (rounds, best_round, validation_aucpr) = if use_valid {
         let cut = train.rows() - valid_rows;
         let fit_part = train.slice(0, cut);
         let valid_part = train.slice(cut, train.rows());
-        let (best, score) = choose_rounds(&fit_part, &valid_part, names, params)?;
+        let (best, score) = choose_rounds(&trainer, &fit_part, &valid_part, params)?;
         (best + 1, Some(best), score)
     } else {
-        (params.n_estimators, None, None)
+        (params.n_estimators(), None, None)
     };
-    let dtrain = train.dmatrix()?;
-    let booster = boost(&dtrain, names, params, rounds, |_, _| Ok(false))?;
-    let json = booster.save_json()?;
+    let boosted = trainer.boost(train, None, rounds, &mut |_: u32, _: f64| false)?;
     Ok(Fitted {
-        json,
-        rounds,
+        family: trainer.family,
+        model_file: boosted.model_file,
+        rounds: boosted.rounds,
         best_round,
         validation_aucpr,
         fit_seconds: started.elapsed().as_secs_f64(),
@@ -204,53 +104,99 @@ pub fn fit(
 
 /// Boosts on `fit_part`, evaluating AP on `valid` each round; returns the best round.
 fn choose_rounds(
+    trainer: &Trainer<'_>,
     fit_part: &Matrix,
     valid: &Matrix,
-    names: &[String],
     params: &TrainParams,
 ) -> Result<(u32, Option<f64>)> {
-    let dtrain = fit_part.dmatrix()?;
-    let dvalid = valid.dmatrix()?;
     let mut best: (u32, f64) = (0, f64::NEG_INFINITY);
-    boost(
-        &dtrain,
-        names,
-        params,
-        params.n_estimators,
-        |round, booster| {
-            let ap = booster.evaluate(round, &dvalid)?;
+    trainer.boost(
+        fit_part,
+        Some(valid),
+        params.n_estimators(),
+        &mut |round: u32, ap: f64| {
             if ap > best.1 {
                 best = (round, ap);
             }
-            Ok(round - best.0 >= params.early_stopping_rounds)
+            round - best.0 >= params.early_stopping_rounds
         },
     )?;
     let score = best.1.is_finite().then_some(best.1);
     Ok((best.0, score))
 }
 
-/// Runs up to `rounds` boosting rounds; `after_round` may stop early by returning true.
-fn boost(
-    dtrain: &DMatrix,
+/// What one boosting run gave: the model file and how many rounds it holds.
+pub(crate) struct Boosted {
+    pub model_file: Vec<u8>,
+    pub rounds: u32,
+}
+
+/// One family's library as [`fit`] drives it.
+struct Trainer<'a> {
+    family: ModelFamily,
+    names: &'a [String],
+    /// [`TrainParams::library_params`].
+    library: Vec<(&'static str, String)>,
+}
+
+impl Trainer<'_> {
+    /// Runs up to `rounds` boosting rounds on `data`. With `valid`, `after_round(round,
+    /// validation average precision)` follows each round and stops the run by returning true.
+    fn boost(
+        &self,
+        data: &Matrix,
+        valid: Option<&Matrix>,
+        rounds: u32,
+        after_round: &mut dyn FnMut(u32, f64) -> bool,
+    ) -> Result<Boosted> {
+        match self.family {
+            ModelFamily::XGBoost => {
+                boost_xgboost(data, valid, self.names, &self.library, rounds, after_round)
+            }
+            ModelFamily::LightGBM => crate::lightgbm::train::boost(
+                data,
+                valid,
+                self.names,
+                &self.library,
+                rounds,
+                after_round,
+            ),
+        }
+    }
+}
+
+/// [`Trainer::boost`] through libxgboost.
+fn boost_xgboost(
+    data: &Matrix,
+    valid: Option<&Matrix>,
     names: &[String],
-    params: &TrainParams,
+    library: &[(&'static str, String)],
     rounds: u32,
-    mut after_round: impl FnMut(u32, &Booster) -> Result<bool>,
-) -> Result<Booster> {
-    let mut booster = Booster::new(&[dtrain])?;
-    for (k, v) in params.pairs() {
-        booster.set_param(k, &v)?;
+    after_round: &mut dyn FnMut(u32, f64) -> bool,
+) -> Result<Boosted> {
+    let dtrain = data.dmatrix()?;
+    let dvalid = valid.map(Matrix::dmatrix).transpose()?;
+    let mut booster = Booster::new(&[&dtrain])?;
+    for (k, v) in library {
+        booster.set_param(k, v)?;
     }
     if !names.is_empty() {
         booster.set_feature_names(names)?;
     }
+    let mut done = 0;
     for round in 0..rounds {
-        booster.update(round, dtrain)?;
-        if after_round(round, &booster)? {
-            break;
+        booster.update(round, &dtrain)?;
+        done = round + 1;
+        if let Some(dvalid) = &dvalid {
+            if after_round(round, booster.evaluate(round, dvalid)?) {
+                break;
+            }
         }
     }
-    Ok(booster)
+    Ok(Boosted {
+        model_file: booster.save_json()?,
+        rounds: done,
+    })
 }
 
 /// libxgboost's own batch prediction of a JSON model (probabilities), for evaluation of large
@@ -341,14 +287,16 @@ impl Explainer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::loaded::LoadedModel;
+    use crate::params::{LightGbmParams, ModelParams, XGBoostParams};
     use crate::trees::Forest;
 
     /// A deterministic pseudo-random stream (no rand dependency needed for a test).
-    struct Lcg(u64);
+    pub(crate) struct Lcg(pub u64);
     impl Lcg {
-        fn next(&mut self) -> f64 {
+        pub(crate) fn uniform(&mut self) -> f64 {
             self.0 = self
                 .0
                 .wrapping_mul(6364136223846793005)
@@ -357,10 +305,16 @@ mod tests {
         }
     }
 
-    /// Rows where a fifth of the values are missing and the label depends on them.
+    /// Rows of 5 features where a fifth of the values are missing and the label depends on
+    /// them.
     fn synthetic(rows: usize, seed: u64) -> Matrix {
+        synthetic_wide(rows, 5, seed)
+    }
+
+    /// Rows of `cols` (>= 3) features on a half-integer grid, a fifth of them missing; the
+    /// label depends on the first three (and on whether the second is missing).
+    pub(crate) fn synthetic_wide(rows: usize, cols: usize, seed: u64) -> Matrix {
         let mut r = Lcg(seed);
-        let cols = 5;
         let mut m = Matrix {
             num_features: cols,
             ..Matrix::default()
@@ -368,42 +322,73 @@ mod tests {
         for _ in 0..rows {
             let x: Vec<f32> = (0..cols)
                 .map(|_| {
-                    if r.next() < 0.2 {
+                    if r.uniform() < 0.2 {
                         f32::NAN
                     } else {
-                        (r.next() * 10.0).round() as f32 / 2.0
+                        (r.uniform() * 10.0).round() as f32 / 2.0
                     }
                 })
                 .collect();
             let signal =
                 x[0].max(0.0) + if x[1].is_nan() { 3.0 } else { x[1] } - x[2].max(0.0) * 0.5;
             m.labels
-                .push(f32::from(u8::from(signal + r.next() as f32 * 4.0 > 6.0)));
+                .push(f32::from(u8::from(signal + r.uniform() as f32 * 4.0 > 6.0)));
             m.values.extend(x);
         }
         m
+    }
+
+    /// `family` with fraudlake's defaults but these rounds, on one thread; LightGBM with
+    /// trees for a small data set (15 leaves of at least 20 rows, learning rate 0.2).
+    pub(crate) fn test_params(
+        family: ModelFamily,
+        n_estimators: u32,
+        early_stopping_rounds: u32,
+    ) -> TrainParams {
+        let model = match family {
+            ModelFamily::XGBoost => ModelParams::XGBoost(XGBoostParams {
+                n_estimators,
+                ..XGBoostParams::DEFAULT
+            }),
+            ModelFamily::LightGBM => ModelParams::LightGBM(LightGbmParams {
+                n_estimators,
+                num_leaves: 15,
+                min_data_in_leaf: 20,
+                learning_rate: 0.2,
+                ..LightGbmParams::DEFAULT
+            }),
+        };
+        TrainParams {
+            model,
+            threads: 1,
+            early_stopping_rounds,
+            ..TrainParams::defaults(family)
+        }
+    }
+
+    /// Probabilities that spread from below `lo` to above `hi`: the model is not trivial.
+    pub(crate) fn assert_spread(probabilities: &[f64], lo: f64, hi: f64) {
+        let (min, max) = probabilities
+            .iter()
+            .fold((1.0f64, 0.0f64), |(l, h), &p| (l.min(p), h.max(p)));
+        assert!(min < lo && max > hi, "predictions span {min}..{max}");
     }
 
     #[test]
     fn native_scorer_matches_libxgboost_on_10000_rows_with_missing_values() {
         let train = synthetic(5_000, 7);
         let names: Vec<String> = (0..5).map(|i| format!("f{i}")).collect();
-        let params = TrainParams {
-            n_estimators: 60,
-            early_stopping_rounds: 0,
-            threads: 1,
-            ..TrainParams::default()
-        };
+        let params = test_params(ModelFamily::XGBoost, 60, 0);
         let fitted = fit(&train, &names, 0, &params).expect("trains");
         assert_eq!(fitted.rounds, 60);
-        let forest = Forest::from_json(&fitted.json).expect("parses");
+        let forest = Forest::from_json(&fitted.model_file).expect("parses");
         assert_eq!(forest.num_trees(), 60);
         assert_eq!(forest.feature_names(), names.as_slice());
 
         // 10,000 fresh rows; values on a half-integer grid sit exactly on split thresholds.
         let test = synthetic(10_000, 99);
         assert!(test.values.iter().any(|v| v.is_nan()));
-        let reference = predict(&fitted.json, &test.values, 5).expect("libxgboost predicts");
+        let reference = predict(&fitted.model_file, &test.values, 5).expect("libxgboost predicts");
         let rows: Vec<f64> = test.values.iter().map(|&v| f64::from(v)).collect();
         let native = forest.predict_many(&rows);
         assert_eq!(reference.len(), 10_000);
@@ -413,45 +398,42 @@ mod tests {
             .map(|(a, b)| (f64::from(*a) - b).abs())
             .fold(0.0, f64::max);
         assert!(worst <= 1e-6, "native vs libxgboost: max abs diff {worst}");
-        // The model is not trivial: predictions spread out.
-        let (lo, hi) = native
-            .iter()
-            .fold((1.0f64, 0.0f64), |(l, h), &p| (l.min(p), h.max(p)));
-        assert!(lo < 0.1 && hi > 0.9, "predictions span {lo}..{hi}");
+        assert_spread(&native, 0.1, 0.9);
     }
 
     #[test]
     fn early_stopping_picks_rounds_then_refits_on_everything() {
         let train = synthetic(4_000, 3);
         let names: Vec<String> = (0..5).map(|i| format!("f{i}")).collect();
-        let params = TrainParams {
-            n_estimators: 300,
-            early_stopping_rounds: 10,
-            threads: 1,
-            ..TrainParams::default()
-        };
-        let fitted = fit(&train, &names, 800, &params).expect("trains");
-        let best = fitted.best_round.expect("early stopping ran");
-        assert_eq!(fitted.rounds, best + 1);
-        assert!(fitted.rounds < 300, "stopped early at {}", fitted.rounds);
-        assert!(fitted.validation_aucpr.is_some_and(|ap| ap > 0.5));
-        let forest = Forest::from_json(&fitted.json).expect("parses");
-        assert_eq!(forest.num_trees() as u32, fitted.rounds);
+        for family in ModelFamily::ALL {
+            let params = test_params(family, 500, 10);
+            let fitted = fit(&train, &names, 800, &params).expect("trains");
+            assert_eq!(fitted.family, family);
+            let best = fitted.best_round.expect("early stopping ran");
+            assert_eq!(fitted.rounds, best + 1, "{family}");
+            assert!(
+                fitted.rounds < 500,
+                "{family}: stopped early at {}",
+                fitted.rounds
+            );
+            assert!(
+                fitted.validation_aucpr.is_some_and(|ap| ap > 0.5),
+                "{family}: {:?}",
+                fitted.validation_aucpr
+            );
+            let model = LoadedModel::from_bytes(family, &fitted.model_file).expect("loads");
+            assert_eq!(model.num_trees() as u32, fitted.rounds, "{family}");
+        }
     }
 
     #[test]
     fn explanations_sum_to_the_margin() {
         let train = synthetic(2_000, 11);
         let names: Vec<String> = (0..5).map(|i| format!("f{i}")).collect();
-        let params = TrainParams {
-            n_estimators: 20,
-            early_stopping_rounds: 0,
-            threads: 1,
-            ..TrainParams::default()
-        };
+        let params = test_params(ModelFamily::XGBoost, 20, 0);
         let fitted = fit(&train, &names, 0, &params).expect("trains");
-        let forest = Forest::from_json(&fitted.json).expect("parses");
-        let explainer = Explainer::new(&fitted.json, 5).expect("loads");
+        let forest = Forest::from_json(&fitted.model_file).expect("parses");
+        let explainer = Explainer::new(&fitted.model_file, 5).expect("loads");
         let row = [4.0, f64::NAN, 1.5, 0.0, 2.0];
         let contribs = explainer.contributions(&row).expect("explains");
         assert_eq!(contribs.len(), 6);
@@ -465,20 +447,18 @@ mod tests {
     }
 
     #[test]
-    fn bad_parameters_are_named() {
-        let p = TrainParams {
-            learning_rate: 0.0,
-            ..TrainParams::default()
-        };
-        assert!(p
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("learning_rate"));
-        let empty = Matrix {
-            num_features: 2,
-            ..Matrix::default()
-        };
-        assert!(fit(&empty, &[], 0, &TrainParams::default()).is_err());
+    fn fit_refuses_bad_parameters_and_an_empty_set() {
+        let train = synthetic(100, 1);
+        for family in ModelFamily::ALL {
+            let e = fit(&train, &[], 0, &test_params(family, 0, 0))
+                .expect_err("no rounds")
+                .to_string();
+            assert!(e.contains("n_estimators"), "{family}: {e}");
+            let empty = Matrix {
+                num_features: 2,
+                ..Matrix::default()
+            };
+            assert!(fit(&empty, &[], 0, &TrainParams::defaults(family)).is_err());
+        }
     }
 }

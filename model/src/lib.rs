@@ -1,14 +1,17 @@
-//! fraudlake models: train XGBoost on the lake's features, evaluate the way the Fraud
-//! Detection Handbook does, keep versions in a registry in the lake, and score with a native
-//! evaluator of the saved trees; LightGBM text models are scored and explained natively too.
+//! fraudlake models: train XGBoost or LightGBM on the lake's features, evaluate the way the
+//! Fraud Detection Handbook does, keep versions in a registry in the lake, and score and
+//! explain with native evaluators of the saved trees of either family.
 //!
 //! * [`dataset`]: the training/test rows, read with SQL from `features` and `labels`.
 //! * [`protocol`]: train / delay / test periods and the known-compromised-card rule.
 //! * [`metrics`]: AUC ROC, average precision, card precision@k, log loss, Brier, and their
 //!   curves (the model card's charts).
-//! * [`xgboost`], [`booster`]: libxgboost (C API) training, batch prediction, TreeSHAP.
+//! * [`params`]: the training parameters of either family, tagged by family.
+//! * [`booster`]: fitting either family (early stopping included), libxgboost's batch
+//!   prediction and TreeSHAP; [`xgboost`]: libxgboost's C API.
 //! * [`trees`]: the native scorer of the saved JSON model.
-//! * [`lightgbm`]: the native scorer and TreeSHAP of LightGBM's text model (issue #18, step 1).
+//! * [`lightgbm`]: the native scorer and TreeSHAP of LightGBM's text model, and LightGBM
+//!   training through its C API (issue #18).
 //! * [`ensemble`]: the traits either family's scorer and explainer implement.
 //! * [`loaded`]: [`loaded::LoadedModel`], a registered model of either family as every caller
 //!   scores and explains it, and [`loaded::ModelFamily`].
@@ -33,6 +36,7 @@ pub mod lightgbm;
 pub mod loaded;
 pub mod metrics;
 pub mod mlflow;
+pub mod params;
 pub mod prequential;
 pub mod protocol;
 pub mod registry;

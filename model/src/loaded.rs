@@ -52,6 +52,14 @@ impl ModelFamily {
         }
     }
 
+    /// The library's name, for messages (`XGBoost`, `LightGBM`).
+    pub fn library(self) -> &'static str {
+        match self {
+            ModelFamily::XGBoost => "XGBoost",
+            ModelFamily::LightGBM => "LightGBM",
+        }
+    }
+
     /// What a file of the family is, for messages.
     pub fn describe(self) -> &'static str {
         match self {

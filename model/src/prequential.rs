@@ -13,9 +13,9 @@ use chrono::NaiveDate;
 use fraudlake_pipeline::lake::Lake;
 use serde::Serialize;
 
-use crate::booster::TrainParams;
 use crate::error::{Error, Result};
 use crate::loaded::ModelFamily;
+use crate::params::TrainParams;
 use crate::protocol::{Metrics, Periods};
 use crate::train::{cross_validate, FeatureSpec, MeanStd, SettingResult};
 
@@ -27,6 +27,8 @@ pub struct Plan {
     pub folds: u32,
     /// The family trained on each fold.
     pub model: ModelFamily,
+    /// Its parameters (another family's are replaced by `model`'s defaults, the run's
+    /// settings kept: [`TrainParams::for_model`]).
     pub params: TrainParams,
     /// Decision threshold of the precision and recall in each fold's metrics.
     pub threshold: f64,
@@ -113,17 +115,10 @@ pub async fn prequential(
     plan: &Plan,
     progress: impl FnMut(usize, usize),
 ) -> Result<Prequential> {
-    // Training is XGBoost's today (`cross_validate` fits with libxgboost); LightGBM training
-    // (issue #18) lands as a family in `TrainParams`, to be set from `plan.model` here.
-    if plan.model != ModelFamily::XGBoost {
-        return Err(Error::invalid(format!(
-            "--model {}: fraudlake trains XGBoost only so far (a {} trained elsewhere is \
-             registered with `models import` and scored with --protocol holdout)",
-            plan.model,
-            plan.model.describe()
-        )));
-    }
-    let settings = [(plan.model.name().to_string(), plan.params.clone())];
+    let settings = [(
+        plan.model.name().to_string(),
+        plan.params.for_model(plan.model),
+    )];
     let result = cross_validate(
         lake,
         spec,

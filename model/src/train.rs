@@ -1,6 +1,7 @@
 //! The workflows behind `fraudlake train`, `fraudlake evaluate` and `fraudlake models import`:
-//! read rows from a pinned lake snapshot, fit with libxgboost, evaluate with the handbook
-//! protocol, and (for `--folds`) prequential validation over a parameter grid.
+//! read rows from a pinned lake snapshot, fit a model of the parameters' family (XGBoost or
+//! LightGBM), evaluate with the handbook protocol, and (for `--folds`) prequential validation
+//! over a parameter grid.
 //! [`train_and_register`] is the one train-then-register sequence, used by `fraudlake train`
 //! and the DAG `train` op alike; [`import_and_register`] registers a model trained elsewhere
 //! (`models import`, the DAG `register` op) through the same [`Registry::register`].
@@ -13,11 +14,12 @@ use fraudlake_pipeline::labels::LabelPolicy;
 use fraudlake_pipeline::lake::Lake;
 use serde::Serialize;
 
-use crate::booster::{fit, Fitted, TrainParams};
+use crate::booster::{fit, Fitted};
 use crate::dataset::{Rows, Snapshot};
 use crate::error::{Error, Result};
 use crate::loaded::{LoadedModel, ModelFamily};
 use crate::metrics::Curves;
+use crate::params::TrainParams;
 use crate::protocol::{evaluate, unknown_cards, Metrics, Periods};
 use crate::registry::{Lineage, NewVersion, Registry, VersionRecord};
 use fraudlake_pipeline::columns::day_number;
@@ -136,7 +138,7 @@ pub async fn train_with(
     let rows = training_rows(&snapshot, spec, periods).await?;
     let valid = validation_rows(&rows, periods, params);
     let fitted = fit_blocking(&rows, spec, valid, params).await?;
-    let model = LoadedModel::from_bytes(ModelFamily::XGBoost, &fitted.json)?;
+    let model = LoadedModel::from_bytes(fitted.family, &fitted.model_file)?;
     let (metrics, scored) = test(&snapshot, spec, &model, &periods.into(), threshold).await?;
     let lineage = lineage(
         &snapshot,
@@ -227,8 +229,8 @@ pub async fn train_and_register(
             rounds: trained.fitted.rounds,
             metrics: trained.metrics.clone(),
             lineage: trained.lineage.clone(),
-            model_family: ModelFamily::XGBoost,
-            model_file: trained.fitted.json.clone(),
+            model_family: trained.fitted.family,
+            model_file: trained.fitted.model_file.clone(),
             curves: Some(trained.curves.clone()),
         })
         .await?;
@@ -309,7 +311,8 @@ pub async fn import_and_register(
             feature_sql: spec.sql.clone(),
             feature_names: spec.names.clone(),
             periods: *periods,
-            params: TrainParams::default(),
+            // Not known: the family's defaults, so that the record names its family.
+            params: TrainParams::defaults(import.family),
             rounds: model.num_trees() as u32,
             metrics,
             lineage,
@@ -450,7 +453,7 @@ pub async fn cross_validate(
             params.validate()?;
             let valid = validation_rows(&rows, &p, params);
             let fitted = fit_blocking(&rows, spec, valid, params).await?;
-            let model = LoadedModel::from_bytes(ModelFamily::XGBoost, &fitted.json)?;
+            let model = LoadedModel::from_bytes(fitted.family, &fitted.model_file)?;
             let (metrics, _) = test(&snapshot, spec, &model, &(&p).into(), threshold).await?;
             results[i].fit_seconds += fitted.fit_seconds;
             results[i].folds.push((p.train_start, metrics));
@@ -506,37 +509,18 @@ pub fn parse_grid(grid: &str, base: &TrainParams) -> Result<Vec<(String, TrainPa
     Ok(settings)
 }
 
-/// Sets one parameter by its name, as in `fraudlake.toml` and `--grid`.
+/// Sets one parameter by its name, as in `fraudlake.toml` and `--grid`, and checks the
+/// result: only a parameter of the family `p` trains is accepted (another family's is refused
+/// saying whose it is; see [`TrainParams::assign`]).
 pub fn set_param(p: &mut TrainParams, key: &str, value: &str) -> Result<()> {
-    let bad = || Error::invalid(format!("bad value '{value}' for {key}"));
-    let int = || value.parse::<u64>().map_err(|_| bad());
-    let real = || value.parse::<f64>().map_err(|_| bad());
-    match key {
-        "n_estimators" => p.n_estimators = int()? as u32,
-        "max_depth" => p.max_depth = int()? as u32,
-        "learning_rate" => p.learning_rate = real()?,
-        "subsample" => p.subsample = real()?,
-        "colsample_bytree" => p.colsample_bytree = real()?,
-        "scale_pos_weight" => p.scale_pos_weight = real()?,
-        "min_child_weight" => p.min_child_weight = real()?,
-        "seed" => p.seed = int()?,
-        "threads" => p.threads = int()? as u32,
-        "early_stopping_rounds" => p.early_stopping_rounds = int()? as u32,
-        "validation_days" => p.validation_days = int()? as u32,
-        other => {
-            return Err(Error::invalid(format!(
-                "unknown parameter '{other}' (n_estimators, max_depth, learning_rate, subsample, \
-                 colsample_bytree, scale_pos_weight, min_child_weight, seed, threads, \
-                 early_stopping_rounds, validation_days)"
-            )))
-        }
-    }
+    p.assign(key, value)?;
     p.validate()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::params::ParamValue;
 
     #[test]
     fn grid_is_the_cartesian_product() {
@@ -547,14 +531,53 @@ mod tests {
         .expect("parses");
         assert_eq!(g.len(), 4);
         assert_eq!(g[3].0, "max_depth=6 learning_rate=0.3");
-        assert_eq!(g[3].1.max_depth, 6);
-        assert!((g[0].1.learning_rate - 0.1).abs() < 1e-12);
+        assert_eq!(g[3].1.get("max_depth"), Some(ParamValue::Integer(6)));
+        assert_eq!(g[0].1.get("learning_rate"), Some(ParamValue::Number(0.1)));
         assert!(parse_grid("depth=3", &TrainParams::default()).is_err());
         assert!(parse_grid("max_depth=0", &TrainParams::default()).is_err());
         assert_eq!(
             parse_grid("", &TrainParams::default()).expect("ok")[0].0,
             "defaults"
         );
+    }
+
+    #[test]
+    fn grid_takes_the_parameters_of_the_family_trained() {
+        let lightgbm = TrainParams::defaults(ModelFamily::LightGBM);
+        let g = parse_grid("num_leaves=15,63; min_data_in_leaf=50", &lightgbm).expect("parses");
+        assert_eq!(g.len(), 2);
+        assert_eq!(g[1].0, "num_leaves=63 min_data_in_leaf=50");
+        assert_eq!(g[1].1.family(), ModelFamily::LightGBM);
+        assert_eq!(g[1].1.get("num_leaves"), Some(ParamValue::Integer(63)));
+        assert_eq!(
+            g[1].1.get("min_data_in_leaf"),
+            Some(ParamValue::Integer(50))
+        );
+        let e = parse_grid("max_depth=3,6", &lightgbm)
+            .expect_err("XGBoost's")
+            .to_string();
+        assert!(
+            e.contains("'max_depth' is a parameter of XGBoost, not of LightGBM"),
+            "{e}"
+        );
+        let e = parse_grid("num_leaves=15", &TrainParams::default())
+            .expect_err("LightGBM's")
+            .to_string();
+        assert!(
+            e.contains("'num_leaves' is a parameter of LightGBM, not of XGBoost"),
+            "{e}"
+        );
+        assert!(
+            parse_grid("num_leaves=1", &lightgbm).is_err(),
+            "out of range"
+        );
+
+        let mut p = lightgbm;
+        set_param(&mut p, "is_unbalance", "true").expect("a LightGBM parameter");
+        let e = set_param(&mut p, "scale_pos_weight", "3")
+            .expect_err("both weights")
+            .to_string();
+        assert!(e.contains("is_unbalance"), "{e}");
     }
 
     #[test]

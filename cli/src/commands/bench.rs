@@ -1,8 +1,9 @@
 //! `fraudlake bench online|train|writer`: how fast the online engine computes this feature set
-//! on this lake's data (full replay, then single-transaction latency), how long libxgboost
-//! takes to fit the handbook training set, and how many scored rows per second the server's
-//! lake writer commits. Measurements, not tests.
+//! on this lake's data (full replay, then single-transaction latency), how long XGBoost or
+//! LightGBM takes to fit the handbook training set, and how many scored rows per second the
+//! server's lake writer commits. Measurements, not tests.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,6 +14,8 @@ use deltalake::arrow::array::{Array, AsArray};
 use deltalake::arrow::datatypes::Int64Type;
 use fraudlake_features::online::history;
 use fraudlake_features::{compile, FeatureSet, OnlineEngine, Transaction};
+use fraudlake_model::params::TrainParams;
+use fraudlake_model::ModelFamily;
 
 use crate::config::Settings;
 use crate::output::{print_rows, Format};
@@ -52,21 +55,31 @@ pub enum BenchCommand {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
-    /// Time XGBoost fits (no early stopping) on one training period of the features table.
+    /// Time fits of XGBoost or LightGBM (no early stopping) on one training period of the
+    /// features table, with the library's own default parameters unless flags say otherwise.
     Train {
         /// First training day (default 2018-07-25, the handbook's chapter 3 period).
         #[arg(long, default_value = "2018-07-25")]
         train_start: chrono::NaiveDate,
         #[arg(long, default_value_t = 7)]
         train_days: u32,
-        /// Boosting rounds (default: the handbook baseline's XGBoost defaults, 100 / 6 / 0.3).
-        #[arg(long, default_value_t = 100)]
-        n_estimators: u32,
-        #[arg(long, default_value_t = 6)]
-        max_depth: u32,
-        #[arg(long, default_value_t = 0.3)]
-        learning_rate: f64,
-        /// libxgboost threads (0 = all cores).
+        /// The model family: xgboost or lightgbm.
+        #[arg(long, value_parser = super::models::parse_family, default_value = "xgboost")]
+        model: ModelFamily,
+        /// Boosting rounds (default: the library's own, 100).
+        #[arg(long)]
+        n_estimators: Option<u32>,
+        /// XGBoost's tree depth (default: XGBoost's own, 6, the handbook baseline's).
+        #[arg(long)]
+        max_depth: Option<u32>,
+        /// Learning rate (default: the library's own, XGBoost 0.3, LightGBM 0.1).
+        #[arg(long)]
+        learning_rate: Option<f64>,
+        /// Another parameter of the family, named as in `[train]` (repeatable), e.g.
+        /// `--param num_leaves=63`.
+        #[arg(long = "param", value_name = "NAME=VALUE")]
+        param: Vec<String>,
+        /// The library's threads (0 = all cores).
         #[arg(long, default_value_t = 0)]
         threads: u32,
         /// Fits to time (the median is reported).
@@ -81,6 +94,7 @@ pub enum BenchCommand {
 
 #[derive(serde::Serialize)]
 struct TrainBench {
+    model: ModelFamily,
     rows: usize,
     features: usize,
     frauds: usize,
@@ -90,15 +104,52 @@ struct TrainBench {
     load_seconds: f64,
     fit_median_seconds: f64,
     fit_min_seconds: f64,
+    /// What the library was given (LightGBM's or libxgboost's names and values), and the
+    /// round count as `n_estimators`: what a peer passes to train the same model
+    /// (bench/train_peer.py).
+    params: BTreeMap<&'static str, String>,
+    /// The same parameters as `[train]` names them.
+    train_params: TrainParams,
+}
+
+/// The library's defaults for `model`, then the flags.
+fn bench_params(
+    model: ModelFamily,
+    flags: [(&'static str, Option<String>); 4],
+    param: &[String],
+) -> Result<TrainParams> {
+    let mut params = TrainParams::library_defaults(model);
+    for (name, value) in flags {
+        if let Some(value) = value {
+            params.assign(name, &value)?;
+        }
+    }
+    for pair in param {
+        let (name, value) = pair
+            .split_once('=')
+            .ok_or_else(|| crate::bad_input(format!("--param {pair}: expected NAME=VALUE")))?;
+        params.assign(name.trim(), value)?;
+    }
+    params.validate()?;
+    Ok(params)
+}
+
+/// [`TrainParams::library_params`] with the round count, which fraudlake runs itself.
+fn given_to_library(params: &TrainParams) -> BTreeMap<&'static str, String> {
+    let mut given: BTreeMap<&'static str, String> = params.library_params().into_iter().collect();
+    given.insert("n_estimators", params.n_estimators().to_string());
+    given
 }
 
 async fn train(cmd: BenchCommand, settings: &Settings) -> Result<u8> {
     let BenchCommand::Train {
         train_start,
         train_days,
+        model,
         n_estimators,
         max_depth,
         learning_rate,
+        param,
         threads,
         repeat,
         sql,
@@ -107,6 +158,16 @@ async fn train(cmd: BenchCommand, settings: &Settings) -> Result<u8> {
     else {
         return Ok(0);
     };
+    let params = bench_params(
+        model,
+        [
+            ("n_estimators", n_estimators.map(|v| v.to_string())),
+            ("max_depth", max_depth.map(|v| v.to_string())),
+            ("learning_rate", learning_rate.map(|v| v.to_string())),
+            ("threads", Some(threads.to_string())),
+        ],
+        &param,
+    )?;
     let fs = FeatureSet::load(&sql.unwrap_or_else(|| settings.features_sql.clone()))?;
     let plan = compile(&fs).await?;
     let lake = settings.open_lake()?;
@@ -124,32 +185,29 @@ async fn train(cmd: BenchCommand, settings: &Settings) -> Result<u8> {
     }
     let load_seconds = started.elapsed().as_secs_f64();
     let matrix = rows.matrix();
-    let params = fraudlake_model::booster::TrainParams {
-        n_estimators,
-        max_depth,
-        learning_rate,
-        threads,
-        early_stopping_rounds: 0,
-        ..Default::default()
-    };
     let names = plan.feature_names();
     let mut times = Vec::new();
+    let mut rounds = 0;
     for _ in 0..repeat.max(1) {
         let fitted = fraudlake_model::booster::fit(&matrix, &names, 0, &params)?;
         times.push(fitted.fit_seconds);
+        rounds = fitted.rounds;
     }
     times.sort_by(f64::total_cmp);
     print_rows(
         &[TrainBench {
+            model,
             rows: rows.len(),
             features: names.len(),
             frauds: rows.frauds(),
-            rounds: n_estimators,
+            rounds,
             threads,
             repeat: times.len(),
             load_seconds,
             fit_median_seconds: percentile(&times, 0.5),
             fit_min_seconds: times[0],
+            params: given_to_library(&params),
+            train_params: params,
         }],
         format,
     )?;

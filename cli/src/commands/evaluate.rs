@@ -48,7 +48,7 @@ pub struct EvaluateArgs {
     #[arg(long, value_enum, default_value_t)]
     protocol: Protocol,
     /// holdout: the version number or alias to score (default champion). prequential: the
-    /// model family to train on each fold (default xgboost).
+    /// model family to train on each fold (default `[train] model`, else xgboost).
     #[arg(long, value_name = "VERSION|FAMILY")]
     model: Option<String>,
     /// holdout: first test day, YYYY-MM-DD (required).
@@ -185,15 +185,16 @@ async fn run_prequential(a: EvaluateArgs, settings: &Settings) -> Result<u8> {
              --test-days",
         ));
     }
+    // None: `[train]`'s family (xgboost when it names none).
     let model = match a.model.as_deref() {
-        None => ModelFamily::XGBoost,
-        Some(m) => m.parse::<ModelFamily>().map_err(|_| {
+        None => None,
+        Some(m) => Some(m.parse::<ModelFamily>().map_err(|_| {
             bad_input(format!(
                 "--model {m}: --protocol prequential trains a new model per fold, so --model \
                  names a model family (xgboost, lightgbm); to score the registered version {m}, \
                  use --protocol holdout --test-start DAY"
             ))
-        })?,
+        })?),
     };
     let folds = a.folds.unwrap_or(HANDBOOK_FOLDS);
     if folds == 0 || folds > 1000 {
@@ -217,11 +218,12 @@ async fn run_prequential(a: EvaluateArgs, settings: &Settings) -> Result<u8> {
         )
         .await?;
     }
+    let params = a.params.resolve(&settings.train, model)?;
     let plan = Plan {
         periods,
         folds,
-        model,
-        params: a.params.resolve(&settings.train)?,
+        model: params.family(),
+        params,
         threshold: a.threshold.unwrap_or(0.5),
     };
     let spec = feature_spec(settings, &a.sql).await?;
@@ -325,7 +327,7 @@ fn fold_rows(r: &Prequential, format: Format) -> Vec<FoldRow> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fraudlake_model::booster::TrainParams;
+    use fraudlake_model::params::TrainParams;
     use fraudlake_model::prequential::Fold;
 
     fn report() -> Prequential {

@@ -146,7 +146,8 @@ pub struct ImportArgs {
     pub format: Format,
 }
 
-fn parse_family(s: &str) -> std::result::Result<ModelFamily, String> {
+/// A model family flag (`--family`, `train --model`).
+pub(crate) fn parse_family(s: &str) -> std::result::Result<ModelFamily, String> {
     s.parse::<ModelFamily>().map_err(|e| e.to_string())
 }
 

@@ -1,51 +1,77 @@
-//! `fraudlake train` and `fraudlake explain`: fit XGBoost on the lake's features with the
-//! handbook's train / delay / test protocol and register the result, or explain a stored
-//! version's scores. `fraudlake evaluate` (both of the handbook's protocols) is in
-//! `evaluate.rs`, with the training flags of [`ParamArgs`].
+//! `fraudlake train` and `fraudlake explain`: fit XGBoost or LightGBM (`--model`) on the
+//! lake's features with the handbook's train / delay / test protocol and register the result,
+//! or explain a stored version's scores. `fraudlake evaluate` (both of the handbook's
+//! protocols) is in `evaluate.rs`, with the training flags of [`ParamArgs`].
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use chrono::{Duration, NaiveDate};
 use clap::Args;
-use fraudlake_model::booster::TrainParams;
 use fraudlake_model::mlflow::{self, Auth, SyncReport};
+use fraudlake_model::params::TrainParams;
 use fraudlake_model::protocol::{Metrics, Periods};
 use fraudlake_model::registry::{actor, metric_map, Registry};
 use fraudlake_model::train::{self, FeatureSpec, Registration};
+use fraudlake_model::ModelFamily;
 use serde::Serialize;
 
+use super::models::parse_family;
 use crate::config::Settings;
 use crate::output::{print_rows, Format};
 
-/// XGBoost parameters as flags; each overrides `[train]` in fraudlake.toml.
+/// The training parameters as flags; each overrides `[train]` in fraudlake.toml. The family
+/// is the command's `--model`; a flag of the other family's parameter is refused (the model
+/// crate says whose it is).
 #[derive(Debug, Args)]
 pub struct ParamArgs {
-    /// Boosting rounds (upper bound with early stopping). Default 200.
+    /// Boosting rounds (upper bound with early stopping). Default 200 (XGBoost), 300
+    /// (LightGBM).
     #[arg(long, env = "FRAUDLAKE_TRAIN_N_ESTIMATORS")]
     n_estimators: Option<u32>,
-    /// Tree depth. Default 3.
+    /// XGBoost: tree depth. Default 3.
     #[arg(long, env = "FRAUDLAKE_TRAIN_MAX_DEPTH")]
     max_depth: Option<u32>,
-    /// Shrinkage (eta). Default 0.1.
+    /// Shrinkage (eta). Default 0.1 (XGBoost), 0.05 (LightGBM).
     #[arg(long, env = "FRAUDLAKE_TRAIN_LEARNING_RATE")]
     learning_rate: Option<f64>,
-    /// Row subsampling per tree. Default 1.
+    /// XGBoost: row subsampling per tree. Default 1.
     #[arg(long)]
     subsample: Option<f64>,
-    /// Column subsampling per tree. Default 1.
+    /// XGBoost: column subsampling per tree. Default 1.
     #[arg(long)]
     colsample_bytree: Option<f64>,
     /// Weight of the fraud class. Default 1.
     #[arg(long)]
     scale_pos_weight: Option<f64>,
-    /// Minimum hessian per leaf. Default 1.
+    /// XGBoost: minimum hessian per leaf. Default 1.
     #[arg(long)]
     min_child_weight: Option<f64>,
+    /// LightGBM: leaves per tree. Default 31.
+    #[arg(long)]
+    num_leaves: Option<u32>,
+    /// LightGBM: minimum rows per leaf. Default 100.
+    #[arg(long)]
+    min_data_in_leaf: Option<u32>,
+    /// LightGBM: share of the features each tree may use. Default 0.9.
+    #[arg(long)]
+    feature_fraction: Option<f64>,
+    /// LightGBM: share of the rows each bagging draws. Default 0.8.
+    #[arg(long)]
+    bagging_fraction: Option<f64>,
+    /// LightGBM: bag every this many iterations (0 = no bagging). Default 1.
+    #[arg(long)]
+    bagging_freq: Option<u32>,
+    /// LightGBM: weight the classes by their frequencies (instead of --scale-pos-weight).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    is_unbalance: Option<bool>,
+    /// LightGBM: L2 regularization of the leaf values. Default 0.
+    #[arg(long)]
+    lambda_l2: Option<f64>,
     /// Random seed. Default 0.
     #[arg(long)]
     seed: Option<u64>,
-    /// libxgboost threads (0 = all cores).
+    /// The library's threads (0 = all cores).
     #[arg(long, env = "FRAUDLAKE_TRAIN_THREADS")]
     threads: Option<u32>,
     /// Stop after this many rounds without validation improvement (0 = off, the default).
@@ -57,12 +83,22 @@ pub struct ParamArgs {
 }
 
 impl ParamArgs {
-    pub(super) fn resolve(&self, base: &TrainParams) -> Result<TrainParams> {
-        let mut p = base.clone();
-        macro_rules! take {
-            ($($f:ident),*) => { $( if let Some(v) = self.$f { p.$f = v; } )* };
+    /// `base` (`[train]`) for `model`'s family (`base`'s own when `None`), with the flags
+    /// given, each set by its name as `[train]` and `--grid` name it; the model crate refuses
+    /// one the family does not take.
+    pub(super) fn resolve(
+        &self,
+        base: &TrainParams,
+        model: Option<ModelFamily>,
+    ) -> Result<TrainParams> {
+        let mut p = match model {
+            Some(family) => base.for_model(family),
+            None => base.clone(),
+        };
+        macro_rules! flags {
+            ($($f:ident),*) => { [$( (stringify!($f), self.$f.map(|v| v.to_string())) ),*] };
         }
-        take!(
+        let given = flags!(
             n_estimators,
             max_depth,
             learning_rate,
@@ -70,11 +106,23 @@ impl ParamArgs {
             colsample_bytree,
             scale_pos_weight,
             min_child_weight,
+            num_leaves,
+            min_data_in_leaf,
+            feature_fraction,
+            bagging_fraction,
+            bagging_freq,
+            is_unbalance,
+            lambda_l2,
             seed,
             threads,
             early_stopping_rounds,
             validation_days
         );
+        for (name, value) in given {
+            if let Some(value) = value {
+                p.assign(name, &value)?;
+            }
+        }
         p.validate()?;
         Ok(p)
     }
@@ -92,6 +140,11 @@ pub struct TrainArgs {
     delay_days: u32,
     #[arg(long, default_value_t = 7)]
     test_days: u32,
+    /// The model family: xgboost or lightgbm. Default `[train] model`, else xgboost; another
+    /// family than `[train]`'s starts from its own defaults (seed, threads and early stopping
+    /// kept).
+    #[arg(long, env = "FRAUDLAKE_TRAIN_MODEL", value_parser = parse_family)]
+    model: Option<ModelFamily>,
     #[command(flatten)]
     params: ParamArgs,
     /// Decision threshold for precision/recall.
@@ -210,6 +263,7 @@ pub(super) async fn latest_train_start(
 #[derive(Serialize)]
 struct TrainSummary {
     version: Option<i64>,
+    model_family: ModelFamily,
     aliases: Vec<String>,
     periods: Periods,
     rounds: u32,
@@ -230,7 +284,7 @@ struct TrainSummary {
 pub async fn train(a: TrainArgs, settings: &Settings) -> Result<u8> {
     let lake = settings.open_lake()?;
     let spec = feature_spec(settings, &a.sql).await?;
-    let params = a.params.resolve(&settings.train)?;
+    let params = a.params.resolve(&settings.train, a.model)?;
     let train_start = match a.train_start {
         Some(d) => d,
         None => latest_train_start(&lake, a.train_days, a.delay_days, a.test_days).await?,
@@ -280,6 +334,7 @@ pub async fn train(a: TrainArgs, settings: &Settings) -> Result<u8> {
     let trained = done.trained;
     let mut summary = TrainSummary {
         version: None,
+        model_family: trained.fitted.family,
         aliases: vec![],
         periods,
         rounds: trained.fitted.rounds,
@@ -322,7 +377,8 @@ pub async fn train(a: TrainArgs, settings: &Settings) -> Result<u8> {
         return mlflow_failure.map_or(Ok(0), Err);
     }
     println!(
-        "trained on {} .. {} ({} rows, {} frauds), {} rounds{} in {:.2} s; tested on {} .. {}",
+        "trained {} on {} .. {} ({} rows, {} frauds), {} rounds{} in {:.2} s; tested on {} .. {}",
+        summary.model_family,
         periods.train_start,
         periods.train_end(),
         summary.train_rows,

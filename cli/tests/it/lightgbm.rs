@@ -9,13 +9,18 @@
 //! (tests/python/lightgbm_import.py), registered with `fraudlake models import`, evaluated,
 //! explained, promoted through the gate, served, drift-reported; `/score` must give Python's
 //! `predict` and `?explain=true` its `pred_contrib` for the rows it scored.
+//!
+//! And one trained by fraudlake (`train --model lightgbm`): registered as a LightGBM version,
+//! promoted through the gate, served as the native evaluator scores it, and its saved file
+//! loaded in Python `lightgbm` predicts what fraudlake does, on served and offline features.
 
 use std::ffi::OsStr;
 use std::path::Path;
 
 use fraudlake_model::lightgbm::LightGbmForest;
+use fraudlake_model::{LoadedModel, ModelFamily};
 
-use crate::common::{num, python_with, run_python};
+use crate::common::{num, python_with, run_python, TempLake};
 use crate::serve::{http, lake_with_champion, ts, tx_body, Server};
 
 const TOLERANCE: f64 = 1e-6;
@@ -152,6 +157,16 @@ fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
+/// The feature names of a version as `models show --format json` gives it.
+fn feature_names(version: &serde_json::Value) -> Vec<String> {
+    version["feature_names"]
+        .as_array()
+        .expect("feature_names")
+        .iter()
+        .map(|n| n.as_str().expect("name").to_string())
+        .collect()
+}
+
 /// One `/score?explain=true` answer: the risk, and per feature (model order) its name, value
 /// (NaN when the server sent null: missing) and contribution.
 struct Served {
@@ -202,8 +217,115 @@ fn rows_csv(path: &Path, names: &[String], rows: &[Served]) {
     std::fs::write(path, text).expect("rows CSV");
 }
 
+/// Scores 24 transactions with `?explain=true` on a server of `lake`, whose champion must be
+/// `version` with `trees` trees; returns the answers (each naming the feature set's `names`).
+fn score_explained(lake: &TempLake, version: i64, trees: i64, names: &[String]) -> Vec<Served> {
+    let server = Server::start(&lake.lake(), &[]);
+    let port = server.port;
+    let (code, body) = http(port, "GET", "/models/current", &[], b"");
+    assert_eq!(code, 200, "{body}");
+    let current = json(&body);
+    assert_eq!(
+        (current["version"].as_i64(), current["trees"].as_i64()),
+        (Some(version), Some(trees))
+    );
+    let mut rows = Vec::new();
+    for i in 0..24i64 {
+        let amount = if i % 8 == 7 {
+            1_850.0
+        } else {
+            4.5 + 23.75 * i as f64
+        };
+        let body = tx_body(
+            9_300_000 + i,
+            &ts(30 * i),
+            (i * 13) % 300,
+            (i * 29) % 600,
+            amount,
+        );
+        let (code, text) = http(
+            port,
+            "POST",
+            "/score?explain=true",
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        );
+        assert_eq!(code, 200, "{text}");
+        let answer = json(&text);
+        assert_eq!(answer["model_version"], version, "{answer}");
+        let row = served(&answer);
+        assert_eq!(row.names, names);
+        rows.push(row);
+    }
+    server.stop();
+    rows
+}
+
+/// Python LightGBM on the served feature values (`model_file` loaded by `lightgbm.Booster`):
+/// the served risk must be its `predict` and each contribution its `pred_contrib`, within
+/// 1e-6, and the contributions plus its bias its raw score and the logit of the served risk.
+fn assert_served_as_python(
+    python: &Path,
+    dir: &Path,
+    model_file: &Path,
+    names: &[String],
+    rows: &[Served],
+) {
+    let csv = dir.join("served.csv");
+    rows_csv(&csv, names, rows);
+    let args: Vec<&OsStr> = vec![
+        OsStr::new("predict"),
+        model_file.as_os_str(),
+        csv.as_os_str(),
+    ];
+    let python_says = run_python(python, "lightgbm_import.py", &args);
+    assert_eq!(python_says["rows"], rows.len());
+    let mut worst = (0.0f64, 0.0f64, 0.0f64);
+    for (i, row) in rows.iter().enumerate() {
+        let prob = python_says["probability"][i].as_f64().expect("probability");
+        let raw = python_says["raw"][i].as_f64().expect("raw");
+        let contrib: Vec<f64> = python_says["contributions"][i]
+            .as_array()
+            .expect("contributions")
+            .iter()
+            .map(|c| c.as_f64().expect("number"))
+            .collect();
+        assert_eq!(contrib.len(), names.len() + 1);
+        worst.0 = worst.0.max((row.risk - prob).abs());
+        for (a, b) in row.contributions.iter().zip(&contrib) {
+            worst.1 = worst.1.max((a - b).abs());
+        }
+        // The served contributions and the bias add up to the raw score: LightGBM's, and the
+        // one behind the served probability.
+        let bias = contrib[names.len()];
+        let sum = row.contributions.iter().sum::<f64>() + bias;
+        let logit = (row.risk / (1.0 - row.risk)).ln();
+        worst.2 = worst.2.max((sum - raw).abs()).max((sum - logit).abs());
+    }
+    assert!(
+        worst.0 <= TOLERANCE,
+        "served probability vs LightGBM: {}",
+        worst.0
+    );
+    assert!(
+        worst.1 <= TOLERANCE,
+        "served contribution vs pred_contrib: {}",
+        worst.1
+    );
+    assert!(
+        worst.2 <= TOLERANCE,
+        "contributions + bias vs raw score: {}",
+        worst.2
+    );
+    // The rows are not all alike: the model's scores spread.
+    let (lo, hi) = rows
+        .iter()
+        .fold((1.0f64, 0.0f64), |(l, h), r| (l.min(r.risk), h.max(r.risk)));
+    assert!(hi - lo > 0.01, "scores {lo}..{hi}");
+}
+
 /// Runs `fraudlake ARGS` expecting bad input (exit 2); returns stderr.
-fn refused(lake: &crate::common::TempLake, args: &[&str]) -> String {
+fn refused(lake: &TempLake, args: &[&str]) -> String {
     let out = lake.run(args);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(2), "fraudlake {args:?}: {stderr}");
@@ -218,12 +340,7 @@ fn an_imported_lightgbm_model_is_gated_served_and_explained_as_python_lightgbm_p
     // A small lake with features and an XGBoost champion (version 1, trained 2018-05-01..07).
     let lake = lake_with_champion();
     let champion = json(&lake.ok(&["models", "show", "champion", "--format", "json"]));
-    let names: Vec<String> = champion["feature_names"]
-        .as_array()
-        .expect("feature_names")
-        .iter()
-        .map(|n| n.as_str().expect("name").to_string())
-        .collect();
+    let names = feature_names(&champion);
     assert_eq!(champion["model_family"], "xgboost", "{champion}");
 
     // Python LightGBM trains on the same days, reading the lake with `deltalake`.
@@ -399,95 +516,8 @@ fn an_imported_lightgbm_model_is_gated_served_and_explained_as_python_lightgbm_p
     );
 
     // Served: /score is Python's predict, ?explain=true its pred_contrib.
-    let server = Server::start(&lake.lake(), &[]);
-    let port = server.port;
-    let (code, body) = http(port, "GET", "/models/current", &[], b"");
-    assert_eq!(code, 200, "{body}");
-    let current = json(&body);
-    assert_eq!(
-        (current["version"].as_i64(), current["trees"].as_i64()),
-        (Some(2), Some(trees))
-    );
-    let mut rows = Vec::new();
-    for i in 0..24i64 {
-        let amount = if i % 8 == 7 {
-            1_850.0
-        } else {
-            4.5 + 23.75 * i as f64
-        };
-        let body = tx_body(
-            9_300_000 + i,
-            &ts(30 * i),
-            (i * 13) % 300,
-            (i * 29) % 600,
-            amount,
-        );
-        let (code, text) = http(
-            port,
-            "POST",
-            "/score?explain=true",
-            &[("Content-Type", "application/json")],
-            body.as_bytes(),
-        );
-        assert_eq!(code, 200, "{text}");
-        let answer = json(&text);
-        assert_eq!(answer["model_version"], 2, "{answer}");
-        let row = served(&answer);
-        assert_eq!(row.names, names);
-        rows.push(row);
-    }
-    server.stop();
-    let csv = lake.path().join("served.csv");
-    rows_csv(&csv, &names, &rows);
-    let args: Vec<&OsStr> = vec![
-        OsStr::new("predict"),
-        OsStr::new(&model_txt),
-        csv.as_os_str(),
-    ];
-    let python_says = run_python(&python, "lightgbm_import.py", &args);
-    assert_eq!(python_says["rows"], rows.len());
-    let mut worst = (0.0f64, 0.0f64, 0.0f64);
-    for (i, row) in rows.iter().enumerate() {
-        let prob = python_says["probability"][i].as_f64().expect("probability");
-        let raw = python_says["raw"][i].as_f64().expect("raw");
-        let contrib: Vec<f64> = python_says["contributions"][i]
-            .as_array()
-            .expect("contributions")
-            .iter()
-            .map(|c| c.as_f64().expect("number"))
-            .collect();
-        assert_eq!(contrib.len(), names.len() + 1);
-        worst.0 = worst.0.max((row.risk - prob).abs());
-        for (a, b) in row.contributions.iter().zip(&contrib) {
-            worst.1 = worst.1.max((a - b).abs());
-        }
-        // The served contributions and the bias add up to the raw score: LightGBM's, and the
-        // one behind the served probability.
-        let bias = contrib[names.len()];
-        let sum = row.contributions.iter().sum::<f64>() + bias;
-        let logit = (row.risk / (1.0 - row.risk)).ln();
-        worst.2 = worst.2.max((sum - raw).abs()).max((sum - logit).abs());
-    }
-    assert!(
-        worst.0 <= TOLERANCE,
-        "served probability vs LightGBM: {}",
-        worst.0
-    );
-    assert!(
-        worst.1 <= TOLERANCE,
-        "served contribution vs pred_contrib: {}",
-        worst.1
-    );
-    assert!(
-        worst.2 <= TOLERANCE,
-        "contributions + bias vs raw score: {}",
-        worst.2
-    );
-    // The rows are not all alike: the model's scores spread.
-    let (lo, hi) = rows
-        .iter()
-        .fold((1.0f64, 0.0f64), |(l, h), r| (l.min(r.risk), h.max(r.risk)));
-    assert!(hi - lo > 0.01, "scores {lo}..{hi}");
+    let rows = score_explained(&lake, 2, trees, &names);
+    assert_served_as_python(&python, lake.path(), Path::new(&model_txt), &names, &rows);
 
     // The lake writer recorded the LightGBM champion's answers; drift scores with it.
     let written = lake.sql_json("SELECT COUNT(*) AS n FROM predictions WHERE model_version = 2");
@@ -504,5 +534,190 @@ fn an_imported_lightgbm_model_is_gated_served_and_explained_as_python_lightgbm_p
     assert_eq!(
         drift["prediction"]["name"], "risk_score (champion, offline)",
         "{drift}"
+    );
+}
+
+/// A CSV of numbers as `fraudlake sql --out` writes it (a header, an empty cell for a missing
+/// value), row-major.
+fn numbers_csv(path: &Path, width: usize) -> Vec<f64> {
+    let text = std::fs::read_to_string(path).expect("CSV");
+    let mut values = Vec::new();
+    for line in text.lines().skip(1).filter(|l| !l.is_empty()) {
+        let cells: Vec<f64> = line
+            .split(',')
+            .map(|cell| {
+                if cell.is_empty() {
+                    f64::NAN
+                } else {
+                    cell.parse()
+                        .unwrap_or_else(|e| panic!("'{cell}' in {line}: {e}"))
+                }
+            })
+            .collect();
+        assert_eq!(cells.len(), width, "{line}");
+        values.extend(cells);
+    }
+    values
+}
+
+#[test]
+fn a_lightgbm_model_trained_by_fraudlake_is_gated_served_and_predicts_as_python_lightgbm() {
+    let Some(python) = python_with(&["lightgbm", "numpy", "deltalake", "pyarrow"]) else {
+        return;
+    };
+    // A small lake with features and an XGBoost champion (version 1, trained 2018-05-01..07).
+    let lake = lake_with_champion();
+    // `[train]` without `model` is XGBoost's; `--model lightgbm` starts from LightGBM's
+    // defaults and keeps the run's settings (seed, threads).
+    let config = lake.path().join("fraudlake.toml");
+    std::fs::write(&config, "[train]\nthreads = 2\nseed = 3\n").expect("config");
+    let cfg = config.display().to_string();
+    let train_lightgbm = |extra: &[&str]| {
+        let mut args = vec![
+            "--config",
+            cfg.as_str(),
+            "train",
+            "--model",
+            "lightgbm",
+            "--train-start",
+            "2018-05-01",
+            "--format",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        args.into_iter().map(String::from).collect::<Vec<String>>()
+    };
+
+    // An XGBoost parameter is refused for LightGBM, saying whose it is; nothing registered.
+    let args = train_lightgbm(&["--max-depth", "4"]);
+    let e = refused(&lake, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        e.contains("'max_depth' is a parameter of XGBoost, not of LightGBM"),
+        "{e}"
+    );
+
+    // Trained and registered: version 2, the challenger, a LightGBM text artifact.
+    let args = train_lightgbm(&[]);
+    let trained = json(&lake.ok(&args.iter().map(String::as_str).collect::<Vec<_>>()));
+    assert_eq!(trained["version"], 2, "{trained}");
+    assert_eq!(trained["model_family"], "lightgbm", "{trained}");
+    assert_eq!(trained["aliases"], serde_json::json!(["challenger"]));
+    assert_eq!(trained["rounds"], 300, "LightGBM's default n_estimators");
+    assert!(
+        trained["metrics"]["auc_roc"]
+            .as_f64()
+            .is_some_and(|a| a > 0.5),
+        "{trained}"
+    );
+    let shown = json(&lake.ok(&["models", "show", "2", "--format", "json"]));
+    assert_eq!(shown["model_family"], "lightgbm", "{shown}");
+    let params = &shown["params"];
+    assert_eq!(
+        (
+            params["model"].as_str(),
+            params["num_leaves"].as_u64(),
+            params["threads"].as_u64(),
+            params["seed"].as_u64()
+        ),
+        (Some("lightgbm"), Some(31), Some(2), Some(3)),
+        "{params}"
+    );
+    assert!(params.get("max_depth").is_none(), "{params}");
+    let names = feature_names(&shown);
+    let card = lake.ok(&["models", "show", "2", "--card"]);
+    assert!(
+        card.contains("| Model family | lightgbm |")
+            && card.contains("| LightGBM parameters | n_estimators=300, num_leaves=31, "),
+        "{card}"
+    );
+    let registry = lake
+        .sql_json("SELECT version, model_family, artifact FROM model_versions ORDER BY version");
+    assert_eq!(registry[1]["model_family"], "lightgbm", "{registry:?}");
+    let artifact = Path::new(&lake.lake()).join(registry[1]["artifact"].as_str().expect("path"));
+    assert!(
+        artifact.extension().is_some_and(|e| e == "txt"),
+        "{}",
+        artifact.display()
+    );
+    let model = LoadedModel::from_bytes(
+        ModelFamily::LightGBM,
+        &std::fs::read(&artifact).expect("artifact"),
+    )
+    .expect("the native evaluator loads it");
+    assert_eq!(model.feature_names(), names.as_slice());
+    assert_eq!(model.num_trees(), 300);
+
+    // Through the gate, not forced: both families scored on the champion's test days (the
+    // tolerance lets either come out ahead on a lake this small).
+    let gate = json(&lake.ok(&[
+        "models",
+        "promote",
+        "2",
+        "--tolerance",
+        "1",
+        "--format",
+        "json",
+    ]));
+    assert_eq!(
+        (
+            gate["passed"].as_bool(),
+            gate["forced"].as_bool(),
+            gate["promoted"].as_bool()
+        ),
+        (Some(true), Some(false), Some(true)),
+        "{gate}"
+    );
+    assert_eq!(gate["test_from"], "2018-05-15", "{gate}");
+    assert!(
+        gate["candidate_score"].is_number() && gate["champion_score"].is_number(),
+        "{gate}"
+    );
+
+    // Served: /score and ?explain=true are the native evaluator's on the served features, and
+    // Python LightGBM's from the saved file.
+    let rows = score_explained(&lake, 2, 300, &names);
+    for row in &rows {
+        let risk = model.predict(&row.values).expect("width");
+        assert!(
+            (risk - row.risk).abs() <= TOLERANCE,
+            "served {} vs LoadedModel {risk}",
+            row.risk
+        );
+        let phi = model.contributions(&row.values).expect("width");
+        for (a, b) in phi.iter().zip(&row.contributions) {
+            assert!((a - b).abs() <= TOLERANCE, "contribution {b} vs {a}");
+        }
+    }
+    assert_served_as_python(&python, lake.path(), &artifact, &names, &rows);
+
+    // Offline: the test days' feature rows as the lake holds them; Python LightGBM loading the
+    // saved file predicts what fraudlake's evaluator does.
+    let csv = lake.path().join("features.csv");
+    let query = format!(
+        "SELECT {} FROM features WHERE tx_date BETWEEN DATE '2018-05-15' AND DATE '2018-05-21' \
+         ORDER BY tx_id",
+        names.join(", ")
+    );
+    lake.ok(&["sql", &query, "--out", &csv.display().to_string()]);
+    let values = numbers_csv(&csv, names.len());
+    let native = model.predict_many(&values);
+    assert!(native.len() > 1_000, "{} rows", native.len());
+    let args: Vec<&OsStr> = vec![OsStr::new("predict"), artifact.as_os_str(), csv.as_os_str()];
+    let python_says = run_python(&python, "lightgbm_import.py", &args);
+    let probabilities = python_says["probability"]
+        .as_array()
+        .expect("probabilities");
+    assert_eq!(probabilities.len(), native.len());
+    let worst = probabilities
+        .iter()
+        .zip(&native)
+        .map(|(p, n)| (p.as_f64().expect("a probability") - n).abs())
+        .fold(
+            0.0f64,
+            |w, d| if d.is_nan() { f64::INFINITY } else { w.max(d) },
+        );
+    assert!(
+        worst <= TOLERANCE,
+        "Python LightGBM vs fraudlake on the feature rows: {worst}"
     );
 }

@@ -28,7 +28,7 @@ use std::path::PathBuf;
 
 use crate::error::{Error, Result};
 use chrono::NaiveDate;
-use fraudlake_model::booster::TrainParams;
+use fraudlake_model::params::TrainParams;
 use fraudlake_model::registry::gate::GatePolicy;
 use fraudlake_pipeline::lake::Lake;
 use serde::de::{self, DeserializeOwned, Visitor};

@@ -1,16 +1,17 @@
 //! `train`: trains a model on the days before the logical date (the handbook's train / delay /
 //! test protocol) and registers it, through the same `train_and_register` as `fraudlake
-//! train`. Its own module so its arguments, the XGBoost parameter checks and the call stay
-//! together.
+//! train`. Its own module so its arguments, the parameter checks and the call stay together.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::error::{Error, Result};
 use chrono::Duration;
+use fraudlake_model::params::{ParamKind, TrainParams};
 use fraudlake_model::protocol::Periods;
 use fraudlake_model::registry::{actor, metric_map};
 use fraudlake_model::train::{self, FeatureSpec, Registration};
+use fraudlake_model::ModelFamily;
 use fraudlake_pipeline::labels::LabelPolicy;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -19,22 +20,6 @@ use serde_json::{json, Value};
 use super::{Op, OpCtx};
 use crate::spec::args::{self, describe_toml};
 use crate::spec::SpecErrorKind;
-
-/// The XGBoost parameters `train.params` may override, with whether each takes an integer.
-/// Mirrors `fraudlake_model::train::set_param`, which the runner calls with these values.
-const TRAIN_PARAMS: &[(&str, bool)] = &[
-    ("n_estimators", true),
-    ("max_depth", true),
-    ("learning_rate", false),
-    ("subsample", false),
-    ("colsample_bytree", false),
-    ("scale_pos_weight", false),
-    ("min_child_weight", false),
-    ("seed", true),
-    ("threads", true),
-    ("early_stopping_rounds", true),
-    ("validation_days", true),
-];
 
 /// `train` args: the handbook protocol's train / delay / test days, ending at the logical date.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -49,32 +34,46 @@ pub struct TrainArgs {
     /// Days of test data (default 7).
     #[serde(default = "args::seven", deserialize_with = "args::days_from_1")]
     pub test_days: u32,
-    /// XGBoost parameter overrides, for `fraudlake_model::train::set_param` (checked by name
-    /// in [`Op::validate`]: whether a value fits depends on the parameter).
+    /// The model family, `xgboost` or `lightgbm` (default: `[train] model` of fraudlake.toml,
+    /// else xgboost); another family than `[train]`'s starts from its own defaults.
+    #[serde(default, deserialize_with = "family")]
+    pub model: Option<ModelFamily>,
+    /// Parameter overrides of the family, for `fraudlake_model::params::TrainParams::assign`
+    /// (checked by name in [`Op::validate`]: whether a value fits depends on the parameter).
     #[serde(default, deserialize_with = "params")]
     pub params: BTreeMap<String, ParamValue>,
 }
 
-/// An XGBoost parameter value as written in the file.
+fn family<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<ModelFamily>, D::Error> {
+    let name = String::deserialize(d)?;
+    name.parse::<ModelFamily>()
+        .map(Some)
+        .map_err(de::Error::custom)
+}
+
+/// A parameter value as written in the file.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParamValue {
     /// `max_depth = 6`
     Int(i64),
     /// `learning_rate = 0.1`
     Float(f64),
+    /// `is_unbalance = true`
+    Bool(bool),
     /// `learning_rate = "0.1"` (trimmed)
     Str(String),
-    /// A value of another TOML type, described (`boolean true`): refused by
+    /// A value of another TOML type, described (`an array`): refused by
     /// [`Op::validate`], so never in a loaded DAG.
     Unusable(String),
 }
 
-/// The text `set_param` parses.
+/// The text `TrainParams::assign` parses.
 impl fmt::Display for ParamValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ParamValue::Int(i) => write!(f, "{i}"),
             ParamValue::Float(x) => write!(f, "{x}"),
+            ParamValue::Bool(b) => write!(f, "{b}"),
             ParamValue::Str(s) | ParamValue::Unusable(s) => f.write_str(s),
         }
     }
@@ -99,6 +98,7 @@ fn params<'de, D: Deserializer<'de>>(
                 let value = match v {
                     toml::Value::Integer(i) => ParamValue::Int(i),
                     toml::Value::Float(x) => ParamValue::Float(x),
+                    toml::Value::Boolean(b) => ParamValue::Bool(b),
                     toml::Value::String(s) => ParamValue::Str(s.trim().to_string()),
                     other => ParamValue::Unusable(describe_toml(&other)),
                 };
@@ -110,22 +110,23 @@ fn params<'de, D: Deserializer<'de>>(
     d.deserialize_map(Table)
 }
 
-/// The problem with one parameter, if any.
-fn check_param(name: &str, value: &ParamValue) -> Option<SpecErrorKind> {
-    let key = format!("params.{name}");
-    let Some(&(_, integer)) = TRAIN_PARAMS.iter().find(|(n, _)| *n == name) else {
-        return Some(SpecErrorKind::InvalidArg {
-            key: "params".to_string(),
-            message: format!(
-                "unknown XGBoost parameter {name:?} (valid: {})",
-                TRAIN_PARAMS
-                    .iter()
-                    .map(|(n, _)| *n)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        });
+/// The problem with one parameter of `family` (of either family when `None`: `[train]`'s
+/// family is known only when the task runs), if any.
+fn check_param(
+    family: Option<ModelFamily>,
+    name: &str,
+    value: &ParamValue,
+) -> Option<SpecErrorKind> {
+    let kind = match TrainParams::kind_of(family, name) {
+        Ok(kind) => kind,
+        Err(e) => {
+            return Some(SpecErrorKind::InvalidArg {
+                key: "params".to_string(),
+                message: e.to_string(),
+            })
+        }
     };
+    let key = format!("params.{name}");
     let invalid = |message: String| {
         Some(SpecErrorKind::InvalidArg {
             key: key.clone(),
@@ -135,33 +136,33 @@ fn check_param(name: &str, value: &ParamValue) -> Option<SpecErrorKind> {
     let wrong_type = |found: String| {
         Some(SpecErrorKind::ArgType {
             key: key.clone(),
-            expected: if integer {
-                "a non-negative integer (or one as a string)"
-            } else {
-                "a number (or one as a string)"
-            }
-            .to_string(),
+            expected: format!("{} (or one as a string)", kind.describe()),
             found,
         })
     };
-    match (value, integer) {
-        (ParamValue::Int(i), true) if *i < 0 => invalid(format!("must be at least 0, got {i}")),
-        (ParamValue::Int(_), _) => None,
-        (ParamValue::Float(x), false) if !x.is_finite() => {
+    match (value, kind) {
+        (ParamValue::Int(i), ParamKind::Integer) if *i < 0 => {
+            invalid(format!("must be at least 0, got {i}"))
+        }
+        (ParamValue::Int(_), ParamKind::Integer | ParamKind::Number) => None,
+        (ParamValue::Float(x), ParamKind::Number) if !x.is_finite() => {
             invalid(format!("must be a finite number, got {x}"))
         }
-        (ParamValue::Float(_), false) => None,
-        (ParamValue::Float(x), true) => wrong_type(format!("float {x}")),
-        (ParamValue::Str(s), true) if s.parse::<u64>().is_ok() => None,
-        (ParamValue::Str(s), false) if s.parse::<f64>().is_ok_and(f64::is_finite) => None,
-        (ParamValue::Str(s), _) => invalid(format!(
-            "{s:?} is not {}",
-            if integer {
-                "a non-negative integer"
-            } else {
-                "a number"
-            }
-        )),
+        (ParamValue::Float(_), ParamKind::Number) => None,
+        (ParamValue::Bool(_), ParamKind::Boolean) => None,
+        (ParamValue::Int(i), ParamKind::Boolean) => wrong_type(format!("integer {i}")),
+        (ParamValue::Float(x), _) => wrong_type(format!("float {x}")),
+        (ParamValue::Bool(b), _) => wrong_type(format!("boolean {b}")),
+        (ParamValue::Str(s), ParamKind::Integer) if s.parse::<u64>().is_ok() => None,
+        (ParamValue::Str(s), ParamKind::Number) if s.parse::<f64>().is_ok_and(f64::is_finite) => {
+            None
+        }
+        (ParamValue::Str(s), ParamKind::Boolean)
+            if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") =>
+        {
+            None
+        }
+        (ParamValue::Str(s), _) => invalid(format!("{s:?} is not {}", kind.describe())),
         (ParamValue::Unusable(found), _) => wrong_type(found.clone()),
     }
 }
@@ -170,7 +171,7 @@ impl Op for TrainArgs {
     fn validate(&self) -> Vec<SpecErrorKind> {
         self.params
             .iter()
-            .filter_map(|(name, value)| check_param(name, value))
+            .filter_map(|(name, value)| check_param(self.model, name, value))
             .collect()
     }
 
@@ -180,6 +181,7 @@ impl Op for TrainArgs {
             format!("delay_days={}", self.delay_days),
             format!("test_days={}", self.test_days),
         ];
+        v.extend(self.model.iter().map(|m| format!("model={m}")));
         v.extend(self.params.iter().map(|(k, p)| format!("params.{k}={p}")));
         v
     }
@@ -187,10 +189,16 @@ impl Op for TrainArgs {
     async fn run(&self, ctx: &mut OpCtx<'_>) -> Result<Value> {
         let env = ctx.env;
         let spec = FeatureSpec::load(&env.features_sql).await?;
-        let mut p = env.train.clone();
+        let mut p = match self.model {
+            Some(family) => env.train.for_model(family),
+            None => env.train.clone(),
+        };
+        // All set, then checked: a range check may involve two of them (is_unbalance and
+        // scale_pos_weight).
         for (k, v) in &self.params {
-            train::set_param(&mut p, k, &v.to_string())?;
+            p.assign(k, &v.to_string())?;
         }
+        p.validate()?;
         let total = i64::from(self.train_days + self.delay_days + self.test_days);
         let periods = Periods {
             train_start: ctx.logical_date - Duration::days(total - 1),

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{NaiveDate, TimeZone};
 use croner::parser::{CronParser, Seconds};
 use fraudlake_model::rollout::{PrimaryMetric, Role};
+use fraudlake_model::ModelFamily;
 
 use super::*;
 
@@ -104,6 +105,7 @@ fn a_valid_file_loads_with_defaults() {
             train_days: 7,
             delay_days: 7,
             test_days: 7,
+            model: None,
             params: BTreeMap::new()
         })
     );
@@ -660,6 +662,7 @@ fn drift_and_train_args() {
             train_days: 14,
             delay_days: 0,
             test_days: 3,
+            model: None,
             params: BTreeMap::from([
                 ("learning_rate".to_string(), ParamValue::Float(0.1)),
                 ("max_depth".to_string(), ParamValue::Int(4)),
@@ -688,11 +691,38 @@ fn drift_and_train_args() {
         arg_errors("train", "{ params = { max_dept = 4, max_depth = 4.5, seed = -1, learning_rate = \"fast\", subsample = true } }"),
         vec![
             "dags/x.toml: task \"t\": arg \"params.learning_rate\": \"fast\" is not a number",
-            "dags/x.toml: task \"t\": arg \"params\": unknown XGBoost parameter \"max_dept\" (valid: n_estimators, max_depth, learning_rate, subsample, colsample_bytree, scale_pos_weight, min_child_weight, seed, threads, early_stopping_rounds, validation_days)",
+            "dags/x.toml: task \"t\": arg \"params\": unknown training parameter 'max_dept' (XGBoost: n_estimators, max_depth, learning_rate, subsample, colsample_bytree, scale_pos_weight, min_child_weight, seed, threads, early_stopping_rounds, validation_days; LightGBM: n_estimators, num_leaves, learning_rate, min_data_in_leaf, feature_fraction, bagging_fraction, bagging_freq, is_unbalance, scale_pos_weight, lambda_l2, seed, threads, early_stopping_rounds, validation_days)",
             "dags/x.toml: task \"t\": arg \"params.max_depth\": expected a non-negative integer (or one as a string), found float 4.5",
             "dags/x.toml: task \"t\": arg \"params.seed\": must be at least 0, got -1",
             "dags/x.toml: task \"t\": arg \"params.subsample\": expected a number (or one as a string), found boolean true",
         ]
+    );
+    // A LightGBM task: LightGBM's parameters, a boolean among them; XGBoost's refused.
+    assert_eq!(
+        args_of("train", "{ model = \"lightgbm\", params = { num_leaves = 63, is_unbalance = true, bagging_fraction = \"0.7\" } }"),
+        OpArgs::Train(TrainArgs {
+            train_days: 7,
+            delay_days: 7,
+            test_days: 7,
+            model: Some(ModelFamily::LightGBM),
+            params: BTreeMap::from([
+                ("bagging_fraction".to_string(), ParamValue::Str("0.7".into())),
+                ("is_unbalance".to_string(), ParamValue::Bool(true)),
+                ("num_leaves".to_string(), ParamValue::Int(63)),
+            ]),
+        })
+    );
+    assert_eq!(
+        arg_errors("train", "{ model = \"lightgbm\", params = { max_depth = 4, is_unbalance = 1, num_leaves = \"many\" } }"),
+        vec![
+            "dags/x.toml: task \"t\": arg \"params.is_unbalance\": expected true or false (or one as a string), found integer 1",
+            "dags/x.toml: task \"t\": arg \"params\": 'max_depth' is a parameter of XGBoost, not of LightGBM (the family trained: model = \"lightgbm\"); LightGBM takes n_estimators, num_leaves, learning_rate, min_data_in_leaf, feature_fraction, bagging_fraction, bagging_freq, is_unbalance, scale_pos_weight, lambda_l2, seed, threads, early_stopping_rounds, validation_days",
+            "dags/x.toml: task \"t\": arg \"params.num_leaves\": \"many\" is not a non-negative integer",
+        ]
+    );
+    assert_eq!(
+        arg_errors("train", "{ model = \"catboost\" }"),
+        vec!["dags/x.toml: task \"t\": arg \"model\": unknown model family 'catboost' (known: xgboost, lightgbm)"]
     );
 }
 

@@ -1,23 +1,25 @@
-//! A native evaluator of LightGBM's text model (`model.txt`, as `Booster.save_model` writes
-//! it in LightGBM 4), with TreeSHAP explanations: issue #18's first step towards LightGBM as a
-//! second model family, before training through LightGBM's C API.
+//! LightGBM, the second model family (issue #18): a native evaluator of LightGBM's text model
+//! (`model.txt`, as `Booster.save_model` writes it in LightGBM 4) with TreeSHAP explanations,
+//! and training through LightGBM's C API (`train.rs`, over the FFI wrapper `c_api.rs`).
 //!
-//! Why native rather than through LightGBM's library: the scoring server answers one
+//! Why a native evaluator rather than LightGBM's library: the scoring server answers one
 //! transaction at a time, and the model crate already walks XGBoost's trees itself
-//! ([`crate::trees`]) for that reason; a native reader also lets `/score`, `evaluate` and
-//! `drift` serve LightGBM models without linking LightGBM, whose build cost is not yet known.
-//! So the evaluator must be exactly LightGBM: every decision rule copies `tree.h` (see
-//! `tree.rs`), raw scores add up leaf values in tree order as `GBDT::PredictRaw` does, and
-//! contributions follow `Tree::TreeSHAP` operation for operation (`shap.rs`). The integration
-//! test (cli/tests/it/lightgbm.rs) compares with LightGBM's own `predict` and
-//! `predict(pred_contrib=True)` on 10,000 rows per model (NaN, zeros, values on thresholds,
-//! categories): within 1e-6, in practice identical.
+//! ([`crate::trees`]) for that reason; LightGBM is linked for training only, and `/score`,
+//! `evaluate` and `drift` never call it. So the evaluator must be exactly LightGBM: every
+//! decision rule copies `tree.h` (see `tree.rs`), raw scores add up leaf values in tree order
+//! as `GBDT::PredictRaw` does, and contributions follow `Tree::TreeSHAP` operation for
+//! operation (`shap.rs`). The integration test (cli/tests/it/lightgbm.rs) compares with
+//! LightGBM's own `predict` and `predict(pred_contrib=True)` on 10,000 rows per model (NaN,
+//! zeros, values on thresholds, categories): within 1e-6, in practice identical; the unit
+//! tests of `train.rs` do the same for models fraudlake trains.
 //!
 //! Only binary GBDT models are scored: another objective, multiclass, random forests
 //! (`average_output`) and linear trees are refused with the reason, never mis-scored.
 
+mod c_api;
 mod shap;
 mod text;
+pub(crate) mod train;
 mod tree;
 
 use crate::booster::{largest, Contribution};

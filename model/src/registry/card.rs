@@ -124,11 +124,16 @@ fn sections(r: &VersionRecord) -> Vec<(&'static str, Vec<(String, String)>)> {
                 ("Model family".into(), r.model_family.name().to_string()),
                 ("Boosting rounds".into(), r.rounds.to_string()),
                 (
-                    "Parameters".into(),
+                    format!("{} parameters", r.params.family().library()),
                     if l.is_imported() {
                         "not known (imported)".to_string()
                     } else {
-                        serde_json::to_string(&r.params).unwrap_or_default()
+                        r.params
+                            .values()
+                            .iter()
+                            .map(|(name, value)| format!("{name}={value}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     },
                 ),
                 (
@@ -228,8 +233,8 @@ pub(crate) mod tests {
     use chrono::{NaiveDate, TimeZone, Utc};
 
     use super::*;
-    use crate::booster::TrainParams;
     use crate::dataset::{LabelOverride, TableVersion};
+    use crate::params::TrainParams;
     use crate::protocol::{Metrics, Periods};
     use crate::registry::Lineage;
 
@@ -360,6 +365,31 @@ pub(crate) mod tests {
         assert!(page.contains("<td>&lt;b&gt;bold&lt;/b&gt; &amp; &#x27;quoted&#x27; n/a</td>"));
         assert!(page.contains("<pre>SELECT amount / 2 AS half\nFROM tx WHERE a &lt; b</pre>"));
         assert!(!page.contains("<b>bold"));
+    }
+
+    #[test]
+    fn the_card_names_the_family_and_its_parameters() {
+        let xgboost = markdown(&record());
+        assert!(xgboost.contains("| Model family | xgboost |"), "{xgboost}");
+        assert!(
+            xgboost.contains("| XGBoost parameters | n_estimators=200, max_depth=3, "),
+            "{xgboost}"
+        );
+        let lightgbm = VersionRecord {
+            model_family: crate::loaded::ModelFamily::LightGBM,
+            params: TrainParams::defaults(crate::loaded::ModelFamily::LightGBM),
+            ..record()
+        };
+        let md = markdown(&lightgbm);
+        assert!(md.contains("| Model family | lightgbm |"), "{md}");
+        assert!(
+            md.contains(
+                "| LightGBM parameters | n_estimators=300, num_leaves=31, learning_rate=0.05, \
+                 min_data_in_leaf=100, feature_fraction=0.9, bagging_fraction=0.8, \
+                 bagging_freq=1, is_unbalance=false, scale_pos_weight=1, lambda_l2=0, seed=0, "
+            ),
+            "{md}"
+        );
     }
 
     #[test]

@@ -35,11 +35,11 @@ use fraudlake_pipeline::lake::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::booster::TrainParams;
 use crate::dataset::TableVersion;
 use crate::error::{Error, Result};
 use crate::loaded::{LoadedModel, ModelFamily};
 use crate::metrics::Curves;
+use crate::params::TrainParams;
 use crate::protocol::{Metrics, Periods};
 use fraudlake_pipeline::columns;
 
@@ -161,8 +161,9 @@ pub struct VersionRecord {
     pub feature_sql: String,
     pub feature_names: Vec<String>,
     pub periods: Periods,
-    /// XGBoost's training parameters; for an imported model (`lineage.imported_from`) not
-    /// known, and left at their defaults.
+    /// The training parameters, tagged by family (`"model": "lightgbm"`; records made
+    /// before LightGBM training have no tag and read as XGBoost's); for an imported model
+    /// (`lineage.imported_from`) not known, and left at the family's defaults.
     pub params: TrainParams,
     pub rounds: u32,
     pub metrics: Metrics,
@@ -544,6 +545,13 @@ impl Registry {
     /// lake becomes champion; later ones become challenger.
     pub async fn register(&self, new: NewVersion) -> Result<VersionRecord> {
         let family = new.model_family;
+        if new.params.family() != family {
+            return Err(Error::Model(format!(
+                "refusing to register a {} with {}'s training parameters",
+                family.describe(),
+                new.params.family().library()
+            )));
+        }
         let model = LoadedModel::from_bytes(family, &new.model_file).map_err(|e| {
             Error::Model(format!(
                 "refusing to register an unusable {}: {e}",
@@ -949,6 +957,11 @@ mod tests {
         json.as_object_mut()
             .expect("an object")
             .remove("model_family");
+        // Its parameters were XGBoost's alone, without the family tag.
+        json["params"]
+            .as_object_mut()
+            .expect("params")
+            .remove("model");
         let full = version_batch(&v1).expect("batch");
         let mut cols: Vec<Arc<dyn Array>> = full.columns()[..full.num_columns() - 2].to_vec();
         cols.push(Arc::new(StringArray::from(vec![json.to_string()])));
@@ -958,6 +971,7 @@ mod tests {
             .expect("old row");
         let versions = registry.versions().await.expect("versions");
         assert_eq!(versions[0].model_family, ModelFamily::XGBoost);
+        assert_eq!(versions[0].params, TrainParams::default());
         // Made before curves too: none, and its card renders without charts.
         assert_eq!(versions[0].curves, None);
         let page = card::html(&versions[0]).expect("card");
@@ -972,7 +986,7 @@ mod tests {
                 feature_sql: "SELECT 1".into(),
                 feature_names: vec!["amount".into(), "merchant".into()],
                 periods: v1.periods,
-                params: TrainParams::default(),
+                params: TrainParams::defaults(ModelFamily::LightGBM),
                 rounds: 2,
                 metrics: Metrics::default(),
                 lineage: Lineage {
@@ -1037,7 +1051,7 @@ mod tests {
                 feature_sql: "SELECT 1".into(),
                 feature_names: vec!["merchant".into(), "amount".into()],
                 periods: v1.periods,
-                params: TrainParams::default(),
+                params: TrainParams::defaults(ModelFamily::LightGBM),
                 rounds: 2,
                 metrics: Metrics::default(),
                 lineage: v1.lineage.clone(),
