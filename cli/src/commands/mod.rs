@@ -37,7 +37,7 @@ pub enum Command {
     /// The feature set: offline build, description, online/offline parity.
     #[command(subcommand)]
     Features(features::FeaturesCommand),
-    /// Train XGBoost on the lake's features (handbook protocol) and register the model.
+    /// Train XGBoost or LightGBM (`--model`) on the lake's features (handbook protocol) and register the model.
     Train(train::TrainArgs),
     /// The handbook's protocols: a registered version on any test days (holdout, ch. 3), or a
     /// fresh model per prequential fold (ch. 5).
@@ -47,7 +47,7 @@ pub enum Command {
     /// already known to be compromised removed; it trains nothing and writes nothing.
     ///
     /// `--protocol prequential` (chapter 5) trains a new model (`--model`, a family, default
-    /// xgboost) on each of `--folds` windows (default 4), fold 1 starting at `--train-start`
+    /// `[train] model`, else xgboost) on each of `--folds` windows (default 4), fold 1 starting at `--train-start`
     /// and each later fold one test period earlier, tests it on the fold's test days, and
     /// prints every fold and the mean ± std of AUC ROC, average precision and card
     /// precision@100, as the handbook's chapter 5 tables; nothing is registered. The
