@@ -25,7 +25,8 @@ ARG RUST_IMAGE=rust:1.95.0-slim-bookworm
 
 # ---------------------------------------------------------------------------------------------
 # From source: the workspace, release profile. libxgboost is compiled from its vendored source
-# (cmake, ninja, g++; bindgen needs libclang; librdkafka needs zlib and pkg-config).
+# (cmake, ninja, g++; bindgen needs libclang; librdkafka needs zlib and pkg-config); LightGBM too,
+# with a newer CMake.
 FROM ${RUST_IMAGE} AS binary-source
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
@@ -33,8 +34,13 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends cmake ninja-build libclang-dev g++ pkg-config \
-       zlib1g-dev binutils mold \
+       zlib1g-dev binutils mold python3-venv \
     && rm -rf /var/lib/apt/lists/*
+
+# LightGBM 4.7 needs CMake >= 3.28 (bookworm has 3.25): the PyPI wheel, in a venv of its own, run
+# through build-support/cmake (the CMAKE of .cargo/config.toml), as `make deps` does outside.
+ENV FRAUDLAKE_CMAKE=/opt/cmake/bin/cmake
+RUN python3 -m venv /opt/cmake && /opt/cmake/bin/pip install --no-cache-dir -q cmake==3.31.10
 
 WORKDIR /src
 COPY . .

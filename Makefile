@@ -63,6 +63,16 @@ deps:
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
+	@$(MAKE) --no-print-directory $(CMAKE_TOOL)
+
+# CMake >= 3.28 for LightGBM 4.7's build (lightgbm3-sys); Debian bookworm has 3.25. A venv of its
+# own holding the PyPI wheel; build-support/cmake (CMAKE in .cargo/config.toml) runs it.
+CMAKE_TOOL := .tools/cmake/bin/cmake
+CMAKE_VERSION := 3.31.10
+$(CMAKE_TOOL):
+	python3 -m venv .tools/cmake
+	.tools/cmake/bin/pip install -q 'cmake==$(CMAKE_VERSION)'
+	@touch $@
 
 build: deps
 	$(CARGO) build $(CARGO_FLAGS) --bin fraudlake
