@@ -362,7 +362,7 @@ fn corrupt_artifacts_are_refused_and_bad_flags_are_named() {
         ),
         (
             vec!["train", "--folds", "2", "--grid", "depth=3"],
-            "unknown parameter 'depth'",
+            "unknown XGBoost parameter 'depth'",
         ),
         (vec!["models", "show", "7"], "does not exist"),
         (
@@ -575,9 +575,9 @@ fn evaluate_prequential_trains_a_model_per_fold_and_registers_nothing() {
     );
     assert_eq!(rows.len(), 5, "{csv}");
     assert_eq!((rows[3][0], rows[4][0]), ("mean", "std"), "{csv}");
-    for col in 3..6 {
-        let v = |row: usize| rows[row][col].parse::<f64>().expect("a number");
-        assert!((v(3) - (v(1) + v(2)) / 2.0).abs() < 1e-12, "{csv}");
+    let num = |s: &str| s.parse::<f64>().expect("a number");
+    for ((mean, a), b) in rows[3][3..6].iter().zip(&rows[1][3..6]).zip(&rows[2][3..6]) {
+        assert!((num(mean) - (num(a) + num(b)) / 2.0).abs() < 1e-12, "{csv}");
     }
 
     // Nothing was registered.

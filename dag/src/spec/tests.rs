@@ -473,7 +473,7 @@ fn unknown_op_lists_the_valid_ones() {
 fn unknown_args_name_the_key_and_list_valid_keys() {
     assert_eq!(
         arg_errors("train", "{ train_dayz = 3, test_days = 2 }"),
-        vec!["dags/x.toml: task \"t\": op train has no arg \"train_dayz\" (valid args: train_days, delay_days, test_days, params)"]
+        vec!["dags/x.toml: task \"t\": op train has no arg \"train_dayz\" (valid args: train_days, delay_days, test_days, model, params)"]
     );
     assert_eq!(
         arg_errors("features_build", "{ file = \"x.sql\" }"),

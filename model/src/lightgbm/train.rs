@@ -76,7 +76,6 @@ fn check_names(names: &[String]) -> Result<()> {
 mod tests {
     use lightgbm3::Booster as Reference;
 
-    use super::*;
     use crate::booster::tests::{assert_spread, synthetic_wide, test_params, Lcg};
     use crate::booster::{fit, Fitted};
     use crate::lightgbm::LightGbmForest;
