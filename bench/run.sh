@@ -1239,17 +1239,17 @@ fi
 # state from, so it holds only what the run scores; its RSS is what a Python process holding
 # that costs, not a like-for-like state size.
 l_sample() { # PID SECONDS FILE METRICS_URL
-  local pid=$1 secs=$2 file=$3 url=$4 t0 i d m rss anon file ent scored
+  local pid=$1 secs=$2 file=$3 url=$4 t0 i d m rss anon mapped ent scored
   t0=$(now)
   for ((i = 0; i <= secs; i += 5)); do
     d=$(calc "$t0 + $i - $(now)" 3)
     if gt "$d" 0; then sleep "$d"; fi
-    read -r rss anon file < <(awk '/^VmRSS:/ { r = $2 } /^RssAnon:/ { a = $2 } /^RssFile:/ { f = $2 }
+    read -r rss anon mapped < <(awk '/^VmRSS:/ { r = $2 } /^RssAnon:/ { a = $2 } /^RssFile:/ { f = $2 }
       END { print (r == "" ? "n/a" : r), (a == "" ? "n/a" : a), (f == "" ? "n/a" : f) }' "/proc/$pid/status" 2>/dev/null || true)
     m=$(curl -s --max-time 2 "$url" || true)
     ent=$(awk '$1 == "fraud_online_entities" { print $2 }' <<<"$m")
     scored=$(awk '$1 == "fraud_requests_total{endpoint=\"/score\",status=\"200\"}" || $1 == "fraud_requests_total" { print $2 }' <<<"$m")
-    echo "$i ${rss:-n/a} ${ent:-n/a} ${scored:-0} ${anon:-n/a} ${file:-n/a}" >>"$file"
+    echo "$i ${rss:-n/a} ${ent:-n/a} ${scored:-0} ${anon:-n/a} ${mapped:-n/a}" >>"$file"
   done
 }
 # l_figures FILE: from a samples file, sets l_r0 l_r30 l_rend l_tend l_ent l_min l_max l_spread
